@@ -1,0 +1,452 @@
+//! Generate the trait, server stub, clients and descriptor from the model.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+
+use crate::model::{Method, Output, Service, type_string};
+
+pub(crate) fn expand(service: &Service) -> TokenStream {
+    let trait_def = expand_trait(service);
+    let args_structs = service.methods.iter().map(|m| args_struct(service, m));
+    let wire_checks = wire_checks(service);
+    let server = expand_server(service);
+    let client = expand_client(service);
+    let blocking = expand_blocking_client(service);
+    quote! {
+        #trait_def
+        #(#args_structs)*
+        #wire_checks
+        #server
+        #client
+        #blocking
+    }
+}
+
+fn args_struct_ident(service: &Service, method: &Method) -> syn::Ident {
+    format_ident!("__Courier{}{}Args", service.item.ident, method.wire_name)
+}
+
+/// The trait as users implement it: every method returns a `Send` future,
+/// so the server can run handlers on any worker thread.
+fn expand_trait(service: &Service) -> TokenStream {
+    let item = &service.item;
+    let attrs = &item.attrs;
+    let vis = &item.vis;
+    let ident = &item.ident;
+    let supertraits = &item.supertraits;
+    let plus = if supertraits.is_empty() {
+        quote!()
+    } else {
+        quote!(+)
+    };
+    let methods = service.methods.iter().map(|method| {
+        let attrs = &method.attrs;
+        let mut sig = method.sig.clone();
+        sig.asyncness = None;
+        let output = method.output.declared_type(&method.sig);
+        sig.output = syn::parse_quote_spanned! {output.span()=>
+            -> impl ::core::future::Future<Output = #output> + ::core::marker::Send
+        };
+        match &method.default_body {
+            Some(body) => quote! { #(#attrs)* #sig { async move #body } },
+            None => quote! { #(#attrs)* #sig; },
+        }
+    });
+    quote! {
+        #(#attrs)*
+        #vis trait #ident: ::core::marker::Send + ::core::marker::Sync + 'static #plus #supertraits {
+            #(#methods)*
+        }
+    }
+}
+
+/// The arguments of one method as one serde struct: `{"a": 10, "b": 20}` in
+/// JSON. A single argument is sent as itself (`#[serde(transparent)]`), as
+/// Go's net/rpc sends its one argument, so JSON-RPC peers interoperate.
+fn args_struct(service: &Service, method: &Method) -> TokenStream {
+    let ident = args_struct_ident(service, method);
+    let fields = method.args.iter().map(|arg| {
+        let name = &arg.ident;
+        let ty = &arg.ty;
+        quote! { #name: #ty }
+    });
+    let transparent = if method.args.len() == 1 {
+        quote!(#[serde(transparent)])
+    } else {
+        quote!()
+    };
+    quote! {
+        #[derive(::courier::__private::serde::Serialize, ::courier::__private::serde::Deserialize)]
+        #[serde(crate = "::courier::__private::serde")]
+        #transparent
+        #[doc(hidden)]
+        #[allow(non_camel_case_types, dead_code)]
+        struct #ident { #(#fields),* }
+    }
+}
+
+/// Assert at each type's own span that it can cross the wire, so the error
+/// points at the argument rather than into generated code.
+fn wire_checks(service: &Service) -> TokenStream {
+    let checks = service.methods.iter().flat_map(|method| {
+        let mut types: Vec<&syn::Type> = method.args.iter().map(|arg| &arg.ty).collect();
+        types.push(method.output.ok_type());
+        if let Output::AppResult(_, err) = &method.output {
+            types.push(err);
+        }
+        types.into_iter().map(|ty| {
+            quote_spanned! {ty.span()=> ::courier::__private::assert_wire::<#ty>(); }
+        })
+    });
+    let app_errors = service
+        .methods
+        .iter()
+        .filter_map(|method| match &method.output {
+            Output::AppResult(_, err) => Some(quote_spanned! {err.span()=>
+                ::courier::__private::assert_app_error::<#err>();
+            }),
+            _ => None,
+        });
+    quote! {
+        const _: () = { #(#checks)* #(#app_errors)* };
+    }
+}
+
+fn descriptor(service: &Service) -> TokenStream {
+    let name = &service.name;
+    let version = match &service.version {
+        Some(version) => quote!(#version),
+        None => quote!(::core::env!("CARGO_PKG_VERSION")),
+    };
+    let docs = &service.docs;
+    let methods = service.methods.iter().map(|method| {
+        let wire = &method.wire_name;
+        let full = format!("{}.{}", service.name, method.wire_name);
+        let idempotent = method.idempotent;
+        let one_way = method.one_way;
+        let docs = &method.docs;
+        let output = type_string(method.output.ok_type());
+        let error = match &method.output {
+            Output::AppResult(_, err) => {
+                let err = type_string(err);
+                quote!(::core::option::Option::Some(#err))
+            }
+            Output::StatusResult(_) => quote!(::core::option::Option::Some("courier::Status")),
+            Output::Plain(_) => quote!(::core::option::Option::None),
+        };
+        let args = method.args.iter().map(|arg| {
+            let name = arg.ident.to_string();
+            let name = name.trim_start_matches("r#");
+            let ty = type_string(&arg.ty);
+            quote!(::courier::__private::ArgDescriptor { name: #name, ty: #ty })
+        });
+        quote! {
+            ::courier::MethodDescriptor {
+                name: #wire,
+                full_name: #full,
+                idempotent: #idempotent,
+                one_way: #one_way,
+                args: &[#(#args),*],
+                output: #output,
+                error: #error,
+                docs: #docs,
+            }
+        }
+    });
+    quote! {
+        &::courier::ServiceDescriptor {
+            name: #name,
+            version: #version,
+            docs: #docs,
+            methods: &[#(#methods),*],
+        }
+    }
+}
+
+fn expand_server(service: &Service) -> TokenStream {
+    let vis = &service.item.vis;
+    let trait_ident = &service.item.ident;
+    let server = format_ident!("{}Server", trait_ident);
+    let client = format_ident!("{}Client", trait_ident);
+    let doc = format!(
+        "Serves a [`{trait_ident}`] implementation; pass it to `courier::Server::builder().add_service(..)`."
+    );
+    let arms = service.methods.iter().enumerate().map(|(index, method)| {
+        let args_ty = args_struct_ident(service, method);
+        let full = format!("{}.{}", service.name, method.wire_name);
+        let ident = &method.ident;
+        let arg_names = method.args.iter().map(|arg| &arg.ident);
+        let cx_arg = if method.takes_context { quote!(&cx,) } else { quote!() };
+        let call = quote! { service.#ident(#cx_arg #(args.#arg_names),*).await };
+        let finish = match &method.output {
+            Output::Plain(_) => quote! {
+                let output = #call;
+                ::courier::__private::encode_result(codec, &output, #full)
+            },
+            Output::StatusResult(_) => quote! {
+                let output = #call?;
+                ::courier::__private::encode_result(codec, &output, #full)
+            },
+            Output::AppResult(..) => quote! {
+                match #call {
+                    ::core::result::Result::Ok(output) => ::courier::__private::encode_result(codec, &output, #full),
+                    ::core::result::Result::Err(error) => ::core::result::Result::Err(
+                        ::courier::__private::encode_app_error(codec, &error, #full),
+                    ),
+                }
+            },
+        };
+        quote! {
+            #index => ::std::boxed::Box::pin(async move {
+                let codec = cx.codec();
+                let args: #args_ty = ::courier::__private::decode_args(codec, &body, #full)?;
+                #finish
+            }),
+        }
+    });
+    quote! {
+        #[doc = #doc]
+        #vis struct #server<T> {
+            service: ::std::sync::Arc<T>,
+        }
+
+        impl<T: #trait_ident> #server<T> {
+            /// Serve `service`.
+            pub fn new(service: T) -> Self {
+                Self { service: ::std::sync::Arc::new(service) }
+            }
+
+            /// Serve a shared `service`.
+            pub fn from_arc(service: ::std::sync::Arc<T>) -> Self {
+                Self { service }
+            }
+        }
+
+        impl<T> ::core::clone::Clone for #server<T> {
+            fn clone(&self) -> Self {
+                Self { service: ::std::sync::Arc::clone(&self.service) }
+            }
+        }
+
+        impl<T: #trait_ident> ::courier::Service for #server<T> {
+            fn descriptor(&self) -> &'static ::courier::ServiceDescriptor {
+                #client::DESCRIPTOR
+            }
+
+            fn call(
+                &self,
+                method: usize,
+                cx: ::courier::Context,
+                body: ::courier::__private::Bytes,
+            ) -> ::courier::__private::BoxFuture<'static, ::core::result::Result<::courier::__private::Bytes, ::courier::Status>> {
+                let service = ::std::sync::Arc::clone(&self.service);
+                match method {
+                    #(#arms)*
+                    _ => ::std::boxed::Box::pin(async move {
+                        ::core::result::Result::Err(::courier::Status::unimplemented(
+                            ::std::format!("method index {} is out of range", method),
+                        ))
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// `(a: i64, b: i64)` parameters and the wire struct built from them.
+fn client_params(method: &Method) -> (Vec<TokenStream>, Vec<&syn::Ident>) {
+    let params = method
+        .args
+        .iter()
+        .map(|arg| {
+            let ident = &arg.ident;
+            let ty = &arg.ty;
+            quote!(#ident: #ty)
+        })
+        .collect();
+    let names = method.args.iter().map(|arg| &arg.ident).collect();
+    (params, names)
+}
+
+fn client_return(method: &Method) -> TokenStream {
+    let ok = method.output.ok_type();
+    quote!(::core::result::Result<#ok, ::courier::Status>)
+}
+
+fn expand_client(service: &Service) -> TokenStream {
+    let vis = &service.item.vis;
+    let trait_ident = &service.item.ident;
+    let client = format_ident!("{}Client", trait_ident);
+    let descriptor = descriptor(service);
+    let doc = format!(
+        "Calls a remote [`{trait_ident}`]. Cheap to clone; clones share connections.\n\n\
+         Each method returns `Err(courier::Status)` when the call fails; a service's own \
+         error comes back inside the status (see `courier::Status::app_error`)."
+    );
+    let methods = service.methods.iter().map(|method| {
+        let ident = &method.ident;
+        let spawn_ident = format_ident!("spawn_{}", ident.to_string().trim_start_matches("r#"));
+        let full = format!("{}.{}", service.name, method.wire_name);
+        let args_ty = args_struct_ident(service, method);
+        let (params, names) = client_params(method);
+        let ret = client_return(method);
+        let ok = method.output.ok_type();
+        let docs = method.attrs.iter().filter(|attr| attr.path().is_ident("doc"));
+        let body = if method.one_way {
+            quote! { self.channel.one_way(#full, &args, &self.options).await }
+        } else {
+            match &method.output {
+                Output::AppResult(_, err) => quote! {
+                    match self.channel.unary::<_, #ok>(#full, &args, &self.options).await {
+                        ::core::result::Result::Ok(output) => ::core::result::Result::Ok(output),
+                        ::core::result::Result::Err(status) => ::core::result::Result::Err(
+                            ::courier::__private::decode_app_error::<#err>(self.options.codec(), status),
+                        ),
+                    }
+                },
+                _ => quote! { self.channel.unary::<_, #ok>(#full, &args, &self.options).await },
+            }
+        };
+        let spawn_doc = format!("Start [`{client}::{ident}`] now and collect the result later by awaiting the handle. Must be called inside a tokio runtime.");
+        quote! {
+            #(#docs)*
+            pub async fn #ident(&self, #(#params),*) -> #ret {
+                let args = #args_ty { #(#names),* };
+                #body
+            }
+
+            #[doc = #spawn_doc]
+            pub fn #spawn_ident(&self, #(#params),*) -> ::courier::CallHandle<#ok> {
+                let client = ::core::clone::Clone::clone(self);
+                ::courier::CallHandle::spawn(async move { client.#ident(#(#names),*).await })
+            }
+        }
+    });
+    quote! {
+        #[doc = #doc]
+        #[derive(Clone, Debug)]
+        #vis struct #client {
+            channel: ::courier::Channel,
+            options: ::courier::CallOptions,
+        }
+
+        impl #client {
+            /// The service's name, version and methods.
+            pub const DESCRIPTOR: &'static ::courier::ServiceDescriptor = #descriptor;
+
+            /// Connect to a server at `addr` (`host:port`).
+            pub async fn connect(addr: impl ::core::convert::Into<::std::string::String>) -> ::core::result::Result<Self, ::courier::ConnectError> {
+                ::core::result::Result::Ok(Self::new(::courier::Channel::connect(addr).await?))
+            }
+
+            /// A client over an existing channel.
+            pub fn new(channel: ::courier::Channel) -> Self {
+                Self { channel, options: ::courier::CallOptions::new() }
+            }
+
+            /// The channel calls go through.
+            pub fn channel(&self) -> &::courier::Channel {
+                &self.channel
+            }
+
+            /// The options applied to every call.
+            pub fn options(&self) -> &::courier::CallOptions {
+                &self.options
+            }
+
+            /// A copy of this client with `options`.
+            #[must_use]
+            pub fn with_options(&self, options: ::courier::CallOptions) -> Self {
+                Self { channel: ::core::clone::Clone::clone(&self.channel), options }
+            }
+
+            /// A copy of this client whose calls time out after `timeout`
+            /// (the server is told and stops work at the deadline).
+            #[must_use]
+            pub fn with_timeout(&self, timeout: ::std::time::Duration) -> Self {
+                self.with_options(::core::clone::Clone::clone(&self.options).with_timeout(timeout))
+            }
+
+            /// A copy of this client that sends a header with every call.
+            #[must_use]
+            pub fn with_metadata(&self, key: impl ::core::convert::AsRef<str>, value: impl ::core::convert::Into<::std::string::String>) -> Self {
+                self.with_options(::core::clone::Clone::clone(&self.options).with_metadata(key, value))
+            }
+
+            /// A copy of this client that encodes calls with `codec`.
+            #[must_use]
+            pub fn with_codec(&self, codec: ::courier::Codec) -> Self {
+                self.with_options(::core::clone::Clone::clone(&self.options).with_codec(codec))
+            }
+
+            #(#methods)*
+        }
+    }
+}
+
+fn expand_blocking_client(service: &Service) -> TokenStream {
+    let vis = &service.item.vis;
+    let trait_ident = &service.item.ident;
+    let client = format_ident!("{}Client", trait_ident);
+    let blocking = format_ident!("{}BlockingClient", trait_ident);
+    let doc = format!(
+        "Calls a remote [`{trait_ident}`] from synchronous code: each call blocks until its \
+         reply arrives. Owns a small runtime; needs none from the caller."
+    );
+    let methods = service.methods.iter().map(|method| {
+        let ident = &method.ident;
+        let (params, names) = client_params(method);
+        let ret = client_return(method);
+        let docs = method
+            .attrs
+            .iter()
+            .filter(|attr| attr.path().is_ident("doc"));
+        quote! {
+            #(#docs)*
+            pub fn #ident(&self, #(#params),*) -> #ret {
+                self.channel.call(self.client.#ident(#(#names),*))
+            }
+        }
+    });
+    quote! {
+        #[doc = #doc]
+        #[derive(Clone, Debug)]
+        #vis struct #blocking {
+            client: #client,
+            channel: ::courier::blocking::Channel,
+        }
+
+        impl #blocking {
+            /// Connect to a server at `addr` (`host:port`), blocking until connected.
+            pub fn connect(addr: impl ::core::convert::Into<::std::string::String>) -> ::core::result::Result<Self, ::courier::ConnectError> {
+                ::core::result::Result::Ok(Self::new(::courier::blocking::Channel::connect(addr)?))
+            }
+
+            /// A client over an existing blocking channel.
+            pub fn new(channel: ::courier::blocking::Channel) -> Self {
+                Self { client: #client::new(::core::clone::Clone::clone(channel.as_async())), channel }
+            }
+
+            /// A copy of this client whose calls time out after `timeout`.
+            #[must_use]
+            pub fn with_timeout(&self, timeout: ::std::time::Duration) -> Self {
+                Self { client: self.client.with_timeout(timeout), channel: ::core::clone::Clone::clone(&self.channel) }
+            }
+
+            /// A copy of this client that sends a header with every call.
+            #[must_use]
+            pub fn with_metadata(&self, key: impl ::core::convert::AsRef<str>, value: impl ::core::convert::Into<::std::string::String>) -> Self {
+                Self { client: self.client.with_metadata(key, value), channel: ::core::clone::Clone::clone(&self.channel) }
+            }
+
+            /// A copy of this client that encodes calls with `codec`.
+            #[must_use]
+            pub fn with_codec(&self, codec: ::courier::Codec) -> Self {
+                Self { client: self.client.with_codec(codec), channel: ::core::clone::Clone::clone(&self.channel) }
+            }
+
+            #(#methods)*
+        }
+    }
+}

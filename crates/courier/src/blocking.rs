@@ -1,0 +1,115 @@
+//! Calling courier services from plain synchronous code.
+//!
+//! A [`Channel`] here owns a small tokio runtime (one worker thread) that
+//! runs the connection's reader and writer; each call blocks the calling
+//! thread until its reply arrives. Generated `XxxBlockingClient` types wrap
+//! this, so `fn main()` needs no async runtime at all:
+//!
+//! ```ignore
+//! let calc = CalculatorBlockingClient::connect("127.0.0.1:9000")?;
+//! let sum = calc.add(1, 2)?;
+//! ```
+//!
+//! Using a blocking client inside an async runtime would stall that
+//! runtime's thread, so it returns an error there instead.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::client::{self, ConnectError};
+use crate::status::Status;
+
+/// Owns the runtime that drives blocking clients' connections.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    inner: Arc<OwnedRuntime>,
+}
+
+#[derive(Debug)]
+struct OwnedRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        // `Runtime`'s own drop blocks, which panics inside async code; the
+        // background shutdown is safe anywhere.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Runtime {
+    /// Start a runtime with one worker thread.
+    pub fn new() -> Result<Runtime, ConnectError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("courier-blocking")
+            .enable_all()
+            .build()
+            .map_err(ConnectError::Runtime)?;
+        Ok(Runtime {
+            inner: Arc::new(OwnedRuntime(Some(runtime))),
+        })
+    }
+
+    /// Run `future` to completion on the calling thread.
+    pub fn block_on<F: Future>(&self, future: F) -> Result<F::Output, ConnectError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(ConnectError::InsideRuntime);
+        }
+        match &self.inner.0 {
+            Some(runtime) => Ok(runtime.block_on(future)),
+            None => Err(ConnectError::Runtime(std::io::Error::other(
+                "the runtime has shut down",
+            ))),
+        }
+    }
+}
+
+/// A [`client::Channel`] with its own runtime, for synchronous callers.
+#[derive(Clone, Debug)]
+pub struct Channel {
+    channel: client::Channel,
+    runtime: Runtime,
+}
+
+impl Channel {
+    /// Connect to `addr` now, on a new runtime.
+    pub fn connect(addr: impl Into<String>) -> Result<Channel, ConnectError> {
+        Channel::from_builder(client::Channel::builder(addr))
+    }
+
+    /// Connect with a configured builder.
+    pub fn from_builder(builder: client::ChannelBuilder) -> Result<Channel, ConnectError> {
+        let runtime = Runtime::new()?;
+        let channel = runtime.block_on(builder.connect())??;
+        Ok(Channel { channel, runtime })
+    }
+
+    /// A channel that connects on its first call.
+    pub fn lazy(addr: impl Into<String>) -> Result<Channel, ConnectError> {
+        let runtime = Runtime::new()?;
+        // The lazy channel spawns its connect tasks on whichever runtime
+        // the call runs in, which is always ours (see `call`).
+        Ok(Channel {
+            channel: client::Channel::lazy(addr),
+            runtime,
+        })
+    }
+
+    /// The async channel inside (shares connections with this one).
+    pub fn as_async(&self) -> &client::Channel {
+        &self.channel
+    }
+
+    /// Block on a call made through the async channel.
+    pub fn call<T>(&self, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+        self.runtime.block_on(call)?
+    }
+}
+
+impl From<ConnectError> for std::io::Error {
+    fn from(err: ConnectError) -> std::io::Error {
+        std::io::Error::other(err)
+    }
+}

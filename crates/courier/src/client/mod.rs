@@ -1,0 +1,76 @@
+//! The client: channels, call options, spawned calls.
+//!
+//! - [`Channel`] ([`channel`]): one address, a pool of multiplexed
+//!   connections, reconnect with jittered backoff.
+//! - `connection`: one native connection (pending calls by id, reader task,
+//!   keepalive).
+//! - [`CallOptions`]: timeout, metadata and codec per call.
+//! - [`CallHandle`]: a call started now and awaited later.
+//! - [`Backoff`]: the reconnect delay policy.
+
+mod backoff;
+mod channel;
+mod config;
+mod connection;
+mod handle;
+mod options;
+
+use std::io;
+use std::time::Duration;
+
+pub use backoff::Backoff;
+pub use channel::Channel;
+pub use config::ChannelBuilder;
+pub use handle::CallHandle;
+pub use options::CallOptions;
+
+use crate::status::{Code, Status};
+
+/// A connection could not be established.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The TCP connection failed (refused, unreachable, no such host).
+    #[error("could not connect to {addr}: {source}")]
+    Io {
+        /// The address dialled.
+        addr: String,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The attempt took longer than the connect timeout.
+    #[error("connecting to {addr} timed out after {timeout:?}")]
+    Timeout {
+        /// The address dialled.
+        addr: String,
+        /// The connect timeout.
+        timeout: Duration,
+    },
+    /// Something answered, but not a courier server of a compatible version.
+    #[error("{addr} did not complete the courier handshake: {reason}")]
+    Handshake {
+        /// The address dialled.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A blocking client was used from inside an async runtime, where
+    /// blocking the thread would stall other tasks.
+    #[error(
+        "courier's blocking client cannot be used inside an async runtime; use the async client there"
+    )]
+    InsideRuntime,
+    /// The blocking client's runtime could not be started.
+    #[error("could not start the blocking client's runtime: {0}")]
+    Runtime(io::Error),
+}
+
+impl From<ConnectError> for Status {
+    fn from(err: ConnectError) -> Status {
+        let code = match err {
+            ConnectError::InsideRuntime | ConnectError::Runtime(_) => Code::FailedPrecondition,
+            _ => Code::Unavailable,
+        };
+        Status::new(code, err.to_string())
+    }
+}

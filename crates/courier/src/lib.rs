@@ -1,0 +1,170 @@
+//! # courier
+//!
+//! An RPC framework with service registration and discovery built in.
+//! Define a service once as a trait; get a client stub and a server stub;
+//! calls look local.
+//!
+//! ```no_run
+//! #[courier::service]
+//! pub trait Calculator {
+//!     async fn add(&self, a: i64, b: i64) -> i64;
+//! }
+//!
+//! struct Calc;
+//! impl Calculator for Calc {
+//!     async fn add(&self, a: i64, b: i64) -> i64 { a + b }
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = courier::Server::builder()
+//!     .add_service(CalculatorServer::new(Calc))
+//!     .bind("127.0.0.1:0").await?
+//!     .start();
+//! let calc = CalculatorClient::connect(server.local_addr().to_string()).await?;
+//! assert_eq!(calc.add(10, 20).await?, 30);
+//! # Ok(()) }
+//! ```
+//!
+//! ## What `#[courier::service]` generates
+//!
+//! For `trait Calculator`: the trait itself (each `async fn` returning a
+//! `Send` future); `CalculatorServer<T>` to pass to
+//! [`ServerBuilder::add_service`]; `CalculatorClient` with one async method
+//! per trait method plus `with_timeout`, `with_metadata`, `with_codec` and
+//! `spawn_<method>` (start now, await later); `CalculatorBlockingClient`
+//! for synchronous code; and `CalculatorClient::DESCRIPTOR`, the service's
+//! [`ServiceDescriptor`]. Method attributes: `#[courier(idempotent)]`,
+//! `#[courier(one_way)]`, `#[courier(name = "Wire")]`; trait attributes:
+//! `name = ".."`, `version = ".."`.
+//!
+//! Methods returning `Result<T, E>` with a serde error type send `E` back
+//! inside the [`Status`]; [`Status::app_error`] gives it back typed.
+//!
+//! ## Layout (the path of one call)
+//!
+//! - [`service`]: the [`Service`] trait generated servers implement, and
+//!   descriptors.
+//! - [`codec`]: arguments and results to bytes ([`Codec::Binary`],
+//!   [`Codec::Json`]).
+//! - [`protocol`]: sans-IO wire formats ([`protocol::native`]).
+//! - `transport`: frames over TCP (coalesced writer, reader, keepalive).
+//! - [`server`]: accept, route, limit, run, shut down.
+//! - [`client`]: channels, connection pools, call options.
+//! - [`blocking`]: synchronous clients.
+//! - [`status`], [`context`], [`metadata`]: what crosses the wire with a call.
+//!
+//! ## Feature flags
+//!
+//! None yet: the native protocol, both codecs and the blocking client are
+//! always built. Later protocols (gRPC, JSON-RPC, HTTP/JSON) and registry
+//! backends arrive behind their own features.
+
+pub mod blocking;
+pub mod client;
+pub mod codec;
+pub mod context;
+pub mod metadata;
+pub mod protocol;
+pub mod server;
+pub mod service;
+pub mod status;
+mod transport;
+
+pub use client::{CallHandle, CallOptions, Channel, ConnectError};
+pub use codec::Codec;
+pub use context::Context;
+pub use courier_macros::service;
+pub use metadata::Metadata;
+pub use server::{ServeError, Server, ServerBuilder, ServerHandle};
+pub use service::{MethodDescriptor, Service, ServiceDescriptor};
+pub use status::{Code, Status};
+
+/// Used by generated code; not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use bytes::{Bytes, BytesMut};
+    pub use serde;
+
+    pub use crate::service::{ArgDescriptor, BoxFuture};
+
+    use crate::codec::Codec;
+    use crate::status::{Code, Status};
+
+    /// Decode a method's arguments, or explain why they do not decode.
+    pub fn decode_args<T: serde::de::DeserializeOwned>(
+        codec: Codec,
+        body: &[u8],
+        method: &str,
+    ) -> Result<T, Status> {
+        codec.decode(body).map_err(|err| {
+            Status::invalid_argument(format!("the arguments of {method} do not decode: {err}"))
+        })
+    }
+
+    /// Encode a method's result.
+    pub fn encode_result<T: serde::Serialize + ?Sized>(
+        codec: Codec,
+        value: &T,
+        method: &str,
+    ) -> Result<Bytes, Status> {
+        let mut buf = BytesMut::new();
+        codec.encode(value, &mut buf).map_err(|err| {
+            Status::internal(format!("the result of {method} does not encode: {err}"))
+        })?;
+        Ok(buf.freeze())
+    }
+
+    /// Turn a handler's own error into a status carrying it.
+    pub fn encode_app_error<E: serde::Serialize + std::fmt::Display>(
+        codec: Codec,
+        error: &E,
+        method: &str,
+    ) -> Status {
+        let mut buf = BytesMut::new();
+        match codec.encode(error, &mut buf) {
+            Ok(()) => Status::application(Code::Unknown, error.to_string(), buf.freeze()),
+            Err(err) => Status::internal(format!(
+                "the error returned by {method} does not encode: {err}"
+            )),
+        }
+    }
+
+    /// Decode the handler's own error carried by `status`, if it has one.
+    pub fn decode_app_error<E>(codec: Codec, status: Status) -> Status
+    where
+        E: serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        if !status.is_application_error() {
+            return status;
+        }
+        match codec.decode::<E>(status.details()) {
+            Ok(error) => status.with_app_error(error),
+            Err(_) => status,
+        }
+    }
+
+    /// Compile-time check with a readable error for argument and return
+    /// types that cannot cross the wire.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot cross the wire: courier arguments and results must implement serde's `Serialize` and `Deserialize`",
+        label = "not serde-serializable",
+        note = "derive them with `#[derive(serde::Serialize, serde::Deserialize)]`"
+    )]
+    pub trait Wire: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static {}
+    impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static> Wire for T {}
+
+    /// Used by generated code to assert `T: Wire` at the type's span.
+    pub const fn assert_wire<T: Wire>() {}
+
+    /// Compile-time check for a service's own error type.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` is returned as a service error, so it must implement `std::fmt::Display` (its text becomes the status message)",
+        label = "no `Display`",
+        note = "`#[derive(thiserror::Error)]` with `#[error(\"..\")]` provides it"
+    )]
+    pub trait AppError: std::fmt::Display + Wire {}
+    impl<T: std::fmt::Display + Wire> AppError for T {}
+
+    /// Used by generated code to assert `E: AppError` at the type's span.
+    pub const fn assert_app_error<E: AppError>() {}
+}

@@ -1,0 +1,10 @@
+//! Sans-IO protocol code: pure functions from bytes to frames and back.
+//!
+//! Nothing here touches a socket or a clock, so every decoder can be unit
+//! tested, property tested and fuzzed in isolation (see `fuzz/`). The rule
+//! for every decoder: check that the input is complete and within its size
+//! limit *before* allocating for it, and never panic on what a peer sent.
+//!
+//! - [`native`]: courier's own multiplexed binary protocol.
+
+pub mod native;

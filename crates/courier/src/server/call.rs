@@ -1,0 +1,186 @@
+//! Running one call: deadline, panic isolation, and encoding the reply.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::codec::Codec;
+use crate::protocol::native::{FrameEncoder, FrameKind, ResponseHead};
+use crate::service::BoxFuture;
+use crate::status::{Code, Status};
+
+/// Run a handler future to completion, or until `deadline`, turning a panic
+/// into `Internal`. Dropping the returned future drops the handler.
+pub(crate) async fn run(
+    handler: BoxFuture<'static, Result<Bytes, Status>>,
+    deadline: Option<Instant>,
+) -> Result<Bytes, Status> {
+    let guarded = CatchUnwind(handler);
+    match deadline {
+        None => guarded.await,
+        Some(deadline) => match tokio::time::timeout_at(deadline.into(), guarded).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Status::deadline_exceeded(
+                "the call's deadline passed while the server was handling it",
+            )),
+        },
+    }
+}
+
+/// Polls a handler inside `catch_unwind`, so one panicking handler fails
+/// its own call and nothing else.
+struct CatchUnwind(BoxFuture<'static, Result<Bytes, Status>>);
+
+impl Future for CatchUnwind {
+    type Output = Result<Bytes, Status>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => {
+                let reason = panic_message(payload.as_ref());
+                tracing::error!(%reason, "handler panicked");
+                Poll::Ready(Err(Status::internal(format!(
+                    "the handler panicked: {reason}"
+                ))))
+            }
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "non-string panic payload"
+    }
+}
+
+/// Append a response frame for `outcome`. A result too large for a frame is
+/// replaced by a `ResourceExhausted` error, so the caller still hears back.
+pub(crate) fn encode_response(
+    buf: &mut BytesMut,
+    call_id: u32,
+    codec: Codec,
+    outcome: &Result<Bytes, Status>,
+    max_frame_size: usize,
+) {
+    let oversized = match outcome {
+        Ok(body) => {
+            let mut frame = FrameEncoder::begin(buf, FrameKind::Response, codec.id(), call_id);
+            ResponseHead::encode_ok(buf);
+            frame.end_meta(buf);
+            buf.extend_from_slice(body);
+            match frame.finish(buf, max_frame_size) {
+                Ok(()) => return,
+                Err(err) => {
+                    Status::resource_exhausted(format!("the response is too large to send: {err}"))
+                }
+            }
+        }
+        Err(status) => {
+            if encode_error(buf, call_id, codec, status, max_frame_size) {
+                return;
+            }
+            Status::resource_exhausted("the error status is too large to send")
+        }
+    };
+    // A short message always fits any sane limit; if even that fails the
+    // limit is absurdly small and the caller will see the connection close.
+    let _ = encode_error(buf, call_id, codec, &oversized, max_frame_size);
+}
+
+fn encode_error(
+    buf: &mut BytesMut,
+    call_id: u32,
+    codec: Codec,
+    status: &Status,
+    max_frame_size: usize,
+) -> bool {
+    let code = if status.code() == Code::Ok {
+        Code::Unknown
+    } else {
+        status.code()
+    };
+    let mut frame = FrameEncoder::begin(buf, FrameKind::Response, codec.id(), call_id);
+    ResponseHead::encode(
+        buf,
+        code.as_u32(),
+        status.is_application_error(),
+        status.message(),
+        status.details(),
+        std::iter::empty(),
+    );
+    frame.end_meta(buf);
+    frame.finish(buf, max_frame_size).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_becomes_internal() {
+        let handler: BoxFuture<'static, Result<Bytes, Status>> = Box::pin(async { panic!("boom") });
+        let err = run(handler, None).await.expect_err("panicked");
+        assert_eq!(err.code(), Code::Internal);
+        assert!(err.message().contains("boom"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_drops_the_handler() {
+        struct Flag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Flag(dropped.clone());
+        let handler: BoxFuture<'static, Result<Bytes, Status>> = Box::pin(async move {
+            let _flag = flag;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Ok(Bytes::new())
+        });
+        let err = run(handler, Some(Instant::now() + Duration::from_millis(50)))
+            .await
+            .expect_err("deadline");
+        assert_eq!(err.code(), Code::DeadlineExceeded);
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[test]
+    fn oversized_results_become_resource_exhausted() {
+        let mut buf = BytesMut::new();
+        encode_response(
+            &mut buf,
+            9,
+            Codec::Binary,
+            &Ok(Bytes::from(vec![0; 5000])),
+            1024,
+        );
+        let frame = crate::protocol::native::FrameDecoder::new(1024)
+            .decode(&mut buf)
+            .ok()
+            .flatten()
+            .expect("a frame");
+        assert_eq!(frame.header.call_id, 9);
+        let head = ResponseHead::decode(&frame.meta).expect("head");
+        assert_eq!(head.code, Code::ResourceExhausted.as_u32());
+        assert!(
+            head.message.contains("exceeds the limit of 1024"),
+            "{}",
+            head.message
+        );
+    }
+}

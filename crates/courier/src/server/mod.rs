@@ -1,0 +1,343 @@
+//! The server: accept connections, route calls, enforce limits, shut down
+//! gracefully.
+//!
+//! ```no_run
+//! # use courier::Server;
+//! # async fn run(service: impl courier::Service) -> Result<(), courier::ServeError> {
+//! Server::builder()
+//!     .add_service(service)
+//!     .serve_with_shutdown("0.0.0.0:9000", async { let _ = tokio::signal::ctrl_c().await; })
+//!     .await
+//! # }
+//! ```
+//!
+//! - [`router`]: `Service.Method` to a service and method index.
+//! - [`connection`]: one native connection (reader, call tasks, writer).
+//! - [`call`]: one call (deadline, panic isolation, reply encoding).
+//! - [`limits`]: per-server and per-connection concurrency limits.
+
+mod call;
+mod connection;
+mod limits;
+mod router;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use router::DuplicateService;
+
+use crate::protocol::native::DEFAULT_MAX_FRAME_SIZE;
+use crate::service::Service;
+
+/// Errors from building or running a server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The listening address could not be bound.
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        /// The address as given.
+        addr: String,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// Two services with one name were added.
+    #[error(transparent)]
+    DuplicateService(#[from] DuplicateService),
+    /// The listener failed in a way that cannot be retried.
+    #[error("the listener failed: {0}")]
+    Accept(io::Error),
+}
+
+/// Server settings; see the [`ServerBuilder`] methods for each.
+#[derive(Clone, Debug)]
+pub(crate) struct ServerConfig {
+    pub(crate) max_concurrent_calls: usize,
+    pub(crate) max_concurrent_calls_per_connection: usize,
+    pub(crate) max_frame_size: usize,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) keepalive_interval: Option<Duration>,
+    pub(crate) write_high_water: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            max_concurrent_calls: 10_000,
+            max_concurrent_calls_per_connection: 1_000,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            drain_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            keepalive_interval: Some(Duration::from_secs(60)),
+            write_high_water: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// What every connection of one server shares.
+pub(crate) struct ServerShared {
+    pub(crate) router: router::Router,
+    pub(crate) config: ServerConfig,
+    pub(crate) limit: Arc<limits::Limit>,
+}
+
+/// The entry point: `Server::builder()`.
+#[derive(Debug, Clone, Copy)]
+pub struct Server;
+
+impl Server {
+    /// Start configuring a server.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            router: router::Router::default(),
+            config: ServerConfig::default(),
+            error: None,
+        }
+    }
+}
+
+/// Configures services and limits, then binds.
+#[must_use = "a builder does nothing until bound or served"]
+pub struct ServerBuilder {
+    router: router::Router,
+    config: ServerConfig,
+    error: Option<DuplicateService>,
+}
+
+impl ServerBuilder {
+    /// Serve a service (a generated `XxxServer`, or any [`Service`]).
+    pub fn add_service(mut self, service: impl Service) -> ServerBuilder {
+        if let Err(err) = self.router.add(Arc::new(service)) {
+            self.error.get_or_insert(err);
+        }
+        self
+    }
+
+    /// Calls running at once across all connections; calls beyond this get
+    /// `ResourceExhausted` immediately. Default 10,000.
+    pub fn max_concurrent_calls(mut self, limit: usize) -> ServerBuilder {
+        self.config.max_concurrent_calls = limit;
+        self
+    }
+
+    /// Calls running at once on one connection. Default 1,000.
+    pub fn max_concurrent_calls_per_connection(mut self, limit: usize) -> ServerBuilder {
+        self.config.max_concurrent_calls_per_connection = limit;
+        self
+    }
+
+    /// The largest frame payload accepted or sent. Default 16 MiB. A peer
+    /// that sends more gets an error and its connection is closed.
+    pub fn max_frame_size(mut self, bytes: usize) -> ServerBuilder {
+        self.config.max_frame_size = bytes;
+        self
+    }
+
+    /// How long a graceful shutdown waits for in-flight calls. Default 30 s.
+    pub fn drain_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.drain_timeout = timeout;
+        self
+    }
+
+    /// How long a new connection may take to identify itself. Default 10 s.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// Ping a connection that has been silent this long, and close it if the
+    /// ping is not answered within the same time. Default 60 s; `None` turns
+    /// server-side pings off (clients ping on their own).
+    pub fn keepalive_interval(mut self, interval: Option<Duration>) -> ServerBuilder {
+        self.config.keepalive_interval = interval;
+        self
+    }
+
+    /// Bind the listener. Fails on a bind error or a duplicate service.
+    pub async fn bind(
+        self,
+        addr: impl ToSocketAddrs + std::fmt::Display,
+    ) -> Result<Listening, ServeError> {
+        let shown = addr.to_string();
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: shown,
+                source,
+            })?;
+        self.listen_on(listener)
+    }
+
+    /// Serve on a listener you bound yourself.
+    pub fn listen_on(self, listener: TcpListener) -> Result<Listening, ServeError> {
+        if let Some(err) = self.error {
+            return Err(err.into());
+        }
+        let local_addr = listener.local_addr().map_err(ServeError::Accept)?;
+        let shared = Arc::new(ServerShared {
+            limit: limits::Limit::new(self.config.max_concurrent_calls),
+            router: self.router,
+            config: self.config,
+        });
+        Ok(Listening {
+            listener,
+            local_addr,
+            shared,
+        })
+    }
+
+    /// Bind and serve until the process ends.
+    pub async fn serve(
+        self,
+        addr: impl ToSocketAddrs + std::fmt::Display,
+    ) -> Result<(), ServeError> {
+        self.bind(addr).await?.serve().await
+    }
+
+    /// Bind and serve until `signal` completes, then shut down gracefully.
+    pub async fn serve_with_shutdown(
+        self,
+        addr: impl ToSocketAddrs + std::fmt::Display,
+        signal: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        self.bind(addr).await?.serve_with_shutdown(signal).await
+    }
+}
+
+/// A bound server, not yet accepting.
+pub struct Listening {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    shared: Arc<ServerShared>,
+}
+
+impl Listening {
+    /// The bound address (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The names of the services this server offers.
+    pub fn service_names(&self) -> Vec<&'static str> {
+        self.shared
+            .router
+            .services()
+            .iter()
+            .map(|s| s.descriptor().name)
+            .collect()
+    }
+
+    /// Serve until the process ends.
+    pub async fn serve(self) -> Result<(), ServeError> {
+        self.serve_with_shutdown(std::future::pending()).await
+    }
+
+    /// Serve until `signal` completes. Then: stop accepting (new connections
+    /// are refused), send every connection a goaway, let in-flight calls
+    /// finish within the drain timeout, and close.
+    pub async fn serve_with_shutdown(
+        self,
+        signal: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        let Listening {
+            listener, shared, ..
+        } = self;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut connections = JoinSet::new();
+        tokio::pin!(signal);
+        let result = loop {
+            tokio::select! {
+                () = &mut signal => break Ok(()),
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        connections.spawn(connection::serve(stream, peer, shared.clone(), shutdown_rx.clone()));
+                    }
+                    Err(err) if is_transient_accept_error(&err) => {
+                        // Out of file descriptors and the like: back off
+                        // instead of spinning, and keep serving who we have.
+                        tracing::warn!(%err, "accept failed; retrying shortly");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(err) => break Err(ServeError::Accept(err)),
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        };
+        // Stop accepting: dropping the listener makes new connects fail.
+        drop(listener);
+        let _ = shutdown_tx.send(true);
+        // Connections enforce the drain timeout themselves; this bound only
+        // guards against one stuck in a write to a peer that never reads.
+        let grace = shared.config.drain_timeout + Duration::from_secs(10);
+        if tokio::time::timeout(grace, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!("connections still open after the drain timeout; closing them");
+            connections.shutdown().await;
+        }
+        result
+    }
+
+    /// Serve in a background task; the handle shuts it down.
+    pub fn start(self) -> ServerHandle {
+        let local_addr = self.local_addr;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.serve_with_shutdown(async move {
+            let _ = stop_rx.await;
+        }));
+        ServerHandle {
+            local_addr,
+            stop: Some(stop_tx),
+            task,
+        }
+    }
+}
+
+fn is_transient_accept_error(err: &io::Error) -> bool {
+    !matches!(
+        err.kind(),
+        io::ErrorKind::InvalidInput | io::ErrorKind::PermissionDenied
+    )
+}
+
+/// A server running in the background (see [`Listening::start`]).
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+impl ServerHandle {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Shut down gracefully and wait until every connection is closed.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(join) => Err(ServeError::Accept(io::Error::other(join.to_string()))),
+        }
+    }
+
+    /// Stop at once: no drain; every connection is dropped mid-call.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,89 @@
+//! Routing `Service.Method` names to a service and method index.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::service::{MethodDescriptor, Service};
+use crate::status::Status;
+
+#[derive(Clone)]
+pub(crate) struct Route {
+    pub(crate) service: Arc<dyn Service>,
+    pub(crate) index: usize,
+    pub(crate) method: &'static MethodDescriptor,
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct Router {
+    routes: HashMap<&'static str, Route>,
+    services: Vec<Arc<dyn Service>>,
+}
+
+/// Two services with the same name were added to one server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("service `{0}` was added twice")]
+pub struct DuplicateService(pub String);
+
+impl Router {
+    pub(crate) fn add(&mut self, service: Arc<dyn Service>) -> Result<(), DuplicateService> {
+        let descriptor = service.descriptor();
+        if self
+            .services
+            .iter()
+            .any(|s| s.descriptor().name == descriptor.name)
+        {
+            return Err(DuplicateService(descriptor.name.to_owned()));
+        }
+        for (index, method) in descriptor.methods.iter().enumerate() {
+            self.routes.insert(
+                method.full_name,
+                Route {
+                    service: service.clone(),
+                    index,
+                    method,
+                },
+            );
+        }
+        self.services.push(service);
+        Ok(())
+    }
+
+    pub(crate) fn services(&self) -> &[Arc<dyn Service>] {
+        &self.services
+    }
+
+    /// The route for a full method name, or `Unimplemented` saying what
+    /// exists instead.
+    pub(crate) fn route(&self, full_name: &str) -> Result<&Route, Status> {
+        if let Some(route) = self.routes.get(full_name) {
+            return Ok(route);
+        }
+        let (service_name, method_name) = full_name.rsplit_once('.').unwrap_or(("", full_name));
+        match self
+            .services
+            .iter()
+            .find(|s| s.descriptor().name == service_name)
+        {
+            Some(service) => {
+                let offered: Vec<&str> = service
+                    .descriptor()
+                    .methods
+                    .iter()
+                    .map(|m| m.name)
+                    .collect();
+                Err(Status::unimplemented(format!(
+                    "unknown method `{method_name}` on service `{service_name}` (it offers: {})",
+                    offered.join(", ")
+                )))
+            }
+            None => {
+                let offered: Vec<&str> =
+                    self.services.iter().map(|s| s.descriptor().name).collect();
+                Err(Status::unimplemented(format!(
+                    "unknown service `{service_name}` in call to `{full_name}` (this server offers: {})",
+                    offered.join(", ")
+                )))
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The seam between generated code and the runtime.
+//!
+//! `#[courier::service]` turns a trait into a server stub that implements
+//! [`Service`]: given a method index, a [`Context`] and the encoded
+//! arguments, it decodes, calls the user's implementation and encodes the
+//! result. Transports only ever see `dyn Service`, so every protocol reaches
+//! every service without generics leaking into their types.
+//!
+//! Each service also has a static [`ServiceDescriptor`] (names, version,
+//! methods, idempotency) used for routing, registration and reflection.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+
+use crate::context::Context;
+use crate::status::Status;
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A service the server can route calls to. Implemented by generated
+/// `XxxServer` types; implement it by hand only for dynamic services.
+pub trait Service: Send + Sync + 'static {
+    /// The service's static description.
+    fn descriptor(&self) -> &'static ServiceDescriptor;
+
+    /// Call `descriptor().methods[method]` with `body` encoded in
+    /// `cx.codec()`; resolves to the encoded result in the same codec.
+    fn call(
+        &self,
+        method: usize,
+        cx: Context,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, Status>>;
+}
+
+/// A service's static description.
+#[derive(Debug)]
+pub struct ServiceDescriptor {
+    /// The service name on the wire (`Calculator`).
+    pub name: &'static str,
+    /// The service version (semver).
+    pub version: &'static str,
+    /// Doc comment of the trait, if any.
+    pub docs: &'static str,
+    /// The methods, in declaration order.
+    pub methods: &'static [MethodDescriptor],
+}
+
+impl ServiceDescriptor {
+    /// Find a method by its short name (`Add`).
+    pub fn method(&self, name: &str) -> Option<(usize, &'static MethodDescriptor)> {
+        self.methods
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.name == name)
+    }
+}
+
+/// One method of a service.
+#[derive(Debug)]
+pub struct MethodDescriptor {
+    /// The method name on the wire (`Add`).
+    pub name: &'static str,
+    /// `Service.Method` (`Calculator.Add`).
+    pub full_name: &'static str,
+    /// Whether repeating the call is harmless, so it may be retried or hedged.
+    pub idempotent: bool,
+    /// Whether the caller expects no reply.
+    pub one_way: bool,
+    /// Arguments, in order.
+    pub args: &'static [ArgDescriptor],
+    /// The Rust type of the successful result.
+    pub output: &'static str,
+    /// The Rust type of the service's own error, for `Result<T, E>` methods.
+    pub error: Option<&'static str>,
+    /// Doc comment of the method, if any.
+    pub docs: &'static str,
+}
+
+/// One argument of a method.
+#[derive(Debug)]
+pub struct ArgDescriptor {
+    /// The argument name (also its JSON field name).
+    pub name: &'static str,
+    /// The Rust type, as written.
+    pub ty: &'static str,
+}

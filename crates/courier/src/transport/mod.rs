@@ -1,0 +1,14 @@
+//! Moving frames over a byte stream: the part of a connection that is the
+//! same for clients and servers.
+//!
+//! - [`write_queue`]: callers append encoded frames to one shared buffer; a
+//!   writer task flushes everything queued with one write. This write
+//!   coalescing is what makes many small calls cheap.
+//! - [`reader`]: reads into a buffer and splits frames off it, zero-copy.
+//! - [`keepalive`]: the sans-IO ping/timeout state machine.
+//! - [`tcp`]: socket options and lingering close.
+
+pub(crate) mod keepalive;
+pub(crate) mod reader;
+pub(crate) mod tcp;
+pub(crate) mod write_queue;
