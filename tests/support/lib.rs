@@ -1,0 +1,304 @@
+//! Shared pieces for courier's integration tests: test services that report
+//! what happened to their handlers, servers in-process or as child
+//! processes, and small helpers.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use courier::{Context, ServerBuilder, ServerHandle, Status};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+/// Why a calculation failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum CalcError {
+    /// `b` was zero.
+    #[error("division by zero")]
+    DivisionByZero,
+}
+
+/// The classic net/rpc calculator.
+#[courier::service(version = "1.0.0")]
+pub trait Calculator {
+    /// `a + b`.
+    async fn add(&self, a: i64, b: i64) -> i64;
+    /// `a / b`.
+    #[courier(idempotent)]
+    async fn div(&self, a: f64, b: f64) -> Result<f64, CalcError>;
+}
+
+/// The calculator implementation.
+pub struct Calc;
+
+impl Calculator for Calc {
+    async fn add(&self, a: i64, b: i64) -> i64 {
+        a.wrapping_add(b)
+    }
+
+    async fn div(&self, a: f64, b: f64) -> Result<f64, CalcError> {
+        if b == 0.0 {
+            Err(CalcError::DivisionByZero)
+        } else {
+            Ok(a / b)
+        }
+    }
+}
+
+/// A service whose handlers let tests observe the server side.
+#[courier::service]
+pub trait Probe {
+    /// Return `message`.
+    async fn echo(&self, message: String) -> String;
+    /// Sleep, then return `millis`. Counts starts, finishes and handlers
+    /// dropped before finishing.
+    async fn sleep(&self, millis: u64) -> u64;
+    /// Panic with `message`.
+    async fn panic(&self, message: String) -> u32;
+    /// The value of request header `key`.
+    async fn header(&self, cx: &Context, key: String) -> Option<String>;
+    /// Milliseconds left before the call's deadline.
+    async fn deadline_ms(&self, cx: &Context) -> Option<u64>;
+    /// The caller's TCP port (tells connections apart).
+    async fn peer_port(&self, cx: &Context) -> u16;
+    /// A string of `len` bytes.
+    async fn sized(&self, len: u64) -> String;
+    /// Fail with the given status code and message.
+    async fn fail(&self, code: u32, message: String) -> Result<(), Status>;
+    /// Record `value` (one-way: no reply).
+    #[courier(one_way)]
+    async fn record(&self, value: u64);
+    /// Everything recorded so far.
+    async fn recorded(&self) -> Vec<u64>;
+}
+
+/// What the probe's handlers saw.
+#[derive(Default)]
+pub struct ProbeState {
+    started: AtomicUsize,
+    finished: AtomicUsize,
+    dropped: AtomicUsize,
+    changed: Notify,
+    recorded: Mutex<Vec<u64>>,
+}
+
+impl ProbeState {
+    /// Wait until `condition` holds, up to `timeout`; returns whether it did.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        condition: impl Fn(&ProbeState) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if condition(self) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline.into(), changed)
+                .await
+                .is_err()
+            {
+                return condition(self);
+            }
+        }
+    }
+
+    /// `sleep` handlers started so far.
+    pub fn started(&self) -> usize {
+        self.started.load(Ordering::SeqCst)
+    }
+
+    /// `sleep` handlers that completed.
+    pub fn finished(&self) -> usize {
+        self.finished.load(Ordering::SeqCst)
+    }
+
+    /// `sleep` handlers dropped before completing.
+    pub fn dropped(&self) -> usize {
+        self.dropped.load(Ordering::SeqCst)
+    }
+
+    /// Values received by `record`.
+    pub fn recorded(&self) -> Vec<u64> {
+        self.recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn bump(&self, counter: &AtomicUsize) {
+        counter.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+}
+
+/// The probe implementation.
+#[derive(Clone, Default)]
+pub struct ProbeImpl {
+    /// Shared with the test.
+    pub state: Arc<ProbeState>,
+}
+
+/// Marks a sleep handler dropped unless it finished.
+struct DropWatch {
+    state: Arc<ProbeState>,
+    finished: bool,
+}
+
+impl Drop for DropWatch {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.state.bump(&self.state.dropped);
+        }
+    }
+}
+
+impl Probe for ProbeImpl {
+    async fn echo(&self, message: String) -> String {
+        message
+    }
+
+    async fn sleep(&self, millis: u64) -> u64 {
+        let mut watch = DropWatch {
+            state: self.state.clone(),
+            finished: false,
+        };
+        self.state.bump(&self.state.started);
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        watch.finished = true;
+        self.state.bump(&self.state.finished);
+        millis
+    }
+
+    async fn panic(&self, message: String) -> u32 {
+        panic!("{message}")
+    }
+
+    async fn header(&self, cx: &Context, key: String) -> Option<String> {
+        cx.metadata().get(&key).map(str::to_owned)
+    }
+
+    async fn deadline_ms(&self, cx: &Context) -> Option<u64> {
+        cx.remaining().map(|left| left.as_millis() as u64)
+    }
+
+    async fn peer_port(&self, cx: &Context) -> u16 {
+        cx.peer_addr().map_or(0, |addr| addr.port())
+    }
+
+    async fn sized(&self, len: u64) -> String {
+        "x".repeat(len as usize)
+    }
+
+    async fn fail(&self, code: u32, message: String) -> Result<(), Status> {
+        Err(Status::new(courier::Code::from_u32(code), message))
+    }
+
+    async fn record(&self, value: u64) {
+        self.state
+            .recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(value);
+        self.state.changed.notify_waiters();
+    }
+
+    async fn recorded(&self) -> Vec<u64> {
+        self.state
+            .recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// A server with the calculator and the probe on 127.0.0.1:0, configured
+/// by `configure`.
+pub async fn start_server(
+    configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+) -> (ServerHandle, Arc<ProbeState>) {
+    let probe = ProbeImpl::default();
+    let state = probe.state.clone();
+    let builder = courier::Server::builder()
+        .add_service(CalculatorServer::new(Calc))
+        .add_service(ProbeServer::new(probe));
+    let handle = configure(builder)
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0")
+        .start();
+    (handle, state)
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+/// This process's resident memory in KiB.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmRSS:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .expect("VmRSS in /proc/self/status")
+}
+
+/// A test server in a child process; killed with SIGKILL when dropped.
+pub struct ChildServer {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl ChildServer {
+    /// Start `courier-test-server` on `addr` and wait until it listens.
+    pub fn start(binary: &str, addr: SocketAddr) -> ChildServer {
+        let mut child = Command::new(binary)
+            .arg(addr.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the test server");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the server's first line");
+        assert!(
+            line.starts_with("listening on "),
+            "unexpected server output: {line:?}"
+        );
+        ChildServer { child, addr }
+    }
+
+    /// SIGKILL the process and reap it.
+    pub fn kill(mut self) {
+        self.kill_now();
+    }
+
+    fn kill_now(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        self.kill_now();
+    }
+}
