@@ -38,23 +38,14 @@ impl Calculator for Calc {
     }
 
     async fn div(&self, a: f64, b: f64) -> Result<f64, CalcError> {
-        if b == 0.0 {
-            Err(CalcError::DivisionByZero)
-        } else {
-            Ok(a / b)
-        }
+        if b == 0.0 { Err(CalcError::DivisionByZero) } else { Ok(a / b) }
     }
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] => {
             let server = courier::Server::builder()
                 .add_service(CalculatorServer::new(Calc))
@@ -73,10 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .add_service(CalculatorServer::new(Calc))
                 .bind(addr.to_string())
                 .await?;
-            say(format!(
-                "serving Calculator on {} (Ctrl-C stops)",
-                listening.local_addr()
-            ));
+            say(format!("serving Calculator on {} (Ctrl-C stops)", listening.local_addr()));
             listening
                 .serve_with_shutdown(async {
                     let _ = tokio::signal::ctrl_c().await;
@@ -103,39 +91,20 @@ async fn run_client(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
         methods.join(", ")
     ));
 
-    say(format!(
-        "add(10, 20)              = {}",
-        calc.add(10, 20).await?
-    ));
-    say(format!(
-        "div(10, 4)               = {}",
-        calc.div(10.0, 4.0).await?
-    ));
+    say(format!("add(10, 20)              = {}", calc.add(10, 20).await?));
+    say(format!("div(10, 4)               = {}", calc.div(10.0, 4.0).await?));
 
-    let err = calc
-        .div(1.0, 0.0)
-        .await
-        .expect_err("dividing by zero fails");
-    say(format!(
-        "div(1, 0)                -> {} (typed: {:?})",
-        err,
-        err.app_error::<CalcError>()
-    ));
+    let err = calc.div(1.0, 0.0).await.expect_err("dividing by zero fails");
+    say(format!("div(1, 0)                -> {} (typed: {:?})", err, err.app_error::<CalcError>()));
 
     let pending = calc.spawn_add(1, 2);
     say(format!("spawn_add(1, 2) .. await = {}", pending.await?));
 
     let json = calc.with_codec(courier::Codec::Json);
-    say(format!(
-        "add(7, 8) as JSON        = {}",
-        json.add(7, 8).await?
-    ));
+    say(format!("add(7, 8) as JSON        = {}", json.add(7, 8).await?));
 
     let quick = calc.with_timeout(Duration::from_millis(200));
-    say(format!(
-        "add(2, 2) with timeout   = {}",
-        quick.add(2, 2).await?
-    ));
+    say(format!("add(2, 2) with timeout   = {}", quick.add(2, 2).await?));
 
     let start = Instant::now();
     let calls: Vec<_> = (0..1000).map(|i| calc.spawn_add(i, i)).collect();

@@ -33,11 +33,8 @@ impl Echo for Echoer {
 /// Run a server on its own thread and runtime; returns its address.
 fn spawn_server(addr: &str) -> Result<std::net::SocketAddr, Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Runtime::new()?;
-    let listening = runtime.block_on(
-        courier::Server::builder()
-            .add_service(EchoServer::new(Echoer))
-            .bind(addr.to_owned()),
-    )?;
+    let listening = runtime
+        .block_on(courier::Server::builder().add_service(EchoServer::new(Echoer)).bind(addr.to_owned()))?;
     let local = listening.local_addr();
     std::thread::spawn(move || runtime.block_on(listening.serve()));
     Ok(local)
@@ -47,10 +44,7 @@ fn spawn_server(addr: &str) -> Result<std::net::SocketAddr, Box<dyn std::error::
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (addr, words) = match args.first().map(String::as_str) {
-        None => (
-            spawn_server("127.0.0.1:0")?.to_string(),
-            vec!["hello".to_owned(), "courier".to_owned()],
-        ),
+        None => (spawn_server("127.0.0.1:0")?.to_string(), vec!["hello".to_owned(), "courier".to_owned()]),
         Some("serve") => {
             let addr = spawn_server(args.get(1).map_or("127.0.0.1:9001", String::as_str))?;
             println!("  serving Echo on {addr}; Ctrl-C stops");

@@ -1,1 +1,72 @@
-//! placeholder until written
+//! The blocking client from plain synchronous code: these tests are plain
+//! `#[test]` functions with no async runtime in the calling thread.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use courier::Code;
+use courier_tests::{
+    Calc, CalcError, CalculatorBlockingClient, CalculatorServer, ProbeBlockingClient, ProbeImpl, ProbeServer,
+};
+
+/// A server on its own thread and runtime, as another program would be.
+fn server_thread() -> SocketAddr {
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().expect("server runtime");
+        runtime.block_on(async move {
+            let listening = courier::Server::builder()
+                .add_service(CalculatorServer::new(Calc))
+                .add_service(ProbeServer::new(ProbeImpl::default()))
+                .bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            addr_tx.send(listening.local_addr()).expect("send addr");
+            let _ = listening.serve().await;
+        });
+    });
+    addr_rx.recv().expect("server address")
+}
+
+#[test]
+fn blocking_calls_work_without_a_runtime_in_the_caller() {
+    assert!(tokio::runtime::Handle::try_current().is_err(), "no runtime here");
+    let addr = server_thread();
+    let calc = CalculatorBlockingClient::connect(addr.to_string()).expect("connect");
+    assert_eq!(calc.add(10, 20).expect("add"), 30);
+    let err = calc.div(1.0, 0.0).expect_err("division by zero");
+    assert_eq!(err.app_error::<CalcError>(), Some(&CalcError::DivisionByZero));
+
+    let probe = ProbeBlockingClient::connect(addr.to_string()).expect("connect");
+    let err = probe.with_timeout(Duration::from_millis(50)).sleep(5_000).expect_err("times out");
+    assert_eq!(err.code(), Code::DeadlineExceeded);
+    assert_eq!(probe.with_metadata("k", "v").header("k".into()).expect("header"), Some("v".into()));
+
+    // Many threads can share one client.
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let calc = calc.clone();
+            std::thread::spawn(move || (0..100).all(|i| calc.add(t, i).ok() == Some(t + i)))
+        })
+        .collect();
+    assert!(threads.into_iter().all(|t| t.join().expect("thread")));
+}
+
+#[test]
+fn a_blocking_client_inside_an_async_runtime_is_an_error_not_a_deadlock() {
+    let addr = server_thread();
+    let calc = CalculatorBlockingClient::connect(addr.to_string()).expect("connect");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let err = runtime.block_on(async { calc.add(1, 2) }).expect_err("refused inside a runtime");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("inside an async runtime"), "{err}");
+    // Dropping the client inside a runtime must not panic either.
+    runtime.block_on(async move { drop(calc) });
+}
+
+#[test]
+fn connecting_to_nothing_is_an_error() {
+    let port = courier_tests::free_port();
+    let err = CalculatorBlockingClient::connect(format!("127.0.0.1:{port}")).expect_err("nothing listens");
+    assert!(matches!(err, courier::ConnectError::Io { .. }), "{err}");
+}

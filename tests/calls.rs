@@ -10,9 +10,7 @@ use courier_tests::{CalcError, CalculatorClient, ProbeClient, start_server};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_calls_from_a_hundred_tasks_share_one_connection() {
     let (server, _) = start_server(|b| b).await;
-    let channel = Channel::connect(server.local_addr().to_string())
-        .await
-        .expect("connect");
+    let channel = Channel::connect(server.local_addr().to_string()).await.expect("connect");
     let calc = CalculatorClient::new(channel.clone());
     let probe = ProbeClient::new(channel);
 
@@ -37,20 +35,14 @@ async fn ten_thousand_calls_from_a_hundred_tasks_share_one_connection() {
     for task in tasks {
         ports.extend(task.await.expect("task"));
     }
-    assert_eq!(
-        ports.len(),
-        1,
-        "all 10,000 calls went over one connection: {ports:?}"
-    );
+    assert_eq!(ports.len(), 1, "all 10,000 calls went over one connection: {ports:?}");
     server.shutdown().await.expect("shutdown");
 }
 
 #[tokio::test]
 async fn a_pool_spreads_calls_over_its_connections() {
     let (server, _) = start_server(|b| b).await;
-    let channel = Channel::builder(server.local_addr().to_string())
-        .pool_size(4)
-        .build_lazy();
+    let channel = Channel::builder(server.local_addr().to_string()).pool_size(4).build_lazy();
     let probe = ProbeClient::new(channel);
     let mut ports = HashSet::new();
     for _ in 0..8 {
@@ -62,9 +54,7 @@ async fn a_pool_spreads_calls_over_its_connections() {
 #[tokio::test]
 async fn a_service_error_comes_back_typed_in_either_codec() {
     let (server, _) = start_server(|b| b).await;
-    let calc = CalculatorClient::connect(server.local_addr().to_string())
-        .await
-        .expect("connect");
+    let calc = CalculatorClient::connect(server.local_addr().to_string()).await.expect("connect");
     for codec in [Codec::Binary, Codec::Json] {
         let calc = calc.with_codec(codec);
         assert_eq!(calc.div(10.0, 4.0).await.expect("div"), 2.5);
@@ -72,48 +62,28 @@ async fn a_service_error_comes_back_typed_in_either_codec() {
         assert_eq!(err.code(), Code::Unknown);
         assert_eq!(err.message(), "division by zero");
         assert!(err.is_application_error());
-        assert_eq!(
-            err.app_error::<CalcError>(),
-            Some(&CalcError::DivisionByZero),
-            "{codec}"
-        );
+        assert_eq!(err.app_error::<CalcError>(), Some(&CalcError::DivisionByZero), "{codec}");
     }
 }
 
 #[tokio::test]
 async fn a_handler_status_passes_through_unchanged() {
     let (server, _) = start_server(|b| b).await;
-    let probe = ProbeClient::connect(server.local_addr().to_string())
-        .await
-        .expect("connect");
-    let err = probe
-        .fail(Code::NotFound.as_u32(), "no such user".into())
-        .await
-        .expect_err("fails");
-    assert_eq!(
-        (err.code(), err.message()),
-        (Code::NotFound, "no such user")
-    );
+    let probe = ProbeClient::connect(server.local_addr().to_string()).await.expect("connect");
+    let err = probe.fail(Code::NotFound.as_u32(), "no such user".into()).await.expect_err("fails");
+    assert_eq!((err.code(), err.message()), (Code::NotFound, "no such user"));
     assert!(!err.is_application_error());
 }
 
 #[tokio::test]
 async fn unknown_services_and_methods_are_unimplemented_and_say_what_exists() {
     let (server, _) = start_server(|b| b).await;
-    let channel = Channel::connect(server.local_addr().to_string())
-        .await
-        .expect("connect");
+    let channel = Channel::connect(server.local_addr().to_string()).await.expect("connect");
     let options = CallOptions::new();
-    let err = channel
-        .unary::<_, i64>("Calculator.Sub", &(1, 2), &options)
-        .await
-        .expect_err("no Sub");
+    let err = channel.unary::<_, i64>("Calculator.Sub", &(1, 2), &options).await.expect_err("no Sub");
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(err.message().contains("Add, Div"), "{err}");
-    let err = channel
-        .unary::<_, i64>("Abacus.Add", &(1, 2), &options)
-        .await
-        .expect_err("no Abacus");
+    let err = channel.unary::<_, i64>("Abacus.Add", &(1, 2), &options).await.expect_err("no Abacus");
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(err.message().contains("Calculator"), "{err}");
     // The connection is still good.
@@ -124,9 +94,7 @@ async fn unknown_services_and_methods_are_unimplemented_and_say_what_exists() {
 #[tokio::test]
 async fn arguments_that_do_not_decode_are_invalid_argument() {
     let (server, _) = start_server(|b| b).await;
-    let channel = Channel::connect(server.local_addr().to_string())
-        .await
-        .expect("connect");
+    let channel = Channel::connect(server.local_addr().to_string()).await.expect("connect");
     let json = CallOptions::new().with_codec(Codec::Json);
     let err = channel
         .unary::<_, i64>("Calculator.Add", &serde_json_like_string(), &json)
@@ -143,14 +111,9 @@ fn serde_json_like_string() -> String {
 #[tokio::test]
 async fn metadata_and_the_deadline_reach_the_handler() {
     let (server, _) = start_server(|b| b).await;
-    let probe = ProbeClient::connect(server.local_addr().to_string())
-        .await
-        .expect("connect");
+    let probe = ProbeClient::connect(server.local_addr().to_string()).await.expect("connect");
     let tagged = probe.with_metadata("Tenant", "acme");
-    assert_eq!(
-        tagged.header("tenant".into()).await.expect("header"),
-        Some("acme".to_owned())
-    );
+    assert_eq!(tagged.header("tenant".into()).await.expect("header"), Some("acme".to_owned()));
     assert_eq!(
         probe.header("tenant".into()).await.expect("header"),
         None,
@@ -170,22 +133,14 @@ async fn metadata_and_the_deadline_reach_the_handler() {
 #[tokio::test]
 async fn a_timeout_returns_promptly_and_the_server_drops_the_handler() {
     let (server, state) = start_server(|b| b).await;
-    let probe = ProbeClient::connect(server.local_addr().to_string())
-        .await
-        .expect("connect");
+    let probe = ProbeClient::connect(server.local_addr().to_string()).await.expect("connect");
     let start = Instant::now();
-    let err = probe
-        .with_timeout(Duration::from_millis(50))
-        .sleep(1_000)
-        .await
-        .expect_err("times out");
+    let err = probe.with_timeout(Duration::from_millis(50)).sleep(1_000).await.expect_err("times out");
     let elapsed = start.elapsed();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
     assert!(elapsed < Duration::from_millis(150), "took {elapsed:?}");
     assert!(
-        state
-            .wait_until(Duration::from_secs(1), |s| s.dropped() == 1)
-            .await,
+        state.wait_until(Duration::from_secs(1), |s| s.dropped() == 1).await,
         "the server dropped the handler"
     );
     assert_eq!(state.finished(), 0);
@@ -194,18 +149,14 @@ async fn a_timeout_returns_promptly_and_the_server_drops_the_handler() {
 #[tokio::test]
 async fn dropping_a_call_cancels_it_on_the_server() {
     let (server, state) = start_server(|b| b).await;
-    let probe = ProbeClient::connect(server.local_addr().to_string())
-        .await
-        .expect("connect");
+    let probe = ProbeClient::connect(server.local_addr().to_string()).await.expect("connect");
     let call = probe.sleep(10_000);
     tokio::select! {
         _ = call => panic!("the call cannot finish first"),
         () = async { assert!(state.wait_until(Duration::from_secs(2), |s| s.started() == 1).await) } => {}
     }
     assert!(
-        state
-            .wait_until(Duration::from_secs(2), |s| s.dropped() == 1)
-            .await,
+        state.wait_until(Duration::from_secs(2), |s| s.dropped() == 1).await,
         "the cancel reached the server and dropped the handler"
     );
     // The connection carries on.
@@ -215,9 +166,7 @@ async fn dropping_a_call_cancels_it_on_the_server() {
 #[tokio::test]
 async fn spawned_calls_run_now_and_are_collected_later() {
     let (server, state) = start_server(|b| b).await;
-    let calc = CalculatorClient::connect(server.local_addr().to_string())
-        .await
-        .expect("connect");
+    let calc = CalculatorClient::connect(server.local_addr().to_string()).await.expect("connect");
     let probe = ProbeClient::new(calc.channel().clone());
     let handles: Vec<_> = (0..10).map(|i| calc.spawn_add(i, 1)).collect();
     for (i, handle) in (0..).zip(handles) {
@@ -226,34 +175,22 @@ async fn spawned_calls_run_now_and_are_collected_later() {
 
     let slow = probe.spawn_sleep(10_000);
     assert!(
-        state
-            .wait_until(Duration::from_secs(2), |s| s.started() == 1)
-            .await,
+        state.wait_until(Duration::from_secs(2), |s| s.started() == 1).await,
         "started without being awaited"
     );
     slow.abort();
     assert_eq!(slow.await.expect_err("aborted").code(), Code::Cancelled);
-    assert!(
-        state
-            .wait_until(Duration::from_secs(2), |s| s.dropped() == 1)
-            .await
-    );
+    assert!(state.wait_until(Duration::from_secs(2), |s| s.dropped() == 1).await);
 }
 
 #[tokio::test]
 async fn one_way_calls_run_without_a_reply() {
     let (server, state) = start_server(|b| b).await;
-    let probe = ProbeClient::connect(server.local_addr().to_string())
-        .await
-        .expect("connect");
+    let probe = ProbeClient::connect(server.local_addr().to_string()).await.expect("connect");
     for value in [3, 1, 4] {
         probe.record(value).await.expect("queued");
     }
-    assert!(
-        state
-            .wait_until(Duration::from_secs(2), |s| s.recorded().len() == 3)
-            .await
-    );
+    assert!(state.wait_until(Duration::from_secs(2), |s| s.recorded().len() == 3).await);
     let mut seen = probe.recorded().await.expect("recorded");
     seen.sort_unstable();
     assert_eq!(seen, vec![1, 3, 4]);
@@ -262,49 +199,29 @@ async fn one_way_calls_run_without_a_reply() {
 #[tokio::test]
 async fn a_panicking_handler_yields_internal_and_the_server_lives_on() {
     let (server, _) = start_server(|b| b).await;
-    let probe = ProbeClient::connect(server.local_addr().to_string())
-        .await
-        .expect("connect");
+    let probe = ProbeClient::connect(server.local_addr().to_string()).await.expect("connect");
     let err = probe.panic("kaboom".into()).await.expect_err("panics");
     assert_eq!(err.code(), Code::Internal);
     assert!(err.message().contains("kaboom"), "{err}");
-    assert_eq!(
-        probe.echo("still here".into()).await.expect("next call"),
-        "still here"
-    );
+    assert_eq!(probe.echo("still here".into()).await.expect("next call"), "still here");
 }
 
 #[tokio::test]
 async fn calls_over_the_concurrency_limit_are_refused_at_once() {
     let (server, state) = start_server(|b| b.max_concurrent_calls(2)).await;
-    let probe = ProbeClient::connect(server.local_addr().to_string())
-        .await
-        .expect("connect");
+    let probe = ProbeClient::connect(server.local_addr().to_string()).await.expect("connect");
     let busy: Vec<_> = (0..2).map(|_| probe.spawn_sleep(300)).collect();
-    assert!(
-        state
-            .wait_until(Duration::from_secs(2), |s| s.started() == 2)
-            .await
-    );
+    assert!(state.wait_until(Duration::from_secs(2), |s| s.started() == 2).await);
 
     let start = Instant::now();
-    let err = probe
-        .echo("one too many".into())
-        .await
-        .expect_err("over the limit");
+    let err = probe.echo("one too many".into()).await.expect_err("over the limit");
     assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
-    assert!(
-        start.elapsed() < Duration::from_millis(100),
-        "refused at once, not queued"
-    );
+    assert!(start.elapsed() < Duration::from_millis(100), "refused at once, not queued");
 
     for call in busy {
         assert_eq!(call.await.expect("the admitted calls finish"), 300);
     }
-    assert_eq!(
-        probe.echo("room again".into()).await.expect("admitted"),
-        "room again"
-    );
+    assert_eq!(probe.echo("room again".into()).await.expect("admitted"), "room again");
 }
 
 #[tokio::test]
@@ -314,19 +231,9 @@ async fn the_per_connection_limit_leaves_other_connections_alone() {
     let first = ProbeClient::connect(addr.clone()).await.expect("connect");
     let second = ProbeClient::connect(addr).await.expect("connect");
     let busy = first.spawn_sleep(300);
-    assert!(
-        state
-            .wait_until(Duration::from_secs(2), |s| s.started() == 1)
-            .await
-    );
-    assert_eq!(
-        first.echo("x".into()).await.expect_err("limit").code(),
-        Code::ResourceExhausted
-    );
-    assert_eq!(
-        second.echo("y".into()).await.expect("other connection"),
-        "y"
-    );
+    assert!(state.wait_until(Duration::from_secs(2), |s| s.started() == 1).await);
+    assert_eq!(first.echo("x".into()).await.expect_err("limit").code(), Code::ResourceExhausted);
+    assert_eq!(second.echo("y".into()).await.expect("other connection"), "y");
     assert_eq!(busy.await.expect("finishes"), 300);
 }
 
@@ -341,17 +248,12 @@ async fn a_lazy_channel_connects_on_first_call_and_fails_fast_while_backing_off(
     let err = calc.add(1, 1).await.expect_err("still nothing");
     assert_eq!(err.code(), Code::Unavailable);
     assert!(err.message().contains("next attempt in"), "{err}");
-    assert!(
-        start.elapsed() < Duration::from_millis(20),
-        "failed fast during backoff"
-    );
+    assert!(start.elapsed() < Duration::from_millis(20), "failed fast during backoff");
 }
 
 #[tokio::test]
 async fn connecting_to_something_that_is_not_courier_is_a_handshake_error() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
@@ -359,35 +261,21 @@ async fn connecting_to_something_that_is_not_courier_is_a_handshake_error() {
             let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
         }
     });
-    let err = Channel::connect(addr.to_string())
-        .await
-        .expect_err("not courier");
-    assert!(
-        matches!(err, courier::ConnectError::Handshake { .. }),
-        "{err}"
-    );
-    assert!(
-        err.to_string().contains("not a courier connection"),
-        "{err}"
-    );
+    let err = Channel::connect(addr.to_string()).await.expect_err("not courier");
+    assert!(matches!(err, courier::ConnectError::Handshake { .. }), "{err}");
+    assert!(err.to_string().contains("not a courier connection"), "{err}");
 }
 
 #[tokio::test]
 async fn the_descriptor_describes_the_service() {
     let descriptor = CalculatorClient::DESCRIPTOR;
-    assert_eq!(
-        (descriptor.name, descriptor.version),
-        ("Calculator", "1.0.0")
-    );
+    assert_eq!((descriptor.name, descriptor.version), ("Calculator", "1.0.0"));
     let names: Vec<_> = descriptor.methods.iter().map(|m| m.full_name).collect();
     assert_eq!(names, ["Calculator.Add", "Calculator.Div"]);
     let div = &descriptor.methods[1];
     assert!(div.idempotent && !descriptor.methods[0].idempotent);
     assert_eq!(div.error, Some("CalcError"));
-    assert_eq!(
-        div.args.iter().map(|a| (a.name, a.ty)).collect::<Vec<_>>(),
-        [("a", "f64"), ("b", "f64")]
-    );
+    assert_eq!(div.args.iter().map(|a| (a.name, a.ty)).collect::<Vec<_>>(), [("a", "f64"), ("b", "f64")]);
     assert_eq!(div.docs, "`a / b`.");
     let record = ProbeClient::DESCRIPTOR.method("Record").expect("Record").1;
     assert!(record.one_way);

@@ -1,1 +1,369 @@
-//! placeholder until written
+//! Bad input and failing peers: each gets a clear error, and everyone else
+//! keeps being served.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use courier::protocol::native::{
+    Frame, FrameDecoder, FrameEncoder, FrameKind, GoAway, PREFACE, RequestHead, ResponseHead,
+};
+use courier::{Channel, Code, Codec};
+use courier_tests::{ChildServer, ProbeClient, free_port, rss_kib, start_server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+/// Count panics raised outside this test file (in courier or its
+/// dependencies): none is expected, so a server task that panicked on bad
+/// input fails the test. Assertion failures in the tests themselves are
+/// left out, so one failing test does not fail the others.
+fn count_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_tests = info.location().is_some_and(|l| l.file().ends_with("faults.rs"));
+            if !in_tests {
+                PANICS.fetch_add(1, Ordering::SeqCst);
+            }
+            default(info);
+        }));
+    });
+}
+
+/// A client calling in a loop until stopped; every call must succeed.
+struct Bystander {
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<usize>,
+}
+
+impl Bystander {
+    async fn start(addr: SocketAddr) -> Bystander {
+        let probe = ProbeClient::connect(addr.to_string()).await.expect("bystander connects");
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut calls = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let message = format!("bystander {calls}");
+                    let reply = probe.echo(message.clone()).await.expect("the bystander's calls never fail");
+                    assert_eq!(reply, message);
+                    calls += 1;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                calls
+            }
+        });
+        Bystander { stop, task }
+    }
+
+    async fn finish(self) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        let calls = self.task.await.expect("bystander task");
+        assert!(calls > 0, "the bystander made calls throughout");
+        calls
+    }
+}
+
+/// A hand-driven connection for sending malformed bytes.
+struct Raw {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Raw {
+    async fn connect(addr: SocketAddr) -> Raw {
+        Raw { stream: TcpStream::connect(addr).await.expect("raw connect"), buf: BytesMut::new() }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("raw write");
+    }
+
+    /// The next frame (after skipping the server's preface), or `None` once
+    /// the server closes.
+    async fn next_frame(&mut self) -> Option<Frame> {
+        let decoder = FrameDecoder::new(1 << 24);
+        loop {
+            if self.buf.starts_with(&PREFACE) {
+                let _ = self.buf.split_to(PREFACE.len());
+            }
+            let past_preface = self.buf.len() >= PREFACE.len() || !PREFACE.starts_with(&self.buf);
+            if past_preface
+                && let Some(frame) = decoder.decode(&mut self.buf).expect("the server sends valid frames")
+            {
+                return Some(frame);
+            }
+            let read = tokio::time::timeout(Duration::from_secs(5), self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("the server answers or closes within 5 s");
+            match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Whether the server closes the connection within `timeout`.
+    async fn closed_within(&mut self, timeout: Duration) -> bool {
+        let mut scratch = vec![0u8; 64 * 1024];
+        tokio::time::timeout(timeout, async {
+            loop {
+                match self.stream.read(&mut scratch).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+}
+
+fn request(call_id: u32, method: &str, body: &[u8]) -> BytesMut {
+    let mut buf = BytesMut::new();
+    let mut frame = FrameEncoder::begin(&mut buf, FrameKind::Request, Codec::Binary.id(), call_id);
+    RequestHead::encode(&mut buf, method, None, std::iter::empty());
+    frame.end_meta(&buf);
+    buf.extend_from_slice(body);
+    frame.finish(&mut buf, usize::MAX).expect("small frame");
+    buf
+}
+
+fn header(payload_len: u32, kind: u8, call_id: u32, meta_len: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&payload_len.to_be_bytes());
+    out.extend_from_slice(&[kind, 0, Codec::Binary.id(), 0]);
+    out.extend_from_slice(&call_id.to_be_bytes());
+    out.extend_from_slice(&meta_len.to_be_bytes());
+    out
+}
+
+fn response_code(frame: &Frame) -> (u32, String) {
+    let head = ResponseHead::decode(&frame.meta).expect("response metadata");
+    (head.code, head.message.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_gets_a_clear_error_and_closes_only_its_connection() {
+    count_panics();
+    let (server, _) = start_server(|b| b.max_frame_size(1 << 20)).await;
+    let bystander = Bystander::start(server.local_addr()).await;
+
+    // A client whose own limit is larger than the server's.
+    let channel = Channel::builder(server.local_addr().to_string()).max_frame_size(64 << 20).build_lazy();
+    let sender = ProbeClient::new(channel);
+    let err = sender.echo("x".repeat(2 << 20)).await.expect_err("over the server's limit");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("limit of 1048576 bytes"), "{err}");
+    // That connection is gone, but the same client reconnects for small calls.
+    assert_eq!(sender.echo("small".into()).await.expect("reconnected"), "small");
+
+    // And a client refuses to send past its own limit without touching the wire.
+    let careful =
+        ProbeClient::new(Channel::builder(server.local_addr().to_string()).max_frame_size(1024).build_lazy());
+    let err = careful.echo("y".repeat(4096)).await.expect_err("over the client's limit");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("too large to send"), "{err}");
+
+    bystander.finish().await;
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_header_claiming_gigabytes_is_refused_before_any_allocation() {
+    count_panics();
+    let (server, _) = start_server(|b| b).await;
+    let mut raw = Raw::connect(server.local_addr()).await;
+    raw.send(&PREFACE).await;
+    raw.send(&header(3 << 30, FrameKind::Request as u8, 7, 0)).await;
+    let reply = raw.next_frame().await.expect("an error reply");
+    assert_eq!((reply.header.kind, reply.header.call_id), (FrameKind::Response, 7));
+    let (code, message) = response_code(&reply);
+    assert_eq!(code, Code::ResourceExhausted.as_u32());
+    assert!(message.contains("3221225472 bytes exceeds"), "{message}");
+    let goaway = raw.next_frame().await.expect("a goaway");
+    assert_eq!(goaway.header.kind, FrameKind::GoAway);
+    let goaway = GoAway::decode(&goaway.meta).expect("goaway metadata");
+    assert_eq!(goaway.code, Code::ResourceExhausted.as_u32());
+    assert!(raw.next_frame().await.is_none(), "then the server closes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bytes_close_that_connection_and_nothing_else() {
+    count_panics();
+    let (server, _) = start_server(|b| b).await;
+    let bystander = Bystander::start(server.local_addr()).await;
+    let mut rng = fastrand::Rng::with_seed(0xC0FFEE);
+    let rss_before = rss_kib();
+    for attempt in 0..16 {
+        let mut garbage = vec![0u8; 1 << 20];
+        rng.fill(&mut garbage);
+        let mut raw = Raw::connect(server.local_addr()).await;
+        if attempt % 2 == 1 {
+            // Half the time, get past the preface check first.
+            raw.send(&PREFACE).await;
+        }
+        // The server may close before all of it is written; that is fine.
+        let _ = raw.stream.write_all(&garbage).await;
+        assert!(
+            raw.closed_within(Duration::from_secs(5)).await,
+            "attempt {attempt}: the server closed the connection"
+        );
+    }
+    let growth_kib = rss_kib().saturating_sub(rss_before);
+    assert!(growth_kib < 40 * 1024, "16 MiB of garbage grew memory by {growth_kib} KiB");
+    bystander.finish().await;
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "no task panicked");
+}
+
+#[tokio::test]
+async fn malformed_request_metadata_fails_that_call_and_the_connection_carries_on() {
+    let (server, _) = start_server(|b| b).await;
+    let mut raw = Raw::connect(server.local_addr()).await;
+    raw.send(&PREFACE).await;
+    // A method-name length pointing past the end of the metadata.
+    let mut bad = header(2, FrameKind::Request as u8, 1, 2);
+    bad.extend_from_slice(&[0x7f, b'x']);
+    raw.send(&bad).await;
+    let reply = raw.next_frame().await.expect("an error for call 1");
+    assert_eq!(reply.header.call_id, 1);
+    let (code, message) = response_code(&reply);
+    assert_eq!(code, Code::InvalidArgument.as_u32());
+    assert!(message.contains("malformed request metadata"), "{message}");
+
+    let mut body = BytesMut::new();
+    Codec::Binary.encode(&(10_i64, 20_i64), &mut body).expect("encode");
+    raw.send(&request(2, "Calculator.Add", &body)).await;
+    let reply = raw.next_frame().await.expect("a reply for call 2");
+    assert_eq!((reply.header.call_id, response_code(&reply).0), (2, 0));
+    assert_eq!(Codec::Binary.decode::<i64>(&reply.body).expect("sum"), 30);
+}
+
+#[tokio::test]
+async fn a_duplicate_call_id_is_a_protocol_error_for_that_connection_only() {
+    let (server, _) = start_server(|b| b).await;
+    let bystander = Bystander::start(server.local_addr()).await;
+    let mut raw = Raw::connect(server.local_addr()).await;
+    raw.send(&PREFACE).await;
+    let mut body = BytesMut::new();
+    Codec::Binary.encode(&5_000_u64, &mut body).expect("encode");
+    let sleep = request(9, "Probe.Sleep", &body);
+    raw.send(&sleep).await;
+    raw.send(&sleep).await;
+    let goaway = raw.next_frame().await.expect("a goaway");
+    assert_eq!(goaway.header.kind, FrameKind::GoAway);
+    let goaway = GoAway::decode(&goaway.meta).expect("goaway");
+    assert!(goaway.message.contains("already in flight"), "{}", goaway.message);
+    assert!(raw.next_frame().await.is_none());
+    bystander.finish().await;
+}
+
+#[tokio::test]
+async fn an_unsupported_protocol_version_is_told_why() {
+    let (server, _) = start_server(|b| b).await;
+    let mut raw = Raw::connect(server.local_addr()).await;
+    let mut preface = PREFACE;
+    preface[5] = 9;
+    raw.send(&preface).await;
+    let goaway = raw.next_frame().await.expect("a goaway");
+    let goaway = GoAway::decode(&goaway.meta).expect("goaway");
+    assert_eq!(goaway.code, Code::Unimplemented.as_u32());
+    assert!(goaway.message.contains("version 9"), "{}", goaway.message);
+}
+
+#[tokio::test]
+async fn a_connection_that_never_speaks_is_closed_after_the_handshake_timeout() {
+    let (server, _) = start_server(|b| b.handshake_timeout(Duration::from_millis(200))).await;
+    let mut raw = Raw::connect(server.local_addr()).await;
+    let start = Instant::now();
+    assert!(raw.closed_within(Duration::from_secs(2)).await);
+    assert!(start.elapsed() >= Duration::from_millis(150), "not before the timeout: {:?}", start.elapsed());
+}
+
+/// A fake server that completes the handshake, then never answers again.
+async fn silent_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut preface = [0u8; 8];
+                let _ = stream.read_exact(&mut preface).await;
+                let _ = stream.write_all(&PREFACE).await;
+                // Hold the socket open, reading nothing, answering nothing.
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                drop(stream);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn keepalive_detects_a_silent_server_within_two_intervals() {
+    let addr = silent_server().await;
+    let interval = Duration::from_millis(200);
+    let channel = Channel::builder(addr.to_string())
+        .keepalive_interval(Some(interval))
+        .connect()
+        .await
+        .expect("handshake completes");
+    let start = Instant::now();
+    let err = ProbeClient::new(channel).echo("anyone there?".into()).await.expect_err("dead peer");
+    let elapsed = start.elapsed();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(err.message().contains("stopped responding"), "{err}");
+    assert!(elapsed <= 2 * interval + Duration::from_millis(100), "detected after {elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_server_sending_garbage_fails_the_call_instead_of_hanging() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        if let Ok((mut stream, _)) = listener.accept().await {
+            let mut preface = [0u8; 8];
+            let _ = stream.read_exact(&mut preface).await;
+            let _ = stream.write_all(&PREFACE).await;
+            let mut request = [0u8; 64];
+            let _ = stream.read(&mut request).await;
+            // A header with an empty payload and a frame kind that does not exist.
+            let _ = stream.write_all(&header(0, 0xEE, 1, 0)).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+    let probe = ProbeClient::connect(addr.to_string()).await.expect("connect");
+    let err = tokio::time::timeout(Duration::from_secs(2), probe.echo("hi".into()))
+        .await
+        .expect("no hang")
+        .expect_err("garbage reply");
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(err.message().contains("unknown frame kind 238"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_server_mid_call_fails_promptly_and_the_same_client_recovers() {
+    let binary = env!("CARGO_BIN_EXE_courier-test-server");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let server = ChildServer::start(binary, addr);
+    let probe = ProbeClient::connect(addr.to_string()).await.expect("connect");
+    assert_eq!(probe.echo("before".into()).await.expect("echo"), "before");
+
+    let in_flight = probe.spawn_sleep(30_000);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let killed_at = Instant::now();
+    server.kill();
+    let err = in_flight.await.expect_err("the server died");
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(killed_at.elapsed() < Duration::from_secs(1), "failed after {:?}", killed_at.elapsed());
+
+    let _restarted = ChildServer::start(binary, addr);
+    assert_eq!(probe.echo("after".into()).await.expect("the same client works again"), "after");
+}

@@ -40,11 +40,7 @@ impl Calculator for Calc {
     }
 
     async fn div(&self, a: f64, b: f64) -> Result<f64, CalcError> {
-        if b == 0.0 {
-            Err(CalcError::DivisionByZero)
-        } else {
-            Ok(a / b)
-        }
+        if b == 0.0 { Err(CalcError::DivisionByZero) } else { Ok(a / b) }
     }
 }
 
@@ -87,11 +83,7 @@ pub struct ProbeState {
 
 impl ProbeState {
     /// Wait until `condition` holds, up to `timeout`; returns whether it did.
-    pub async fn wait_until(
-        &self,
-        timeout: Duration,
-        condition: impl Fn(&ProbeState) -> bool,
-    ) -> bool {
+    pub async fn wait_until(&self, timeout: Duration, condition: impl Fn(&ProbeState) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             let changed = self.changed.notified();
@@ -100,10 +92,7 @@ impl ProbeState {
             if condition(self) {
                 return true;
             }
-            if tokio::time::timeout_at(deadline.into(), changed)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout_at(deadline.into(), changed).await.is_err() {
                 return condition(self);
             }
         }
@@ -126,10 +115,7 @@ impl ProbeState {
 
     /// Values received by `record`.
     pub fn recorded(&self) -> Vec<u64> {
-        self.recorded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.recorded.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn bump(&self, counter: &AtomicUsize) {
@@ -165,10 +151,7 @@ impl Probe for ProbeImpl {
     }
 
     async fn sleep(&self, millis: u64) -> u64 {
-        let mut watch = DropWatch {
-            state: self.state.clone(),
-            finished: false,
-        };
+        let mut watch = DropWatch { state: self.state.clone(), finished: false };
         self.state.bump(&self.state.started);
         tokio::time::sleep(Duration::from_millis(millis)).await;
         watch.finished = true;
@@ -201,20 +184,12 @@ impl Probe for ProbeImpl {
     }
 
     async fn record(&self, value: u64) {
-        self.state
-            .recorded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(value);
+        self.state.recorded.lock().unwrap_or_else(|p| p.into_inner()).push(value);
         self.state.changed.notify_waiters();
     }
 
     async fn recorded(&self) -> Vec<u64> {
-        self.state
-            .recorded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.state.recorded.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -228,11 +203,7 @@ pub async fn start_server(
     let builder = courier::Server::builder()
         .add_service(CalculatorServer::new(Calc))
         .add_service(ProbeServer::new(probe));
-    let handle = configure(builder)
-        .bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0")
-        .start();
+    let handle = configure(builder).bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0").start();
     (handle, state)
 }
 
@@ -276,13 +247,8 @@ impl ChildServer {
             .expect("spawn the test server");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the server's first line");
-        assert!(
-            line.starts_with("listening on "),
-            "unexpected server output: {line:?}"
-        );
+        BufReader::new(stdout).read_line(&mut line).expect("read the server's first line");
+        assert!(line.starts_with("listening on "), "unexpected server output: {line:?}");
         ChildServer { child, addr }
     }
 

@@ -7,16 +7,16 @@ use syn::spanned::Spanned;
 use crate::model::{Method, Output, Service, type_string};
 
 pub(crate) fn expand(service: &Service) -> TokenStream {
+    let wire_checks = wire_checks(service);
     let trait_def = expand_trait(service);
     let args_structs = service.methods.iter().map(|m| args_struct(service, m));
-    let wire_checks = wire_checks(service);
     let server = expand_server(service);
     let client = expand_client(service);
     let blocking = expand_blocking_client(service);
     quote! {
+        #wire_checks
         #trait_def
         #(#args_structs)*
-        #wire_checks
         #server
         #client
         #blocking
@@ -35,11 +35,7 @@ fn expand_trait(service: &Service) -> TokenStream {
     let vis = &item.vis;
     let ident = &item.ident;
     let supertraits = &item.supertraits;
-    let plus = if supertraits.is_empty() {
-        quote!()
-    } else {
-        quote!(+)
-    };
+    let plus = if supertraits.is_empty() { quote!() } else { quote!(+) };
     let methods = service.methods.iter().map(|method| {
         let attrs = &method.attrs;
         let mut sig = method.sig.clone();
@@ -64,52 +60,65 @@ fn expand_trait(service: &Service) -> TokenStream {
 /// The arguments of one method as one serde struct: `{"a": 10, "b": 20}` in
 /// JSON. A single argument is sent as itself (`#[serde(transparent)]`), as
 /// Go's net/rpc sends its one argument, so JSON-RPC peers interoperate.
+///
+/// The struct is generic over its field types and instantiated with the
+/// real ones at each use (see [`args_type`]). Why: serde's derive then
+/// places its bounds on the impls instead of checking them inside its own
+/// generated code, so a non-serde argument is reported once, by
+/// [`wire_checks`], at the argument, instead of as a cascade of errors from
+/// inside serde.
 fn args_struct(service: &Service, method: &Method) -> TokenStream {
     let ident = args_struct_ident(service, method);
-    let fields = method.args.iter().map(|arg| {
+    let params: Vec<_> = (0..method.args.len()).map(|i| format_ident!("T{}", i)).collect();
+    let fields = method.args.iter().zip(&params).map(|(arg, param)| {
         let name = &arg.ident;
-        let ty = &arg.ty;
-        quote! { #name: #ty }
+        quote! { #name: #param }
     });
-    let transparent = if method.args.len() == 1 {
-        quote!(#[serde(transparent)])
-    } else {
-        quote!()
-    };
+    let transparent = if method.args.len() == 1 { quote!(#[serde(transparent)]) } else { quote!() };
+    let generics = if params.is_empty() { quote!() } else { quote!(<#(#params),*>) };
     quote! {
         #[derive(::courier::__private::serde::Serialize, ::courier::__private::serde::Deserialize)]
         #[serde(crate = "::courier::__private::serde")]
         #transparent
         #[doc(hidden)]
         #[allow(non_camel_case_types, dead_code)]
-        struct #ident { #(#fields),* }
+        struct #ident #generics { #(#fields),* }
     }
+}
+
+/// The args struct instantiated with the method's argument types.
+fn args_type(service: &Service, method: &Method) -> TokenStream {
+    let ident = args_struct_ident(service, method);
+    if method.args.is_empty() {
+        return quote!(#ident);
+    }
+    let types = method.args.iter().map(|arg| &arg.ty);
+    quote!(#ident<#(#types),*>)
 }
 
 /// Assert at each type's own span that it can cross the wire, so the error
 /// points at the argument rather than into generated code.
 fn wire_checks(service: &Service) -> TokenStream {
-    let checks = service.methods.iter().flat_map(|method| {
+    let mut seen = std::collections::HashSet::new();
+    let mut checks = Vec::new();
+    for method in &service.methods {
         let mut types: Vec<&syn::Type> = method.args.iter().map(|arg| &arg.ty).collect();
         types.push(method.output.ok_type());
         if let Output::AppResult(_, err) = &method.output {
             types.push(err);
         }
-        types.into_iter().map(|ty| {
-            quote_spanned! {ty.span()=> ::courier::__private::assert_wire::<#ty>(); }
-        })
-    });
-    let app_errors = service
-        .methods
-        .iter()
-        .filter_map(|method| match &method.output {
-            Output::AppResult(_, err) => Some(quote_spanned! {err.span()=>
-                ::courier::__private::assert_app_error::<#err>();
-            }),
-            _ => None,
-        });
+        for ty in types {
+            // One check per distinct type: the same error twice adds nothing.
+            if seen.insert(type_string(ty)) {
+                checks.push(quote_spanned! {ty.span()=> ::courier::__private::assert_wire::<#ty>(); });
+            }
+        }
+        if let Output::AppResult(_, err) = &method.output {
+            checks.push(quote_spanned! {err.span()=> ::courier::__private::assert_app_error::<#err>(); });
+        }
+    }
     quote! {
-        const _: () = { #(#checks)* #(#app_errors)* };
+        const _: () = { #(#checks)* };
     }
 }
 
@@ -173,7 +182,7 @@ fn expand_server(service: &Service) -> TokenStream {
         "Serves a [`{trait_ident}`] implementation; pass it to `courier::Server::builder().add_service(..)`."
     );
     let arms = service.methods.iter().enumerate().map(|(index, method)| {
-        let args_ty = args_struct_ident(service, method);
+        let args_ty = args_type(service, method);
         let full = format!("{}.{}", service.name, method.wire_name);
         let ident = &method.ident;
         let arg_names = method.args.iter().map(|arg| &arg.ident);
@@ -398,10 +407,7 @@ fn expand_blocking_client(service: &Service) -> TokenStream {
         let ident = &method.ident;
         let (params, names) = client_params(method);
         let ret = client_return(method);
-        let docs = method
-            .attrs
-            .iter()
-            .filter(|attr| attr.path().is_ident("doc"));
+        let docs = method.attrs.iter().filter(|attr| attr.path().is_ident("doc"));
         quote! {
             #(#docs)*
             pub fn #ident(&self, #(#params),*) -> #ret {

@@ -45,7 +45,7 @@ pub(crate) enum Output {
     /// `-> T` (including no return type, `()`).
     Plain(Type),
     /// `-> Result<T, E>` with the service's own error type `E`.
-    AppResult(Type, Type),
+    AppResult(Type, Box<Type>),
     /// `-> Result<T, Status>`: the handler chooses the status itself.
     StatusResult(Type),
 }
@@ -88,7 +88,9 @@ impl ServiceArgs {
                 args.version = Some(value.value());
                 Ok(())
             } else {
-                Err(meta.error("unknown courier::service argument; expected `name = \"..\"` or `version = \"..\"`"))
+                Err(meta.error(
+                    "unknown courier::service argument; expected `name = \"..\"` or `version = \"..\"`",
+                ))
             }
         });
         syn::parse::Parser::parse2(parser, tokens)?;
@@ -104,20 +106,14 @@ pub(crate) fn parse(args: ServiceArgs, mut item: ItemTrait) -> Result<Service> {
         ));
     }
     if item.unsafety.is_some() || item.auto_token.is_some() {
-        return Err(Error::new(
-            item.ident.span(),
-            "courier services must be plain traits",
-        ));
+        return Err(Error::new(item.ident.span(), "courier services must be plain traits"));
     }
     let mut errors: Option<Error> = None;
     let mut methods = Vec::new();
     for trait_item in &mut item.items {
         let result = match trait_item {
             TraitItem::Fn(method) => parse_method(method),
-            other => Err(Error::new(
-                other.span(),
-                "courier services may only contain `async fn` methods",
-            )),
+            other => Err(Error::new(other.span(), "courier services may only contain `async fn` methods")),
         };
         match result {
             Ok(method) => methods.push(method),
@@ -156,10 +152,7 @@ fn parse_method(method: &mut TraitItemFn) -> Result<Method> {
     if sig.asyncness.is_none() {
         return Err(Error::new(
             sig.fn_token.span(),
-            format!(
-                "courier service methods must be `async fn`: write `async fn {}`",
-                sig.ident
-            ),
+            format!("courier service methods must be `async fn`: write `async fn {}`", sig.ident),
         ));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
@@ -169,24 +162,16 @@ fn parse_method(method: &mut TraitItemFn) -> Result<Method> {
         ));
     }
     if let Some(variadic) = &sig.variadic {
-        return Err(Error::new(
-            variadic.span(),
-            "courier service methods cannot be variadic",
-        ));
+        return Err(Error::new(variadic.span(), "courier service methods cannot be variadic"));
     }
     if sig.constness.is_some() || sig.unsafety.is_some() || sig.abi.is_some() {
-        return Err(Error::new(
-            sig.ident.span(),
-            "courier service methods must be plain `async fn`",
-        ));
+        return Err(Error::new(sig.ident.span(), "courier service methods must be plain `async fn`"));
     }
 
     let mut inputs = sig.inputs.iter();
     match inputs.next() {
         Some(FnArg::Receiver(receiver)) => {
-            if receiver.reference.is_none()
-                || receiver.mutability.is_some()
-                || receiver.colon_token.is_some()
+            if receiver.reference.is_none() || receiver.mutability.is_some() || receiver.colon_token.is_some()
             {
                 return Err(Error::new(
                     receiver.span(),
@@ -215,10 +200,7 @@ fn parse_method(method: &mut TraitItemFn) -> Result<Method> {
             ));
         };
         if pat.by_ref.is_some() || pat.subpat.is_some() {
-            return Err(Error::new(
-                pat.span(),
-                "courier service arguments must be plain names",
-            ));
+            return Err(Error::new(pat.span(), "courier service arguments must be plain names"));
         }
         if position == 0 && is_context_ref(&typed.ty) {
             takes_context = true;
@@ -239,10 +221,7 @@ fn parse_method(method: &mut TraitItemFn) -> Result<Method> {
             }
             _ => {}
         }
-        args.push(Arg {
-            ident: pat.ident.clone(),
-            ty: (*typed.ty).clone(),
-        });
+        args.push(Arg { ident: pat.ident.clone(), ty: (*typed.ty).clone() });
     }
 
     let output = match &sig.output {
@@ -281,10 +260,7 @@ fn classify_output(ty: &Type) -> Result<Output> {
         ));
     }
     if let Type::Reference(_) = ty {
-        return Err(Error::new(
-            ty.span(),
-            "courier service methods must return an owned type",
-        ));
+        return Err(Error::new(ty.span(), "courier service methods must return an owned type"));
     }
     let Type::Path(path) = ty else {
         return Ok(Output::Plain(ty.clone()));
@@ -312,7 +288,7 @@ fn classify_output(ty: &Type) -> Result<Output> {
     if last_ident_is(err, "Status") {
         Ok(Output::StatusResult((*ok).clone()))
     } else {
-        Ok(Output::AppResult((*ok).clone(), (*err).clone()))
+        Ok(Output::AppResult((*ok).clone(), Box::new((*err).clone())))
     }
 }
 
@@ -349,7 +325,9 @@ fn method_attrs(method: &mut TraitItemFn) -> Result<(bool, bool, Option<String>)
                 name = Some(value.value());
                 Ok(())
             } else {
-                Err(meta.error("unknown courier method attribute; expected `idempotent`, `one_way` or `name = \"..\"`"))
+                Err(meta.error(
+                    "unknown courier method attribute; expected `idempotent`, `one_way` or `name = \"..\"`",
+                ))
             }
         })?;
     }
@@ -364,27 +342,19 @@ fn check_wire_name(name: &str, span: Span) -> Result<()> {
     if valid {
         Ok(())
     } else {
-        Err(Error::new(
-            span,
-            "wire names must be ASCII identifiers (letters, digits, `_`)",
-        ))
+        Err(Error::new(span, "wire names must be ASCII identifiers (letters, digits, `_`)"))
     }
 }
 
 fn check_semver(version: &str, span: Span) -> Result<()> {
     let core = version.split(['-', '+']).next().unwrap_or("");
     let parts: Vec<&str> = core.split('.').collect();
-    let numeric = parts.len() == 3
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    let numeric =
+        parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
     if numeric {
         Ok(())
     } else {
-        Err(Error::new(
-            span,
-            "service versions are semver: `MAJOR.MINOR.PATCH`, e.g. \"1.2.0\"",
-        ))
+        Err(Error::new(span, "service versions are semver: `MAJOR.MINOR.PATCH`, e.g. \"1.2.0\""))
     }
 }
 
@@ -394,10 +364,9 @@ fn docs(attrs: &[Attribute]) -> String {
         .filter(|attr| attr.path().is_ident("doc"))
         .filter_map(|attr| match &attr.meta {
             syn::Meta::NameValue(nv) => match &nv.value {
-                syn::Expr::Lit(syn::ExprLit {
-                    lit: syn::Lit::Str(s),
-                    ..
-                }) => Some(s.value().trim().to_owned()),
+                syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => {
+                    Some(s.value().trim().to_owned())
+                }
                 _ => None,
             },
             _ => None,
@@ -450,9 +419,6 @@ mod tests {
     #[test]
     fn types_print_tidily() {
         let ty: Type = syn::parse_quote!(std::collections::HashMap<String, Vec<u8>>);
-        assert_eq!(
-            type_string(&ty),
-            "std::collections::HashMap<String, Vec<u8>>"
-        );
+        assert_eq!(type_string(&ty), "std::collections::HashMap<String, Vec<u8>>");
     }
 }

@@ -5,9 +5,18 @@
 //! thread until its reply arrives. Generated `XxxBlockingClient` types wrap
 //! this, so `fn main()` needs no async runtime at all:
 //!
-//! ```ignore
-//! let calc = CalculatorBlockingClient::connect("127.0.0.1:9000")?;
-//! let sum = calc.add(1, 2)?;
+//! ```no_run
+//! #[courier::service]
+//! trait Calculator {
+//!     async fn add(&self, a: i64, b: i64) -> i64;
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let calc = CalculatorBlockingClient::connect("127.0.0.1:9000")?;
+//!     let sum = calc.add(1, 2)?;
+//!     assert_eq!(sum, 3);
+//!     Ok(())
+//! }
 //! ```
 //!
 //! Using a blocking client inside an async runtime would stall that
@@ -47,9 +56,7 @@ impl Runtime {
             .enable_all()
             .build()
             .map_err(ConnectError::Runtime)?;
-        Ok(Runtime {
-            inner: Arc::new(OwnedRuntime(Some(runtime))),
-        })
+        Ok(Runtime { inner: Arc::new(OwnedRuntime(Some(runtime))) })
     }
 
     /// Run `future` to completion on the calling thread.
@@ -59,9 +66,7 @@ impl Runtime {
         }
         match &self.inner.0 {
             Some(runtime) => Ok(runtime.block_on(future)),
-            None => Err(ConnectError::Runtime(std::io::Error::other(
-                "the runtime has shut down",
-            ))),
+            None => Err(ConnectError::Runtime(std::io::Error::other("the runtime has shut down"))),
         }
     }
 }
@@ -91,10 +96,7 @@ impl Channel {
         let runtime = Runtime::new()?;
         // The lazy channel spawns its connect tasks on whichever runtime
         // the call runs in, which is always ours (see `call`).
-        Ok(Channel {
-            channel: client::Channel::lazy(addr),
-            runtime,
-        })
+        Ok(Channel { channel: client::Channel::lazy(addr), runtime })
     }
 
     /// The async channel inside (shares connections with this one).

@@ -11,10 +11,18 @@ use crate::metadata::Metadata;
 /// A service method receives it by declaring a first argument of type
 /// `&courier::Context`; the argument is not part of the wire signature.
 ///
-/// ```ignore
+/// ```
 /// #[courier::service]
 /// trait Greeter {
 ///     async fn hello(&self, cx: &courier::Context, name: String) -> String;
+/// }
+///
+/// struct Polite;
+/// impl Greeter for Polite {
+///     async fn hello(&self, cx: &courier::Context, name: String) -> String {
+///         let lang = cx.metadata().get("lang").unwrap_or("en");
+///         format!("[{lang}] hello, {name}")
+///     }
 /// }
 /// ```
 #[derive(Clone, Debug)]
@@ -29,13 +37,7 @@ pub struct Context {
 impl Context {
     /// A context for a call to `method`.
     pub fn new(method: &'static str, codec: Codec) -> Context {
-        Context {
-            method,
-            deadline: None,
-            metadata: Metadata::new(),
-            peer: None,
-            codec,
-        }
+        Context { method, deadline: None, metadata: Metadata::new(), peer: None, codec }
     }
 
     /// Set the deadline.
@@ -71,8 +73,7 @@ impl Context {
 
     /// Time left before the deadline (`None` without one; zero once passed).
     pub fn remaining(&self) -> Option<Duration> {
-        self.deadline
-            .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+        self.deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()))
     }
 
     /// The headers the caller sent.

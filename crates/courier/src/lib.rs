@@ -108,9 +108,9 @@ pub mod __private {
         method: &str,
     ) -> Result<Bytes, Status> {
         let mut buf = BytesMut::new();
-        codec.encode(value, &mut buf).map_err(|err| {
-            Status::internal(format!("the result of {method} does not encode: {err}"))
-        })?;
+        codec
+            .encode(value, &mut buf)
+            .map_err(|err| Status::internal(format!("the result of {method} does not encode: {err}")))?;
         Ok(buf.freeze())
     }
 
@@ -123,9 +123,7 @@ pub mod __private {
         let mut buf = BytesMut::new();
         match codec.encode(error, &mut buf) {
             Ok(()) => Status::application(Code::Unknown, error.to_string(), buf.freeze()),
-            Err(err) => Status::internal(format!(
-                "the error returned by {method} does not encode: {err}"
-            )),
+            Err(err) => Status::internal(format!("the error returned by {method} does not encode: {err}")),
         }
     }
 
@@ -150,7 +148,7 @@ pub mod __private {
         label = "not serde-serializable",
         note = "derive them with `#[derive(serde::Serialize, serde::Deserialize)]`"
     )]
-    pub trait Wire: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static {}
+    pub trait Wire {}
     impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static> Wire for T {}
 
     /// Used by generated code to assert `T: Wire` at the type's span.
@@ -162,8 +160,8 @@ pub mod __private {
         label = "no `Display`",
         note = "`#[derive(thiserror::Error)]` with `#[error(\"..\")]` provides it"
     )]
-    pub trait AppError: std::fmt::Display + Wire {}
-    impl<T: std::fmt::Display + Wire> AppError for T {}
+    pub trait AppError {}
+    impl<T: std::fmt::Display> AppError for T {}
 
     /// Used by generated code to assert `E: AppError` at the type's span.
     pub const fn assert_app_error<E: AppError>() {}

@@ -14,9 +14,7 @@ pub struct Metadata {
 impl Metadata {
     /// Empty metadata.
     pub const fn new() -> Metadata {
-        Metadata {
-            entries: Vec::new(),
-        }
+        Metadata { entries: Vec::new() }
     }
 
     /// Replace every value for `key` with `value`.
@@ -28,24 +26,17 @@ impl Metadata {
 
     /// Add a value for `key`, keeping earlier ones.
     pub fn append(&mut self, key: impl AsRef<str>, value: impl Into<String>) {
-        self.entries
-            .push((key.as_ref().to_ascii_lowercase(), value.into()));
+        self.entries.push((key.as_ref().to_ascii_lowercase(), value.into()));
     }
 
     /// The first value for `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v.as_str())
+        self.entries.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
     }
 
     /// Every value for `key`, in order.
     pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.entries
-            .iter()
-            .filter(move |(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v.as_str())
+        self.entries.iter().filter(move |(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
     }
 
     /// Remove every value for `key`.

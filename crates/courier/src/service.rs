@@ -28,12 +28,7 @@ pub trait Service: Send + Sync + 'static {
 
     /// Call `descriptor().methods[method]` with `body` encoded in
     /// `cx.codec()`; resolves to the encoded result in the same codec.
-    fn call(
-        &self,
-        method: usize,
-        cx: Context,
-        body: Bytes,
-    ) -> BoxFuture<'static, Result<Bytes, Status>>;
+    fn call(&self, method: usize, cx: Context, body: Bytes) -> BoxFuture<'static, Result<Bytes, Status>>;
 }
 
 /// A service's static description.
@@ -52,10 +47,7 @@ pub struct ServiceDescriptor {
 impl ServiceDescriptor {
     /// Find a method by its short name (`Add`).
     pub fn method(&self, name: &str) -> Option<(usize, &'static MethodDescriptor)> {
-        self.methods
-            .iter()
-            .enumerate()
-            .find(|(_, m)| m.name == name)
+        self.methods.iter().enumerate().find(|(_, m)| m.name == name)
     }
 }
 

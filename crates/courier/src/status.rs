@@ -84,10 +84,7 @@ impl Code {
     /// The code for a number; numbers outside gRPC's range become
     /// [`Code::Unknown`], as gRPC specifies.
     pub fn from_u32(value: u32) -> Code {
-        usize::try_from(value)
-            .ok()
-            .and_then(|index| Code::ALL.get(index).copied())
-            .unwrap_or(Code::Unknown)
+        usize::try_from(value).ok().and_then(|index| Code::ALL.get(index).copied()).unwrap_or(Code::Unknown)
     }
 
     /// gRPC's name for the code, e.g. `DEADLINE_EXCEEDED`.
@@ -135,13 +132,7 @@ pub struct Status {
 impl Status {
     /// A status with a code and a message.
     pub fn new(code: Code, message: impl Into<String>) -> Status {
-        Status {
-            code,
-            message: message.into(),
-            details: Bytes::new(),
-            application: false,
-            typed: None,
-        }
+        Status { code, message: message.into(), details: Bytes::new(), application: false, typed: None }
     }
 
     /// Attach opaque details (for example a serialized error payload).
@@ -154,10 +145,7 @@ impl Status {
     /// The status of a handler that returned its own error type: `details`
     /// holds the error encoded with the call's codec.
     pub fn application(code: Code, message: impl Into<String>, details: Bytes) -> Status {
-        Status {
-            application: true,
-            ..Status::new(code, message).with_details(details)
-        }
+        Status { application: true, ..Status::new(code, message).with_details(details) }
     }
 
     /// The code.
@@ -298,8 +286,8 @@ mod tests {
 
     #[test]
     fn typed_app_error_downcasts_only_to_its_type() {
-        let status = Status::application(Code::Unknown, "boom", Bytes::from_static(b"x"))
-            .with_app_error(42_u32);
+        let status =
+            Status::application(Code::Unknown, "boom", Bytes::from_static(b"x")).with_app_error(42_u32);
         assert!(status.is_application_error());
         assert_eq!(status.app_error::<u32>(), Some(&42));
         assert_eq!(status.app_error::<String>(), None);

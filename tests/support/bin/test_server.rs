@@ -8,9 +8,7 @@ use courier_tests::{Calc, CalculatorServer, ProbeImpl, ProbeServer};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:0".to_owned());
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:0".to_owned());
     let listening = courier::Server::builder()
         .add_service(CalculatorServer::new(Calc))
         .add_service(ProbeServer::new(ProbeImpl::default()))

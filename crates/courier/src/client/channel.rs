@@ -58,9 +58,7 @@ enum SlotState {
 
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Channel")
-            .field("addr", &self.inner.addr)
-            .finish_non_exhaustive()
+        f.debug_struct("Channel").field("addr", &self.inner.addr).finish_non_exhaustive()
     }
 }
 
@@ -81,9 +79,7 @@ impl Channel {
     }
 
     pub(crate) fn from_builder(builder: ChannelBuilder) -> Channel {
-        let slots = (0..builder.config.pool_size)
-            .map(|_| Slot::default())
-            .collect();
+        let slots = (0..builder.config.pool_size).map(|_| Slot::default()).collect();
         Channel {
             inner: Arc::new(Inner {
                 addr: builder.addr,
@@ -115,17 +111,15 @@ impl Channel {
         let frame = self
             .send(FrameKind::Request, method, options, |buf| {
                 codec.encode(request, buf).map_err(|err| {
-                    Status::invalid_argument(format!(
-                        "could not encode the request to {method}: {err}"
-                    ))
+                    Status::invalid_argument(format!("could not encode the request to {method}: {err}"))
                 })
             })
             .await?;
         let frame = reply_frame(frame, method)?;
         let body = reply_body(&frame, codec, method)?;
-        codec.decode(&body).map_err(|err| {
-            Status::internal(format!("could not decode the response of {method}: {err}"))
-        })
+        codec
+            .decode(&body)
+            .map_err(|err| Status::internal(format!("could not decode the response of {method}: {err}")))
     }
 
     /// Call `method` with already-encoded arguments; returns the encoded
@@ -148,12 +142,7 @@ impl Channel {
 
     /// Send a one-way call: returns once the request is queued for sending;
     /// the server runs it and replies with nothing, not even an error.
-    pub async fn one_way<Req>(
-        &self,
-        method: &str,
-        request: &Req,
-        options: &CallOptions,
-    ) -> Result<(), Status>
+    pub async fn one_way<Req>(&self, method: &str, request: &Req, options: &CallOptions) -> Result<(), Status>
     where
         Req: Serialize + ?Sized,
     {
@@ -177,28 +166,14 @@ impl Channel {
         let Some(timeout) = options.timeout() else {
             let connection = self.connection().await?;
             return connection
-                .call(
-                    kind,
-                    method,
-                    options.codec(),
-                    None,
-                    options.metadata(),
-                    encode_body,
-                )
+                .call(kind, method, options.codec(), None, options.metadata(), encode_body)
                 .await;
         };
         let deadline = Instant::now() + timeout;
         let attempt = async {
             let connection = self.connection().await?;
             connection
-                .call(
-                    kind,
-                    method,
-                    options.codec(),
-                    Some(deadline),
-                    options.metadata(),
-                    encode_body,
-                )
+                .call(kind, method, options.codec(), Some(deadline), options.metadata(), encode_body)
                 .await
         };
         match tokio::time::timeout_at(deadline.into(), attempt).await {
@@ -234,21 +209,13 @@ impl Channel {
                         return Ok(connection.clone());
                     }
                     // The connection worked before, so reconnect at once.
-                    SlotState::Ready(_) | SlotState::Idle => {
-                        self.start_connect(&mut state, index, 0)
-                    }
+                    SlotState::Ready(_) | SlotState::Idle => self.start_connect(&mut state, index, 0),
                     SlotState::Connecting(notify) => notify.clone(),
-                    SlotState::Failed {
-                        error, retry_at, ..
-                    } if Instant::now() < *retry_at => {
+                    SlotState::Failed { error, retry_at, .. } if Instant::now() < *retry_at => {
                         let wait = retry_at.saturating_duration_since(Instant::now());
                         return Err(Status::new(
                             error.code(),
-                            format!(
-                                "{} (next attempt in {} ms)",
-                                error.message(),
-                                wait.as_millis()
-                            ),
+                            format!("{} (next attempt in {} ms)", error.message(), wait.as_millis()),
                         ));
                     }
                     SlotState::Failed { failures, .. } => {
@@ -300,9 +267,7 @@ impl Channel {
 }
 
 fn lock(slot: &Slot) -> std::sync::MutexGuard<'_, SlotState> {
-    slot.state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    slot.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn reply_frame(frame: Option<Frame>, method: &str) -> Result<Frame, Status> {

@@ -40,10 +40,7 @@ pub struct ChannelBuilder {
 
 impl ChannelBuilder {
     pub(crate) fn new(addr: impl Into<String>) -> ChannelBuilder {
-        ChannelBuilder {
-            addr: addr.into(),
-            config: ChannelConfig::default(),
-        }
+        ChannelBuilder { addr: addr.into(), config: ChannelConfig::default() }
     }
 
     /// Connections to open to the address; calls are spread across them

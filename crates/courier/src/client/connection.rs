@@ -23,8 +23,7 @@ use super::config::ChannelConfig;
 use crate::codec::Codec;
 use crate::metadata::Metadata;
 use crate::protocol::native::{
-    Frame, FrameEncoder, FrameKind, GoAway, PING_LEN, PREFACE, RequestHead, encode_cancel,
-    encode_ping,
+    Frame, FrameEncoder, FrameKind, GoAway, PING_LEN, PREFACE, RequestHead, encode_cancel, encode_ping,
 };
 use crate::status::{Code, Status};
 use crate::transport::keepalive::{self, Keepalive};
@@ -55,9 +54,7 @@ struct Shared {
 
 impl Shared {
     fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Fail every pending call and refuse new ones.
@@ -87,23 +84,15 @@ impl Drop for Connection {
 
 impl Connection {
     /// Dial, exchange prefaces, and start the reader and writer tasks.
-    pub(crate) async fn connect(
-        addr: &str,
-        config: &ChannelConfig,
-    ) -> Result<Connection, ConnectError> {
+    pub(crate) async fn connect(addr: &str, config: &ChannelConfig) -> Result<Connection, ConnectError> {
         let timeout = config.connect_timeout;
         let attempt = async {
             let stream = TcpStream::connect(addr)
                 .await
-                .map_err(|source| ConnectError::Io {
-                    addr: addr.to_owned(),
-                    source,
-                })?;
+                .map_err(|source| ConnectError::Io { addr: addr.to_owned(), source })?;
             tcp::configure(&stream);
-            let peer = stream.peer_addr().map_err(|source| ConnectError::Io {
-                addr: addr.to_owned(),
-                source,
-            })?;
+            let peer =
+                stream.peer_addr().map_err(|source| ConnectError::Io { addr: addr.to_owned(), source })?;
             let (read, write) = stream.into_split();
             let shared = Arc::new(Shared {
                 queue: WriteQueue::new(config.write_high_water),
@@ -129,20 +118,14 @@ impl Connection {
             let mut reader = FrameReader::new(read, BytesMut::new(), config.max_frame_size);
             if let Err(err) = reader.read_preface().await {
                 shared.close(Status::unavailable("handshake failed"));
-                return Err(ConnectError::Handshake {
-                    addr: addr.to_owned(),
-                    reason: err.to_string(),
-                });
+                return Err(ConnectError::Handshake { addr: addr.to_owned(), reason: err.to_string() });
             }
             tokio::spawn(read_loop(shared.clone(), reader, config.keepalive_interval));
             Ok(Connection { shared })
         };
         match tokio::time::timeout(timeout, attempt).await {
             Ok(result) => result,
-            Err(_) => Err(ConnectError::Timeout {
-                addr: addr.to_owned(),
-                timeout,
-            }),
+            Err(_) => Err(ConnectError::Timeout { addr: addr.to_owned(), timeout }),
         }
     }
 
@@ -165,12 +148,7 @@ impl Connection {
     ) -> Result<Option<Frame>, Status> {
         let shared = &self.shared;
         let call_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut guard = CallGuard {
-            shared,
-            call_id,
-            sent: false,
-            done: false,
-        };
+        let mut guard = CallGuard { shared, call_id, sent: false, done: false };
         let reply = if kind == FrameKind::Request {
             let (tx, rx) = oneshot::channel();
             {
@@ -198,9 +176,7 @@ impl Connection {
                     return Err(status);
                 }
                 frame.finish(buf, max_frame_size).map_err(|err| {
-                    Status::resource_exhausted(format!(
-                        "the request to {method} is too large to send: {err}"
-                    ))
+                    Status::resource_exhausted(format!("the request to {method} is too large to send: {err}"))
                 })
             })
             .await;
@@ -224,9 +200,11 @@ impl Connection {
     }
 
     fn closed_status(&self) -> Status {
-        self.shared.pending().closed.clone().unwrap_or_else(|| {
-            Status::unavailable(format!("the connection to {} closed", self.shared.peer))
-        })
+        self.shared
+            .pending()
+            .closed
+            .clone()
+            .unwrap_or_else(|| Status::unavailable(format!("the connection to {} closed", self.shared.peer)))
     }
 }
 
@@ -246,10 +224,7 @@ impl Drop for CallGuard<'_> {
         }
         let was_pending = self.shared.pending().calls.remove(&self.call_id).is_some();
         if self.sent && was_pending {
-            let _ = self
-                .shared
-                .queue
-                .push_now(|buf| encode_cancel(buf, self.call_id));
+            let _ = self.shared.queue.push_now(|buf| encode_cancel(buf, self.call_id));
         }
     }
 }
@@ -262,12 +237,7 @@ async fn read_loop(
     let peer = shared.peer;
     let mut keepalive = keepalive_interval.map(|interval| Keepalive::new(interval, Instant::now()));
     let far_future = Instant::now() + Duration::from_secs(86_400 * 365);
-    let timer = tokio::time::sleep_until(
-        keepalive
-            .as_ref()
-            .map_or(far_future, Keepalive::deadline)
-            .into(),
-    );
+    let timer = tokio::time::sleep_until(keepalive.as_ref().map_or(far_future, Keepalive::deadline).into());
     tokio::pin!(timer);
     // The goaway's reason, used to explain the close that follows it.
     let mut goaway_reason: Option<Status> = None;

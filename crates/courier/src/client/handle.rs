@@ -25,9 +25,7 @@ impl<T: Send + 'static> CallHandle<T> {
     /// # Panics
     /// Outside a tokio runtime, like `tokio::spawn`.
     pub fn spawn(call: impl Future<Output = Result<T, Status>> + Send + 'static) -> CallHandle<T> {
-        CallHandle {
-            task: tokio::spawn(call),
-        }
+        CallHandle { task: tokio::spawn(call) }
     }
 }
 
@@ -47,12 +45,10 @@ impl<T> Future for CallHandle<T> {
     type Output = Result<T, Status>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.task)
-            .poll(cx)
-            .map(|joined| match joined {
-                Ok(result) => result,
-                Err(err) if err.is_cancelled() => Err(Status::cancelled("the call was aborted")),
-                Err(err) => Err(Status::internal(format!("the call's task failed: {err}"))),
-            })
+        Pin::new(&mut self.task).poll(cx).map(|joined| match joined {
+            Ok(result) => result,
+            Err(err) if err.is_cancelled() => Err(Status::cancelled("the call was aborted")),
+            Err(err) => Err(Status::internal(format!("the call's task failed: {err}"))),
+        })
     }
 }

@@ -56,9 +56,7 @@ pub enum ConnectError {
     },
     /// A blocking client was used from inside an async runtime, where
     /// blocking the thread would stall other tasks.
-    #[error(
-        "courier's blocking client cannot be used inside an async runtime; use the async client there"
-    )]
+    #[error("courier's blocking client cannot be used inside an async runtime; use the async client there")]
     InsideRuntime,
     /// The blocking client's runtime could not be started.
     #[error("could not start the blocking client's runtime: {0}")]

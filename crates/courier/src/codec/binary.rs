@@ -32,10 +32,7 @@ impl SerdeCodec for Binary {
         let start = out.len();
         postcard::serialize_with_flavor(value, AppendTo(out)).map_err(|err| {
             out.truncate(start);
-            CodecError::Encode {
-                codec: Self::NAME,
-                message: err.to_string(),
-            }
+            CodecError::Encode { codec: Self::NAME, message: err.to_string() }
         })
     }
 

@@ -15,16 +15,12 @@ impl SerdeCodec for Json {
     const NAME: &'static str = "json";
 
     fn encode<T: Serialize + ?Sized>(value: &T, out: &mut BytesMut) -> Result<(), CodecError> {
-        serde_json::to_writer(out.writer(), value).map_err(|err| CodecError::Encode {
-            codec: Self::NAME,
-            message: err.to_string(),
-        })
+        serde_json::to_writer(out.writer(), value)
+            .map_err(|err| CodecError::Encode { codec: Self::NAME, message: err.to_string() })
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-        serde_json::from_slice(bytes).map_err(|err| CodecError::Decode {
-            codec: Self::NAME,
-            message: err.to_string(),
-        })
+        serde_json::from_slice(bytes)
+            .map_err(|err| CodecError::Decode { codec: Self::NAME, message: err.to_string() })
     }
 }

@@ -68,11 +68,7 @@ impl Codec {
     }
 
     /// Append the encoding of `value` to `out`.
-    pub fn encode<T: Serialize + ?Sized>(
-        self,
-        value: &T,
-        out: &mut BytesMut,
-    ) -> Result<(), CodecError> {
+    pub fn encode<T: Serialize + ?Sized>(self, value: &T, out: &mut BytesMut) -> Result<(), CodecError> {
         match self {
             Codec::Binary => binary::Binary::encode(value, out),
             Codec::Json => json::Json::encode(value, out),
@@ -154,10 +150,7 @@ mod tests {
             id: 7,
             name: "ada".into(),
             tags: vec!["a".into(), "b".into()],
-            address: Some(Address {
-                city: "London".into(),
-                zip: 1815,
-            }),
+            address: Some(Address { city: "London".into(), zip: 1815 }),
             attributes: [("k".to_owned(), "v".to_owned())].into(),
         };
         for codec in [Codec::Binary, Codec::Json] {
@@ -167,13 +160,8 @@ mod tests {
             assert_eq!(codec.decode::<User>(&buf).expect("decode"), user, "{codec}");
 
             let mut buf = BytesMut::new();
-            codec
-                .encode(&CalcError::Overflow { limit: 9 }, &mut buf)
-                .expect("encode");
-            assert_eq!(
-                codec.decode::<CalcError>(&buf).expect("decode"),
-                CalcError::Overflow { limit: 9 }
-            );
+            codec.encode(&CalcError::Overflow { limit: 9 }, &mut buf).expect("encode");
+            assert_eq!(codec.decode::<CalcError>(&buf).expect("decode"), CalcError::Overflow { limit: 9 });
 
             let mut buf = BytesMut::new();
             codec.encode(&(), &mut buf).expect("encode");
@@ -184,9 +172,7 @@ mod tests {
     #[test]
     fn garbage_is_a_decode_error() {
         for codec in [Codec::Binary, Codec::Json] {
-            let err = codec
-                .decode::<User>(b"\xff\xff\xff\xff\xff\xff")
-                .expect_err("garbage");
+            let err = codec.decode::<User>(b"\xff\xff\xff\xff\xff\xff").expect_err("garbage");
             assert!(matches!(err, CodecError::Decode { .. }), "{codec}: {err}");
         }
         assert_eq!(Codec::from_id(200), None);

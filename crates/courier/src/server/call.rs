@@ -25,9 +25,9 @@ pub(crate) async fn run(
         None => guarded.await,
         Some(deadline) => match tokio::time::timeout_at(deadline.into(), guarded).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(Status::deadline_exceeded(
-                "the call's deadline passed while the server was handling it",
-            )),
+            Err(_) => {
+                Err(Status::deadline_exceeded("the call's deadline passed while the server was handling it"))
+            }
         },
     }
 }
@@ -46,9 +46,7 @@ impl Future for CatchUnwind {
             Err(payload) => {
                 let reason = panic_message(payload.as_ref());
                 tracing::error!(%reason, "handler panicked");
-                Poll::Ready(Err(Status::internal(format!(
-                    "the handler panicked: {reason}"
-                ))))
+                Poll::Ready(Err(Status::internal(format!("the handler panicked: {reason}"))))
             }
         }
     }
@@ -81,9 +79,7 @@ pub(crate) fn encode_response(
             buf.extend_from_slice(body);
             match frame.finish(buf, max_frame_size) {
                 Ok(()) => return,
-                Err(err) => {
-                    Status::resource_exhausted(format!("the response is too large to send: {err}"))
-                }
+                Err(err) => Status::resource_exhausted(format!("the response is too large to send: {err}")),
             }
         }
         Err(status) => {
@@ -105,11 +101,7 @@ fn encode_error(
     status: &Status,
     max_frame_size: usize,
 ) -> bool {
-    let code = if status.code() == Code::Ok {
-        Code::Unknown
-    } else {
-        status.code()
-    };
+    let code = if status.code() == Code::Ok { Code::Unknown } else { status.code() };
     let mut frame = FrameEncoder::begin(buf, FrameKind::Response, codec.id(), call_id);
     ResponseHead::encode(
         buf,
@@ -152,9 +144,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(10)).await;
             Ok(Bytes::new())
         });
-        let err = run(handler, Some(Instant::now() + Duration::from_millis(50)))
-            .await
-            .expect_err("deadline");
+        let err = run(handler, Some(Instant::now() + Duration::from_millis(50))).await.expect_err("deadline");
         assert_eq!(err.code(), Code::DeadlineExceeded);
         assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
     }
@@ -162,13 +152,7 @@ mod tests {
     #[test]
     fn oversized_results_become_resource_exhausted() {
         let mut buf = BytesMut::new();
-        encode_response(
-            &mut buf,
-            9,
-            Codec::Binary,
-            &Ok(Bytes::from(vec![0; 5000])),
-            1024,
-        );
+        encode_response(&mut buf, 9, Codec::Binary, &Ok(Bytes::from(vec![0; 5000])), 1024);
         let frame = crate::protocol::native::FrameDecoder::new(1024)
             .decode(&mut buf)
             .ok()
@@ -177,10 +161,6 @@ mod tests {
         assert_eq!(frame.header.call_id, 9);
         let head = ResponseHead::decode(&frame.meta).expect("head");
         assert_eq!(head.code, Code::ResourceExhausted.as_u32());
-        assert!(
-            head.message.contains("exceeds the limit of 1024"),
-            "{}",
-            head.message
-        );
+        assert!(head.message.contains("exceeds the limit of 1024"), "{}", head.message);
     }
 }

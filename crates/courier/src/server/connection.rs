@@ -52,9 +52,7 @@ struct Conn {
 
 impl Conn {
     fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<u32, AbortHandle>> {
-        self.calls
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.calls.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn finish(&self, call_id: u32) {
@@ -75,12 +73,7 @@ impl Conn {
     fn goaway(&self, last_call_id: u32, code: Code, message: &str) {
         let _ = self.queue.push_now(|buf| {
             let mut frame = FrameEncoder::begin(buf, FrameKind::GoAway, 0, 0);
-            GoAway {
-                last_call_id,
-                code: code.as_u32(),
-                message,
-            }
-            .encode(buf);
+            GoAway { last_call_id, code: code.as_u32(), message }.encode(buf);
             frame.end_meta(buf);
             // A goaway is tiny; if the limit is smaller still, it is dropped
             // and the close itself tells the peer.
@@ -189,16 +182,10 @@ async fn read_loop(
 ) -> End {
     let config = &server.config;
     let per_connection = super::limits::Limit::new(config.max_concurrent_calls_per_connection);
-    let mut keepalive = config
-        .keepalive_interval
-        .map(|interval| Keepalive::new(interval, Instant::now()));
+    let mut keepalive = config.keepalive_interval.map(|interval| Keepalive::new(interval, Instant::now()));
     let far_future = Instant::now() + Duration::from_secs(86_400 * 365);
-    let keepalive_timer = tokio::time::sleep_until(
-        keepalive
-            .as_ref()
-            .map_or(far_future, Keepalive::deadline)
-            .into(),
-    );
+    let keepalive_timer =
+        tokio::time::sleep_until(keepalive.as_ref().map_or(far_future, Keepalive::deadline).into());
     tokio::pin!(keepalive_timer);
     let drain_timer = tokio::time::sleep_until(far_future.into());
     tokio::pin!(drain_timer);
@@ -208,9 +195,7 @@ async fn read_loop(
     let mut last_call_id = 0u32;
     if draining {
         start_drain(conn, 0);
-        drain_timer
-            .as_mut()
-            .reset((Instant::now() + config.drain_timeout).into());
+        drain_timer.as_mut().reset((Instant::now() + config.drain_timeout).into());
     }
 
     loop {
@@ -315,9 +300,7 @@ async fn read_loop(
 
 fn start_drain(conn: &Conn, last_call_id: u32) {
     conn.goaway(last_call_id, Code::Ok, "the server is shutting down");
-    let _ = conn
-        .queue
-        .push_now(|buf| encode_ping(buf, FrameKind::Ping, DRAIN_PING));
+    let _ = conn.queue.push_now(|buf| encode_ping(buf, FrameKind::Ping, DRAIN_PING));
 }
 
 fn start_call(
@@ -346,10 +329,7 @@ fn start_call(
     let head = match RequestHead::decode(&frame.meta) {
         Ok(head) => head,
         Err(err) => {
-            reject(
-                codec,
-                Status::invalid_argument(format!("malformed request metadata: {err}")),
-            );
+            reject(codec, Status::invalid_argument(format!("malformed request metadata: {err}")));
             return;
         }
     };

@@ -14,10 +14,7 @@ pub(crate) struct Limit {
 
 impl Limit {
     pub(crate) fn new(max: usize) -> Arc<Limit> {
-        Arc::new(Limit {
-            max,
-            current: AtomicUsize::new(0),
-        })
+        Arc::new(Limit { max, current: AtomicUsize::new(0) })
     }
 
     pub(crate) fn max(&self) -> usize {
@@ -27,9 +24,7 @@ impl Limit {
     /// Take a slot if one is free.
     pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
         self.current
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
-            })
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1))
             .ok()
             .map(|_| Permit(self.clone()))
     }

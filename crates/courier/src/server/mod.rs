@@ -96,11 +96,7 @@ pub struct Server;
 impl Server {
     /// Start configuring a server.
     pub fn builder() -> ServerBuilder {
-        ServerBuilder {
-            router: router::Router::default(),
-            config: ServerConfig::default(),
-            error: None,
-        }
+        ServerBuilder { router: router::Router::default(), config: ServerConfig::default(), error: None }
     }
 }
 
@@ -162,17 +158,10 @@ impl ServerBuilder {
     }
 
     /// Bind the listener. Fails on a bind error or a duplicate service.
-    pub async fn bind(
-        self,
-        addr: impl ToSocketAddrs + std::fmt::Display,
-    ) -> Result<Listening, ServeError> {
+    pub async fn bind(self, addr: impl ToSocketAddrs + std::fmt::Display) -> Result<Listening, ServeError> {
         let shown = addr.to_string();
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: shown,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr: shown, source })?;
         self.listen_on(listener)
     }
 
@@ -187,18 +176,11 @@ impl ServerBuilder {
             router: self.router,
             config: self.config,
         });
-        Ok(Listening {
-            listener,
-            local_addr,
-            shared,
-        })
+        Ok(Listening { listener, local_addr, shared })
     }
 
     /// Bind and serve until the process ends.
-    pub async fn serve(
-        self,
-        addr: impl ToSocketAddrs + std::fmt::Display,
-    ) -> Result<(), ServeError> {
+    pub async fn serve(self, addr: impl ToSocketAddrs + std::fmt::Display) -> Result<(), ServeError> {
         self.bind(addr).await?.serve().await
     }
 
@@ -227,12 +209,7 @@ impl Listening {
 
     /// The names of the services this server offers.
     pub fn service_names(&self) -> Vec<&'static str> {
-        self.shared
-            .router
-            .services()
-            .iter()
-            .map(|s| s.descriptor().name)
-            .collect()
+        self.shared.router.services().iter().map(|s| s.descriptor().name).collect()
     }
 
     /// Serve until the process ends.
@@ -247,9 +224,7 @@ impl Listening {
         self,
         signal: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
-        let Listening {
-            listener, shared, ..
-        } = self;
+        let Listening { listener, shared, .. } = self;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
         tokio::pin!(signal);
@@ -277,11 +252,9 @@ impl Listening {
         // Connections enforce the drain timeout themselves; this bound only
         // guards against one stuck in a write to a peer that never reads.
         let grace = shared.config.drain_timeout + Duration::from_secs(10);
-        if tokio::time::timeout(grace, async {
-            while connections.join_next().await.is_some() {}
-        })
-        .await
-        .is_err()
+        if tokio::time::timeout(grace, async { while connections.join_next().await.is_some() {} })
+            .await
+            .is_err()
         {
             tracing::warn!("connections still open after the drain timeout; closing them");
             connections.shutdown().await;
@@ -296,19 +269,12 @@ impl Listening {
         let task = tokio::spawn(self.serve_with_shutdown(async move {
             let _ = stop_rx.await;
         }));
-        ServerHandle {
-            local_addr,
-            stop: Some(stop_tx),
-            task,
-        }
+        ServerHandle { local_addr, stop: Some(stop_tx), task }
     }
 }
 
 fn is_transient_accept_error(err: &io::Error) -> bool {
-    !matches!(
-        err.kind(),
-        io::ErrorKind::InvalidInput | io::ErrorKind::PermissionDenied
-    )
+    !matches!(err.kind(), io::ErrorKind::InvalidInput | io::ErrorKind::PermissionDenied)
 }
 
 /// A server running in the background (see [`Listening::start`]).

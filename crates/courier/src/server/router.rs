@@ -27,22 +27,11 @@ pub struct DuplicateService(pub String);
 impl Router {
     pub(crate) fn add(&mut self, service: Arc<dyn Service>) -> Result<(), DuplicateService> {
         let descriptor = service.descriptor();
-        if self
-            .services
-            .iter()
-            .any(|s| s.descriptor().name == descriptor.name)
-        {
+        if self.services.iter().any(|s| s.descriptor().name == descriptor.name) {
             return Err(DuplicateService(descriptor.name.to_owned()));
         }
         for (index, method) in descriptor.methods.iter().enumerate() {
-            self.routes.insert(
-                method.full_name,
-                Route {
-                    service: service.clone(),
-                    index,
-                    method,
-                },
-            );
+            self.routes.insert(method.full_name, Route { service: service.clone(), index, method });
         }
         self.services.push(service);
         Ok(())
@@ -59,26 +48,16 @@ impl Router {
             return Ok(route);
         }
         let (service_name, method_name) = full_name.rsplit_once('.').unwrap_or(("", full_name));
-        match self
-            .services
-            .iter()
-            .find(|s| s.descriptor().name == service_name)
-        {
+        match self.services.iter().find(|s| s.descriptor().name == service_name) {
             Some(service) => {
-                let offered: Vec<&str> = service
-                    .descriptor()
-                    .methods
-                    .iter()
-                    .map(|m| m.name)
-                    .collect();
+                let offered: Vec<&str> = service.descriptor().methods.iter().map(|m| m.name).collect();
                 Err(Status::unimplemented(format!(
                     "unknown method `{method_name}` on service `{service_name}` (it offers: {})",
                     offered.join(", ")
                 )))
             }
             None => {
-                let offered: Vec<&str> =
-                    self.services.iter().map(|s| s.descriptor().name).collect();
+                let offered: Vec<&str> = self.services.iter().map(|s| s.descriptor().name).collect();
                 Err(Status::unimplemented(format!(
                     "unknown service `{service_name}` in call to `{full_name}` (this server offers: {})",
                     offered.join(", ")

@@ -26,11 +26,7 @@ pub(crate) struct Keepalive {
 
 impl Keepalive {
     pub(crate) fn new(interval: Duration, now: Instant) -> Keepalive {
-        Keepalive {
-            interval,
-            ping_sent: None,
-            deadline: now + interval,
-        }
+        Keepalive { interval, ping_sent: None, deadline: now + interval }
     }
 
     /// When [`Keepalive::poll`] should next be called.

@@ -38,12 +38,7 @@ pub(crate) struct FrameReader<R> {
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader; `buf` may already hold bytes read while sniffing.
     pub(crate) fn new(io: R, buf: BytesMut, max_frame_size: usize) -> FrameReader<R> {
-        FrameReader {
-            io,
-            buf,
-            decoder: FrameDecoder::new(max_frame_size),
-            last_read: Instant::now(),
-        }
+        FrameReader { io, buf, decoder: FrameDecoder::new(max_frame_size), last_read: Instant::now() }
     }
 
     /// When bytes last arrived (for keepalive).
@@ -72,11 +67,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 return Ok(Some(frame));
             }
             if self.fill().await? == 0 {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(ReadError::TruncatedFrame)
-                };
+                return if self.buf.is_empty() { Ok(None) } else { Err(ReadError::TruncatedFrame) };
             }
         }
     }

@@ -43,11 +43,7 @@ impl WriteQueue {
     /// A queue that makes producers wait once `high_water` bytes are queued.
     pub(crate) fn new(high_water: usize) -> WriteQueue {
         WriteQueue {
-            state: Mutex::new(State {
-                buf: BytesMut::new(),
-                closing: false,
-                stopped: false,
-            }),
+            state: Mutex::new(State { buf: BytesMut::new(), closing: false, stopped: false }),
             wake_writer: Notify::new(),
             space: Notify::new(),
             high_water,
@@ -57,9 +53,7 @@ impl WriteQueue {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock can only come from an encoder bug;
         // the buffer is still structurally valid, so keep going.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Append a frame now, ignoring the high-water mark. For small control
@@ -77,10 +71,7 @@ impl WriteQueue {
 
     /// Append a frame, first waiting while the queue is above its high-water
     /// mark. Cancel-safe: nothing is appended unless the future completes.
-    pub(crate) async fn push<R>(
-        &self,
-        encode: impl FnOnce(&mut BytesMut) -> R,
-    ) -> Result<R, Closed> {
+    pub(crate) async fn push<R>(&self, encode: impl FnOnce(&mut BytesMut) -> R) -> Result<R, Closed> {
         loop {
             let space = self.space.notified();
             tokio::pin!(space);
@@ -148,11 +139,7 @@ impl WriteQueue {
             };
             io.write_all(&chunk).await?;
             chunk.clear();
-            spare = if chunk.capacity() > KEEP_CAPACITY {
-                BytesMut::new()
-            } else {
-                chunk
-            };
+            spare = if chunk.capacity() > KEEP_CAPACITY { BytesMut::new() } else { chunk };
             self.space.notify_waiters();
         }
     }
@@ -172,10 +159,7 @@ mod tests {
         let (client, mut server) = tokio::io::duplex(1 << 16);
         let queue = Arc::new(WriteQueue::new(1 << 20));
         for i in 0..100u8 {
-            queue
-                .push(|buf| buf.extend_from_slice(&[i]))
-                .await
-                .expect("open");
+            queue.push(|buf| buf.extend_from_slice(&[i])).await.expect("open");
         }
         let writer = tokio::spawn({
             let queue = queue.clone();
@@ -202,23 +186,15 @@ mod tests {
             let queue = queue.clone();
             async move {
                 for _ in 0..64 {
-                    queue
-                        .push(|buf| buf.extend_from_slice(&[7; 64]))
-                        .await
-                        .expect("open");
+                    queue.push(|buf| buf.extend_from_slice(&[7; 64])).await.expect("open");
                 }
             }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            !producer.is_finished(),
-            "producer must be held back while nobody reads"
-        );
+        assert!(!producer.is_finished(), "producer must be held back while nobody reads");
         let mut received = vec![0; 64 * 64];
         server.read_exact(&mut received).await.expect("read all");
-        producer
-            .await
-            .expect("producer finishes once the reader drains");
+        producer.await.expect("producer finishes once the reader drains");
         assert!(received.iter().all(|&b| b == 7));
     }
 }

@@ -37,10 +37,7 @@ fn put_bytes(buf: &mut BytesMut, value: &[u8]) {
 fn take_bytes<'a>(input: &mut &'a [u8], what: &'static str) -> Result<&'a [u8], FrameError> {
     let len = varint::take_len(input, what)?;
     if len > input.len() {
-        return Err(FrameError::malformed(
-            what,
-            "length runs past the end of the metadata",
-        ));
+        return Err(FrameError::malformed(what, "length runs past the end of the metadata"));
     }
     let (value, rest) = input.split_at(len);
     *input = rest;
@@ -48,8 +45,7 @@ fn take_bytes<'a>(input: &mut &'a [u8], what: &'static str) -> Result<&'a [u8], 
 }
 
 fn take_str<'a>(input: &mut &'a [u8], what: &'static str) -> Result<&'a str, FrameError> {
-    std::str::from_utf8(take_bytes(input, what)?)
-        .map_err(|_| FrameError::malformed(what, "not valid UTF-8"))
+    std::str::from_utf8(take_bytes(input, what)?).map_err(|_| FrameError::malformed(what, "not valid UTF-8"))
 }
 
 fn take_u32(input: &mut &[u8], what: &'static str) -> Result<u32, FrameError> {
@@ -71,10 +67,7 @@ fn take_headers<'a>(input: &mut &'a [u8]) -> Result<HeaderIter<'a>, FrameError> 
     // Each header needs at least two bytes, so a count larger than half the
     // remaining bytes is a lie; reject it before looping.
     if count > input.len() / 2 {
-        return Err(FrameError::malformed(
-            "header count",
-            "more headers than bytes",
-        ));
+        return Err(FrameError::malformed("header count", "more headers than bytes"));
     }
     let start = *input;
     for _ in 0..count {
@@ -82,10 +75,7 @@ fn take_headers<'a>(input: &mut &'a [u8]) -> Result<HeaderIter<'a>, FrameError> 
         take_str(input, "header value")?;
     }
     let used = start.len() - input.len();
-    Ok(HeaderIter {
-        remaining: count,
-        bytes: &start[..used],
-    })
+    Ok(HeaderIter { remaining: count, bytes: &start[..used] })
 }
 
 /// Iterates the key/value headers of a frame, borrowing from its metadata.
@@ -140,10 +130,7 @@ impl<'a> RequestHead<'a> {
         let deadline = match deadline {
             None => 0,
             Some(remaining) => {
-                u64::try_from(remaining.as_micros())
-                    .unwrap_or(u64::MAX - 1)
-                    .min(u64::MAX - 1)
-                    + 1
+                u64::try_from(remaining.as_micros()).unwrap_or(u64::MAX - 1).min(u64::MAX - 1) + 1
             }
         };
         varint::put(buf, deadline);
@@ -162,11 +149,7 @@ impl<'a> RequestHead<'a> {
         if !input.is_empty() {
             return Err(FrameError::malformed("request metadata", "trailing bytes"));
         }
-        Ok(RequestHead {
-            method,
-            deadline,
-            headers,
-        })
+        Ok(RequestHead { method, deadline, headers })
     }
 }
 
@@ -202,11 +185,7 @@ impl<'a> ResponseHead<'a> {
         headers: impl ExactSizeIterator<Item = (&'h str, &'h str)>,
     ) {
         varint::put(buf, u64::from(code));
-        buf.put_u8(if application_error {
-            RESPONSE_APPLICATION_ERROR
-        } else {
-            0
-        });
+        buf.put_u8(if application_error { RESPONSE_APPLICATION_ERROR } else { 0 });
         put_str(buf, message);
         put_bytes(buf, details);
         put_headers(buf, headers);
@@ -268,10 +247,6 @@ impl<'a> GoAway<'a> {
         if !input.is_empty() {
             return Err(FrameError::malformed("goaway metadata", "trailing bytes"));
         }
-        Ok(GoAway {
-            last_call_id,
-            code,
-            message,
-        })
+        Ok(GoAway { last_call_id, code, message })
     }
 }

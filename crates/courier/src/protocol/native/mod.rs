@@ -172,10 +172,7 @@ pub struct FrameHeader {
 impl FrameHeader {
     /// Parse and validate a header from its 16 bytes. The payload length is
     /// checked against `max_frame_size` here, before anything is allocated.
-    pub fn parse(
-        bytes: &[u8; HEADER_LEN],
-        max_frame_size: usize,
-    ) -> Result<FrameHeader, FrameError> {
+    pub fn parse(bytes: &[u8; HEADER_LEN], max_frame_size: usize) -> Result<FrameHeader, FrameError> {
         let mut b = &bytes[..];
         let payload_len = b.get_u32();
         let kind_byte = b.get_u8();
@@ -197,24 +194,12 @@ impl FrameHeader {
             return Err(FrameError::UnknownFlags(flags));
         }
         if reserved != 0 {
-            return Err(FrameError::malformed(
-                "frame header",
-                "reserved byte is not zero",
-            ));
+            return Err(FrameError::malformed("frame header", "reserved byte is not zero"));
         }
         if meta_len > payload_len {
-            return Err(FrameError::malformed(
-                "frame header",
-                "metadata length exceeds payload length",
-            ));
+            return Err(FrameError::malformed("frame header", "metadata length exceeds payload length"));
         }
-        Ok(FrameHeader {
-            kind,
-            codec,
-            call_id,
-            meta_len,
-            payload_len,
-        })
+        Ok(FrameHeader { kind, codec, call_id, meta_len, payload_len })
     }
 }
 
@@ -265,11 +250,7 @@ impl FrameDecoder {
         buf.advance(HEADER_LEN);
         let mut payload = buf.split_to(payload_len).freeze();
         let meta = payload.split_to(header.meta_len as usize);
-        Ok(Some(Frame {
-            header,
-            meta,
-            body: payload,
-        }))
+        Ok(Some(Frame { header, meta, body: payload }))
     }
 }
 
@@ -296,10 +277,7 @@ impl FrameEncoder {
         buf.put_u8(0); // reserved
         buf.put_u32(call_id);
         buf.put_u32(0); // metadata length, patched by `finish`
-        FrameEncoder {
-            start,
-            meta_end: None,
-        }
+        FrameEncoder { start, meta_end: None }
     }
 
     /// Mark the end of the metadata section.

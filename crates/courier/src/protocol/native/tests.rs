@@ -5,12 +5,7 @@ use proptest::prelude::*;
 
 use super::*;
 
-fn request_frame(
-    call_id: u32,
-    method: &str,
-    headers: &[(String, String)],
-    body: &[u8],
-) -> BytesMut {
+fn request_frame(call_id: u32, method: &str, headers: &[(String, String)], body: &[u8]) -> BytesMut {
     let mut buf = BytesMut::new();
     let mut frame = FrameEncoder::begin(&mut buf, FrameKind::Request, 1, call_id);
     RequestHead::encode(
@@ -30,21 +25,12 @@ fn preface_is_checked_byte_by_byte() {
     assert_eq!(check_preface(&[]), Ok(None));
     assert_eq!(check_preface(&PREFACE[..3]), Ok(None));
     assert_eq!(check_preface(&PREFACE), Ok(Some(())));
-    assert!(matches!(
-        check_preface(b"GET / HTTP/1.1"),
-        Err(FrameError::BadPreface(_))
-    ));
+    assert!(matches!(check_preface(b"GET / HTTP/1.1"), Err(FrameError::BadPreface(_))));
     // A wrong first byte is rejected without waiting for the rest.
-    assert!(matches!(
-        check_preface(b"G"),
-        Err(FrameError::BadPreface(_))
-    ));
+    assert!(matches!(check_preface(b"G"), Err(FrameError::BadPreface(_))));
     let mut newer = PREFACE;
     newer[5] = 9;
-    assert_eq!(
-        check_preface(&newer),
-        Err(FrameError::UnsupportedVersion(9))
-    );
+    assert_eq!(check_preface(&newer), Err(FrameError::UnsupportedVersion(9)));
 }
 
 #[test]
@@ -53,11 +39,7 @@ fn request_round_trips_and_leaves_following_bytes() {
     let mut buf = request_frame(7, "Calculator.Add", &headers, b"body");
     buf.extend_from_slice(&[1, 2, 3]); // the start of the next frame
     let decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
-    let frame = decoder
-        .decode(&mut buf)
-        .ok()
-        .flatten()
-        .expect("a whole frame");
+    let frame = decoder.decode(&mut buf).ok().flatten().expect("a whole frame");
     assert_eq!(frame.header.kind, FrameKind::Request);
     assert_eq!(frame.header.call_id, 7);
     assert_eq!(frame.header.codec, 1);
@@ -88,9 +70,7 @@ fn oversized_header_is_rejected_before_allocating() {
     buf.extend_from_slice(&42_u32.to_be_bytes());
     buf.extend_from_slice(&0_u32.to_be_bytes());
     let capacity_before = buf.capacity();
-    let err = FrameDecoder::new(1024)
-        .decode(&mut buf)
-        .expect_err("too large");
+    let err = FrameDecoder::new(1024).decode(&mut buf).expect_err("too large");
     assert_eq!(
         err,
         FrameError::TooLarge {
@@ -100,11 +80,7 @@ fn oversized_header_is_rejected_before_allocating() {
             limit: 1024
         }
     );
-    assert_eq!(
-        buf.capacity(),
-        capacity_before,
-        "no buffer growth for a rejected frame"
-    );
+    assert_eq!(buf.capacity(), capacity_before, "no buffer growth for a rejected frame");
     assert!(err.to_string().contains("exceeds the limit of 1024 bytes"));
 }
 
@@ -116,14 +92,7 @@ fn encoder_refuses_oversized_frames_and_leaves_buffer_clean() {
     frame.end_meta(&buf);
     buf.extend_from_slice(&[0; 2000]);
     let err = frame.finish(&mut buf, 1000).expect_err("over the limit");
-    assert!(matches!(
-        err,
-        FrameError::TooLarge {
-            call_id: 3,
-            limit: 1000,
-            ..
-        }
-    ));
+    assert!(matches!(err, FrameError::TooLarge { call_id: 3, limit: 1000, .. }));
     assert_eq!(&buf[..], b"earlier");
 }
 
@@ -141,10 +110,7 @@ fn header_fields_are_validated() {
     assert_eq!(corrupt(5, 0x80), Err(FrameError::UnknownFlags(0x80)));
     assert!(matches!(corrupt(7, 1), Err(FrameError::Malformed { .. })));
     // Metadata length larger than the payload.
-    assert!(matches!(
-        corrupt(15, 0xff),
-        Err(FrameError::Malformed { .. })
-    ));
+    assert!(matches!(corrupt(15, 0xff), Err(FrameError::Malformed { .. })));
 }
 
 #[test]
@@ -165,19 +131,9 @@ fn metadata_lies_are_errors_not_panics() {
 #[test]
 fn response_and_goaway_round_trip() {
     let mut buf = BytesMut::new();
-    ResponseHead::encode(
-        &mut buf,
-        3,
-        true,
-        "bad",
-        b"\x01\x02",
-        [("k", "v")].into_iter(),
-    );
+    ResponseHead::encode(&mut buf, 3, true, "bad", b"\x01\x02", [("k", "v")].into_iter());
     let head = ResponseHead::decode(&buf).expect("valid");
-    assert_eq!(
-        (head.code, head.application_error, head.message),
-        (3, true, "bad")
-    );
+    assert_eq!((head.code, head.application_error, head.message), (3, true, "bad"));
     assert_eq!(head.details, b"\x01\x02");
     assert_eq!(head.headers.collect::<Vec<_>>(), vec![("k", "v")]);
 
@@ -186,11 +142,7 @@ fn response_and_goaway_round_trip() {
     let head = ResponseHead::decode(&ok).expect("valid");
     assert_eq!((head.code, head.message, head.details.len()), (0, "", 0));
 
-    let goaway = GoAway {
-        last_call_id: 99,
-        code: 8,
-        message: "frame too large",
-    };
+    let goaway = GoAway { last_call_id: 99, code: 8, message: "frame too large" };
     let mut buf = BytesMut::new();
     goaway.encode(&mut buf);
     assert_eq!(GoAway::decode(&buf), Ok(goaway));
@@ -203,15 +155,9 @@ fn control_frames_decode() {
     encode_cancel(&mut buf, 77);
     let decoder = FrameDecoder::new(64);
     let ping = decoder.decode(&mut buf).ok().flatten().expect("ping");
-    assert_eq!(
-        (ping.header.kind, &ping.body[..]),
-        (FrameKind::Ping, &b"12345678"[..])
-    );
+    assert_eq!((ping.header.kind, &ping.body[..]), (FrameKind::Ping, &b"12345678"[..]));
     let cancel = decoder.decode(&mut buf).ok().flatten().expect("cancel");
-    assert_eq!(
-        (cancel.header.kind, cancel.header.call_id),
-        (FrameKind::Cancel, 77)
-    );
+    assert_eq!((cancel.header.kind, cancel.header.call_id), (FrameKind::Cancel, 77));
     assert!(buf.is_empty());
 }
 

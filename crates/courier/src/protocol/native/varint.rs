@@ -50,17 +50,7 @@ mod tests {
 
     #[test]
     fn round_trips_edges() {
-        for value in [
-            0,
-            1,
-            127,
-            128,
-            300,
-            16_383,
-            16_384,
-            u64::from(u32::MAX),
-            u64::MAX,
-        ] {
+        for value in [0, 1, 127, 128, 300, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
             let mut buf = Vec::new();
             put(&mut buf, value);
             let mut input = buf.as_slice();

@@ -1,0 +1,6 @@
+#[courier::service(version = "one")]
+trait Versioned {
+    async fn ping(&self);
+}
+
+fn main() {}

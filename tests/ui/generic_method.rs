@@ -1,0 +1,6 @@
+#[courier::service]
+trait Store {
+    async fn put<T: serde::Serialize>(&self, key: String, value: T);
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[courier::service]
+trait Events {
+    #[courier(one_way)]
+    async fn publish(&self, event: String) -> bool;
+}
+
+fn main() {}
