@@ -53,15 +53,30 @@ fn blocking_calls_work_without_a_runtime_in_the_caller() {
 }
 
 #[test]
-fn a_blocking_client_inside_an_async_runtime_is_an_error_not_a_deadlock() {
+fn a_blocking_client_works_from_spawn_blocking_and_async_contexts() {
     let addr = server_thread();
     let calc = CalculatorBlockingClient::connect(addr.to_string()).expect("connect");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let err = runtime.block_on(async { calc.add(1, 2) }).expect_err("refused inside a runtime");
-    assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(err.message().contains("inside an async runtime"), "{err}");
-    // Dropping the client inside a runtime must not panic either.
-    runtime.block_on(async move { drop(calc) });
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    // The supported way to call sync code from async code.
+    let from_blocking_thread = runtime
+        .block_on(async {
+            let calc = calc.clone();
+            tokio::task::spawn_blocking(move || calc.add(1, 2)).await
+        })
+        .expect("join");
+    assert_eq!(from_blocking_thread.expect("add"), 3);
+    // Straight from an async task: it blocks that worker, but completes.
+    let from_task = runtime.block_on(async { calc.add(3, 4) });
+    assert_eq!(from_task.expect("add"), 7);
+    // Connecting and dropping a client inside a runtime must not panic either.
+    let inner = runtime
+        .block_on(async {
+            tokio::task::spawn_blocking(move || CalculatorBlockingClient::connect(addr.to_string())).await
+        })
+        .expect("join")
+        .expect("connect");
+    runtime.block_on(async move { drop(inner) });
 }
 
 #[test]

@@ -164,6 +164,28 @@ async fn dropping_a_call_cancels_it_on_the_server() {
 }
 
 #[tokio::test]
+async fn a_client_that_disconnects_mid_call_has_its_handler_dropped() {
+    use courier::protocol::native::{FrameEncoder, FrameKind, PREFACE, RequestHead};
+    use tokio::io::AsyncWriteExt;
+
+    let (server, state) = start_server(|b| b).await;
+    let mut stream = tokio::net::TcpStream::connect(server.local_addr()).await.expect("connect");
+    let mut frame = bytes::BytesMut::from(&PREFACE[..]);
+    let mut encoder = FrameEncoder::begin(&mut frame, FrameKind::Request, Codec::Binary.id(), 1);
+    RequestHead::encode(&mut frame, "Probe.Sleep", None, std::iter::empty());
+    encoder.end_meta(&frame);
+    Codec::Binary.encode(&60_000_u64, &mut frame).expect("encode");
+    encoder.finish(&mut frame, usize::MAX).expect("finish");
+    stream.write_all(&frame).await.expect("send");
+    assert!(state.wait_until(Duration::from_secs(2), |s| s.started() == 1).await);
+    drop(stream);
+    assert!(
+        state.wait_until(Duration::from_secs(2), |s| s.dropped() == 1).await,
+        "the handler of a vanished client is dropped"
+    );
+}
+
+#[tokio::test]
 async fn spawned_calls_run_now_and_are_collected_later() {
     let (server, state) = start_server(|b| b).await;
     let calc = CalculatorClient::connect(server.local_addr().to_string()).await.expect("connect");
@@ -279,4 +301,24 @@ async fn the_descriptor_describes_the_service() {
     assert_eq!(div.docs, "`a / b`.");
     let record = ProbeClient::DESCRIPTOR.method("Record").expect("Record").1;
     assert!(record.one_way);
+}
+
+#[tokio::test]
+async fn a_one_way_call_survives_the_client_hanging_up_at_once() {
+    let (server, state) = start_server(|b| b).await;
+    let probe = ProbeClient::connect(server.local_addr().to_string()).await.expect("connect");
+    probe.record(42).await.expect("queued");
+    drop(probe);
+    assert!(
+        state.wait_until(Duration::from_secs(2), |s| s.recorded() == [42]).await,
+        "the server ran the one-way call although its caller left"
+    );
+}
+
+#[tokio::test]
+async fn an_enormous_timeout_is_no_timeout_not_a_panic() {
+    let (server, _) = start_server(|b| b).await;
+    let probe = ProbeClient::connect(server.local_addr().to_string()).await.expect("connect");
+    let forever = probe.with_timeout(Duration::MAX);
+    assert_eq!(forever.echo("patient".into()).await.expect("echo"), "patient");
 }

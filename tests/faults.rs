@@ -367,3 +367,132 @@ async fn killing_the_server_mid_call_fails_promptly_and_the_same_client_recovers
     let _restarted = ChildServer::start(binary, addr);
     assert_eq!(probe.echo("after".into()).await.expect("the same client works again"), "after");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_floods_pings_and_never_reads_is_held_back_not_buffered() {
+    count_panics();
+    let (server, _) = start_server(|b| b).await;
+    let bystander = Bystander::start(server.local_addr()).await;
+    let rss_before = rss_kib();
+    let mut raw = Raw::connect(server.local_addr()).await;
+    raw.send(&PREFACE).await;
+    let mut pings = BytesMut::new();
+    for _ in 0..(1 << 16) {
+        courier::protocol::native::encode_ping(&mut pings, FrameKind::Ping, *b"flooding");
+    }
+    // Up to 96 MiB of pings; once the server stops reading, our writes stall.
+    let flood = async {
+        for _ in 0..64 {
+            if raw.stream.write_all(&pings).await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(3), flood).await;
+    let growth_kib = rss_kib().saturating_sub(rss_before);
+    assert!(growth_kib < 24 * 1024, "the unread pongs grew memory by {growth_kib} KiB");
+    bystander.finish().await;
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn too_many_or_too_large_headers_fail_that_call_only() {
+    let (server, _) = start_server(|b| b).await;
+    let probe = ProbeClient::connect(server.local_addr().to_string()).await.expect("connect");
+    let mut crowded = probe.clone();
+    for i in 0..300 {
+        crowded = crowded.with_metadata(format!("h{i}"), "v");
+    }
+    let err = crowded.echo("x".into()).await.expect_err("too many headers");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("300 request headers"), "{err}");
+
+    let bulky = probe.with_metadata("blob", "b".repeat(20_000));
+    let err = bulky.echo("x".into()).await.expect_err("too large");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("exceeds this server's limit of 16384 bytes"), "{err}");
+
+    // Same connection, still fine.
+    assert_eq!(probe.echo("ok".into()).await.expect("echo"), "ok");
+}
+
+#[tokio::test]
+async fn connect_attempts_that_time_out_leave_no_socket_behind() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let closed = Arc::new(AtomicUsize::new(0));
+    tokio::spawn({
+        let closed = closed.clone();
+        async move {
+            // Accept, never answer the handshake, and count clients that hang up.
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let closed = closed.clone();
+                tokio::spawn(async move {
+                    let mut scratch = [0u8; 64];
+                    while let Ok(n) = stream.read(&mut scratch).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    closed.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        }
+    });
+    for _ in 0..10 {
+        let err = Channel::builder(addr.to_string())
+            .connect_timeout(Duration::from_millis(50))
+            .connect()
+            .await
+            .expect_err("no handshake");
+        assert!(matches!(err, courier::ConnectError::Timeout { .. }), "{err}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while closed.load(Ordering::SeqCst) < 10 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(closed.load(Ordering::SeqCst), 10, "every timed-out attempt closed its socket");
+}
+
+#[test]
+fn a_channel_whose_runtime_is_gone_fails_calls_instead_of_hanging() {
+    let server_runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (server, _) = server_runtime.block_on(start_server(|b| b));
+    let first = tokio::runtime::Runtime::new().expect("runtime");
+    let probe = first.block_on(async {
+        let probe = ProbeClient::connect(server.local_addr().to_string()).await.expect("connect");
+        assert_eq!(probe.echo("hi".into()).await.expect("echo"), "hi");
+        probe
+    });
+    // The connection's tasks die with the runtime that spawned them.
+    drop(first);
+    let second = tokio::runtime::Runtime::new().expect("runtime");
+    second.block_on(async {
+        let outcome = tokio::time::timeout(Duration::from_secs(2), probe.echo("still there?".into())).await;
+        match outcome.expect("no hang") {
+            Ok(reply) => assert_eq!(reply, "still there?"),
+            Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status}"),
+        }
+        // And the channel recovers on the runtime it is used from now.
+        let reply = tokio::time::timeout(Duration::from_secs(2), probe.echo("again".into())).await;
+        assert_eq!(reply.expect("no hang").expect("reconnected"), "again");
+    });
+    drop(server_runtime);
+}
+
+#[tokio::test]
+async fn a_response_over_the_clients_limit_fails_that_call_and_keeps_the_connection() {
+    let (server, _) = start_server(|b| b).await;
+    let channel = Channel::builder(server.local_addr().to_string())
+        .max_frame_size(1024)
+        .connect()
+        .await
+        .expect("connect");
+    let probe = ProbeClient::new(channel);
+    let port = probe.peer_port().await.expect("port");
+    let err = probe.sized(10_000).await.expect_err("too large for this client");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("exceeds this client's limit of 1024 bytes"), "{err}");
+    assert_eq!(probe.sized(10).await.expect("small").len(), 10);
+    assert_eq!(probe.peer_port().await.expect("port"), port, "the same connection carried on");
+}

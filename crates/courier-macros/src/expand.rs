@@ -411,7 +411,8 @@ fn expand_blocking_client(service: &Service) -> TokenStream {
         quote! {
             #(#docs)*
             pub fn #ident(&self, #(#params),*) -> #ret {
-                self.channel.call(self.client.#ident(#(#names),*))
+                let client = ::core::clone::Clone::clone(&self.client);
+                self.channel.call(async move { client.#ident(#(#names),*).await })
             }
         }
     });

@@ -19,8 +19,11 @@
 //! }
 //! ```
 //!
-//! Using a blocking client inside an async runtime would stall that
-//! runtime's thread, so it returns an error there instead.
+//! Blocking calls also work on threads that belong to an async runtime,
+//! such as `tokio::task::spawn_blocking` threads: the call then runs on the
+//! client's own runtime while the calling thread waits on a plain channel.
+//! (Calling from inside an async task works too, but blocks that task's
+//! worker thread for the length of the call, as any blocking code would.)
 
 use std::future::Future;
 use std::sync::Arc;
@@ -59,15 +62,24 @@ impl Runtime {
         Ok(Runtime { inner: Arc::new(OwnedRuntime(Some(runtime))) })
     }
 
-    /// Run `future` to completion on the calling thread.
-    pub fn block_on<F: Future>(&self, future: F) -> Result<F::Output, ConnectError> {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(ConnectError::InsideRuntime);
+    /// Run `future` to completion, blocking the calling thread. Returns
+    /// `None` if the runtime has shut down.
+    pub fn run<F>(&self, future: F) -> Option<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let runtime = self.inner.0.as_ref()?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Some(runtime.block_on(future));
         }
-        match &self.inner.0 {
-            Some(runtime) => Ok(runtime.block_on(future)),
-            None => Err(ConnectError::Runtime(std::io::Error::other("the runtime has shut down"))),
-        }
+        // On a thread of some other runtime, where `block_on` is refused:
+        // run on ours and wait with a primitive that blocks nothing else.
+        let (done, result) = std::sync::mpsc::sync_channel(1);
+        runtime.spawn(async move {
+            let _ = done.send(future.await);
+        });
+        result.recv().ok()
     }
 }
 
@@ -87,7 +99,7 @@ impl Channel {
     /// Connect with a configured builder.
     pub fn from_builder(builder: client::ChannelBuilder) -> Result<Channel, ConnectError> {
         let runtime = Runtime::new()?;
-        let channel = runtime.block_on(builder.connect())??;
+        let channel = runtime.run(builder.connect()).ok_or_else(runtime_gone)??;
         Ok(Channel { channel, runtime })
     }
 
@@ -105,9 +117,16 @@ impl Channel {
     }
 
     /// Block on a call made through the async channel.
-    pub fn call<T>(&self, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
-        self.runtime.block_on(call)?
+    pub fn call<T: Send + 'static>(
+        &self,
+        call: impl Future<Output = Result<T, Status>> + Send + 'static,
+    ) -> Result<T, Status> {
+        self.runtime.run(call).unwrap_or_else(|| Err(Status::from(runtime_gone())))
     }
+}
+
+fn runtime_gone() -> ConnectError {
+    ConnectError::Runtime(std::io::Error::other("the blocking client's runtime has shut down"))
 }
 
 impl From<ConnectError> for std::io::Error {

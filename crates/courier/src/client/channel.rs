@@ -12,11 +12,15 @@ use tokio::sync::Notify;
 
 use super::ConnectError;
 use super::config::{ChannelBuilder, ChannelConfig};
-use super::connection::Connection;
+use super::connection::{CallError, Connection};
 use super::options::CallOptions;
 use crate::codec::Codec;
 use crate::protocol::native::{Frame, FrameKind, ResponseHead};
 use crate::status::{Code, Status};
+
+/// How often one call may move to a new connection because the one it
+/// picked started draining.
+const MAX_DRAIN_RETRIES: usize = 3;
 
 /// A handle for calling services at one address. Cheap to clone; clones
 /// share connections.
@@ -161,25 +165,35 @@ impl Channel {
         kind: FrameKind,
         method: &str,
         options: &CallOptions,
-        encode_body: impl FnOnce(&mut bytes::BytesMut) -> Result<(), Status>,
+        encode_body: impl Fn(&mut bytes::BytesMut) -> Result<(), Status>,
     ) -> Result<Option<Frame>, Status> {
-        let Some(timeout) = options.timeout() else {
-            let connection = self.connection().await?;
-            return connection
-                .call(kind, method, options.codec(), None, options.metadata(), encode_body)
-                .await;
-        };
-        let deadline = Instant::now() + timeout;
+        // A timeout too long to represent is no timeout.
+        let deadline = options.timeout().and_then(|timeout| Instant::now().checked_add(timeout));
         let attempt = async {
-            let connection = self.connection().await?;
-            connection
-                .call(kind, method, options.codec(), Some(deadline), options.metadata(), encode_body)
-                .await
+            // A connection that starts draining before our request is queued
+            // sent nothing; go to a fresh one. Bounded, in case every new
+            // connection is refused the same way.
+            for _ in 0..MAX_DRAIN_RETRIES {
+                let connection = self.connection().await?;
+                match connection
+                    .call(kind, method, options.codec(), deadline, options.metadata(), &encode_body)
+                    .await
+                {
+                    Ok(frame) => return Ok(frame),
+                    Err(CallError::Failed(status)) => return Err(status),
+                    Err(CallError::Draining) => continue,
+                }
+            }
+            Err(Status::unavailable(format!("every connection to {} is shutting down", self.inner.addr)))
+        };
+        let Some(deadline) = deadline else {
+            return attempt.await;
         };
         match tokio::time::timeout_at(deadline.into(), attempt).await {
             Ok(result) => result,
             Err(_) => Err(Status::deadline_exceeded(format!(
-                "{method} did not complete within its {timeout:?} timeout"
+                "{method} did not complete within its {:?} timeout",
+                options.timeout().unwrap_or_default()
             ))),
         }
     }
@@ -242,7 +256,11 @@ impl Channel {
         let inner = self.inner.clone();
         let done = notify.clone();
         tokio::spawn(async move {
+            // If this task is dropped mid-attempt (its runtime shut down),
+            // the slot must not stay `Connecting` with waiters asleep forever.
+            let mut reset = ResetOnDrop { inner: &inner, index, notify: &done, armed: true };
             let outcome = Connection::connect(&inner.addr, &inner.config).await;
+            reset.armed = false;
             let slot = &inner.slots[index];
             {
                 let mut state = lock(slot);
@@ -254,7 +272,7 @@ impl Channel {
                         tracing::debug!(addr = %inner.addr, %err, ?delay, "connect failed");
                         SlotState::Failed {
                             error: Status::from(err),
-                            retry_at: Instant::now() + delay,
+                            retry_at: Instant::now().checked_add(delay).unwrap_or_else(Instant::now),
                             failures,
                         }
                     }
@@ -263,6 +281,22 @@ impl Channel {
             done.notify_waiters();
         });
         notify
+    }
+}
+
+struct ResetOnDrop<'a> {
+    inner: &'a Inner,
+    index: usize,
+    notify: &'a Notify,
+    armed: bool,
+}
+
+impl Drop for ResetOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            *lock(&self.inner.slots[self.index]) = SlotState::Idle;
+            self.notify.notify_waiters();
+        }
     }
 }
 

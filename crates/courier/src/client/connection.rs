@@ -1,11 +1,11 @@
 //! One native-protocol connection on the client side.
 //!
 //! Callers register a call id in the pending table, encode their request
-//! straight into the shared [`WriteQueue`], and wait on a oneshot. A reader
-//! task routes each response frame to its caller by call id (decoding is
-//! left to the caller's task, keeping the reader lean), answers pings,
-//! sends keepalive pings, and on any failure fails every pending call with
-//! `Unavailable` so nobody hangs.
+//! straight into the shared [`WriteQueue`], and wait on a oneshot. The
+//! connection task routes each response frame to its caller by call id
+//! (decoding is left to the caller's task, keeping the reader lean), answers
+//! pings, sends keepalive pings, and on any failure, or if it is dropped,
+//! fails every pending call so nobody waits forever.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, oneshot};
 
 use super::ConnectError;
@@ -23,7 +24,8 @@ use super::config::ChannelConfig;
 use crate::codec::Codec;
 use crate::metadata::Metadata;
 use crate::protocol::native::{
-    Frame, FrameEncoder, FrameKind, GoAway, PING_LEN, PREFACE, RequestHead, encode_cancel, encode_ping,
+    Frame, FrameEncoder, FrameError, FrameKind, GoAway, HEADER_LEN, PING_LEN, PREFACE, RequestHead,
+    encode_cancel, encode_ping,
 };
 use crate::status::{Code, Status};
 use crate::transport::keepalive::{self, Keepalive};
@@ -32,6 +34,10 @@ use crate::transport::tcp;
 use crate::transport::write_queue::WriteQueue;
 
 type Reply = Result<Frame, Status>;
+
+/// How long a closing connection's writer may take to flush before it is
+/// aborted (a server that stopped reading would otherwise hold it forever).
+const WRITER_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct Pending {
@@ -46,7 +52,7 @@ struct Shared {
     next_id: AtomicU32,
     /// The server sent a goaway: finish what is in flight, start nothing new.
     draining: AtomicBool,
-    /// Tells the reader task to stop (the last user dropped the connection).
+    /// Tells the connection task to stop (the last user dropped the connection).
     stop: Notify,
     max_frame_size: usize,
     peer: SocketAddr,
@@ -71,6 +77,21 @@ impl Shared {
     }
 }
 
+/// Why a call did not complete on this connection.
+pub(crate) enum CallError {
+    /// The call failed with this status.
+    Failed(Status),
+    /// The connection started draining before the request was queued;
+    /// nothing was sent, so the call can go to a new connection.
+    Draining,
+}
+
+impl From<Status> for CallError {
+    fn from(status: Status) -> CallError {
+        CallError::Failed(status)
+    }
+}
+
 /// A live connection. Dropping the last clone closes it.
 pub(crate) struct Connection {
     shared: Arc<Shared>,
@@ -83,50 +104,40 @@ impl Drop for Connection {
 }
 
 impl Connection {
-    /// Dial, exchange prefaces, and start the reader and writer tasks.
+    /// Dial and exchange prefaces, then start the connection task. Nothing
+    /// is spawned until the handshake succeeds, so an attempt that fails or
+    /// times out leaves nothing behind.
     pub(crate) async fn connect(addr: &str, config: &ChannelConfig) -> Result<Connection, ConnectError> {
         let timeout = config.connect_timeout;
-        let attempt = async {
-            let stream = TcpStream::connect(addr)
-                .await
-                .map_err(|source| ConnectError::Io { addr: addr.to_owned(), source })?;
+        let io_error = |source| ConnectError::Io { addr: addr.to_owned(), source };
+        let handshake = async {
+            let stream = TcpStream::connect(addr).await.map_err(io_error)?;
             tcp::configure(&stream);
-            let peer =
-                stream.peer_addr().map_err(|source| ConnectError::Io { addr: addr.to_owned(), source })?;
-            let (read, write) = stream.into_split();
-            let shared = Arc::new(Shared {
-                queue: WriteQueue::new(config.write_high_water),
-                pending: Mutex::new(Pending::default()),
-                next_id: AtomicU32::new(1),
-                draining: AtomicBool::new(false),
-                stop: Notify::new(),
-                max_frame_size: config.max_frame_size,
-                peer,
-            });
-            let _ = shared.queue.push_now(|buf| buf.extend_from_slice(&PREFACE));
-            tokio::spawn({
-                let shared = shared.clone();
-                async move {
-                    if let Err(err) = shared.queue.run_writer(write).await {
-                        shared.close(Status::unavailable(format!(
-                            "connection to {} failed: {err}",
-                            shared.peer
-                        )));
-                    }
-                }
-            });
+            let peer = stream.peer_addr().map_err(io_error)?;
+            let (read, mut write) = stream.into_split();
+            write.write_all(&PREFACE).await.map_err(io_error)?;
             let mut reader = FrameReader::new(read, BytesMut::new(), config.max_frame_size);
-            if let Err(err) = reader.read_preface().await {
-                shared.close(Status::unavailable("handshake failed"));
-                return Err(ConnectError::Handshake { addr: addr.to_owned(), reason: err.to_string() });
-            }
-            tokio::spawn(read_loop(shared.clone(), reader, config.keepalive_interval));
-            Ok(Connection { shared })
+            reader
+                .read_preface()
+                .await
+                .map_err(|err| ConnectError::Handshake { addr: addr.to_owned(), reason: err.to_string() })?;
+            Ok((peer, reader, write))
         };
-        match tokio::time::timeout(timeout, attempt).await {
-            Ok(result) => result,
-            Err(_) => Err(ConnectError::Timeout { addr: addr.to_owned(), timeout }),
-        }
+        let (peer, reader, write) = match tokio::time::timeout(timeout, handshake).await {
+            Ok(result) => result?,
+            Err(_) => return Err(ConnectError::Timeout { addr: addr.to_owned(), timeout }),
+        };
+        let shared = Arc::new(Shared {
+            queue: WriteQueue::new(config.write_high_water),
+            pending: Mutex::new(Pending::default()),
+            next_id: AtomicU32::new(1),
+            draining: AtomicBool::new(false),
+            stop: Notify::new(),
+            max_frame_size: config.max_frame_size,
+            peer,
+        });
+        tokio::spawn(run(shared.clone(), reader, write, config.keepalive_interval));
+        Ok(Connection { shared })
     }
 
     /// Whether new calls may use this connection.
@@ -144,46 +155,55 @@ impl Connection {
         codec: Codec,
         deadline: Option<Instant>,
         metadata: &Metadata,
-        encode_body: impl FnOnce(&mut BytesMut) -> Result<(), Status>,
-    ) -> Result<Option<Frame>, Status> {
+        encode_body: impl Fn(&mut BytesMut) -> Result<(), Status>,
+    ) -> Result<Option<Frame>, CallError> {
         let shared = &self.shared;
-        let call_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut guard = CallGuard { shared, call_id, sent: false, done: false };
-        let reply = if kind == FrameKind::Request {
+        let (call_id, reply) = if kind == FrameKind::Request {
             let (tx, rx) = oneshot::channel();
-            {
-                let mut pending = shared.pending();
-                if let Some(status) = &pending.closed {
-                    return Err(status.clone());
-                }
-                pending.calls.insert(call_id, tx);
+            let mut pending = shared.pending();
+            if let Some(status) = &pending.closed {
+                return Err(self.unusable(status.clone()));
             }
-            Some(rx)
+            // After 2^32 calls ids wrap; skip any still waiting for a reply.
+            let mut call_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+            while pending.calls.contains_key(&call_id) {
+                call_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+            }
+            pending.calls.insert(call_id, tx);
+            (call_id, Some(rx))
         } else {
-            None
+            (shared.next_id.fetch_add(1, Ordering::Relaxed), None)
         };
+        let mut guard = CallGuard { shared, call_id, sent: false, done: false };
 
         let max_frame_size = shared.max_frame_size;
         let queued = shared
             .queue
             .push(|buf| {
+                // Checked under the queue's lock: the reader answers the drain
+                // ping under the same lock after setting the flag, so a request
+                // queued here is guaranteed to reach the server before its pong.
+                if shared.draining.load(Ordering::Acquire) {
+                    return Err(CallError::Draining);
+                }
                 let mut frame = FrameEncoder::begin(buf, kind, codec.id(), call_id);
                 let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
                 RequestHead::encode(buf, method, remaining, metadata.iter());
                 frame.end_meta(buf);
                 if let Err(status) = encode_body(buf) {
                     frame.abandon(buf);
-                    return Err(status);
+                    return Err(status.into());
                 }
                 frame.finish(buf, max_frame_size).map_err(|err| {
                     Status::resource_exhausted(format!("the request to {method} is too large to send: {err}"))
+                        .into()
                 })
             })
             .await;
         match queued {
             Ok(Ok(())) => guard.sent = true,
-            Ok(Err(status)) => return Err(status),
-            Err(_closed) => return Err(self.closed_status()),
+            Ok(Err(err)) => return Err(err),
+            Err(_closed) => return Err(self.unusable(self.closed_status())),
         }
 
         let Some(rx) = reply else {
@@ -194,9 +214,15 @@ impl Connection {
         guard.done = true;
         match reply {
             Ok(Ok(frame)) => Ok(Some(frame)),
-            Ok(Err(status)) => Err(status),
-            Err(_) => Err(self.closed_status()),
+            Ok(Err(status)) => Err(status.into()),
+            Err(_) => Err(self.closed_status().into()),
         }
+    }
+
+    /// The error for a call that could not be queued: a drained connection
+    /// sent nothing, so the call may go elsewhere.
+    fn unusable(&self, status: Status) -> CallError {
+        if self.shared.draining.load(Ordering::Acquire) { CallError::Draining } else { status.into() }
     }
 
     fn closed_status(&self) -> Status {
@@ -229,11 +255,44 @@ impl Drop for CallGuard<'_> {
     }
 }
 
-async fn read_loop(
+/// Fails pending calls if the connection task is dropped without finishing
+/// (its runtime shut down), so no caller waits forever.
+struct CloseOnDrop(Arc<Shared>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close(Status::unavailable(format!("the connection to {} was shut down", self.0.peer)));
+    }
+}
+
+/// The connection task: starts the writer, reads until the connection ends,
+/// then fails what is pending and lets the writer finish (or aborts it).
+async fn run(
     shared: Arc<Shared>,
     mut reader: FrameReader<OwnedReadHalf>,
+    write: OwnedWriteHalf,
     keepalive_interval: Option<Duration>,
 ) {
+    let _close = CloseOnDrop(shared.clone());
+    let mut writer = tokio::spawn({
+        let shared = shared.clone();
+        async move { shared.queue.run_writer(write).await }
+    });
+    let status = read_loop(&shared, &mut reader, keepalive_interval, &mut writer).await;
+    tracing::debug!(peer = %shared.peer, %status, "client connection closed");
+    shared.close(status);
+    if !writer.is_finished() {
+        let _ = tokio::time::timeout(WRITER_GRACE, &mut writer).await;
+    }
+    writer.abort();
+}
+
+async fn read_loop(
+    shared: &Shared,
+    reader: &mut FrameReader<OwnedReadHalf>,
+    keepalive_interval: Option<Duration>,
+    writer: &mut tokio::task::JoinHandle<std::io::Result<()>>,
+) -> Status {
     let peer = shared.peer;
     let mut keepalive = keepalive_interval.map(|interval| Keepalive::new(interval, Instant::now()));
     let far_future = Instant::now() + Duration::from_secs(86_400 * 365);
@@ -242,72 +301,118 @@ async fn read_loop(
     // The goaway's reason, used to explain the close that follows it.
     let mut goaway_reason: Option<Status> = None;
 
-    let status = loop {
+    loop {
+        if shared.draining.load(Ordering::Acquire) && shared.pending().calls.is_empty() {
+            // Drained: every call answered. Closing now lets the server
+            // finish its own drain without waiting for a timeout.
+            return Status::unavailable(format!("the server at {peer} is shutting down"));
+        }
         tokio::select! {
             biased;
-            () = shared.stop.notified() => break Status::unavailable("the connection was closed by the client"),
+            () = shared.stop.notified() => return Status::unavailable("the connection was closed by the client"),
+            joined = &mut *writer => {
+                let reason = match joined {
+                    Ok(Err(err)) => err.to_string(),
+                    _ => "the writer stopped".to_owned(),
+                };
+                return Status::unavailable(format!("the connection to {peer} failed: {reason}"));
+            }
             () = &mut timer, if keepalive.is_some() => {
                 let Some(state) = keepalive.as_mut() else { continue };
-                match state.poll(Instant::now(), reader.last_read()) {
+                let now = Instant::now();
+                match state.poll(now, reader.last_read(), shared.queue.progress()) {
                     keepalive::Action::Wait => {}
                     keepalive::Action::SendPing => {
-                        let _ = shared.queue.push_now(|buf| encode_ping(buf, FrameKind::Ping, *b"ckeepalv"));
+                        match shared.queue.push_now_tracked(|buf| encode_ping(buf, FrameKind::Ping, *b"ckeepalv")) {
+                            Ok(position) => state.ping_queued(now, position),
+                            Err(_) => return Status::unavailable(format!("the connection to {peer} closed")),
+                        }
                     }
                     keepalive::Action::Dead => {
-                        break Status::unavailable(format!(
+                        return Status::unavailable(format!(
                             "the server at {peer} stopped responding (no answer to a keepalive ping)"
                         ));
                     }
                 }
                 timer.as_mut().reset(state.deadline().into());
             }
-            read = reader.next() => match read {
-                Ok(Some(frame)) => match frame.header.kind {
-                    FrameKind::Response => {
-                        let caller = shared.pending().calls.remove(&frame.header.call_id);
-                        if let Some(caller) = caller {
-                            let _ = caller.send(Ok(frame));
-                        }
+            read = async {
+                // Do not read more while our own replies (pongs) back up.
+                shared.queue.wait_for_space().await;
+                reader.next().await
+            } => match read {
+                Ok(Some(frame)) => {
+                    if let Err(status) = handle_frame(shared, frame, &mut goaway_reason) {
+                        return status;
                     }
-                    FrameKind::Ping => {
-                        if let Ok(payload) = <[u8; PING_LEN]>::try_from(&frame.body[..]) {
-                            let _ = shared.queue.push_now(|buf| encode_ping(buf, FrameKind::Pong, payload));
-                        } else {
-                            break Status::internal(format!("protocol error from {peer}: ping body must be 8 bytes"));
-                        }
-                    }
-                    FrameKind::Pong => {}
-                    FrameKind::GoAway => {
-                        shared.draining.store(true, Ordering::Release);
-                        match GoAway::decode(&frame.meta) {
-                            Ok(goaway) if goaway.code != 0 => {
-                                goaway_reason = Some(Status::new(
-                                    Code::Unavailable,
-                                    format!("the server at {peer} closed the connection: {}", goaway.message),
-                                ));
-                            }
-                            Ok(_) => tracing::debug!(%peer, "server is shutting down; draining connection"),
-                            Err(err) => break Status::internal(format!("protocol error from {peer}: {err}")),
-                        }
-                    }
-                    FrameKind::Request | FrameKind::OneWay | FrameKind::Cancel => {
-                        break Status::internal(format!("protocol error from {peer}: unexpected {:?} frame", frame.header.kind));
-                    }
-                },
+                }
                 Ok(None) => {
-                    break goaway_reason.take().unwrap_or_else(|| {
-                        Status::unavailable(format!("the server at {peer} closed the connection"))
-                    });
+                    return goaway_reason
+                        .take()
+                        .unwrap_or_else(|| Status::unavailable(format!("the server at {peer} closed the connection")));
+                }
+                Err(ReadError::Frame(FrameError::TooLarge { call_id, kind, size, limit }))
+                    if kind == FrameKind::Response as u8 =>
+                {
+                    // The framing is intact: fail that call alone and skip
+                    // the body as it arrives.
+                    let caller = shared.pending().calls.remove(&call_id);
+                    if let Some(caller) = caller {
+                        let _ = caller.send(Err(Status::resource_exhausted(format!(
+                            "the response of {size} bytes exceeds this client's limit of {limit} bytes"
+                        ))));
+                    }
+                    reader.skip(HEADER_LEN as u64 + size);
                 }
                 Err(ReadError::Io(err)) => {
-                    break goaway_reason.take().unwrap_or_else(|| {
-                        Status::unavailable(format!("the connection to {peer} failed: {err}"))
-                    });
+                    return goaway_reason
+                        .take()
+                        .unwrap_or_else(|| Status::unavailable(format!("the connection to {peer} failed: {err}")));
                 }
-                Err(err) => break Status::unavailable(format!("the connection to {peer} failed: {err}")),
+                Err(err) => return Status::unavailable(format!("the connection to {peer} failed: {err}")),
             }
         }
-    };
-    tracing::debug!(%peer, %status, "client connection closed");
-    shared.close(status);
+    }
+}
+
+/// Act on one frame from the server; an error ends the connection.
+fn handle_frame(shared: &Shared, frame: Frame, goaway_reason: &mut Option<Status>) -> Result<(), Status> {
+    let peer = shared.peer;
+    match frame.header.kind {
+        FrameKind::Response => {
+            let caller = shared.pending().calls.remove(&frame.header.call_id);
+            if let Some(caller) = caller {
+                let _ = caller.send(Ok(frame));
+            }
+        }
+        FrameKind::Ping => {
+            let Ok(payload) = <[u8; PING_LEN]>::try_from(&frame.body[..]) else {
+                return Err(Status::internal(format!(
+                    "protocol error from {peer}: ping body must be 8 bytes"
+                )));
+            };
+            let _ = shared.queue.push_now(|buf| encode_ping(buf, FrameKind::Pong, payload));
+        }
+        FrameKind::Pong => {}
+        FrameKind::GoAway => {
+            let goaway = GoAway::decode(&frame.meta)
+                .map_err(|err| Status::internal(format!("protocol error from {peer}: {err}")))?;
+            shared.draining.store(true, Ordering::Release);
+            if goaway.code == 0 {
+                tracing::debug!(%peer, "server is shutting down; draining connection");
+            } else {
+                *goaway_reason = Some(Status::new(
+                    Code::Unavailable,
+                    format!("the server at {peer} closed the connection: {}", goaway.message),
+                ));
+            }
+        }
+        FrameKind::Request | FrameKind::OneWay | FrameKind::Cancel => {
+            return Err(Status::internal(format!(
+                "protocol error from {peer}: unexpected {:?} frame",
+                frame.header.kind
+            )));
+        }
+    }
+    Ok(())
 }

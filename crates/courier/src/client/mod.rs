@@ -54,10 +54,6 @@ pub enum ConnectError {
         /// What went wrong.
         reason: String,
     },
-    /// A blocking client was used from inside an async runtime, where
-    /// blocking the thread would stall other tasks.
-    #[error("courier's blocking client cannot be used inside an async runtime; use the async client there")]
-    InsideRuntime,
     /// The blocking client's runtime could not be started.
     #[error("could not start the blocking client's runtime: {0}")]
     Runtime(io::Error),
@@ -66,7 +62,7 @@ pub enum ConnectError {
 impl From<ConnectError> for Status {
     fn from(err: ConnectError) -> Status {
         let code = match err {
-            ConnectError::InsideRuntime | ConnectError::Runtime(_) => Code::FailedPrecondition,
+            ConnectError::Runtime(_) => Code::FailedPrecondition,
             _ => Code::Unavailable,
         };
         Status::new(code, err.to_string())

@@ -14,7 +14,7 @@
 //! types using those fail to decode. Use [`Codec::Json`](super::Codec::Json)
 //! for them. Byte payloads are much faster with `#[serde(with = "serde_bytes")]`.
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -65,7 +65,7 @@ impl postcard::ser_flavors::Flavor for AppendTo<'_> {
     }
 
     fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.0.extend_from_slice(&[data]);
+        self.0.put_u8(data);
         Ok(())
     }
 

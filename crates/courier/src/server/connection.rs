@@ -5,6 +5,11 @@
 //! writer task flushes with coalesced writes. A call is tracked by call id so
 //! that a cancel frame or the connection closing drops its handler.
 //!
+//! The reader waits for room in the write queue before reading more, so a
+//! peer that sends pings or bad requests but never reads the answers is
+//! simply not read from: our memory stays bounded by the queue's high-water
+//! mark plus the limits on in-flight calls.
+//!
 //! Graceful shutdown uses a goaway followed by a ping: because TCP keeps
 //! order, once the pong comes back every request the client sent before it
 //! saw the goaway has arrived. The connection then closes as soon as those
@@ -19,10 +24,11 @@ use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{Notify, watch};
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
-use super::ServerShared;
 use super::call;
+use super::limits::{Limit, Permit};
+use super::{ServerConfig, ServerShared};
 use crate::codec::Codec;
 use crate::context::Context;
 use crate::metadata::Metadata;
@@ -37,27 +43,53 @@ use crate::transport::write_queue::WriteQueue;
 
 /// The ping body that marks the drain ping, so its pong is recognised.
 const DRAIN_PING: [u8; PING_LEN] = *b"cdrain!!";
+const KEEPALIVE_PING: [u8; PING_LEN] = *b"ckeepalv";
 /// How long to linger reading after closing (see [`tcp::linger`]).
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 32 * 1024 * 1024;
+/// Request headers beyond this count are refused: each costs far more in
+/// memory than its two bytes on the wire.
+const MAX_HEADERS: usize = 256;
+
+/// A running call, by call id.
+struct CallEntry {
+    handle: AbortHandle,
+    /// One-way calls have no caller waiting, so they outlive a disconnect.
+    one_way: bool,
+}
 
 /// The state a connection shares with its call tasks.
 struct Conn {
     queue: WriteQueue,
-    calls: Mutex<HashMap<u32, AbortHandle>>,
+    calls: Mutex<HashMap<u32, CallEntry>>,
     /// Signalled when the last in-flight call finishes.
     idle: Notify,
     max_frame_size: usize,
 }
 
 impl Conn {
-    fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<u32, AbortHandle>> {
+    fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<u32, CallEntry>> {
         self.calls.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn finish(&self, call_id: u32) {
+    /// Abort running calls: all of them, or only those with a caller waiting.
+    fn abort_calls(&self, including_one_way: bool) {
+        self.calls().retain(|_, entry| {
+            let abort = including_one_way || !entry.one_way;
+            if abort {
+                entry.handle.abort();
+            }
+            !abort
+        });
+    }
+
+    /// Forget a call, if the entry for `call_id` is still the one of `task`
+    /// (a cancelled call's id may already have been reused).
+    fn forget(&self, call_id: u32, task: tokio::task::Id) {
         let mut calls = self.calls();
-        calls.remove(&call_id);
+        if calls.get(&call_id).is_some_and(|entry| entry.handle.id() == task) {
+            calls.remove(&call_id);
+        }
         if calls.is_empty() {
             self.idle.notify_one();
         }
@@ -79,6 +111,34 @@ impl Conn {
             // and the close itself tells the peer.
             let _ = frame.finish(buf, self.max_frame_size);
         });
+    }
+}
+
+/// Removes a call from the connection's table when its task ends, however
+/// it ends (completion, abort, or a panic outside the handler's guard).
+struct Forget {
+    conn: Arc<Conn>,
+    call_id: u32,
+    task: tokio::task::Id,
+}
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        self.conn.forget(self.call_id, self.task);
+    }
+}
+
+/// Takes the writer and every call task down if the connection's own task
+/// is dropped (for example when the server is aborted).
+struct AbortOnDrop {
+    conn: Arc<Conn>,
+    writer: AbortHandle,
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.conn.abort_calls(true);
+        self.writer.abort();
     }
 }
 
@@ -142,32 +202,50 @@ pub(crate) async fn serve(
         let conn = conn.clone();
         async move { conn.queue.run_writer(write).await }
     });
+    let _cleanup = AbortOnDrop { conn: conn.clone(), writer: writer.abort_handle() };
 
     let end = read_loop(&mut reader, &conn, &server, peer, shutdown, &mut writer).await;
-    match &end {
-        End::PeerClosed | End::Drained => tracing::trace!(%peer, "connection closed"),
-        End::DrainTimeout => tracing::info!(%peer, "drain timeout: cancelling calls still running"),
-        End::KeepaliveTimeout => {
-            tracing::info!(%peer, "closing connection: peer stopped answering pings")
+    let linger = match &end {
+        End::PeerClosed => {
+            tracing::trace!(%peer, "client closed the connection");
+            // Nobody is waiting for replies; one-way calls may finish.
+            conn.abort_calls(false);
+            false
         }
-        End::WriteFailed => tracing::debug!(%peer, "closing connection: write failed"),
+        End::Drained => {
+            tracing::trace!(%peer, "connection drained");
+            true
+        }
+        End::DrainTimeout => {
+            tracing::info!(%peer, "drain timeout: cancelling calls still running");
+            conn.abort_calls(true);
+            true
+        }
+        End::KeepaliveTimeout => {
+            tracing::info!(%peer, "closing connection: peer stopped answering pings");
+            conn.abort_calls(false);
+            false
+        }
+        End::WriteFailed => {
+            tracing::debug!(%peer, "closing connection: write failed");
+            conn.abort_calls(false);
+            false
+        }
         End::Error(code, message) => {
             tracing::info!(%peer, %code, %message, "closing connection");
+            conn.abort_calls(false);
             conn.goaway(0, *code, message);
+            true
         }
-    }
+    };
 
-    // Whatever is still running belongs to a caller we will not answer.
-    for (_, handle) in conn.calls().drain() {
-        handle.abort();
-    }
     conn.queue.close();
     if !matches!(end, End::WriteFailed) {
         // Let the writer flush the last replies and the goaway.
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut writer).await;
     }
     writer.abort();
-    if matches!(end, End::Error(..) | End::DrainTimeout) {
+    if linger {
         tcp::linger(reader.into_inner(), LINGER_TIME, LINGER_BYTES).await;
     }
 }
@@ -178,25 +256,20 @@ async fn read_loop(
     server: &Arc<ServerShared>,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
-    writer: &mut tokio::task::JoinHandle<std::io::Result<()>>,
+    writer: &mut JoinHandle<std::io::Result<()>>,
 ) -> End {
     let config = &server.config;
-    let per_connection = super::limits::Limit::new(config.max_concurrent_calls_per_connection);
+    let per_connection = Limit::new(config.max_concurrent_calls_per_connection);
     let mut keepalive = config.keepalive_interval.map(|interval| Keepalive::new(interval, Instant::now()));
-    let far_future = Instant::now() + Duration::from_secs(86_400 * 365);
     let keepalive_timer =
-        tokio::time::sleep_until(keepalive.as_ref().map_or(far_future, Keepalive::deadline).into());
+        tokio::time::sleep_until(keepalive.as_ref().map_or_else(far_future, Keepalive::deadline).into());
     tokio::pin!(keepalive_timer);
-    let drain_timer = tokio::time::sleep_until(far_future.into());
+    let drain_timer = tokio::time::sleep_until(far_future().into());
     tokio::pin!(drain_timer);
 
-    let mut draining = *shutdown.borrow();
+    let mut draining = false;
     let mut drain_acked = false;
     let mut last_call_id = 0u32;
-    if draining {
-        start_drain(conn, 0);
-        drain_timer.as_mut().reset((Instant::now() + config.drain_timeout).into());
-    }
 
     loop {
         // Biased, with the reader last: control events (shutdown, timers, a
@@ -204,12 +277,12 @@ async fn read_loop(
         // client that keeps the read side busy.
         tokio::select! {
             biased;
-            changed = shutdown.changed(), if !draining => {
+            changed = shutdown.wait_for(|stop| *stop), if !draining => {
                 // A dropped sender means the server itself went away: drain too.
                 let _ = changed;
                 draining = true;
                 start_drain(conn, last_call_id);
-                drain_timer.as_mut().reset((Instant::now() + config.drain_timeout).into());
+                drain_timer.as_mut().reset(deadline_after(config.drain_timeout).into());
             }
             () = conn.idle.notified(), if drain_acked => {
                 if conn.calls().is_empty() {
@@ -219,20 +292,27 @@ async fn read_loop(
             () = &mut drain_timer, if draining => return End::DrainTimeout,
             () = &mut keepalive_timer, if keepalive.is_some() => {
                 let Some(state) = keepalive.as_mut() else { continue };
-                match state.poll(Instant::now(), reader.last_read()) {
+                let now = Instant::now();
+                match state.poll(now, reader.last_read(), conn.queue.progress()) {
                     keepalive::Action::Wait => {}
                     keepalive::Action::SendPing => {
-                        let _ = conn.queue.push_now(|buf| encode_ping(buf, FrameKind::Ping, *b"ckeepalv"));
+                        match conn.queue.push_now_tracked(|buf| encode_ping(buf, FrameKind::Ping, KEEPALIVE_PING)) {
+                            Ok(position) => state.ping_queued(now, position),
+                            Err(_) => return End::WriteFailed,
+                        }
                     }
                     keepalive::Action::Dead => return End::KeepaliveTimeout,
                 }
                 keepalive_timer.as_mut().reset(state.deadline().into());
             }
             _ = &mut *writer => return End::WriteFailed,
-            read = reader.next() => {
+            read = async {
+                conn.queue.wait_for_space().await;
+                reader.next().await
+            } => {
                 let frame = match read {
                     Ok(Some(frame)) => frame,
-                    Ok(None) => return End::PeerClosed,
+                    Ok(None) | Err(ReadError::TruncatedFrame) => return End::PeerClosed,
                     Err(ReadError::Frame(FrameError::TooLarge { call_id, kind, size, limit })) => {
                         let message = format!("frame of {size} bytes exceeds this server's limit of {limit} bytes");
                         if kind == FrameKind::Request as u8 {
@@ -241,7 +321,6 @@ async fn read_loop(
                         return End::Error(Code::ResourceExhausted, message);
                     }
                     Err(ReadError::Frame(err)) => return End::Error(Code::InvalidArgument, format!("protocol error: {err}")),
-                    Err(ReadError::TruncatedFrame) => return End::PeerClosed,
                     Err(ReadError::Io(err)) => {
                         tracing::debug!(%peer, %err, "read failed");
                         return End::PeerClosed;
@@ -251,30 +330,35 @@ async fn read_loop(
                     FrameKind::Request | FrameKind::OneWay => {
                         let call_id = frame.header.call_id;
                         if conn.calls().contains_key(&call_id) {
-                            return End::Error(Code::InvalidArgument, format!("protocol error: call id {call_id} is already in flight"));
+                            return End::Error(
+                                Code::InvalidArgument,
+                                format!("protocol error: call id {call_id} is already in flight"),
+                            );
                         }
                         last_call_id = last_call_id.max(call_id);
                         if drain_acked {
-                            conn.reject(call_id, Codec::default(), Status::unavailable("the server is shutting down"));
+                            // Sent after the client saw the goaway and answered
+                            // the drain ping: a misbehaving client.
+                            if frame.header.kind == FrameKind::Request {
+                                conn.reject(call_id, Codec::default(), Status::unavailable("the server is shutting down"));
+                            }
                             continue;
                         }
                         start_call(frame, conn, server, &per_connection, peer);
                     }
                     FrameKind::Cancel => {
-                        let handle = conn.calls().remove(&frame.header.call_id);
-                        if let Some(handle) = handle {
-                            handle.abort();
+                        let entry = conn.calls().remove(&frame.header.call_id);
+                        if let Some(entry) = entry {
+                            entry.handle.abort();
                             if conn.calls().is_empty() {
                                 conn.idle.notify_one();
                             }
                         }
                     }
                     FrameKind::Ping => {
-                        let mut payload = [0u8; PING_LEN];
-                        if frame.body.len() != PING_LEN {
+                        let Ok(payload) = <[u8; PING_LEN]>::try_from(&frame.body[..]) else {
                             return End::Error(Code::InvalidArgument, "protocol error: ping body must be 8 bytes".into());
-                        }
-                        payload.copy_from_slice(&frame.body);
+                        };
                         let _ = conn.queue.push_now(|buf| encode_ping(buf, FrameKind::Pong, payload));
                     }
                     FrameKind::Pong => {
@@ -298,70 +382,114 @@ async fn read_loop(
     }
 }
 
+/// `now + timeout`, or a far-off instant if that overflows.
+fn deadline_after(timeout: Duration) -> Instant {
+    Instant::now().checked_add(timeout).unwrap_or_else(far_future)
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
 fn start_drain(conn: &Conn, last_call_id: u32) {
     conn.goaway(last_call_id, Code::Ok, "the server is shutting down");
     let _ = conn.queue.push_now(|buf| encode_ping(buf, FrameKind::Ping, DRAIN_PING));
+}
+
+/// A request that passed every check and holds its concurrency slots.
+struct Admitted {
+    codec: Codec,
+    route: super::router::Route,
+    deadline: Option<Duration>,
+    metadata: Metadata,
+    permits: (Permit, Permit),
+}
+
+/// Check a request before starting it; on refusal, the codec to answer in
+/// and the status to send.
+fn admit(
+    frame: &Frame,
+    server: &ServerShared,
+    per_connection: &Arc<Limit>,
+) -> Result<Admitted, (Codec, Status)> {
+    let config: &ServerConfig = &server.config;
+    let Some(codec) = Codec::from_id(frame.header.codec) else {
+        return Err((
+            Codec::default(),
+            Status::invalid_argument(format!("unknown codec id {}", frame.header.codec)),
+        ));
+    };
+    if frame.meta.len() > config.max_metadata_size {
+        return Err((
+            codec,
+            Status::resource_exhausted(format!(
+                "request metadata of {} bytes exceeds this server's limit of {} bytes",
+                frame.meta.len(),
+                config.max_metadata_size
+            )),
+        ));
+    }
+    let head = RequestHead::decode(&frame.meta)
+        .map_err(|err| (codec, Status::invalid_argument(format!("malformed request metadata: {err}"))))?;
+    if head.headers.len() > MAX_HEADERS {
+        return Err((
+            codec,
+            Status::resource_exhausted(format!(
+                "{} request headers exceed the limit of {MAX_HEADERS}",
+                head.headers.len()
+            )),
+        ));
+    }
+    let route = server.router.route(head.method).map_err(|status| (codec, status))?.clone();
+    let connection_permit = per_connection.try_acquire().ok_or_else(|| {
+        (
+            codec,
+            Status::resource_exhausted(format!(
+                "too many concurrent calls on this connection (limit {})",
+                per_connection.max()
+            )),
+        )
+    })?;
+    let server_permit = server.limit.try_acquire().ok_or_else(|| {
+        (
+            codec,
+            Status::resource_exhausted(format!(
+                "the server is at its limit of {} concurrent calls",
+                server.limit.max()
+            )),
+        )
+    })?;
+    Ok(Admitted {
+        codec,
+        route,
+        deadline: head.deadline,
+        metadata: head.headers.collect(),
+        permits: (connection_permit, server_permit),
+    })
 }
 
 fn start_call(
     frame: Frame,
     conn: &Arc<Conn>,
     server: &Arc<ServerShared>,
-    per_connection: &Arc<super::limits::Limit>,
+    per_connection: &Arc<Limit>,
     peer: SocketAddr,
 ) {
     let call_id = frame.header.call_id;
     let one_way = frame.header.kind == FrameKind::OneWay;
-    let reject = |codec: Codec, status: Status| {
-        if one_way {
-            tracing::debug!(%peer, %status, "dropping one-way call");
-        } else {
-            conn.reject(call_id, codec, status);
-        }
-    };
-    let Some(codec) = Codec::from_id(frame.header.codec) else {
-        reject(
-            Codec::default(),
-            Status::invalid_argument(format!("unknown codec id {}", frame.header.codec)),
-        );
-        return;
-    };
-    let head = match RequestHead::decode(&frame.meta) {
-        Ok(head) => head,
-        Err(err) => {
-            reject(codec, Status::invalid_argument(format!("malformed request metadata: {err}")));
+    let Admitted { codec, route, deadline, metadata, permits } = match admit(&frame, server, per_connection) {
+        Ok(admitted) => admitted,
+        Err((codec, status)) => {
+            if one_way {
+                tracing::debug!(%peer, %status, "dropping one-way call");
+            } else {
+                conn.reject(call_id, codec, status);
+            }
             return;
         }
     };
-    let route = match server.router.route(head.method) {
-        Ok(route) => route.clone(),
-        Err(status) => {
-            reject(codec, status);
-            return;
-        }
-    };
-    let Some(connection_permit) = per_connection.try_acquire() else {
-        reject(
-            codec,
-            Status::resource_exhausted(format!(
-                "too many concurrent calls on this connection (limit {})",
-                per_connection.max()
-            )),
-        );
-        return;
-    };
-    let Some(server_permit) = server.limit.try_acquire() else {
-        reject(
-            codec,
-            Status::resource_exhausted(format!(
-                "the server is at its limit of {} concurrent calls",
-                server.limit.max()
-            )),
-        );
-        return;
-    };
-    let deadline = head.deadline.map(|remaining| Instant::now() + remaining);
-    let metadata: Metadata = head.headers.collect();
+    // A deadline too far away to represent is no deadline.
+    let deadline = deadline.and_then(|remaining| Instant::now().checked_add(remaining));
     let cx = Context::new(route.method.full_name, codec)
         .with_deadline(deadline)
         .with_metadata(metadata)
@@ -371,11 +499,12 @@ fn start_call(
 
     let task_conn = conn.clone();
     let max_frame_size = conn.max_frame_size;
-    // Hold the map's lock across the spawn so the task cannot finish (and
-    // remove itself) before it is inserted.
+    // Hold the table's lock across the spawn so the task cannot finish (and
+    // try to remove itself) before it is inserted.
     let mut calls = conn.calls();
     let task = tokio::spawn(async move {
-        let _permits = (connection_permit, server_permit);
+        let _forget = Forget { conn: task_conn.clone(), call_id, task: tokio::task::id() };
+        let _permits = permits;
         let outcome = call::run(handler, deadline).await;
         if !one_way {
             let _ = task_conn
@@ -385,7 +514,6 @@ fn start_call(
         } else if let Err(status) = &outcome {
             tracing::debug!(%status, "one-way call failed");
         }
-        task_conn.finish(call_id);
     });
-    calls.insert(call_id, task.abort_handle());
+    calls.insert(call_id, CallEntry { handle: task.abort_handle(), one_way });
 }

@@ -62,6 +62,7 @@ pub(crate) struct ServerConfig {
     pub(crate) max_concurrent_calls: usize,
     pub(crate) max_concurrent_calls_per_connection: usize,
     pub(crate) max_frame_size: usize,
+    pub(crate) max_metadata_size: usize,
     pub(crate) drain_timeout: Duration,
     pub(crate) handshake_timeout: Duration,
     pub(crate) keepalive_interval: Option<Duration>,
@@ -74,6 +75,7 @@ impl Default for ServerConfig {
             max_concurrent_calls: 10_000,
             max_concurrent_calls_per_connection: 1_000,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_metadata_size: 16 * 1024,
             drain_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             keepalive_interval: Some(Duration::from_secs(60)),
@@ -134,6 +136,14 @@ impl ServerBuilder {
     /// that sends more gets an error and its connection is closed.
     pub fn max_frame_size(mut self, bytes: usize) -> ServerBuilder {
         self.config.max_frame_size = bytes;
+        self
+    }
+
+    /// The largest metadata section (method name and headers) a request may
+    /// carry; larger requests get `ResourceExhausted`. Default 16 KiB. At
+    /// most 256 headers are accepted whatever their size.
+    pub fn max_metadata_size(mut self, bytes: usize) -> ServerBuilder {
+        self.config.max_metadata_size = bytes;
         self
     }
 
@@ -235,13 +245,16 @@ impl Listening {
                     Ok((stream, peer)) => {
                         connections.spawn(connection::serve(stream, peer, shared.clone(), shutdown_rx.clone()));
                     }
-                    Err(err) if is_transient_accept_error(&err) => {
-                        // Out of file descriptors and the like: back off
-                        // instead of spinning, and keep serving who we have.
-                        tracing::warn!(%err, "accept failed; retrying shortly");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    Err(err) => break Err(ServeError::Accept(err)),
+                    Err(err) => match accept_error(&err) {
+                        AcceptError::PeerGone => tracing::debug!(%err, "accept: peer went away"),
+                        AcceptError::OutOfResources => {
+                            // Out of file descriptors or memory: back off
+                            // instead of spinning, and keep serving who we have.
+                            tracing::warn!(%err, "accept failed; retrying shortly");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        AcceptError::Fatal => break Err(ServeError::Accept(err)),
+                    },
                 },
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
@@ -251,7 +264,7 @@ impl Listening {
         let _ = shutdown_tx.send(true);
         // Connections enforce the drain timeout themselves; this bound only
         // guards against one stuck in a write to a peer that never reads.
-        let grace = shared.config.drain_timeout + Duration::from_secs(10);
+        let grace = shared.config.drain_timeout.saturating_add(Duration::from_secs(10));
         if tokio::time::timeout(grace, async { while connections.join_next().await.is_some() {} })
             .await
             .is_err()
@@ -273,12 +286,35 @@ impl Listening {
     }
 }
 
-fn is_transient_accept_error(err: &io::Error) -> bool {
-    !matches!(err.kind(), io::ErrorKind::InvalidInput | io::ErrorKind::PermissionDenied)
+enum AcceptError {
+    /// The connection died before we took it; nothing to do.
+    PeerGone,
+    /// Descriptors or memory ran out; retry after a pause.
+    OutOfResources,
+    /// The listener itself is broken.
+    Fatal,
+}
+
+fn accept_error(err: &io::Error) -> AcceptError {
+    use io::ErrorKind::*;
+    match err.kind() {
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock | TimedOut => {
+            AcceptError::PeerGone
+        }
+        OutOfMemory => AcceptError::OutOfResources,
+        // EMFILE, ENFILE, ENOBUFS, ENOMEM have no stable ErrorKind.
+        _ if matches!(err.raw_os_error(), Some(23 | 24 | 105 | 12)) => AcceptError::OutOfResources,
+        _ => AcceptError::Fatal,
+    }
 }
 
 /// A server running in the background (see [`Listening::start`]).
+///
+/// Dropping the handle shuts the server down gracefully in the background,
+/// as [`ServerHandle::shutdown`] would without waiting; keep it for as long
+/// as the server should run.
 #[derive(Debug)]
+#[must_use = "dropping the handle shuts the server down"]
 pub struct ServerHandle {
     local_addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,

@@ -47,7 +47,9 @@ impl Router {
         if let Some(route) = self.routes.get(full_name) {
             return Ok(route);
         }
-        let (service_name, method_name) = full_name.rsplit_once('.').unwrap_or(("", full_name));
+        // The name is echoed back: keep what a peer can make us send small.
+        let full_name = shorten(full_name);
+        let (service_name, method_name) = full_name.rsplit_once('.').unwrap_or(("", &full_name));
         match self.services.iter().find(|s| s.descriptor().name == service_name) {
             Some(service) => {
                 let offered: Vec<&str> = service.descriptor().methods.iter().map(|m| m.name).collect();
@@ -64,5 +66,26 @@ impl Router {
                 )))
             }
         }
+    }
+}
+
+/// At most 128 characters of a name a peer sent, for error messages.
+fn shorten(name: &str) -> std::borrow::Cow<'_, str> {
+    const MAX: usize = 128;
+    match name.char_indices().nth(MAX) {
+        None => std::borrow::Cow::Borrowed(name),
+        Some((cut, _)) => std::borrow::Cow::Owned(format!("{}...", &name[..cut])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_names_are_shortened_in_errors() {
+        let router = Router::default();
+        let err = router.route(&"x".repeat(100_000)).err().expect("no such method");
+        assert!(err.message().len() < 400, "{}", err.message().len());
     }
 }

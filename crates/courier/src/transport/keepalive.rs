@@ -1,32 +1,58 @@
 //! Keepalive: ping an idle peer, declare it dead if it stays silent.
 //!
-//! Sans-IO: the connection tells it when bytes last arrived and asks what to
-//! do at each deadline. A peer that goes silent is detected within two
-//! intervals of its last sign of life: one interval of silence before the
-//! ping, one more for the pong.
+//! Sans-IO: the connection reports when bytes last arrived and how far its
+//! writer has got, and asks what to do at each deadline.
+//!
+//! - After an interval with nothing received, send a ping.
+//! - The pong deadline (one more interval) starts when the ping actually
+//!   leaves our write queue, not when it is queued: a ping queued behind a
+//!   large response must not make a slow-but-alive reader look dead.
+//! - Anything received after the ping was queued proves the peer alive.
+//! - A ping still stuck in the queue while the writer has made no progress
+//!   and the peer has said nothing for an interval means a dead peer too.
+//!
+//! An idle peer that goes silent is declared dead within two intervals of
+//! its last sign of life.
 
 use std::time::{Duration, Instant};
+
+use super::write_queue::Progress;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Action {
     /// Nothing to do; sleep until [`Keepalive::deadline`].
     Wait,
-    /// Send a ping now.
+    /// Send a ping now and report its queue position with
+    /// [`Keepalive::ping_queued`].
     SendPing,
-    /// The peer has not answered a ping within an interval: close.
+    /// The peer is gone: close.
     Dead,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Ping {
+    queued_at: Instant,
+    /// Queue position just past the ping.
+    position: u64,
+    /// When we first saw it written.
+    written_at: Option<Instant>,
 }
 
 #[derive(Debug)]
 pub(crate) struct Keepalive {
     interval: Duration,
-    ping_sent: Option<Instant>,
+    ping: Option<Ping>,
     deadline: Instant,
+}
+
+/// `at + by`, or a far-off instant if that overflows.
+fn later(at: Instant, by: Duration) -> Instant {
+    at.checked_add(by).unwrap_or_else(|| at + Duration::from_secs(86_400 * 365))
 }
 
 impl Keepalive {
     pub(crate) fn new(interval: Duration, now: Instant) -> Keepalive {
-        Keepalive { interval, ping_sent: None, deadline: now + interval }
+        Keepalive { interval, ping: None, deadline: later(now, interval) }
     }
 
     /// When [`Keepalive::poll`] should next be called.
@@ -34,23 +60,47 @@ impl Keepalive {
         self.deadline
     }
 
-    /// Decide what to do at `now`, given when bytes last arrived.
-    pub(crate) fn poll(&mut self, now: Instant, last_read: Instant) -> Action {
-        if let Some(sent) = self.ping_sent {
-            if last_read >= sent {
-                // Anything received after the ping proves the peer alive.
-                self.ping_sent = None;
-            } else if now >= sent + self.interval {
-                return Action::Dead;
+    /// The ping asked for by [`Action::SendPing`] was queued; `position` is
+    /// the queue position just past it.
+    pub(crate) fn ping_queued(&mut self, now: Instant, position: u64) {
+        self.ping = Some(Ping { queued_at: now, position, written_at: None });
+        self.deadline = later(now, self.interval);
+    }
+
+    /// Decide what to do at `now`.
+    pub(crate) fn poll(&mut self, now: Instant, last_read: Instant, writer: Progress) -> Action {
+        if let Some(ping) = &mut self.ping {
+            if last_read >= ping.queued_at {
+                self.ping = None;
             } else {
-                self.deadline = sent + self.interval;
+                if ping.written_at.is_none() && writer.written >= ping.position {
+                    // It left the queue no later than the last progress.
+                    ping.written_at = Some(writer.last_progress.min(now));
+                }
+                match ping.written_at {
+                    Some(written_at) => {
+                        let pong_deadline = later(written_at, self.interval);
+                        if now >= pong_deadline {
+                            return Action::Dead;
+                        }
+                        self.deadline = pong_deadline;
+                    }
+                    None => {
+                        // Still queued behind other frames. Alive as long as
+                        // the peer keeps taking our bytes.
+                        let since = writer.last_progress.max(last_read).max(ping.queued_at);
+                        let stalled_until = later(since, self.interval);
+                        if now >= stalled_until {
+                            return Action::Dead;
+                        }
+                        self.deadline = stalled_until;
+                    }
+                }
                 return Action::Wait;
             }
         }
-        let idle_until = last_read + self.interval;
+        let idle_until = later(last_read, self.interval);
         if now >= idle_until {
-            self.ping_sent = Some(now);
-            self.deadline = now + self.interval;
             Action::SendPing
         } else {
             self.deadline = idle_until;
@@ -65,28 +115,70 @@ mod tests {
 
     const I: Duration = Duration::from_secs(10);
 
+    fn written(bytes: u64, at: Instant) -> Progress {
+        Progress { written: bytes, last_progress: at }
+    }
+
     #[test]
-    fn silent_peer_is_dead_within_two_intervals_of_last_read() {
+    fn silent_idle_peer_is_dead_within_two_intervals_of_last_read() {
         let t0 = Instant::now();
         let mut ka = Keepalive::new(I, t0);
         assert_eq!(ka.deadline(), t0 + I);
-        assert_eq!(ka.poll(t0 + I, t0), Action::SendPing);
+        assert_eq!(ka.poll(t0 + I, t0, written(0, t0)), Action::SendPing);
+        ka.ping_queued(t0 + I, 24);
+        // Written at once.
+        assert_eq!(ka.poll(t0 + I + I / 2, t0, written(24, t0 + I)), Action::Wait);
         assert_eq!(ka.deadline(), t0 + 2 * I);
-        assert_eq!(ka.poll(t0 + I + I / 2, t0), Action::Wait);
-        assert_eq!(ka.poll(t0 + 2 * I, t0), Action::Dead);
+        assert_eq!(ka.poll(t0 + 2 * I, t0, written(24, t0 + I)), Action::Dead);
     }
 
     #[test]
     fn traffic_postpones_the_ping_and_a_pong_clears_it() {
         let t0 = Instant::now();
         let mut ka = Keepalive::new(I, t0);
-        // Bytes arrived at t0+5s: no ping yet, wait until t0+15s.
-        assert_eq!(ka.poll(t0 + I, t0 + I / 2), Action::Wait);
+        assert_eq!(ka.poll(t0 + I, t0 + I / 2, written(0, t0)), Action::Wait);
         assert_eq!(ka.deadline(), t0 + I + I / 2);
-        assert_eq!(ka.poll(t0 + I + I / 2, t0 + I / 2), Action::SendPing);
-        // The pong arrives one second later.
+        assert_eq!(ka.poll(t0 + I + I / 2, t0 + I / 2, written(0, t0)), Action::SendPing);
+        ka.ping_queued(t0 + I + I / 2, 24);
         let pong = t0 + I + I / 2 + Duration::from_secs(1);
-        assert_eq!(ka.poll(t0 + 2 * I + I / 2, pong), Action::Wait);
+        assert_eq!(ka.poll(t0 + 2 * I + I / 2, pong, written(24, t0 + I + I / 2)), Action::Wait);
         assert_eq!(ka.deadline(), pong + I);
+    }
+
+    #[test]
+    fn a_ping_queued_behind_a_long_write_does_not_kill_a_reading_peer() {
+        let t0 = Instant::now();
+        let mut ka = Keepalive::new(I, t0);
+        assert_eq!(ka.poll(t0 + I, t0, written(0, t0)), Action::SendPing);
+        // The ping sits behind 16 MiB that the peer is slowly reading.
+        ka.ping_queued(t0 + I, 16 << 20);
+        for step in 1..=5u32 {
+            let now = t0 + I + step * I;
+            let progress = written(u64::from(step) << 20, now - Duration::from_secs(1));
+            assert_eq!(ka.poll(now, t0, progress), Action::Wait, "step {step}");
+        }
+        // Finally written; the pong deadline starts now.
+        let out = t0 + 7 * I;
+        assert_eq!(ka.poll(out, t0, written(16 << 20, out)), Action::Wait);
+        assert_eq!(ka.poll(out + I, t0, written(16 << 20, out)), Action::Dead);
+    }
+
+    #[test]
+    fn a_stuck_writer_and_a_silent_peer_mean_dead() {
+        let t0 = Instant::now();
+        let mut ka = Keepalive::new(I, t0);
+        assert_eq!(ka.poll(t0 + I, t0, written(100, t0)), Action::SendPing);
+        ka.ping_queued(t0 + I, 1_000_000);
+        // Right after queueing, a stale write time is not yet a verdict.
+        assert_eq!(ka.poll(t0 + I, t0, written(100, t0)), Action::Wait);
+        assert_eq!(ka.poll(t0 + I + I / 2, t0, written(100, t0)), Action::Wait);
+        assert_eq!(ka.poll(t0 + 2 * I, t0, written(100, t0)), Action::Dead);
+    }
+
+    #[test]
+    fn huge_intervals_do_not_overflow() {
+        let t0 = Instant::now();
+        let mut ka = Keepalive::new(Duration::MAX, t0);
+        assert_eq!(ka.poll(t0, t0, written(0, t0)), Action::Wait);
     }
 }

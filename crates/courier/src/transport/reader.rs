@@ -3,7 +3,7 @@
 use std::io;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::protocol::native::{Frame, FrameDecoder, FrameError, PREFACE, check_preface};
@@ -11,9 +11,11 @@ use crate::protocol::native::{Frame, FrameDecoder, FrameError, PREFACE, check_pr
 /// The read buffer starts this small so idle connections stay cheap, and
 /// grows (up to the frame limit) only when frames need it.
 const INITIAL_CAPACITY: usize = 4 * 1024;
-/// Free space to ask for before each read, so a burst of small frames is
-/// taken in one syscall.
+/// Space to add when a busy connection's last read filled its buffer, so
+/// a burst of small frames is taken in one syscall.
 const READ_CHUNK: usize = 16 * 1024;
+/// Below this much free space, the buffer grows before reading.
+const MIN_SPARE: usize = 1024;
 /// A buffer whose capacity grew past this is replaced once it is empty.
 const KEEP_CAPACITY: usize = 256 * 1024;
 
@@ -33,12 +35,24 @@ pub(crate) struct FrameReader<R> {
     buf: BytesMut,
     decoder: FrameDecoder,
     last_read: Instant,
+    /// Whether the last read filled all the space it was given: a sign of a
+    /// busy connection that deserves a bigger buffer.
+    last_read_filled: bool,
+    /// Bytes still to throw away (a frame we refused but can step over).
+    discard: u64,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader; `buf` may already hold bytes read while sniffing.
     pub(crate) fn new(io: R, buf: BytesMut, max_frame_size: usize) -> FrameReader<R> {
-        FrameReader { io, buf, decoder: FrameDecoder::new(max_frame_size), last_read: Instant::now() }
+        FrameReader {
+            io,
+            buf,
+            decoder: FrameDecoder::new(max_frame_size),
+            last_read: Instant::now(),
+            last_read_filled: false,
+            discard: 0,
+        }
     }
 
     /// When bytes last arrived (for keepalive).
@@ -62,6 +76,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The next frame; `Ok(None)` on a clean end of stream between frames.
     /// Cancel-safe: bytes read are kept in the buffer.
     pub(crate) async fn next(&mut self) -> Result<Option<Frame>, ReadError> {
+        while self.discard > 0 {
+            if self.buf.is_empty() && self.fill().await? == 0 {
+                return Err(ReadError::TruncatedFrame);
+            }
+            let n = self.buf.len().min(usize::try_from(self.discard).unwrap_or(usize::MAX));
+            self.buf.advance(n);
+            self.discard -= n as u64;
+        }
         loop {
             if let Some(frame) = self.decoder.decode(&mut self.buf)? {
                 return Ok(Some(frame));
@@ -74,18 +96,25 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     async fn fill(&mut self) -> io::Result<usize> {
         if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
-            self.buf = BytesMut::with_capacity(INITIAL_CAPACITY);
+            self.buf = BytesMut::new();
         }
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-            self.buf.reserve(READ_CHUNK);
-        } else if self.buf.capacity() == 0 {
-            self.buf.reserve(INITIAL_CAPACITY);
+        if self.buf.capacity() - self.buf.len() < MIN_SPARE {
+            // Idle connections stay small; busy ones read in bigger chunks.
+            self.buf.reserve(if self.last_read_filled { READ_CHUNK } else { INITIAL_CAPACITY });
         }
+        let space = self.buf.capacity() - self.buf.len();
         let n = self.io.read_buf(&mut self.buf).await?;
         if n > 0 {
             self.last_read = Instant::now();
         }
+        self.last_read_filled = n == space;
         Ok(n)
+    }
+
+    /// Throw away the next `bytes` bytes (a whole frame, header included,
+    /// that was refused for its size), reading them as they arrive.
+    pub(crate) fn skip(&mut self, bytes: u64) {
+        self.discard = self.discard.saturating_add(bytes);
     }
 
     /// Give back the read half (for lingering close).

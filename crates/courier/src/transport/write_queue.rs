@@ -2,12 +2,18 @@
 //!
 //! Producers (call tasks, the reader answering pings) encode frames directly
 //! into a shared `BytesMut` under a short lock. The writer task swaps that
-//! buffer for an empty one and writes it in one `write_all`, so a burst of
-//! frames costs one syscall instead of one each. A high-water mark makes
-//! producers wait while the peer is not reading, so memory stays bounded.
+//! buffer for an empty one and writes it with as few syscalls as the socket
+//! allows, so a burst of frames costs one write instead of one each.
+//!
+//! Memory stays bounded by a high-water mark: call tasks wait in
+//! [`WriteQueue::push`] while the peer is not reading, and connection
+//! readers wait in [`WriteQueue::wait_for_space`] before reading more, so a
+//! peer that sends pings or bad requests but never reads the answers stops
+//! being read instead of growing our buffer.
 
 use std::io;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -29,6 +35,31 @@ struct State {
     closing: bool,
     /// The writer stopped (error or finished); producers fail at once.
     stopped: bool,
+    /// Bytes ever queued and ever written: a frame queued at position `p`
+    /// has left the queue once `written >= p`.
+    queued: u64,
+    written: u64,
+    /// When the socket last accepted bytes.
+    last_progress: Instant,
+}
+
+/// How far the writer has got, for keepalive.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Progress {
+    /// Bytes written to the socket so far.
+    pub(crate) written: u64,
+    /// When the socket last accepted bytes.
+    pub(crate) last_progress: Instant,
+}
+
+impl State {
+    fn append<R>(&mut self, encode: impl FnOnce(&mut BytesMut) -> R) -> R {
+        let before = self.buf.len();
+        let out = encode(&mut self.buf);
+        // An encoder may also remove what it wrote (an abandoned frame).
+        self.queued += self.buf.len().saturating_sub(before) as u64;
+        out
+    }
 }
 
 #[derive(Debug)]
@@ -43,7 +74,14 @@ impl WriteQueue {
     /// A queue that makes producers wait once `high_water` bytes are queued.
     pub(crate) fn new(high_water: usize) -> WriteQueue {
         WriteQueue {
-            state: Mutex::new(State { buf: BytesMut::new(), closing: false, stopped: false }),
+            state: Mutex::new(State {
+                buf: BytesMut::new(),
+                closing: false,
+                stopped: false,
+                queued: 0,
+                written: 0,
+                last_progress: Instant::now(),
+            }),
             wake_writer: Notify::new(),
             space: Notify::new(),
             high_water,
@@ -63,10 +101,24 @@ impl WriteQueue {
         if state.closing || state.stopped {
             return Err(Closed);
         }
-        let out = encode(&mut state.buf);
+        let out = state.append(encode);
         drop(state);
         self.wake_writer.notify_one();
         Ok(out)
+    }
+
+    /// Append a control frame now and return the queue position just past
+    /// it: the frame has been written once [`Progress::written`] reaches it.
+    pub(crate) fn push_now_tracked(&self, encode: impl FnOnce(&mut BytesMut)) -> Result<u64, Closed> {
+        let mut state = self.lock();
+        if state.closing || state.stopped {
+            return Err(Closed);
+        }
+        state.append(encode);
+        let position = state.queued;
+        drop(state);
+        self.wake_writer.notify_one();
+        Ok(position)
     }
 
     /// Append a frame, first waiting while the queue is above its high-water
@@ -81,7 +133,7 @@ impl WriteQueue {
                     return Err(Closed);
                 }
                 if state.buf.len() < self.high_water {
-                    let out = encode(&mut state.buf);
+                    let out = state.append(encode);
                     drop(state);
                     self.wake_writer.notify_one();
                     return Ok(out);
@@ -93,6 +145,29 @@ impl WriteQueue {
         }
     }
 
+    /// Wait until the queue is below its high-water mark (or closed). Readers
+    /// call this before reading more from a peer. Cancel-safe.
+    pub(crate) async fn wait_for_space(&self) {
+        loop {
+            let space = self.space.notified();
+            tokio::pin!(space);
+            {
+                let state = self.lock();
+                if state.buf.len() < self.high_water || state.closing || state.stopped {
+                    return;
+                }
+                space.as_mut().enable();
+            }
+            space.await;
+        }
+    }
+
+    /// How far the writer has got.
+    pub(crate) fn progress(&self) -> Progress {
+        let state = self.lock();
+        Progress { written: state.written, last_progress: state.last_progress }
+    }
+
     /// Stop accepting frames; the writer flushes what is queued, then shuts
     /// down the write side of the socket.
     pub(crate) fn close(&self) {
@@ -102,15 +177,27 @@ impl WriteQueue {
     }
 
     fn stop(&self) {
-        self.lock().stopped = true;
+        let mut state = self.lock();
+        state.stopped = true;
+        // Nothing will write these bytes now; free them.
+        state.buf = BytesMut::new();
+        drop(state);
         self.space.notify_waiters();
     }
 
     /// The writer task: flush queued frames until the queue is closed and
-    /// drained, or the socket fails.
+    /// drained, or the socket fails. If this future is dropped (its task
+    /// aborted, its runtime shut down), the queue is stopped so producers
+    /// fail at once instead of queueing bytes nobody will write.
     pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(&self, mut io: W) -> io::Result<()> {
+        struct StopOnDrop<'a>(&'a WriteQueue);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.stop();
+            }
+        }
+        let _stop = StopOnDrop(self);
         let result = self.write_loop(&mut io).await;
-        self.stop();
         if result.is_ok() {
             // Best effort: the peer may already be gone.
             let _ = io.shutdown().await;
@@ -137,7 +224,17 @@ impl WriteQueue {
                 self.wake_writer.notified().await;
                 continue;
             };
-            io.write_all(&chunk).await?;
+            let mut written = 0;
+            while written < chunk.len() {
+                let n = io.write(&chunk[written..]).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                written += n;
+                let mut state = self.lock();
+                state.written += n as u64;
+                state.last_progress = Instant::now();
+            }
             chunk.clear();
             spare = if chunk.capacity() > KEEP_CAPACITY { BytesMut::new() } else { chunk };
             self.space.notify_waiters();

@@ -221,7 +221,10 @@ impl<'a> ResponseHead<'a> {
 /// The metadata of a goaway frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GoAway<'a> {
-    /// The highest call id the sender has received and will answer.
+    /// The highest call id the sender had received when it sent the goaway.
+    /// Informational: during a graceful drain the server still answers
+    /// requests the client sent before it saw the goaway (see the drain
+    /// protocol in `server::connection`).
     pub last_call_id: u32,
     /// 0 for a graceful shutdown; otherwise the status code of the error that
     /// made the sender close the connection.

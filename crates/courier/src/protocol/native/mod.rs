@@ -50,6 +50,9 @@ pub const HEADER_LEN: usize = 16;
 /// The default limit on a frame's payload (metadata plus body): 16 MiB.
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
 
+/// The most a decoder reserves ahead of the bytes it has seen.
+const GROW_STEP: usize = 64 * 1024;
+
 /// Length of a ping or pong body.
 pub const PING_LEN: usize = 8;
 
@@ -244,7 +247,9 @@ impl FrameDecoder {
         let payload_len = header.payload_len as usize;
         let frame_len = HEADER_LEN + payload_len;
         if buf.len() < frame_len {
-            buf.reserve(frame_len - buf.len());
+            // Grow towards the frame as its bytes arrive rather than all at
+            // once: 16 bytes claiming 16 MiB should not reserve 16 MiB.
+            buf.reserve((frame_len - buf.len()).min(GROW_STEP));
             return Ok(None);
         }
         buf.advance(HEADER_LEN);

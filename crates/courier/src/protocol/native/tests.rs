@@ -85,6 +85,17 @@ fn oversized_header_is_rejected_before_allocating() {
 }
 
 #[test]
+fn a_large_claimed_frame_grows_the_buffer_only_as_bytes_arrive() {
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&(10_u32 << 20).to_be_bytes());
+    buf.extend_from_slice(&[FrameKind::Request as u8, 0, 1, 0]);
+    buf.extend_from_slice(&1_u32.to_be_bytes());
+    buf.extend_from_slice(&0_u32.to_be_bytes());
+    assert_eq!(FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE).decode(&mut buf), Ok(None));
+    assert!(buf.capacity() < 256 * 1024, "16 header bytes reserved {} bytes", buf.capacity());
+}
+
+#[test]
 fn encoder_refuses_oversized_frames_and_leaves_buffer_clean() {
     let mut buf = BytesMut::from(&b"earlier"[..]);
     let mut frame = FrameEncoder::begin(&mut buf, FrameKind::Request, 0, 3);
