@@ -496,3 +496,50 @@ async fn a_response_over_the_clients_limit_fails_that_call_and_keeps_the_connect
     assert_eq!(probe.sized(10).await.expect("small").len(), 10);
     assert_eq!(probe.peer_port().await.expect("port"), port, "the same connection carried on");
 }
+
+#[tokio::test]
+async fn a_call_the_server_never_processed_is_retried_on_a_new_connection() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    tokio::spawn({
+        let connections = connections.clone();
+        async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let attempt = connections.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut raw = Raw { stream, buf: BytesMut::new() };
+                    let mut preface = [0u8; 8];
+                    let _ = raw.stream.read_exact(&mut preface).await;
+                    raw.send(&PREFACE).await;
+                    let Some(request) = raw.next_frame().await else { return };
+                    let mut reply = BytesMut::new();
+                    if attempt == 0 {
+                        // Refuse before taking any call: nothing was processed.
+                        let mut frame = FrameEncoder::begin(&mut reply, FrameKind::GoAway, 0, 0);
+                        GoAway { last_call_id: 0, code: Code::Internal.as_u32(), message: "restarting" }
+                            .encode(&mut reply);
+                        frame.end_meta(&reply);
+                        frame.finish(&mut reply, usize::MAX).expect("goaway");
+                    } else {
+                        let mut frame = FrameEncoder::begin(
+                            &mut reply,
+                            FrameKind::Response,
+                            request.header.codec,
+                            request.header.call_id,
+                        );
+                        ResponseHead::encode_ok(&mut reply);
+                        frame.end_meta(&reply);
+                        reply.extend_from_slice(&request.body); // echo the argument back
+                        frame.finish(&mut reply, usize::MAX).expect("response");
+                    }
+                    raw.send(&reply).await;
+                    let _ = raw.closed_within(Duration::from_secs(5)).await;
+                });
+            }
+        }
+    });
+    let probe = ProbeClient::connect(addr.to_string()).await.expect("connect");
+    assert_eq!(probe.echo("once".into()).await.expect("retried transparently"), "once");
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+}

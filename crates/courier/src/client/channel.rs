@@ -19,7 +19,7 @@ use crate::protocol::native::{Frame, FrameKind, ResponseHead};
 use crate::status::{Code, Status};
 
 /// How often one call may move to a new connection because the one it
-/// picked started draining.
+/// picked went away without processing it.
 const MAX_DRAIN_RETRIES: usize = 3;
 
 /// A handle for calling services at one address. Cheap to clone; clones
@@ -170,8 +170,9 @@ impl Channel {
         // A timeout too long to represent is no timeout.
         let deadline = options.timeout().and_then(|timeout| Instant::now().checked_add(timeout));
         let attempt = async {
-            // A connection that starts draining before our request is queued
-            // sent nothing; go to a fresh one. Bounded, in case every new
+            // A request the server provably never processed (its connection
+            // began draining first, or closed for an error before reaching
+            // it) goes to a fresh connection. Bounded, in case every new
             // connection is refused the same way.
             for _ in 0..MAX_DRAIN_RETRIES {
                 let connection = self.connection().await?;
@@ -181,7 +182,7 @@ impl Channel {
                 {
                     Ok(frame) => return Ok(frame),
                     Err(CallError::Failed(status)) => return Err(status),
-                    Err(CallError::Draining) => continue,
+                    Err(CallError::Unprocessed) => continue,
                 }
             }
             Err(Status::unavailable(format!("every connection to {} is shutting down", self.inner.addr)))

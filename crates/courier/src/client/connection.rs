@@ -33,7 +33,7 @@ use crate::transport::reader::{FrameReader, ReadError};
 use crate::transport::tcp;
 use crate::transport::write_queue::WriteQueue;
 
-type Reply = Result<Frame, Status>;
+type Reply = Result<Frame, CallError>;
 
 /// How long a closing connection's writer may take to flush before it is
 /// aborted (a server that stopped reading would otherwise hold it forever).
@@ -71,9 +71,22 @@ impl Shared {
             std::mem::take(&mut pending.calls)
         };
         for (_, caller) in calls {
-            let _ = caller.send(Err(status.clone()));
+            let _ = caller.send(Err(CallError::Failed(status.clone())));
         }
         self.queue.close();
+    }
+
+    /// The server closes for an error after taking call `last_call_id`:
+    /// later calls were never processed, so release them for a retry.
+    fn release_unprocessed(&self, last_call_id: u32) {
+        let unprocessed: Vec<_> = {
+            let mut pending = self.pending();
+            let ids: Vec<u32> = pending.calls.keys().copied().filter(|&id| id > last_call_id).collect();
+            ids.into_iter().filter_map(|id| pending.calls.remove(&id)).collect()
+        };
+        for caller in unprocessed {
+            let _ = caller.send(Err(CallError::Unprocessed));
+        }
     }
 }
 
@@ -81,9 +94,10 @@ impl Shared {
 pub(crate) enum CallError {
     /// The call failed with this status.
     Failed(Status),
-    /// The connection started draining before the request was queued;
-    /// nothing was sent, so the call can go to a new connection.
-    Draining,
+    /// The server never processed the request: the connection was draining
+    /// before it was queued, or the server closed for an error before
+    /// reaching it. It is safe to send again on another connection.
+    Unprocessed,
 }
 
 impl From<Status> for CallError {
@@ -184,7 +198,7 @@ impl Connection {
                 // ping under the same lock after setting the flag, so a request
                 // queued here is guaranteed to reach the server before its pong.
                 if shared.draining.load(Ordering::Acquire) {
-                    return Err(CallError::Draining);
+                    return Err(CallError::Unprocessed);
                 }
                 let mut frame = FrameEncoder::begin(buf, kind, codec.id(), call_id);
                 let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -214,7 +228,7 @@ impl Connection {
         guard.done = true;
         match reply {
             Ok(Ok(frame)) => Ok(Some(frame)),
-            Ok(Err(status)) => Err(status.into()),
+            Ok(Err(err)) => Err(err),
             Err(_) => Err(self.closed_status().into()),
         }
     }
@@ -222,7 +236,7 @@ impl Connection {
     /// The error for a call that could not be queued: a drained connection
     /// sent nothing, so the call may go elsewhere.
     fn unusable(&self, status: Status) -> CallError {
-        if self.shared.draining.load(Ordering::Acquire) { CallError::Draining } else { status.into() }
+        if self.shared.draining.load(Ordering::Acquire) { CallError::Unprocessed } else { status.into() }
     }
 
     fn closed_status(&self) -> Status {
@@ -358,9 +372,9 @@ async fn read_loop(
                     // the body as it arrives.
                     let caller = shared.pending().calls.remove(&call_id);
                     if let Some(caller) = caller {
-                        let _ = caller.send(Err(Status::resource_exhausted(format!(
+                        let _ = caller.send(Err(CallError::Failed(Status::resource_exhausted(format!(
                             "the response of {size} bytes exceeds this client's limit of {limit} bytes"
-                        ))));
+                        )))));
                     }
                     reader.skip(HEADER_LEN as u64 + size);
                 }
@@ -405,6 +419,7 @@ fn handle_frame(shared: &Shared, frame: Frame, goaway_reason: &mut Option<Status
                     Code::Unavailable,
                     format!("the server at {peer} closed the connection: {}", goaway.message),
                 ));
+                shared.release_unprocessed(goaway.last_call_id);
             }
         }
         FrameKind::Request | FrameKind::OneWay | FrameKind::Cancel => {

@@ -154,8 +154,9 @@ enum End {
     KeepaliveTimeout,
     /// The writer failed (peer reset, broken pipe).
     WriteFailed,
-    /// A protocol violation or read error; the peer gets a goaway.
-    Error(Code, String),
+    /// A protocol violation or read error; the peer gets a goaway naming
+    /// the last call id taken, so it can retry any later ones elsewhere.
+    Error { code: Code, message: String, last_call_id: u32 },
 }
 
 pub(crate) async fn serve(
@@ -231,10 +232,10 @@ pub(crate) async fn serve(
             conn.abort_calls(false);
             false
         }
-        End::Error(code, message) => {
+        End::Error { code, message, last_call_id } => {
             tracing::info!(%peer, %code, %message, "closing connection");
             conn.abort_calls(false);
-            conn.goaway(0, *code, message);
+            conn.goaway(*last_call_id, *code, message);
             true
         }
     };
@@ -318,9 +319,9 @@ async fn read_loop(
                         if kind == FrameKind::Request as u8 {
                             conn.reject(call_id, Codec::default(), Status::resource_exhausted(message.clone()));
                         }
-                        return End::Error(Code::ResourceExhausted, message);
+                        return End::Error { code: Code::ResourceExhausted, message, last_call_id };
                     }
-                    Err(ReadError::Frame(err)) => return End::Error(Code::InvalidArgument, format!("protocol error: {err}")),
+                    Err(ReadError::Frame(err)) => return protocol_error(format!("{err}"), last_call_id),
                     Err(ReadError::Io(err)) => {
                         tracing::debug!(%peer, %err, "read failed");
                         return End::PeerClosed;
@@ -330,10 +331,7 @@ async fn read_loop(
                     FrameKind::Request | FrameKind::OneWay => {
                         let call_id = frame.header.call_id;
                         if conn.calls().contains_key(&call_id) {
-                            return End::Error(
-                                Code::InvalidArgument,
-                                format!("protocol error: call id {call_id} is already in flight"),
-                            );
+                            return protocol_error(format!("call id {call_id} is already in flight"), last_call_id);
                         }
                         last_call_id = last_call_id.max(call_id);
                         if drain_acked {
@@ -357,7 +355,7 @@ async fn read_loop(
                     }
                     FrameKind::Ping => {
                         let Ok(payload) = <[u8; PING_LEN]>::try_from(&frame.body[..]) else {
-                            return End::Error(Code::InvalidArgument, "protocol error: ping body must be 8 bytes".into());
+                            return protocol_error("ping body must be 8 bytes".into(), last_call_id);
                         };
                         let _ = conn.queue.push_now(|buf| encode_ping(buf, FrameKind::Pong, payload));
                     }
@@ -374,12 +372,16 @@ async fn read_loop(
                         // are answered, which ends this loop with PeerClosed.
                     }
                     FrameKind::Response => {
-                        return End::Error(Code::InvalidArgument, "protocol error: a client sent a response frame".into());
+                        return protocol_error("a client sent a response frame".into(), last_call_id);
                     }
                 }
             }
         }
     }
+}
+
+fn protocol_error(what: String, last_call_id: u32) -> End {
+    End::Error { code: Code::InvalidArgument, message: format!("protocol error: {what}"), last_call_id }
 }
 
 /// `now + timeout`, or a far-off instant if that overflows.

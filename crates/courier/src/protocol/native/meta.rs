@@ -222,9 +222,10 @@ impl<'a> ResponseHead<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GoAway<'a> {
     /// The highest call id the sender had received when it sent the goaway.
-    /// Informational: during a graceful drain the server still answers
-    /// requests the client sent before it saw the goaway (see the drain
-    /// protocol in `server::connection`).
+    /// With a non-zero `code` (closing for an error) no request after it was
+    /// or will be processed, so the client may retry those elsewhere. During
+    /// a graceful drain (`code` 0) the server still answers requests the
+    /// client sent before it saw the goaway (see `server::connection`).
     pub last_call_id: u32,
     /// 0 for a graceful shutdown; otherwise the status code of the error that
     /// made the sender close the connection.
