@@ -543,3 +543,19 @@ async fn a_call_the_server_never_processed_is_retried_on_a_new_connection() {
     assert_eq!(probe.echo("once".into()).await.expect("retried transparently"), "once");
     assert_eq!(connections.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn the_server_pings_a_silent_client_and_closes_it_within_two_intervals() {
+    let interval = Duration::from_millis(200);
+    let (server, _) = start_server(|b| b.keepalive_interval(Some(interval))).await;
+    let mut raw = Raw::connect(server.local_addr()).await;
+    raw.send(&PREFACE).await;
+    let start = Instant::now();
+    let ping = raw.next_frame().await.expect("a keepalive ping");
+    assert_eq!(ping.header.kind, FrameKind::Ping);
+    // Never answer it.
+    assert!(raw.next_frame().await.is_none(), "the server gives up on us");
+    let elapsed = start.elapsed();
+    assert!(elapsed >= interval, "not before an interval of silence: {elapsed:?}");
+    assert!(elapsed <= 2 * interval + Duration::from_millis(150), "closed after {elapsed:?}");
+}

@@ -28,7 +28,7 @@ use crate::protocol::native::{
     encode_cancel, encode_ping,
 };
 use crate::status::{Code, Status};
-use crate::transport::keepalive::{self, Keepalive};
+use crate::transport::keepalive::{Keepalive, Verdict};
 use crate::transport::reader::{FrameReader, ReadError};
 use crate::transport::tcp;
 use crate::transport::write_queue::WriteQueue;
@@ -333,22 +333,15 @@ async fn read_loop(
             }
             () = &mut timer, if keepalive.is_some() => {
                 let Some(state) = keepalive.as_mut() else { continue };
-                let now = Instant::now();
-                match state.poll(now, reader.last_read(), shared.queue.progress()) {
-                    keepalive::Action::Wait => {}
-                    keepalive::Action::SendPing => {
-                        match shared.queue.push_now_tracked(|buf| encode_ping(buf, FrameKind::Ping, *b"ckeepalv")) {
-                            Ok(position) => state.ping_queued(now, position),
-                            Err(_) => return Status::unavailable(format!("the connection to {peer} closed")),
-                        }
-                    }
-                    keepalive::Action::Dead => {
+                match state.tick(reader.last_read(), &shared.queue) {
+                    Ok(next) => timer.as_mut().reset(next.into()),
+                    Err(Verdict::Dead) => {
                         return Status::unavailable(format!(
                             "the server at {peer} stopped responding (no answer to a keepalive ping)"
                         ));
                     }
+                    Err(Verdict::QueueClosed) => return Status::unavailable(format!("the connection to {peer} closed")),
                 }
-                timer.as_mut().reset(state.deadline().into());
             }
             read = async {
                 // Do not read more while our own replies (pongs) back up.

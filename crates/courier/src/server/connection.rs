@@ -36,14 +36,13 @@ use crate::protocol::native::{
     Frame, FrameEncoder, FrameError, FrameKind, GoAway, PING_LEN, PREFACE, RequestHead, encode_ping,
 };
 use crate::status::{Code, Status};
-use crate::transport::keepalive::{self, Keepalive};
+use crate::transport::keepalive::{Keepalive, Verdict};
 use crate::transport::reader::{FrameReader, ReadError};
 use crate::transport::tcp;
 use crate::transport::write_queue::WriteQueue;
 
 /// The ping body that marks the drain ping, so its pong is recognised.
 const DRAIN_PING: [u8; PING_LEN] = *b"cdrain!!";
-const KEEPALIVE_PING: [u8; PING_LEN] = *b"ckeepalv";
 /// How long to linger reading after closing (see [`tcp::linger`]).
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 32 * 1024 * 1024;
@@ -293,18 +292,11 @@ async fn read_loop(
             () = &mut drain_timer, if draining => return End::DrainTimeout,
             () = &mut keepalive_timer, if keepalive.is_some() => {
                 let Some(state) = keepalive.as_mut() else { continue };
-                let now = Instant::now();
-                match state.poll(now, reader.last_read(), conn.queue.progress()) {
-                    keepalive::Action::Wait => {}
-                    keepalive::Action::SendPing => {
-                        match conn.queue.push_now_tracked(|buf| encode_ping(buf, FrameKind::Ping, KEEPALIVE_PING)) {
-                            Ok(position) => state.ping_queued(now, position),
-                            Err(_) => return End::WriteFailed,
-                        }
-                    }
-                    keepalive::Action::Dead => return End::KeepaliveTimeout,
+                match state.tick(reader.last_read(), &conn.queue) {
+                    Ok(next) => keepalive_timer.as_mut().reset(next.into()),
+                    Err(Verdict::Dead) => return End::KeepaliveTimeout,
+                    Err(Verdict::QueueClosed) => return End::WriteFailed,
                 }
-                keepalive_timer.as_mut().reset(state.deadline().into());
             }
             _ = &mut *writer => return End::WriteFailed,
             read = async {

@@ -16,7 +16,20 @@
 
 use std::time::{Duration, Instant};
 
-use super::write_queue::Progress;
+use super::write_queue::{Progress, WriteQueue};
+use crate::protocol::native::{FrameKind, PING_LEN, encode_ping};
+
+/// The body of keepalive pings.
+const KEEPALIVE_PING: [u8; PING_LEN] = *b"ckeepalv";
+
+/// Why keepalive ends a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// The peer stopped answering.
+    Dead,
+    /// The write queue is closed, so no ping can be sent.
+    QueueClosed,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Action {
@@ -65,6 +78,23 @@ impl Keepalive {
     pub(crate) fn ping_queued(&mut self, now: Instant, position: u64) {
         self.ping = Some(Ping { queued_at: now, position, written_at: None });
         self.deadline = later(now, self.interval);
+    }
+
+    /// One step for a live connection: decide, send a ping if one is due,
+    /// and return when to call again.
+    pub(crate) fn tick(&mut self, last_read: Instant, queue: &WriteQueue) -> Result<Instant, Verdict> {
+        let now = Instant::now();
+        match self.poll(now, last_read, queue.progress()) {
+            Action::Wait => {}
+            Action::SendPing => {
+                let position = queue
+                    .push_now_tracked(|buf| encode_ping(buf, FrameKind::Ping, KEEPALIVE_PING))
+                    .map_err(|_| Verdict::QueueClosed)?;
+                self.ping_queued(now, position);
+            }
+            Action::Dead => return Err(Verdict::Dead),
+        }
+        Ok(self.deadline)
     }
 
     /// Decide what to do at `now`.
