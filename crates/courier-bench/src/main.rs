@@ -1,0 +1,190 @@
+//! courier-bench: the same echo workload against courier (native protocol,
+//! binary and JSON codecs), tonic, tarpc and raw TCP, with server and client
+//! in separate processes, in one run, so the ratios mean something.
+//!
+//! ```text
+//! cargo run --release -p courier-bench -- run            # everything, ~6 minutes
+//! cargo run --release -p courier-bench -- run --scenarios pipelined --systems courier-bin,tarpc
+//! ```
+//!
+//! ## Layout
+//!
+//! - `systems/`: one module per system: an echo server and a client.
+//! - `scenario`: connections, calls in flight and payload size per workload.
+//! - `load`: the client process: drive the load, record latencies (HDR histogram).
+//! - `run`: the orchestrator: spawn server and client processes, read /proc.
+//! - `report`: medians, ratios to courier native, and the goals.
+//! - `measure`: CPU time and memory of a process from /proc.
+//!
+//! ## Feature flags
+//!
+//! None.
+
+mod load;
+mod measure;
+mod report;
+mod run;
+mod scenario;
+mod systems;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use scenario::ScenarioName;
+use systems::{BoxError, System};
+
+#[derive(Parser)]
+#[command(about = "courier against tonic, tarpc and raw TCP, side by side")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the systems through the scenarios, interleaved, and print the table.
+    Run {
+        /// Seconds measured per run.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Seconds of warm-up before each measured window.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Runs of each system in each scenario; the table shows medians.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Systems to run (default: all).
+        #[arg(long, value_delimiter = ',')]
+        systems: Vec<System>,
+        /// Scenarios to run (default: all).
+        #[arg(long, value_delimiter = ',')]
+        scenarios: Vec<ScenarioName>,
+        /// Idle connections for the memory measurement (0 skips it).
+        #[arg(long, default_value_t = 1000)]
+        idle_connections: usize,
+    },
+    /// Serve echo for one system, printing `listening on ADDR` (used by `run`).
+    Serve {
+        #[arg(long)]
+        system: System,
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Drive one scenario against a server (used by `run`).
+    Load {
+        #[arg(long)]
+        system: System,
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        scenario: ScenarioName,
+        #[arg(long)]
+        warmup: f64,
+        #[arg(long)]
+        duration: f64,
+    },
+    /// Open idle connections, print `ready`, and hold them until stdin closes
+    /// (used by `run`).
+    Idle {
+        #[arg(long)]
+        system: System,
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        connections: usize,
+    },
+}
+
+/// Each process gets two worker threads, like the anchors in the issue.
+fn runtime() -> Result<tokio::runtime::Runtime, BoxError> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+#[allow(clippy::print_stdout)]
+fn say(line: &str) {
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+}
+
+fn main() -> Result<(), BoxError> {
+    match Cli::parse().command {
+        Cmd::Run { duration, warmup, repeats, systems, scenarios, idle_connections } => {
+            let systems = if systems.is_empty() { System::ALL.to_vec() } else { systems };
+            let scenarios = if scenarios.is_empty() { ScenarioName::ALL.to_vec() } else { scenarios };
+            let exe = std::env::current_exe()?;
+            let (warmup, duration) = (Duration::from_secs_f64(warmup), Duration::from_secs_f64(duration));
+            let mut samples = Vec::new();
+            for repeat in 1..=repeats {
+                for &scenario in &scenarios {
+                    for &system in &systems {
+                        let sample = run::sample(&exe, system, scenario, warmup, duration)?;
+                        eprintln!(
+                            "[{repeat}/{repeats}] {:<40} {:<13} {:>9.0} req/s  p99 {:>8.0} us",
+                            scenario.label(),
+                            system.name(),
+                            sample.load.requests as f64 / sample.load.seconds,
+                            sample.load.p99_us
+                        );
+                        samples.push(sample);
+                    }
+                }
+            }
+            let mut idle = Vec::new();
+            if idle_connections > 0 {
+                for &system in &systems {
+                    let sample = run::idle(&exe, system, idle_connections)?;
+                    eprintln!(
+                        "idle: {:<13} {:.1} KiB per connection",
+                        system.name(),
+                        sample.kib_per_connection
+                    );
+                    idle.push(sample);
+                }
+            }
+            say(&report::render(&samples, &idle, &systems, &scenarios));
+            Ok(())
+        }
+        Cmd::Serve { system, listen } => runtime()?.block_on(async {
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            say(&format!("listening on {}", listener.local_addr()?));
+            system.serve(listener).await
+        }),
+        Cmd::Load { system, addr, scenario, warmup, duration } => runtime()?.block_on(async {
+            let report = load::run(
+                system,
+                addr,
+                &scenario.scenario(),
+                Duration::from_secs_f64(warmup),
+                Duration::from_secs_f64(duration),
+                || say("measuring"),
+            )
+            .await?;
+            say(&format!("result {}", serde_json::to_string(&report)?));
+            Ok(())
+        }),
+        Cmd::Idle { system, addr, connections } => runtime()?.block_on(async {
+            let mut clients = Vec::with_capacity(connections);
+            for _ in 0..connections {
+                let client = system.connect(addr).await?;
+                if !matches!(client, systems::Client::Raw(_)) {
+                    client.echo("warm").await?;
+                }
+                clients.push(client);
+            }
+            let raw_sockets = systems::open_raw_sockets(system, addr, connections).await?;
+            say("ready");
+            // Hold everything until the orchestrator closes our stdin.
+            tokio::task::spawn_blocking(|| {
+                let mut line = String::new();
+                let _ = std::io::stdin().read_line(&mut line);
+            })
+            .await?;
+            drop((clients, raw_sockets));
+            Ok(())
+        }),
+    }
+}

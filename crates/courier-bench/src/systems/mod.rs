@@ -1,0 +1,116 @@
+//! The systems under test. Each serves the same echo workload (a string in,
+//! the same string out) and connects a client to it.
+//!
+//! - `courier-bin`, `courier-json`: courier's native protocol, binary or
+//!   JSON codec.
+//! - `tonic`: gRPC over HTTP/2 with prost, generated from `proto/echo.proto`.
+//! - `tarpc`: tarpc over TCP with its bincode transport.
+//! - `raw`: length-prefixed frames over TCP with no framework at all, the
+//!   practical ceiling for one connection.
+
+mod courier_native;
+mod raw;
+mod tarpc_echo;
+mod tonic_echo;
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+/// Errors in the benchmark are reported, not recovered from.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum System {
+    /// courier native protocol, binary codec.
+    CourierBin,
+    /// courier native protocol, JSON codec.
+    CourierJson,
+    /// tonic (gRPC over HTTP/2, prost).
+    Tonic,
+    /// tarpc (bincode over TCP).
+    Tarpc,
+    /// Length-prefixed echo over raw TCP.
+    Raw,
+}
+
+impl System {
+    pub(crate) const ALL: [System; 5] =
+        [System::CourierBin, System::CourierJson, System::Tonic, System::Tarpc, System::Raw];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            System::CourierBin => "courier-bin",
+            System::CourierJson => "courier-json",
+            System::Tonic => "tonic",
+            System::Tarpc => "tarpc",
+            System::Raw => "raw",
+        }
+    }
+
+    /// Serve echo on `listener` until the process ends.
+    pub(crate) async fn serve(self, listener: TcpListener) -> Result<(), BoxError> {
+        match self {
+            System::CourierBin | System::CourierJson => courier_native::serve(listener).await,
+            System::Tonic => tonic_echo::serve(listener).await,
+            System::Tarpc => tarpc_echo::serve(listener).await,
+            System::Raw => raw::serve(listener).await,
+        }
+    }
+
+    /// Open one connection to `addr`.
+    pub(crate) async fn connect(self, addr: SocketAddr) -> Result<Client, BoxError> {
+        Ok(match self {
+            System::CourierBin => {
+                Client::Courier(courier_native::connect(addr, courier::Codec::Binary).await?)
+            }
+            System::CourierJson => {
+                Client::Courier(courier_native::connect(addr, courier::Codec::Json).await?)
+            }
+            System::Tonic => Client::Tonic(tonic_echo::connect(addr).await?),
+            System::Tarpc => Client::Tarpc(tarpc_echo::connect(addr).await?),
+            System::Raw => Client::Raw(raw::connect(addr).await?),
+        })
+    }
+}
+
+/// One connection of some system.
+#[derive(Clone)]
+pub(crate) enum Client {
+    Courier(courier_native::EchoClient),
+    Tonic(tonic_echo::Client),
+    Tarpc(tarpc_echo::EchoClient),
+    Raw(raw::Connection),
+}
+
+impl Client {
+    /// One echo call; fails if the reply is not the payload.
+    pub(crate) async fn echo(&self, payload: &str) -> Result<(), BoxError> {
+        let reply = match self {
+            Client::Courier(client) => client.echo(payload.to_owned()).await?,
+            Client::Tonic(client) => tonic_echo::echo(client, payload).await?,
+            Client::Tarpc(client) => client.echo(tarpc::context::current(), payload.to_owned()).await?,
+            Client::Raw(_) => return Err("raw connections are driven by raw::drive, not per call".into()),
+        };
+        if reply.len() == payload.len() { Ok(()) } else { Err("the echo differs from the payload".into()) }
+    }
+}
+
+pub(crate) use raw::drive as drive_raw;
+
+/// For the idle-memory measurement: raw TCP has no client object that holds
+/// a socket, so open the sockets here (empty for the other systems).
+pub(crate) async fn open_raw_sockets(
+    system: System,
+    addr: SocketAddr,
+    count: usize,
+) -> Result<Vec<tokio::net::TcpStream>, BoxError> {
+    if system != System::Raw {
+        return Ok(Vec::new());
+    }
+    let mut sockets = Vec::with_capacity(count);
+    for _ in 0..count {
+        sockets.push(tokio::net::TcpStream::connect(addr).await?);
+    }
+    Ok(sockets)
+}
