@@ -32,6 +32,29 @@ pub(crate) async fn run(
     }
 }
 
+/// Poll a handler once, from the connection's own task. Most handlers
+/// finish without waiting (no I/O, no locks held elsewhere), and answering
+/// them here saves a task spawn and a thread wake-up per call. `None`
+/// means it is waiting; the caller then moves it to a task of its own,
+/// which polls it again (so it re-registers that task's waker, as the
+/// `Future` contract requires of every poll).
+pub(crate) fn poll_inline(
+    handler: &mut BoxFuture<'static, Result<Bytes, Status>>,
+    cx: &mut TaskContext<'_>,
+) -> Option<Result<Bytes, Status>> {
+    match catch_unwind(AssertUnwindSafe(|| handler.as_mut().poll(cx))) {
+        Ok(Poll::Ready(outcome)) => Some(outcome),
+        Ok(Poll::Pending) => None,
+        Err(payload) => Some(Err(panicked(payload.as_ref()))),
+    }
+}
+
+fn panicked(payload: &(dyn Any + Send)) -> Status {
+    let reason = panic_message(payload);
+    tracing::error!(%reason, "handler panicked");
+    Status::internal(format!("the handler panicked: {reason}"))
+}
+
 /// Polls a handler inside `catch_unwind`, so one panicking handler fails
 /// its own call and nothing else.
 struct CatchUnwind(BoxFuture<'static, Result<Bytes, Status>>);
@@ -43,11 +66,7 @@ impl Future for CatchUnwind {
         let inner = &mut self.0;
         match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
             Ok(poll) => poll,
-            Err(payload) => {
-                let reason = panic_message(payload.as_ref());
-                tracing::error!(%reason, "handler panicked");
-                Poll::Ready(Err(Status::internal(format!("the handler panicked: {reason}"))))
-            }
+            Err(payload) => Poll::Ready(Err(panicked(payload.as_ref()))),
         }
     }
 }

@@ -1,12 +1,16 @@
 //! One native-protocol connection on the server side.
 //!
-//! The reader (this task) decodes frames and starts a task per call; call
-//! tasks encode their replies into the connection's [`WriteQueue`], which a
-//! writer task flushes with coalesced writes. A call is tracked by call id so
-//! that a cancel frame or the connection closing drops its handler.
+//! One task runs the connection as an event loop: read a burst of bytes,
+//! handle every complete frame in it, flush all replies with non-blocking
+//! writes, then wait for more input, for the socket to take more output, or
+//! for a late reply. Each handler is polled once right here; one that
+//! finishes (most do) is answered without a task spawn or a thread wake-up,
+//! and one that waits moves to a task of its own, tracked by call id so
+//! that a cancel frame or the connection closing drops it. This is what
+//! turns a burst of 64 requests into one read and one write.
 //!
-//! The reader waits for room in the write queue before reading more, so a
-//! peer that sends pings or bad requests but never reads the answers is
+//! Input is not read while the write queue is above its high-water mark, so
+//! a peer that sends pings or bad requests but never reads the answers is
 //! simply not read from: our memory stays bounded by the queue's high-water
 //! mark plus the limits on in-flight calls.
 //!
@@ -18,13 +22,14 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, watch};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::AbortHandle;
 
 use super::call;
 use super::limits::{Limit, Permit};
@@ -39,10 +44,12 @@ use crate::status::{Code, Status};
 use crate::transport::keepalive::{Keepalive, Verdict};
 use crate::transport::reader::{FrameReader, ReadError};
 use crate::transport::tcp;
-use crate::transport::write_queue::WriteQueue;
+use crate::transport::write_queue::{Flusher, WriteQueue};
 
 /// The ping body that marks the drain ping, so its pong is recognised.
 const DRAIN_PING: [u8; PING_LEN] = *b"cdrain!!";
+/// How long the last replies may take to flush when a connection closes.
+const FLUSH_GRACE: Duration = Duration::from_secs(5);
 /// How long to linger reading after closing (see [`tcp::linger`]).
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 32 * 1024 * 1024;
@@ -96,7 +103,7 @@ impl Conn {
 
     /// Reply to a call without starting it (routing and limit errors).
     fn reject(&self, call_id: u32, codec: Codec, status: Status) {
-        let _ = self.queue.push_now(|buf| {
+        let _ = self.queue.append_local(|buf| {
             call::encode_response(buf, call_id, codec, &Err(status), self.max_frame_size);
         });
     }
@@ -127,17 +134,13 @@ impl Drop for Forget {
     }
 }
 
-/// Takes the writer and every call task down if the connection's own task
-/// is dropped (for example when the server is aborted).
-struct AbortOnDrop {
-    conn: Arc<Conn>,
-    writer: AbortHandle,
-}
+/// Takes every call task down if the connection's own task is dropped (for
+/// example when the server is aborted).
+struct AbortOnDrop(Arc<Conn>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.conn.abort_calls(true);
-        self.writer.abort();
+        self.0.abort_calls(true);
     }
 }
 
@@ -165,9 +168,10 @@ pub(crate) async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     tcp::configure(&stream);
-    let (read, write) = stream.into_split();
+    let (read, mut write) = stream.into_split();
     let config = &server.config;
     let mut reader = FrameReader::new(read, BytesMut::new(), config.max_frame_size);
+    let mut flusher = Flusher::default();
 
     let conn = Arc::new(Conn {
         queue: WriteQueue::new(config.write_high_water),
@@ -181,10 +185,9 @@ pub(crate) async fn serve(
         Ok(Err(ReadError::Frame(err @ FrameError::UnsupportedVersion(_)))) => {
             // A courier peer from another version: tell it why, politely.
             tracing::debug!(%peer, %err, "refusing connection");
-            let _ = conn.queue.push_now(|buf| buf.extend_from_slice(&PREFACE));
+            let _ = conn.queue.append_local(|buf| buf.extend_from_slice(&PREFACE));
             conn.goaway(0, Code::Unimplemented, &err.to_string());
-            conn.queue.close();
-            let _ = conn.queue.run_writer(write).await;
+            let _ = tokio::time::timeout(FLUSH_GRACE, flusher.finish(&conn.queue, &mut write)).await;
             return;
         }
         Ok(Err(err)) => {
@@ -197,14 +200,9 @@ pub(crate) async fn serve(
         }
     }
 
-    let _ = conn.queue.push_now(|buf| buf.extend_from_slice(&PREFACE));
-    let mut writer = tokio::spawn({
-        let conn = conn.clone();
-        async move { conn.queue.run_writer(write).await }
-    });
-    let _cleanup = AbortOnDrop { conn: conn.clone(), writer: writer.abort_handle() };
-
-    let end = read_loop(&mut reader, &conn, &server, peer, shutdown, &mut writer).await;
+    let _ = conn.queue.append_local(|buf| buf.extend_from_slice(&PREFACE));
+    let _cleanup = AbortOnDrop(conn.clone());
+    let end = run(&mut reader, &write, &mut flusher, &conn, &server, peer, shutdown).await;
     let linger = match &end {
         End::PeerClosed => {
             tracing::trace!(%peer, "client closed the connection");
@@ -239,24 +237,25 @@ pub(crate) async fn serve(
         }
     };
 
-    conn.queue.close();
     if !matches!(end, End::WriteFailed) {
-        // Let the writer flush the last replies and the goaway.
-        let _ = tokio::time::timeout(Duration::from_secs(5), &mut writer).await;
+        // Send the last replies and the goaway; a peer that stopped reading
+        // gets a bounded wait.
+        let _ = tokio::time::timeout(FLUSH_GRACE, flusher.finish(&conn.queue, &mut write)).await;
     }
-    writer.abort();
     if linger {
         tcp::linger(reader.into_inner(), LINGER_TIME, LINGER_BYTES).await;
     }
 }
 
-async fn read_loop(
+/// The connection's event loop (see the module docs).
+async fn run(
     reader: &mut FrameReader<OwnedReadHalf>,
+    write: &OwnedWriteHalf,
+    flusher: &mut Flusher,
     conn: &Arc<Conn>,
     server: &Arc<ServerShared>,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
-    writer: &mut JoinHandle<std::io::Result<()>>,
 ) -> End {
     let config = &server.config;
     let per_connection = Limit::new(config.max_concurrent_calls_per_connection);
@@ -267,29 +266,51 @@ async fn read_loop(
     let drain_timer = tokio::time::sleep_until(far_future().into());
     tokio::pin!(drain_timer);
 
-    let mut draining = false;
-    let mut drain_acked = false;
+    let mut drain = Drain::default();
     let mut last_call_id = 0u32;
 
     loop {
-        // Biased, with the reader last: control events (shutdown, timers, a
-        // dead writer) are cheap to check and must not starve behind a
-        // client that keeps the read side busy.
+        // 1. Handle every complete frame already read, while there is room
+        //    for the replies.
+        while !conn.queue.is_full() {
+            let frame = match reader.decode_buffered() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(err) => return read_error(err, conn, last_call_id, peer),
+            };
+            if let Some(end) =
+                handle_frame(frame, conn, server, &per_connection, peer, &mut drain, &mut last_call_id).await
+            {
+                return end;
+            }
+        }
+        if drain.acked && conn.calls().is_empty() {
+            return End::Drained;
+        }
+
+        // 2. Flush what the socket takes now.
+        let flushed = match flusher.flush(&conn.queue, write) {
+            Ok(flushed) => flushed,
+            Err(err) => {
+                tracing::debug!(%peer, %err, "write failed");
+                return End::WriteFailed;
+            }
+        };
+
+        // 3. Wait. Biased, with reading last: control events are cheap to
+        //    check and must not starve behind a client that keeps us busy.
+        let can_read = !conn.queue.is_full();
         tokio::select! {
             biased;
-            changed = shutdown.wait_for(|stop| *stop), if !draining => {
+            changed = shutdown.wait_for(|stop| *stop), if !drain.started => {
                 // A dropped sender means the server itself went away: drain too.
                 let _ = changed;
-                draining = true;
+                drain.started = true;
                 start_drain(conn, last_call_id);
                 drain_timer.as_mut().reset(deadline_after(config.drain_timeout).into());
             }
-            () = conn.idle.notified(), if drain_acked => {
-                if conn.calls().is_empty() {
-                    return End::Drained;
-                }
-            }
-            () = &mut drain_timer, if draining => return End::DrainTimeout,
+            () = conn.idle.notified(), if drain.acked => {}
+            () = &mut drain_timer, if drain.started => return End::DrainTimeout,
             () = &mut keepalive_timer, if keepalive.is_some() => {
                 let Some(state) = keepalive.as_mut() else { continue };
                 match state.tick(reader.last_read(), &conn.queue) {
@@ -298,78 +319,114 @@ async fn read_loop(
                     Err(Verdict::QueueClosed) => return End::WriteFailed,
                 }
             }
-            _ = &mut *writer => return End::WriteFailed,
-            read = async {
-                conn.queue.wait_for_space().await;
-                reader.next().await
-            } => {
-                let frame = match read {
-                    Ok(Some(frame)) => frame,
-                    Ok(None) | Err(ReadError::TruncatedFrame) => return End::PeerClosed,
-                    Err(ReadError::Frame(FrameError::TooLarge { call_id, kind, size, limit })) => {
-                        let message = format!("frame of {size} bytes exceeds this server's limit of {limit} bytes");
-                        if kind == FrameKind::Request as u8 {
-                            conn.reject(call_id, Codec::default(), Status::resource_exhausted(message.clone()));
-                        }
-                        return End::Error { code: Code::ResourceExhausted, message, last_call_id };
-                    }
-                    Err(ReadError::Frame(err)) => return protocol_error(format!("{err}"), last_call_id),
-                    Err(ReadError::Io(err)) => {
-                        tracing::debug!(%peer, %err, "read failed");
-                        return End::PeerClosed;
-                    }
-                };
-                match frame.header.kind {
-                    FrameKind::Request | FrameKind::OneWay => {
-                        let call_id = frame.header.call_id;
-                        if conn.calls().contains_key(&call_id) {
-                            return protocol_error(format!("call id {call_id} is already in flight"), last_call_id);
-                        }
-                        last_call_id = last_call_id.max(call_id);
-                        if drain_acked {
-                            // Sent after the client saw the goaway and answered
-                            // the drain ping: a misbehaving client.
-                            if frame.header.kind == FrameKind::Request {
-                                conn.reject(call_id, Codec::default(), Status::unavailable("the server is shutting down"));
-                            }
-                            continue;
-                        }
-                        start_call(frame, conn, server, &per_connection, peer);
-                    }
-                    FrameKind::Cancel => {
-                        let entry = conn.calls().remove(&frame.header.call_id);
-                        if let Some(entry) = entry {
-                            entry.handle.abort();
-                            if conn.calls().is_empty() {
-                                conn.idle.notify_one();
-                            }
-                        }
-                    }
-                    FrameKind::Ping => {
-                        let Ok(payload) = <[u8; PING_LEN]>::try_from(&frame.body[..]) else {
-                            return protocol_error("ping body must be 8 bytes".into(), last_call_id);
-                        };
-                        let _ = conn.queue.push_now(|buf| encode_ping(buf, FrameKind::Pong, payload));
-                    }
-                    FrameKind::Pong => {
-                        if draining && frame.body[..] == DRAIN_PING {
-                            drain_acked = true;
-                            if conn.calls().is_empty() {
-                                return End::Drained;
-                            }
-                        }
-                    }
-                    FrameKind::GoAway => {
-                        // The client is leaving; it will close once its calls
-                        // are answered, which ends this loop with PeerClosed.
-                    }
-                    FrameKind::Response => {
-                        return protocol_error("a client sent a response frame".into(), last_call_id);
-                    }
+            writable = write.writable(), if !flushed => {
+                if writable.is_err() {
+                    return End::WriteFailed;
+                }
+            }
+            // A call task queued its reply.
+            () = conn.queue.queued(), if flushed => {}
+            read = reader.read_more(), if can_read => match read {
+                Ok(true) => {}
+                Ok(false) => return End::PeerClosed,
+                Err(err) => return read_error(err, conn, last_call_id, peer),
+            },
+        }
+    }
+}
+
+/// Graceful-drain progress of one connection.
+#[derive(Default)]
+struct Drain {
+    /// The goaway and drain ping were sent.
+    started: bool,
+    /// The drain ping's pong arrived: every request the client sent before
+    /// it saw the goaway has been read.
+    acked: bool,
+}
+
+/// What a failed read means for the connection.
+fn read_error(err: ReadError, conn: &Conn, last_call_id: u32, peer: SocketAddr) -> End {
+    match err {
+        ReadError::TruncatedFrame => End::PeerClosed,
+        ReadError::Io(err) => {
+            tracing::debug!(%peer, %err, "read failed");
+            End::PeerClosed
+        }
+        ReadError::Frame(FrameError::TooLarge { call_id, kind, size, limit }) => {
+            let message = format!("frame of {size} bytes exceeds this server's limit of {limit} bytes");
+            if kind == FrameKind::Request as u8 {
+                conn.reject(call_id, Codec::default(), Status::resource_exhausted(message.clone()));
+            }
+            End::Error { code: Code::ResourceExhausted, message, last_call_id }
+        }
+        ReadError::Frame(err) => protocol_error(format!("{err}"), last_call_id),
+    }
+}
+
+/// Act on one frame; `Some` ends the connection.
+async fn handle_frame(
+    frame: Frame,
+    conn: &Arc<Conn>,
+    server: &Arc<ServerShared>,
+    per_connection: &Arc<Limit>,
+    peer: SocketAddr,
+    drain: &mut Drain,
+    last_call_id: &mut u32,
+) -> Option<End> {
+    match frame.header.kind {
+        FrameKind::Request | FrameKind::OneWay => {
+            let call_id = frame.header.call_id;
+            if conn.calls().contains_key(&call_id) {
+                return Some(protocol_error(
+                    format!("call id {call_id} is already in flight"),
+                    *last_call_id,
+                ));
+            }
+            *last_call_id = (*last_call_id).max(call_id);
+            if drain.acked {
+                // Sent after the client saw the goaway and answered the
+                // drain ping: a misbehaving client.
+                if frame.header.kind == FrameKind::Request {
+                    conn.reject(
+                        call_id,
+                        Codec::default(),
+                        Status::unavailable("the server is shutting down"),
+                    );
+                }
+                return None;
+            }
+            start_call(frame, conn, server, per_connection, peer).await;
+        }
+        FrameKind::Cancel => {
+            let entry = conn.calls().remove(&frame.header.call_id);
+            if let Some(entry) = entry {
+                entry.handle.abort();
+                if conn.calls().is_empty() {
+                    conn.idle.notify_one();
                 }
             }
         }
+        FrameKind::Ping => {
+            let Ok(payload) = <[u8; PING_LEN]>::try_from(&frame.body[..]) else {
+                return Some(protocol_error("ping body must be 8 bytes".into(), *last_call_id));
+            };
+            let _ = conn.queue.append_local(|buf| encode_ping(buf, FrameKind::Pong, payload));
+        }
+        FrameKind::Pong => {
+            if drain.started && frame.body[..] == DRAIN_PING {
+                drain.acked = true;
+            }
+        }
+        FrameKind::GoAway => {
+            // The client is leaving; it will close once its calls are
+            // answered, which ends the loop with PeerClosed.
+        }
+        FrameKind::Response => {
+            return Some(protocol_error("a client sent a response frame".into(), *last_call_id));
+        }
     }
+    None
 }
 
 fn protocol_error(what: String, last_call_id: u32) -> End {
@@ -462,7 +519,7 @@ fn admit(
     })
 }
 
-fn start_call(
+async fn start_call(
     frame: Frame,
     conn: &Arc<Conn>,
     server: &Arc<ServerShared>,
@@ -489,10 +546,26 @@ fn start_call(
         .with_metadata(metadata)
         .with_peer(Some(peer));
     let body: Bytes = frame.body;
-    let handler = route.service.call(route.index, cx, body);
-
-    let task_conn = conn.clone();
+    let mut handler = route.service.call(route.index, cx, body);
     let max_frame_size = conn.max_frame_size;
+
+    // Most handlers finish on their first poll: answer those right here.
+    if let Some(outcome) = std::future::poll_fn(|cx| Poll::Ready(call::poll_inline(&mut handler, cx))).await {
+        drop(permits);
+        if one_way {
+            if let Err(status) = &outcome {
+                tracing::debug!(%status, "one-way call failed");
+            }
+        } else {
+            let _ = conn
+                .queue
+                .append_local(|buf| call::encode_response(buf, call_id, codec, &outcome, max_frame_size));
+        }
+        return;
+    }
+
+    // It is waiting on something: give it a task of its own.
+    let task_conn = conn.clone();
     // Hold the table's lock across the spawn so the task cannot finish (and
     // try to remove itself) before it is inserted.
     let mut calls = conn.calls();

@@ -76,22 +76,36 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The next frame; `Ok(None)` on a clean end of stream between frames.
     /// Cancel-safe: bytes read are kept in the buffer.
     pub(crate) async fn next(&mut self) -> Result<Option<Frame>, ReadError> {
-        while self.discard > 0 {
-            if self.buf.is_empty() && self.fill().await? == 0 {
-                return Err(ReadError::TruncatedFrame);
+        loop {
+            if let Some(frame) = self.decode_buffered()? {
+                return Ok(Some(frame));
             }
+            if !self.read_more().await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The next frame among the bytes already read, without reading more.
+    pub(crate) fn decode_buffered(&mut self) -> Result<Option<Frame>, ReadError> {
+        if self.discard > 0 {
             let n = self.buf.len().min(usize::try_from(self.discard).unwrap_or(usize::MAX));
             self.buf.advance(n);
             self.discard -= n as u64;
-        }
-        loop {
-            if let Some(frame) = self.decoder.decode(&mut self.buf)? {
-                return Ok(Some(frame));
-            }
-            if self.fill().await? == 0 {
-                return if self.buf.is_empty() { Ok(None) } else { Err(ReadError::TruncatedFrame) };
+            if self.discard > 0 {
+                return Ok(None);
             }
         }
+        Ok(self.decoder.decode(&mut self.buf)?)
+    }
+
+    /// Read more bytes. `Ok(false)` on a clean end of stream between frames.
+    /// Cancel-safe.
+    pub(crate) async fn read_more(&mut self) -> Result<bool, ReadError> {
+        if self.fill().await? > 0 {
+            return Ok(true);
+        }
+        if self.buf.is_empty() && self.discard == 0 { Ok(false) } else { Err(ReadError::TruncatedFrame) }
     }
 
     async fn fill(&mut self) -> io::Result<usize> {

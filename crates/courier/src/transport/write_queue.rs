@@ -15,8 +15,9 @@ use std::io;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 /// A buffer whose capacity grew past this is dropped after writing rather
@@ -107,6 +108,21 @@ impl WriteQueue {
         Ok(out)
     }
 
+    /// Append a frame without waking anyone: for the task that flushes the
+    /// queue itself (see [`Flusher`]) and will flush before it next waits.
+    pub(crate) fn append_local<R>(&self, encode: impl FnOnce(&mut BytesMut) -> R) -> Result<R, Closed> {
+        let mut state = self.lock();
+        if state.closing || state.stopped {
+            return Err(Closed);
+        }
+        Ok(state.append(encode))
+    }
+
+    /// Whether the queue is at or above its high-water mark.
+    pub(crate) fn is_full(&self) -> bool {
+        self.lock().buf.len() >= self.high_water
+    }
+
     /// Append a control frame now and return the queue position just past
     /// it: the frame has been written once [`Progress::written`] reaches it.
     pub(crate) fn push_now_tracked(&self, encode: impl FnOnce(&mut BytesMut)) -> Result<u64, Closed> {
@@ -160,6 +176,18 @@ impl WriteQueue {
             }
             space.await;
         }
+    }
+
+    /// Wait until a producer queues something (for a connection task that
+    /// flushes the queue itself, see [`Flusher`]). Cancel-safe.
+    pub(crate) async fn queued(&self) {
+        self.wake_writer.notified().await;
+    }
+
+    fn record_written(&self, bytes: usize) {
+        let mut state = self.lock();
+        state.written += bytes as u64;
+        state.last_progress = Instant::now();
     }
 
     /// How far the writer has got.
@@ -239,6 +267,62 @@ impl WriteQueue {
             spare = if chunk.capacity() > KEEP_CAPACITY { BytesMut::new() } else { chunk };
             self.space.notify_waiters();
         }
+    }
+}
+
+/// Flushes a [`WriteQueue`] from the connection's own task, with
+/// non-blocking writes, instead of a separate writer task.
+///
+/// Why: a writer task is woken for every queued frame, and on a
+/// multi-threaded runtime that wake-up often means a thread switch; a
+/// connection task that reads a burst of requests, answers them and then
+/// flushes once makes one read and one write per burst. Bytes taken from
+/// the queue but not yet accepted by the socket stay here, in order.
+#[derive(Debug, Default)]
+pub(crate) struct Flusher {
+    writing: BytesMut,
+}
+
+impl Flusher {
+    /// Write as much as the socket takes now. `Ok(true)` once everything
+    /// queued has been written; `Ok(false)` if the socket is full (wait for
+    /// it to become writable and call again).
+    pub(crate) fn flush(&mut self, queue: &WriteQueue, io: &OwnedWriteHalf) -> io::Result<bool> {
+        loop {
+            if self.writing.is_empty() {
+                let mut state = queue.lock();
+                if state.buf.is_empty() {
+                    return Ok(true);
+                }
+                // Trade our emptied buffer (capacity kept) for the queued bytes.
+                self.writing.clear();
+                if self.writing.capacity() > KEEP_CAPACITY {
+                    self.writing = BytesMut::new();
+                }
+                std::mem::swap(&mut state.buf, &mut self.writing);
+            }
+            match io.try_write(&self.writing) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.writing.advance(n);
+                    queue.record_written(n);
+                    queue.space.notify_waiters();
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Close the queue and write everything left, waiting for the socket
+    /// as needed; then shut down the write side.
+    pub(crate) async fn finish(&mut self, queue: &WriteQueue, io: &mut OwnedWriteHalf) -> io::Result<()> {
+        queue.close();
+        while !self.flush(queue, io)? {
+            io.writable().await?;
+        }
+        queue.stop();
+        io.shutdown().await
     }
 }
 
