@@ -1,11 +1,12 @@
 //! One native-protocol connection on the client side.
 //!
 //! Callers register a call id in the pending table, encode their request
-//! straight into the shared [`WriteQueue`], and wait on a oneshot. The
-//! connection task routes each response frame to its caller by call id
-//! (decoding is left to the caller's task, keeping the reader lean), answers
-//! pings, sends keepalive pings, and on any failure, or if it is dropped,
-//! fails every pending call so nobody waits forever.
+//! straight into the shared [`WriteQueue`], and wait on a oneshot. One
+//! connection task runs an event loop: route every response frame read to
+//! its caller by call id (decoding is left to the caller's task, keeping
+//! this loop lean), answer pings, send keepalive pings, and flush queued
+//! requests with non-blocking writes. On any failure, or if it is dropped,
+//! it fails every pending call so nobody waits forever.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -31,13 +32,13 @@ use crate::status::{Code, Status};
 use crate::transport::keepalive::{Keepalive, Verdict};
 use crate::transport::reader::{FrameReader, ReadError};
 use crate::transport::tcp;
-use crate::transport::write_queue::WriteQueue;
+use crate::transport::write_queue::{Flusher, WriteQueue};
 
 type Reply = Result<Frame, CallError>;
 
-/// How long a closing connection's writer may take to flush before it is
-/// aborted (a server that stopped reading would otherwise hold it forever).
-const WRITER_GRACE: Duration = Duration::from_secs(5);
+/// How long a closing connection may take to flush its last frames (a
+/// server that stopped reading would otherwise hold it forever).
+const FLUSH_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct Pending {
@@ -279,33 +280,28 @@ impl Drop for CloseOnDrop {
     }
 }
 
-/// The connection task: starts the writer, reads until the connection ends,
-/// then fails what is pending and lets the writer finish (or aborts it).
+/// The connection task: run the event loop until the connection ends, then
+/// fail what is pending and send what is left (within a grace period).
 async fn run(
     shared: Arc<Shared>,
     mut reader: FrameReader<OwnedReadHalf>,
-    write: OwnedWriteHalf,
+    mut write: OwnedWriteHalf,
     keepalive_interval: Option<Duration>,
 ) {
     let _close = CloseOnDrop(shared.clone());
-    let mut writer = tokio::spawn({
-        let shared = shared.clone();
-        async move { shared.queue.run_writer(write).await }
-    });
-    let status = read_loop(&shared, &mut reader, keepalive_interval, &mut writer).await;
+    let mut flusher = Flusher::default();
+    let status = event_loop(&shared, &mut reader, &write, &mut flusher, keepalive_interval).await;
     tracing::debug!(peer = %shared.peer, %status, "client connection closed");
     shared.close(status);
-    if !writer.is_finished() {
-        let _ = tokio::time::timeout(WRITER_GRACE, &mut writer).await;
-    }
-    writer.abort();
+    let _ = tokio::time::timeout(FLUSH_GRACE, flusher.finish(&shared.queue, &mut write)).await;
 }
 
-async fn read_loop(
+async fn event_loop(
     shared: &Shared,
     reader: &mut FrameReader<OwnedReadHalf>,
+    write: &OwnedWriteHalf,
+    flusher: &mut Flusher,
     keepalive_interval: Option<Duration>,
-    writer: &mut tokio::task::JoinHandle<std::io::Result<()>>,
 ) -> Status {
     let peer = shared.peer;
     let mut keepalive = keepalive_interval.map(|interval| Keepalive::new(interval, Instant::now()));
@@ -316,48 +312,16 @@ async fn read_loop(
     let mut goaway_reason: Option<Status> = None;
 
     loop {
-        if shared.draining.load(Ordering::Acquire) && shared.pending().calls.is_empty() {
-            // Drained: every call answered. Closing now lets the server
-            // finish its own drain without waiting for a timeout.
-            return Status::unavailable(format!("the server at {peer} is shutting down"));
-        }
-        tokio::select! {
-            biased;
-            () = shared.stop.notified() => return Status::unavailable("the connection was closed by the client"),
-            joined = &mut *writer => {
-                let reason = match joined {
-                    Ok(Err(err)) => err.to_string(),
-                    _ => "the writer stopped".to_owned(),
-                };
-                return Status::unavailable(format!("the connection to {peer} failed: {reason}"));
-            }
-            () = &mut timer, if keepalive.is_some() => {
-                let Some(state) = keepalive.as_mut() else { continue };
-                match state.tick(reader.last_read(), &shared.queue) {
-                    Ok(next) => timer.as_mut().reset(next.into()),
-                    Err(Verdict::Dead) => {
-                        return Status::unavailable(format!(
-                            "the server at {peer} stopped responding (no answer to a keepalive ping)"
-                        ));
-                    }
-                    Err(Verdict::QueueClosed) => return Status::unavailable(format!("the connection to {peer} closed")),
-                }
-            }
-            read = async {
-                // Do not read more while our own replies (pongs) back up.
-                shared.queue.wait_for_space().await;
-                reader.next().await
-            } => match read {
+        // 1. Route every complete frame already read, while there is room
+        //    for our own answers (pongs).
+        while !shared.queue.is_full() {
+            match reader.decode_buffered() {
                 Ok(Some(frame)) => {
                     if let Err(status) = handle_frame(shared, frame, &mut goaway_reason) {
                         return status;
                     }
                 }
-                Ok(None) => {
-                    return goaway_reason
-                        .take()
-                        .unwrap_or_else(|| Status::unavailable(format!("the server at {peer} closed the connection")));
-                }
+                Ok(None) => break,
                 Err(ReadError::Frame(FrameError::TooLarge { call_id, kind, size, limit }))
                     if kind == FrameKind::Response as u8 =>
                 {
@@ -371,13 +335,62 @@ async fn read_loop(
                     }
                     reader.skip(HEADER_LEN as u64 + size);
                 }
+                Err(err) => return Status::unavailable(format!("the connection to {peer} failed: {err}")),
+            }
+        }
+        if shared.draining.load(Ordering::Acquire) && shared.pending().calls.is_empty() {
+            // Drained: every call answered. Closing now lets the server
+            // finish its own drain without waiting for a timeout.
+            return Status::unavailable(format!("the server at {peer} is shutting down"));
+        }
+
+        // 2. Send what the socket takes now.
+        let flushed = match flusher.flush(&shared.queue, write) {
+            Ok(flushed) => flushed,
+            Err(err) => return Status::unavailable(format!("the connection to {peer} failed: {err}")),
+        };
+
+        // 3. Wait.
+        let can_read = !shared.queue.is_full();
+        tokio::select! {
+            biased;
+            () = shared.stop.notified() => return Status::unavailable("the connection was closed by the client"),
+            () = &mut timer, if keepalive.is_some() => {
+                let Some(state) = keepalive.as_mut() else { continue };
+                match state.tick(reader.last_read(), &shared.queue) {
+                    Ok(next) => timer.as_mut().reset(next.into()),
+                    Err(Verdict::Dead) => {
+                        return Status::unavailable(format!(
+                            "the server at {peer} stopped responding (no answer to a keepalive ping)"
+                        ));
+                    }
+                    Err(Verdict::QueueClosed) => return Status::unavailable(format!("the connection to {peer} closed")),
+                }
+            }
+            writable = write.writable(), if !flushed => {
+                if let Err(err) = writable {
+                    return Status::unavailable(format!("the connection to {peer} failed: {err}"));
+                }
+            }
+            () = shared.queue.queued(), if flushed => {
+                // A caller queued a request. Let the other callers that are
+                // ready to run queue theirs too, so one write carries them all.
+                tokio::task::yield_now().await;
+            }
+            read = reader.read_more(), if can_read => match read {
+                Ok(true) => {}
+                Ok(false) => {
+                    return goaway_reason
+                        .take()
+                        .unwrap_or_else(|| Status::unavailable(format!("the server at {peer} closed the connection")));
+                }
                 Err(ReadError::Io(err)) => {
                     return goaway_reason
                         .take()
                         .unwrap_or_else(|| Status::unavailable(format!("the connection to {peer} failed: {err}")));
                 }
                 Err(err) => return Status::unavailable(format!("the connection to {peer} failed: {err}")),
-            }
+            },
         }
     }
 }
@@ -398,7 +411,7 @@ fn handle_frame(shared: &Shared, frame: Frame, goaway_reason: &mut Option<Status
                     "protocol error from {peer}: ping body must be 8 bytes"
                 )));
             };
-            let _ = shared.queue.push_now(|buf| encode_ping(buf, FrameKind::Pong, payload));
+            let _ = shared.queue.append_local(|buf| encode_ping(buf, FrameKind::Pong, payload));
         }
         FrameKind::Pong => {}
         FrameKind::GoAway => {

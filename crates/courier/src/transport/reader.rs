@@ -73,19 +73,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// The next frame; `Ok(None)` on a clean end of stream between frames.
-    /// Cancel-safe: bytes read are kept in the buffer.
-    pub(crate) async fn next(&mut self) -> Result<Option<Frame>, ReadError> {
-        loop {
-            if let Some(frame) = self.decode_buffered()? {
-                return Ok(Some(frame));
-            }
-            if !self.read_more().await? {
-                return Ok(None);
-            }
-        }
-    }
-
     /// The next frame among the bytes already read, without reading more.
     pub(crate) fn decode_buffered(&mut self) -> Result<Option<Frame>, ReadError> {
         if self.discard > 0 {

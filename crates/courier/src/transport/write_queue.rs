@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
@@ -161,23 +161,6 @@ impl WriteQueue {
         }
     }
 
-    /// Wait until the queue is below its high-water mark (or closed). Readers
-    /// call this before reading more from a peer. Cancel-safe.
-    pub(crate) async fn wait_for_space(&self) {
-        loop {
-            let space = self.space.notified();
-            tokio::pin!(space);
-            {
-                let state = self.lock();
-                if state.buf.len() < self.high_water || state.closing || state.stopped {
-                    return;
-                }
-                space.as_mut().enable();
-            }
-            space.await;
-        }
-    }
-
     /// Wait until a producer queues something (for a connection task that
     /// flushes the queue itself, see [`Flusher`]). Cancel-safe.
     pub(crate) async fn queued(&self) {
@@ -211,62 +194,6 @@ impl WriteQueue {
         state.buf = BytesMut::new();
         drop(state);
         self.space.notify_waiters();
-    }
-
-    /// The writer task: flush queued frames until the queue is closed and
-    /// drained, or the socket fails. If this future is dropped (its task
-    /// aborted, its runtime shut down), the queue is stopped so producers
-    /// fail at once instead of queueing bytes nobody will write.
-    pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(&self, mut io: W) -> io::Result<()> {
-        struct StopOnDrop<'a>(&'a WriteQueue);
-        impl Drop for StopOnDrop<'_> {
-            fn drop(&mut self) {
-                self.0.stop();
-            }
-        }
-        let _stop = StopOnDrop(self);
-        let result = self.write_loop(&mut io).await;
-        if result.is_ok() {
-            // Best effort: the peer may already be gone.
-            let _ = io.shutdown().await;
-        }
-        result
-    }
-
-    async fn write_loop<W: AsyncWrite + Unpin>(&self, io: &mut W) -> io::Result<()> {
-        let mut spare = BytesMut::new();
-        loop {
-            let chunk = {
-                let mut state = self.lock();
-                if state.buf.is_empty() {
-                    if state.closing {
-                        return Ok(());
-                    }
-                    None
-                } else {
-                    Some(std::mem::replace(&mut state.buf, spare))
-                }
-            };
-            let Some(mut chunk) = chunk else {
-                spare = BytesMut::new();
-                self.wake_writer.notified().await;
-                continue;
-            };
-            let mut written = 0;
-            while written < chunk.len() {
-                let n = io.write(&chunk[written..]).await?;
-                if n == 0 {
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
-                written += n;
-                let mut state = self.lock();
-                state.written += n as u64;
-                state.last_progress = Instant::now();
-            }
-            chunk.clear();
-            spare = if chunk.capacity() > KEEP_CAPACITY { BytesMut::new() } else { chunk };
-            self.space.notify_waiters();
-        }
     }
 }
 
@@ -332,50 +259,50 @@ mod tests {
     use std::time::Duration;
 
     use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
 
-    #[tokio::test]
-    async fn frames_queued_together_are_written_in_order_and_flushed_on_close() {
-        let (client, mut server) = tokio::io::duplex(1 << 16);
-        let queue = Arc::new(WriteQueue::new(1 << 20));
-        for i in 0..100u8 {
-            queue.push(|buf| buf.extend_from_slice(&[i])).await.expect("open");
-        }
-        let writer = tokio::spawn({
-            let queue = queue.clone();
-            async move { queue.run_writer(client).await }
-        });
-        queue.close();
-        assert_eq!(queue.push_now(|_| ()), Err(Closed));
-        let mut received = Vec::new();
-        server.read_to_end(&mut received).await.expect("read");
-        assert_eq!(received, (0..100u8).collect::<Vec<_>>());
-        writer.await.expect("join").expect("writer ok");
+    async fn pair() -> (OwnedWriteHalf, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let (_read, write) = client.into_split();
+        (write, server)
     }
 
     #[tokio::test]
-    async fn producers_wait_above_high_water_until_the_peer_reads() {
-        let (client, mut server) = tokio::io::duplex(64);
+    async fn frames_queued_together_are_written_in_order_and_flushed_on_finish() {
+        let (mut write, mut peer) = pair().await;
+        let queue = WriteQueue::new(1 << 20);
+        for i in 0..100u8 {
+            queue.push(|buf| buf.extend_from_slice(&[i])).await.expect("open");
+        }
+        let mut flusher = Flusher::default();
+        flusher.finish(&queue, &mut write).await.expect("flushed");
+        assert_eq!(queue.push_now(|_| ()), Err(Closed));
+        let mut received = Vec::new();
+        peer.read_to_end(&mut received).await.expect("read");
+        assert_eq!(received, (0..100u8).collect::<Vec<_>>());
+        assert_eq!(queue.progress().written, 100);
+    }
+
+    #[tokio::test]
+    async fn producers_wait_above_high_water_until_a_flush_makes_room() {
+        let (write, mut peer) = pair().await;
         let queue = Arc::new(WriteQueue::new(128));
-        tokio::spawn({
-            let queue = queue.clone();
-            async move { queue.run_writer(client).await }
-        });
-        // Fill far past what the pipe and the high-water mark hold.
+        queue.push(|buf| buf.extend_from_slice(&[7; 200])).await.expect("below the mark");
+        assert!(queue.is_full());
         let producer = tokio::spawn({
             let queue = queue.clone();
-            async move {
-                for _ in 0..64 {
-                    queue.push(|buf| buf.extend_from_slice(&[7; 64])).await.expect("open");
-                }
-            }
+            async move { queue.push(|buf| buf.extend_from_slice(&[8; 10])).await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!producer.is_finished(), "producer must be held back while nobody reads");
-        let mut received = vec![0; 64 * 64];
-        server.read_exact(&mut received).await.expect("read all");
-        producer.await.expect("producer finishes once the reader drains");
+        assert!(!producer.is_finished(), "held back above the high-water mark");
+        assert!(Flusher::default().flush(&queue, &write).expect("flush"));
+        producer.await.expect("join").expect("admitted once flushed");
+        let mut received = vec![0; 200];
+        peer.read_exact(&mut received).await.expect("read");
         assert!(received.iter().all(|&b| b == 7));
     }
 }
