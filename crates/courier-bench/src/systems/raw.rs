@@ -68,6 +68,9 @@ pub(crate) async fn drive(
 ) -> Result<Tally, BoxError> {
     let stream = TcpStream::connect(connection.addr).await?;
     stream.set_nodelay(true)?;
+    if window == 1 {
+        return ping_pong(stream, payload, measure_from, end).await;
+    }
     let (read, write) = stream.into_split();
     let permits = Arc::new(Semaphore::new(window));
     let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<Instant>();
@@ -118,4 +121,33 @@ pub(crate) async fn drive(
     }
     writer.await??;
     Ok(tally)
+}
+
+/// One call at a time on one task: write, read the echo, repeat. The
+/// round-trip floor.
+async fn ping_pong(
+    mut stream: TcpStream,
+    payload: &str,
+    measure_from: Instant,
+    end: Instant,
+) -> Result<Tally, BoxError> {
+    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(payload.as_bytes());
+    let mut reply = vec![0u8; frame.len()];
+    let mut tally = Tally::new();
+    loop {
+        let started = Instant::now();
+        if started >= end {
+            return Ok(tally);
+        }
+        stream.write_all(&frame).await?;
+        // Yield once before waiting for the reply. Measured here: without
+        // it, tokio parks this worker and wakes the reply on another thread
+        // via a futex, and the round trip takes twice as long (p50 65 us
+        // against 33 us). courier's connection loop yields before each
+        // flush, so without this the "floor" would be slower than courier.
+        tokio::task::yield_now().await;
+        stream.read_exact(&mut reply).await?;
+        tally.record(started, Instant::now(), measure_from, end);
+    }
 }

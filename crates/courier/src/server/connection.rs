@@ -168,7 +168,7 @@ pub(crate) async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     tcp::configure(&stream);
-    let (read, mut write) = stream.into_split();
+    let (read, write) = stream.into_split();
     let config = &server.config;
     let mut reader = FrameReader::new(read, BytesMut::new(), config.max_frame_size);
     let mut flusher = Flusher::default();
@@ -187,7 +187,7 @@ pub(crate) async fn serve(
             tracing::debug!(%peer, %err, "refusing connection");
             let _ = conn.queue.append_local(|buf| buf.extend_from_slice(&PREFACE));
             conn.goaway(0, Code::Unimplemented, &err.to_string());
-            let _ = tokio::time::timeout(FLUSH_GRACE, flusher.finish(&conn.queue, &mut write)).await;
+            let _ = tokio::time::timeout(FLUSH_GRACE, flusher.finish(&conn.queue, &write)).await;
             return;
         }
         Ok(Err(err)) => {
@@ -240,7 +240,7 @@ pub(crate) async fn serve(
     if !matches!(end, End::WriteFailed) {
         // Send the last replies and the goaway; a peer that stopped reading
         // gets a bounded wait.
-        let _ = tokio::time::timeout(FLUSH_GRACE, flusher.finish(&conn.queue, &mut write)).await;
+        let _ = tokio::time::timeout(FLUSH_GRACE, flusher.finish(&conn.queue, &write)).await;
     }
     if linger {
         tcp::linger(reader.into_inner(), LINGER_TIME, LINGER_BYTES).await;

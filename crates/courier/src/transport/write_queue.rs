@@ -16,7 +16,6 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
@@ -140,6 +139,14 @@ impl WriteQueue {
     /// Append a frame, first waiting while the queue is above its high-water
     /// mark. Cancel-safe: nothing is appended unless the future completes.
     pub(crate) async fn push<R>(&self, encode: impl FnOnce(&mut BytesMut) -> R) -> Result<R, Closed> {
+        let out = self.push_quiet(encode).await?;
+        self.wake_writer.notify_one();
+        Ok(out)
+    }
+
+    /// Like [`WriteQueue::push`], but without waking the flushing task: for
+    /// a producer that will flush itself, or call [`WriteQueue::wake`].
+    pub(crate) async fn push_quiet<R>(&self, encode: impl FnOnce(&mut BytesMut) -> R) -> Result<R, Closed> {
         loop {
             let space = self.space.notified();
             tokio::pin!(space);
@@ -149,16 +156,18 @@ impl WriteQueue {
                     return Err(Closed);
                 }
                 if state.buf.len() < self.high_water {
-                    let out = state.append(encode);
-                    drop(state);
-                    self.wake_writer.notify_one();
-                    return Ok(out);
+                    return Ok(state.append(encode));
                 }
                 // Register before unlocking so a flush in between is not missed.
                 space.as_mut().enable();
             }
             space.await;
         }
+    }
+
+    /// Wake the task that flushes the queue.
+    pub(crate) fn wake(&self) {
+        self.wake_writer.notify_one();
     }
 
     /// Wait until a producer queues something (for a connection task that
@@ -194,6 +203,17 @@ impl WriteQueue {
         state.buf = BytesMut::new();
         drop(state);
         self.space.notify_waiters();
+    }
+}
+
+/// Send FIN now. The usual `AsyncWriteExt::shutdown` needs the write half
+/// by `&mut`; a half shared with callers (see the client connection) only
+/// offers `&`, and the socket call itself needs no more.
+pub(crate) fn shutdown_write(io: &OwnedWriteHalf) -> io::Result<()> {
+    match socket2::SockRef::from(io.as_ref()).shutdown(std::net::Shutdown::Write) {
+        // Already closed by the peer: nothing left to announce.
+        Err(err) if err.kind() == io::ErrorKind::NotConnected => Ok(()),
+        other => other,
     }
 }
 
@@ -243,13 +263,13 @@ impl Flusher {
 
     /// Close the queue and write everything left, waiting for the socket
     /// as needed; then shut down the write side.
-    pub(crate) async fn finish(&mut self, queue: &WriteQueue, io: &mut OwnedWriteHalf) -> io::Result<()> {
+    pub(crate) async fn finish(&mut self, queue: &WriteQueue, io: &OwnedWriteHalf) -> io::Result<()> {
         queue.close();
         while !self.flush(queue, io)? {
             io.writable().await?;
         }
         queue.stop();
-        io.shutdown().await
+        shutdown_write(io)
     }
 }
 
@@ -273,13 +293,13 @@ mod tests {
 
     #[tokio::test]
     async fn frames_queued_together_are_written_in_order_and_flushed_on_finish() {
-        let (mut write, mut peer) = pair().await;
+        let (write, mut peer) = pair().await;
         let queue = WriteQueue::new(1 << 20);
         for i in 0..100u8 {
             queue.push(|buf| buf.extend_from_slice(&[i])).await.expect("open");
         }
         let mut flusher = Flusher::default();
-        flusher.finish(&queue, &mut write).await.expect("flushed");
+        flusher.finish(&queue, &write).await.expect("flushed");
         assert_eq!(queue.push_now(|_| ()), Err(Closed));
         let mut received = Vec::new();
         peer.read_to_end(&mut received).await.expect("read");
