@@ -11,9 +11,10 @@ use crate::protocol::native::{Frame, FrameDecoder, FrameError, PREFACE, check_pr
 /// The read buffer starts this small so idle connections stay cheap, and
 /// grows (up to the frame limit) only when frames need it.
 const INITIAL_CAPACITY: usize = 4 * 1024;
-/// Space to add when a busy connection's last read filled its buffer, so
-/// a burst of small frames is taken in one syscall.
-const READ_CHUNK: usize = 16 * 1024;
+/// The most a busy connection reads at once: reads that fill the space
+/// they were given double the next read's space up to this, so a burst of
+/// 64 requests of 4 KiB is taken in a syscall or two, not sixteen.
+const MAX_READ_CHUNK: usize = 256 * 1024;
 /// Below this much free space, the buffer grows before reading.
 const MIN_SPARE: usize = 1024;
 /// A buffer whose capacity grew past this is replaced once it is empty.
@@ -35,9 +36,9 @@ pub(crate) struct FrameReader<R> {
     buf: BytesMut,
     decoder: FrameDecoder,
     last_read: Instant,
-    /// Whether the last read filled all the space it was given: a sign of a
-    /// busy connection that deserves a bigger buffer.
-    last_read_filled: bool,
+    /// How much space the next read gets: grows while reads fill it (a busy
+    /// connection), shrinks while they do not (so idle ones stay small).
+    read_chunk: usize,
     /// Bytes still to throw away (a frame we refused but can step over).
     discard: u64,
 }
@@ -50,7 +51,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             buf,
             decoder: FrameDecoder::new(max_frame_size),
             last_read: Instant::now(),
-            last_read_filled: false,
+            read_chunk: INITIAL_CAPACITY,
             discard: 0,
         }
     }
@@ -99,16 +100,20 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
             self.buf = BytesMut::new();
         }
-        if self.buf.capacity() - self.buf.len() < MIN_SPARE {
-            // Idle connections stay small; busy ones read in bigger chunks.
-            self.buf.reserve(if self.last_read_filled { READ_CHUNK } else { INITIAL_CAPACITY });
+        let spare = self.buf.capacity() - self.buf.len();
+        if spare < MIN_SPARE || spare < self.read_chunk / 2 {
+            self.buf.reserve(self.read_chunk);
         }
         let space = self.buf.capacity() - self.buf.len();
         let n = self.io.read_buf(&mut self.buf).await?;
         if n > 0 {
             self.last_read = Instant::now();
         }
-        self.last_read_filled = n == space;
+        self.read_chunk = if n == space {
+            (self.read_chunk * 2).min(MAX_READ_CHUNK)
+        } else {
+            (self.read_chunk / 2).max(INITIAL_CAPACITY)
+        };
         Ok(n)
     }
 
