@@ -1,0 +1,130 @@
+//! `courier bench` against a real server, run as the user would run it.
+
+use std::net::SocketAddr;
+use std::process::{Command, Output};
+
+use courier_tests::{Calc, CalculatorServer, ProbeImpl, ProbeServer};
+
+fn server() -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async move {
+            let listening = courier::Server::builder()
+                .add_service(CalculatorServer::new(Calc))
+                .add_service(ProbeServer::new(ProbeImpl::default()))
+                .bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            tx.send(listening.local_addr()).expect("send");
+            let _ = listening.serve().await;
+        });
+    });
+    rx.recv().expect("address")
+}
+
+fn courier(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_courier")).args(args).output().expect("run courier")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn a_counted_run_reports_every_call_with_percentiles_and_a_histogram() {
+    let addr = server().to_string();
+    let output = courier(&[
+        "bench",
+        &addr,
+        "-m",
+        "Calculator.Add",
+        "-D",
+        r#"{"a":1,"b":2}"#,
+        "-n",
+        "300",
+        "-c",
+        "8",
+        "-q",
+    ]);
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(text.contains("Count:        300"), "{text}");
+    assert!(text.contains("[Ok]") && text.contains("300 responses"), "{text}");
+    assert!(text.contains("Sample reply: 3"), "{text}");
+    assert!(text.contains("Response time histogram:"), "{text}");
+    assert!(text.contains("99.9 % in"), "{text}");
+    assert!(!text.contains("Error distribution"), "{text}");
+}
+
+#[test]
+fn a_rate_limited_run_makes_about_rate_times_duration_calls() {
+    let addr = server().to_string();
+    let output = courier(&[
+        "bench",
+        &addr,
+        "-m",
+        "Calculator.Add",
+        "-D",
+        r#"{"a":1,"b":2}"#,
+        "-d",
+        "1s",
+        "-r",
+        "200",
+        "-c",
+        "4",
+        "-q",
+    ]);
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}");
+    let count: u64 = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Count:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a count line");
+    assert!((170..=210).contains(&count), "200/s for 1 s made {count} calls\n{text}");
+}
+
+#[test]
+fn failing_calls_are_counted_by_status_and_message() {
+    let addr = server().to_string();
+    let output = courier(&[
+        "bench",
+        &addr,
+        "-m",
+        "Calculator.Div",
+        "-D",
+        r#"{"a":1,"b":0}"#,
+        "-n",
+        "50",
+        "-c",
+        "5",
+        "-q",
+    ]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "no call succeeded\n{text}");
+    assert!(text.contains("[Unknown]") && text.contains("50 responses"), "{text}");
+    assert!(text.contains("[50] Unknown: division by zero"), "{text}");
+}
+
+#[test]
+fn a_wrong_method_is_one_clear_error_before_any_load() {
+    let addr = server().to_string();
+    let output = courier(&["bench", &addr, "-m", "Calculator.Sub", "-n", "1000", "-q"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("probe call to Calculator.Sub failed"), "{stderr}");
+    assert!(stderr.contains("Unimplemented"), "{stderr}");
+    assert!(stdout(&output).is_empty());
+}
+
+#[test]
+fn bad_json_and_unreachable_servers_are_reported() {
+    let output = courier(&["bench", "127.0.0.1:1", "-m", "Calculator.Add", "-D", "{oops", "-n", "1"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not valid JSON"));
+    let port = courier_tests::free_port();
+    let output = courier(&["bench", &format!("127.0.0.1:{port}"), "-m", "Calculator.Add", "-n", "1"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("could not connect"));
+}
