@@ -117,10 +117,10 @@ pub(crate) async fn run(channels: Vec<Channel>, plan: Plan, counters: Arc<Counte
                     break;
                 }
                 let ticket = tickets.fetch_add(1, Ordering::Relaxed);
-                if let Stop::Count(count) = plan.stop {
-                    if ticket >= count {
-                        break;
-                    }
+                if let Stop::Count(count) = plan.stop
+                    && ticket >= count
+                {
+                    break;
                 }
                 // With a rate, the call's clock starts at its scheduled time.
                 let scheduled = match plan.rate {
