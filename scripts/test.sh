@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything CI checks, in the order it fails fastest: formatting, lints,
-# every test (unit, integration, fault, compile-error, doc), every example,
-# and a build of the fuzz target. `.ci/run` runs exactly this.
+# every test (unit, integration, fault, compile-error, doc, CLI), every
+# example, a smoke run of the benchmark harness, and a build of the fuzz
+# target. `.ci/run` runs exactly this.
 #
 # Tests start their own servers on free 127.0.0.1 ports and need no setup.
 # Later issues add real peers (etcd, Python grpcio); this script installs
@@ -37,6 +38,13 @@ cargo run --locked -q -p courier-examples --example calculator -- client "127.0.
 kill -INT $server
 wait $server
 trap - EXIT
+
+step "benchmark harness smoke run (tiny durations; the real run is scripts/bench.sh)"
+cargo run --locked -q -p courier-bench -- run --duration 0.3 --warmup 0.1 --repeats 1 \
+  --scenarios ping-pong,pipelined --idle-connections 20 > target/bench-smoke.md
+for system in courier-bin courier-json tonic tarpc raw; do
+  grep -q "| $system |" target/bench-smoke.md || { echo "bench smoke run: no row for $system"; exit 1; }
+done
 
 step "fuzz target builds"
 cargo build --quiet --manifest-path fuzz/Cargo.toml
