@@ -51,6 +51,8 @@
 //! - [`server`]: accept, route, limit, run, shut down.
 //! - [`client`]: channels, connection pools, call options.
 //! - [`blocking`]: synchronous clients.
+//! - [`discovery`] (also [`registry`]): registries by URL, instances,
+//!   leases and watches.
 //! - [`status`], [`context`], [`metadata`]: what crosses the wire with a call.
 //!
 //! ## Feature flags
@@ -63,6 +65,7 @@ pub mod blocking;
 pub mod client;
 pub mod codec;
 pub mod context;
+pub mod discovery;
 pub mod metadata;
 pub mod protocol;
 pub mod server;
@@ -78,6 +81,15 @@ pub use metadata::Metadata;
 pub use server::{ServeError, Server, ServerBuilder, ServerHandle};
 pub use service::{MethodDescriptor, Service, ServiceDescriptor};
 pub use status::{Code, Status};
+
+/// Registries by URL: `courier::registry::connect("mem://")`. The same items
+/// as [`discovery`], under the name users reach for.
+pub mod registry {
+    pub use crate::discovery::{
+        Instance, InstanceState, Lease, Registration, Registry, RegistryError, Revision, Snapshot,
+        WatchEvent, WatchStream, connect,
+    };
+}
 
 /// Used by generated code; not a stable API.
 #[doc(hidden)]

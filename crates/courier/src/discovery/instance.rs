@@ -1,0 +1,164 @@
+//! [`Instance`]: one running copy of a service, as registries know it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Whether an instance takes new calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceState {
+    /// Taking calls.
+    #[default]
+    Serving,
+    /// Finishing what it has; consumers should send nothing new.
+    Draining,
+}
+
+/// One running copy of a service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    /// The service name (`Calculator`).
+    pub service: String,
+    /// The service version (semver, `1.2.0`).
+    pub version: String,
+    /// Unique among the service's instances; defaults to the address.
+    pub id: String,
+    /// Where to call it, `host:port`.
+    pub addr: String,
+    /// Protocols offered on that address (`courier`, later `grpc`, ...).
+    #[serde(default)]
+    pub protocols: Vec<String>,
+    /// Relative share of calls for weighted balancing (default 1).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Placement zone, for zone-preferring consumers.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Free-form key/value pairs.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Serving or draining.
+    #[serde(default)]
+    pub state: InstanceState,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+impl Instance {
+    /// An instance of `service` at `addr`, version `0.0.0`, serving, weight 1.
+    pub fn new(service: impl Into<String>, addr: impl Into<String>) -> Instance {
+        let addr = addr.into();
+        Instance {
+            service: service.into(),
+            version: "0.0.0".to_owned(),
+            id: addr.clone(),
+            addr,
+            protocols: vec!["courier".to_owned()],
+            weight: 1,
+            zone: None,
+            metadata: BTreeMap::new(),
+            state: InstanceState::Serving,
+        }
+    }
+
+    /// Set the version.
+    #[must_use]
+    pub fn with_version(mut self, version: impl Into<String>) -> Instance {
+        self.version = version.into();
+        self
+    }
+
+    /// Set the id.
+    #[must_use]
+    pub fn with_id(mut self, id: impl Into<String>) -> Instance {
+        self.id = id.into();
+        self
+    }
+
+    /// Set the weight.
+    #[must_use]
+    pub fn with_weight(mut self, weight: u32) -> Instance {
+        self.weight = weight;
+        self
+    }
+
+    /// Set the zone.
+    #[must_use]
+    pub fn with_zone(mut self, zone: impl Into<String>) -> Instance {
+        self.zone = Some(zone.into());
+        self
+    }
+
+    /// Add a metadata entry.
+    #[must_use]
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Instance {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Check what a registry must not accept.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.service.is_empty() || self.service.contains('/') {
+            return Err(format!("invalid service name `{}`", self.service));
+        }
+        if self.id.is_empty() {
+            return Err("an instance needs an id".to_owned());
+        }
+        if self
+            .addr
+            .rsplit_once(':')
+            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        {
+            return Err(format!("invalid address `{}`: expected host:port", self.addr));
+        }
+        if semver::Version::parse(&self.version).is_err() {
+            return Err(format!("invalid version `{}`: expected semver such as 1.2.0", self.version));
+        }
+        Ok(())
+    }
+
+    /// Whether this instance's version satisfies `requirement` (`^1.2`).
+    pub fn matches(&self, requirement: &semver::VersionReq) -> bool {
+        semver::Version::parse(&self.version).is_ok_and(|version| requirement.matches(&version))
+    }
+}
+
+impl fmt::Display for Instance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} v{} at {} (id {})", self.service, self.version, self.addr, self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_rejects_what_cannot_be_routed() {
+        assert!(Instance::new("Calculator", "127.0.0.1:9000").with_version("1.2.3").validate().is_ok());
+        assert!(Instance::new("Calculator", "nowhere").validate().is_err());
+        assert!(Instance::new("Calculator", "host:99999").validate().is_err());
+        assert!(Instance::new("", "h:1").validate().is_err());
+        assert!(Instance::new("a/b", "h:1").validate().is_err());
+        assert!(Instance::new("Calculator", "h:1").with_version("one").validate().is_err());
+    }
+
+    #[test]
+    fn version_requirements_match_semver() {
+        let instance = Instance::new("Calculator", "h:1").with_version("1.4.0");
+        assert!(instance.matches(&semver::VersionReq::parse("^1.2").expect("req")));
+        assert!(!instance.matches(&semver::VersionReq::parse("^2").expect("req")));
+    }
+
+    #[test]
+    fn json_defaults_fill_missing_fields() {
+        let instance: Instance =
+            serde_json::from_str(r#"{"service":"S","version":"1.0.0","id":"a","addr":"h:1"}"#)
+                .expect("parse");
+        assert_eq!((instance.weight, instance.state), (1, InstanceState::Serving));
+    }
+}

@@ -1,0 +1,259 @@
+//! Service registration and discovery.
+//!
+//! Providers [`Registry::register`] an [`Instance`] under a lease with a TTL
+//! and keep the lease alive; a lease that is not renewed expires and its
+//! instances disappear. Consumers [`Registry::list`] a service and
+//! [`Registry::watch`] it: a watch yields the full set first
+//! ([`WatchEvent::Reset`]), then changes, each with the registry's revision,
+//! and can resume from the last revision it saw.
+//!
+//! Backends are chosen by URL with [`connect`]:
+//!
+//! - `mem://` — in-process, for tests and single-binary apps (each call to
+//!   `connect` makes a new, empty registry; share it by cloning the handle);
+//! - `courier://host:port` — the bundled registry server
+//!   (`courier registry serve`);
+//! - `etcd://host:2379,host:2379` — an etcd v3 cluster (cargo feature
+//!   `etcd`), in the key layout grpc-go's etcd resolver reads.
+//!
+//! - [`instance`]: [`Instance`] and its state.
+//! - [`store`]: the registry state machine (leases, revisions, event log)
+//!   shared by `mem://` and the registry server.
+//! - `mem`: the in-process backend.
+
+pub mod instance;
+mod mem;
+pub mod store;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+pub use instance::{Instance, InstanceState};
+pub use store::Registration;
+
+use crate::service::BoxFuture;
+
+/// A registry revision: every change increments it.
+pub type Revision = u64;
+
+/// A change to the instances of a watched service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WatchEvent {
+    /// The complete set: replace whatever you knew.
+    Reset {
+        /// Every instance of the service.
+        instances: Vec<Instance>,
+        /// The revision of this set.
+        revision: Revision,
+    },
+    /// A new instance.
+    Add {
+        /// The instance.
+        instance: Instance,
+        /// The revision of the change.
+        revision: Revision,
+    },
+    /// An instance registered again with new details.
+    Update {
+        /// The instance as it is now.
+        instance: Instance,
+        /// The revision of the change.
+        revision: Revision,
+    },
+    /// An instance is gone (deregistered, or its lease expired).
+    Remove {
+        /// Its id.
+        id: String,
+        /// The revision of the change.
+        revision: Revision,
+    },
+}
+
+impl WatchEvent {
+    /// The revision this event brings a watcher up to.
+    pub fn revision(&self) -> Revision {
+        match self {
+            WatchEvent::Reset { revision, .. }
+            | WatchEvent::Add { revision, .. }
+            | WatchEvent::Update { revision, .. }
+            | WatchEvent::Remove { revision, .. } => *revision,
+        }
+    }
+}
+
+/// A granted lease: keep it alive at least every `ttl`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The registry's lease id.
+    pub id: u64,
+    /// Its time to live.
+    pub ttl: Duration,
+    /// The service of the instance registered under it.
+    pub service: String,
+    /// The instance registered under it.
+    pub instance_id: String,
+}
+
+/// The instances of a service at a revision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The instances.
+    pub instances: Vec<Instance>,
+    /// The revision they are at.
+    pub revision: Revision,
+}
+
+/// Why a registry operation failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The URL could not be parsed.
+    #[error("invalid registry URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The backend for this scheme is not built into this binary.
+    #[error("the `{scheme}://` registry needs courier's `{feature}` cargo feature")]
+    NotBuilt {
+        /// The URL scheme.
+        scheme: String,
+        /// The feature to enable.
+        feature: String,
+    },
+    /// The registry cannot be reached; retrying later may succeed.
+    #[error("the registry is unreachable: {0}")]
+    Unavailable(String),
+    /// The lease expired or was revoked: register again.
+    #[error("lease {0} not found (expired or revoked)")]
+    LeaseNotFound(u64),
+    /// The registry refused the request.
+    #[error("the registry refused the request: {0}")]
+    Rejected(String),
+}
+
+impl From<store::StoreError> for RegistryError {
+    fn from(err: store::StoreError) -> RegistryError {
+        match err {
+            store::StoreError::LeaseNotFound(id) => RegistryError::LeaseNotFound(id),
+            other => RegistryError::Rejected(other.to_string()),
+        }
+    }
+}
+
+/// A stream of [`WatchEvent`]s. It ends (or yields an error) when the watch
+/// is lost; watch again with the last revision seen to resume.
+#[derive(Debug)]
+pub struct WatchStream {
+    events: mpsc::Receiver<Result<WatchEvent, RegistryError>>,
+}
+
+impl WatchStream {
+    /// A stream fed through `events` by a backend task.
+    pub fn new(events: mpsc::Receiver<Result<WatchEvent, RegistryError>>) -> WatchStream {
+        WatchStream { events }
+    }
+
+    /// The next event; `None` when the watch ended.
+    pub async fn next(&mut self) -> Option<Result<WatchEvent, RegistryError>> {
+        self.events.recv().await
+    }
+}
+
+/// What a registry backend implements. Use it through [`Registry`].
+pub trait RegistryBackend: Send + Sync + 'static {
+    /// Grant a lease of `ttl` and register `instance` under it.
+    fn register(&self, instance: Instance, ttl: Duration) -> BoxFuture<'_, Result<Lease, RegistryError>>;
+    /// Renew a lease.
+    fn keep_alive<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), RegistryError>>;
+    /// Revoke a lease, removing its instance at once.
+    fn deregister<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), RegistryError>>;
+    /// The instances of `service`.
+    fn list<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<Snapshot, RegistryError>>;
+    /// Watch `service`, starting after revision `after` (or with a `Reset`).
+    fn watch<'a>(
+        &'a self,
+        service: &'a str,
+        after: Option<Revision>,
+    ) -> BoxFuture<'a, Result<WatchStream, RegistryError>>;
+    /// Every registration (of one service, if given), for listings.
+    fn registrations<'a>(
+        &'a self,
+        service: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<Registration>, RegistryError>>;
+}
+
+/// A connection to a registry. Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    backend: Arc<dyn RegistryBackend>,
+    url: Arc<str>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// Wrap a backend.
+    pub fn from_backend(url: impl Into<String>, backend: impl RegistryBackend) -> Registry {
+        Registry { backend: Arc::new(backend), url: url.into().into() }
+    }
+
+    /// The URL this registry was connected with.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Grant a lease of `ttl` and register `instance` under it.
+    pub async fn register(&self, instance: Instance, ttl: Duration) -> Result<Lease, RegistryError> {
+        self.backend.register(instance, ttl).await
+    }
+
+    /// Renew a lease; [`RegistryError::LeaseNotFound`] means register again.
+    pub async fn keep_alive(&self, lease: &Lease) -> Result<(), RegistryError> {
+        self.backend.keep_alive(lease).await
+    }
+
+    /// Revoke a lease, removing its instance at once.
+    pub async fn deregister(&self, lease: &Lease) -> Result<(), RegistryError> {
+        self.backend.deregister(lease).await
+    }
+
+    /// The instances of `service`.
+    pub async fn list(&self, service: &str) -> Result<Snapshot, RegistryError> {
+        self.backend.list(service).await
+    }
+
+    /// Watch `service`: a `Reset` with the full set first (or, with `after`,
+    /// the changes since that revision), then every change.
+    pub async fn watch(&self, service: &str, after: Option<Revision>) -> Result<WatchStream, RegistryError> {
+        self.backend.watch(service, after).await
+    }
+
+    /// Every registration (of one service, if given), for listings.
+    pub async fn registrations(&self, service: Option<&str>) -> Result<Vec<Registration>, RegistryError> {
+        self.backend.registrations(service).await
+    }
+}
+
+/// Connect to the registry at `url` (see the module docs for the schemes).
+pub async fn connect(url: &str) -> Result<Registry, RegistryError> {
+    let invalid = |reason: &str| RegistryError::InvalidUrl { url: url.to_owned(), reason: reason.to_owned() };
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| invalid("expected scheme://..."))?;
+    match scheme {
+        "mem" => Ok(Registry::from_backend(url, mem::MemRegistry::new())),
+        other => Err(RegistryError::InvalidUrl {
+            url: url.to_owned(),
+            reason: format!("unknown scheme `{other}` (expected mem, courier or etcd); rest: `{rest}`"),
+        }),
+    }
+}
