@@ -322,3 +322,35 @@ async fn an_enormous_timeout_is_no_timeout_not_a_panic() {
     let forever = probe.with_timeout(Duration::MAX);
     assert_eq!(forever.echo("patient".into()).await.expect("echo"), "patient");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_blocks_its_thread_does_not_hold_up_other_calls() {
+    let (server, _) = start_server(|b| b).await;
+    let probe = ProbeClient::connect(server.local_addr().to_string()).await.expect("connect");
+    assert_eq!(probe.echo("warm".into()).await.expect("echo"), "warm");
+    for round in 0..3 {
+        let blocked = probe.spawn_busy(400);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let start = Instant::now();
+        assert_eq!(probe.echo("quick".into()).await.expect("echo"), "quick");
+        let waited = start.elapsed();
+        assert!(
+            waited < Duration::from_millis(150),
+            "round {round}: a quick call waited {waited:?} behind a blocking one"
+        );
+        assert_eq!(blocked.await.expect("busy"), 400);
+    }
+}
+
+#[tokio::test]
+async fn a_one_way_call_still_waiting_survives_the_client_hanging_up() {
+    let (server, state) = start_server(|b| b).await;
+    let probe = ProbeClient::connect(server.local_addr().to_string()).await.expect("connect");
+    probe.record_later(9, 200).await.expect("queued");
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    drop(probe);
+    assert!(
+        state.wait_until(Duration::from_secs(2), |s| s.recorded() == [9]).await,
+        "the one-way call finished although its caller hung up mid-way"
+    );
+}

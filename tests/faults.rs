@@ -559,3 +559,37 @@ async fn the_server_pings_a_silent_client_and_closes_it_within_two_intervals() {
     assert!(elapsed >= interval, "not before an interval of silence: {elapsed:?}");
     assert!(elapsed <= 2 * interval + Duration::from_millis(150), "closed after {elapsed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_of_replies_larger_than_the_write_queue_do_not_stall() {
+    // Keepalive off on both ends: a stall would last forever, not one interval.
+    let (server, _) = start_server(|b| b.keepalive_interval(None)).await;
+    let channel = Channel::builder(server.local_addr().to_string()).keepalive_interval(None).build_lazy();
+    let probe = ProbeClient::new(channel);
+    for round in 0..5 {
+        let calls: Vec<_> = (0..64).map(|_| probe.spawn_sized(256 * 1024)).collect();
+        let all = async {
+            for call in calls {
+                assert_eq!(call.await.expect("sized").len(), 256 * 1024);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: 64 replies of 256 KiB stalled"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_requests_and_replies_both_ways_do_not_deadlock() {
+    let (server, _) = start_server(|b| b.keepalive_interval(None)).await;
+    let channel = Channel::builder(server.local_addr().to_string()).keepalive_interval(None).build_lazy();
+    let probe = ProbeClient::new(channel);
+    let big = "y".repeat(1 << 20);
+    let calls: Vec<_> = (0..64).map(|_| probe.spawn_echo(big.clone())).collect();
+    let all = async {
+        for call in calls {
+            assert_eq!(call.await.expect("echo").len(), 1 << 20);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), all).await.expect("64 echoes of 1 MiB both ways completed");
+}

@@ -69,6 +69,11 @@ pub trait Probe {
     async fn record(&self, value: u64);
     /// Everything recorded so far.
     async fn recorded(&self) -> Vec<u64>;
+    /// Block the thread for `millis` (synchronous work, no `.await`).
+    async fn busy(&self, millis: u64) -> u64;
+    /// Wait `millis`, then record `value` (one-way).
+    #[courier(one_way)]
+    async fn record_later(&self, value: u64, millis: u64);
 }
 
 /// What the probe's handlers saw.
@@ -190,6 +195,16 @@ impl Probe for ProbeImpl {
 
     async fn recorded(&self) -> Vec<u64> {
         self.state.recorded.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    async fn busy(&self, millis: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(millis));
+        millis
+    }
+
+    async fn record_later(&self, value: u64, millis: u64) {
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        self.record(value).await;
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, oneshot};
 
 use super::ConnectError;
@@ -32,9 +32,19 @@ use crate::status::{Code, Status};
 use crate::transport::keepalive::{Keepalive, Verdict};
 use crate::transport::reader::{FrameReader, ReadError};
 use crate::transport::tcp;
-use crate::transport::write_queue::{Flusher, WriteQueue};
+use crate::transport::write_queue::{Flusher, WriteQueue, shutdown_write};
 
-type Reply = Result<Frame, CallError>;
+/// A response frame and when the connection task routed it.
+struct Routed {
+    frame: Frame,
+    at: Instant,
+}
+
+type Reply = Result<Routed, CallError>;
+
+/// Every this many calls made alone, spin regardless of the measured round
+/// trip, so one slow call cannot switch spinning off for good.
+const SPIN_RESAMPLE: u64 = 32;
 
 /// How long a closing connection may take to flush its last frames (a
 /// server that stopped reading would otherwise hold it forever).
@@ -64,9 +74,12 @@ struct Shared {
     peer: SocketAddr,
     /// See [`ChannelBuilder::spin_wait`](super::ChannelBuilder::spin_wait).
     spin_wait: Option<Duration>,
-    /// Smoothed round-trip time of calls made alone on this connection, in
-    /// nanoseconds (0 until measured): spinning only pays off below it.
+    /// Smoothed round-trip time of calls made alone on this connection,
+    /// from sending to the reply being routed, in nanoseconds (0 until
+    /// measured): spinning only pays off below it.
     lone_rtt_ns: AtomicU64,
+    /// Calls made alone so far.
+    lone_calls: AtomicU64,
 }
 
 impl Shared {
@@ -81,6 +94,28 @@ impl Shared {
     /// Write what the socket takes now (see [`Flusher::flush`]).
     fn flush(&self) -> std::io::Result<bool> {
         self.flusher().flush(&self.queue, &self.write)
+    }
+
+    /// Send what is left (within a grace period), then stop the queue and
+    /// send FIN whatever happened. Flushing goes through the same lock as
+    /// callers' own flushes, so the two never interleave on the wire.
+    async fn finish(&self) {
+        self.queue.close();
+        let drain = async {
+            loop {
+                match self.flush() {
+                    Ok(true) | Err(_) => return,
+                    Ok(false) => {
+                        if self.write.writable().await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(FLUSH_GRACE, drain).await;
+        self.queue.stop();
+        let _ = shutdown_write(&self.write);
     }
 
     fn note_lone_rtt(&self, rtt: Duration) {
@@ -182,6 +217,7 @@ impl Connection {
             peer,
             spin_wait: config.spin_wait,
             lone_rtt_ns: AtomicU64::new(0),
+            lone_calls: AtomicU64::new(0),
         });
         tokio::spawn(run(shared.clone(), reader, config.keepalive_interval));
         Ok(Connection { shared })
@@ -276,12 +312,14 @@ impl Connection {
             Some(reply) => reply,
             None => rx.await,
         };
-        if sent_alone {
-            shared.note_lone_rtt(sent_at.elapsed());
-        }
         guard.done = true;
         match reply {
-            Ok(Ok(frame)) => Ok(Some(frame)),
+            Ok(Ok(routed)) => {
+                if sent_alone {
+                    shared.note_lone_rtt(routed.at.saturating_duration_since(sent_at));
+                }
+                Ok(Some(routed.frame))
+            }
             Ok(Err(err)) => Err(err),
             Err(_) => Err(self.closed_status().into()),
         }
@@ -319,11 +357,12 @@ async fn spin_for_reply(
 ) -> Option<Result<Reply, oneshot::error::RecvError>> {
     let budget = shared.spin_wait?;
     let rtt = Duration::from_nanos(shared.lone_rtt_ns.load(Ordering::Relaxed));
-    // Twice the budget, not once: a round trip measured without spinning
-    // includes the very park-and-wake delay spinning avoids (about 60 us on
-    // loopback here, against a 50 us budget), and must not switch spinning
-    // off for good after one slow call.
-    if rtt > budget.saturating_mul(2) {
+    // Round trips are timed to when the reply is routed, not to when this
+    // caller wakes, so the estimate does not include the wake-up delay that
+    // spinning avoids. Every SPIN_RESAMPLE-th call spins anyway, so a burst
+    // of slow calls cannot switch spinning off for good.
+    let resample = shared.lone_calls.fetch_add(1, Ordering::Relaxed) % SPIN_RESAMPLE == 0;
+    if rtt > budget && !resample {
         return None;
     }
     let until = Instant::now() + budget;
@@ -371,24 +410,17 @@ impl Drop for CloseOnDrop {
 
 /// The connection task: run the event loop until the connection ends, then
 /// fail what is pending and send what is left (within a grace period).
-async fn run(
-    shared: Arc<Shared>,
-    mut reader: FrameReader<OwnedReadHalf>,
-    keepalive_interval: Option<Duration>,
-) {
+async fn run(shared: Arc<Shared>, mut reader: FrameReader, keepalive_interval: Option<Duration>) {
     let _close = CloseOnDrop(shared.clone());
     let status = event_loop(&shared, &mut reader, keepalive_interval).await;
     tracing::debug!(peer = %shared.peer, %status, "client connection closed");
     shared.close(status);
-    // Send what is left and FIN. The flusher is moved out of its lock for
-    // this: no caller can queue any more.
-    let mut flusher = std::mem::take(&mut *shared.flusher());
-    let _ = tokio::time::timeout(FLUSH_GRACE, flusher.finish(&shared.queue, &shared.write)).await;
+    shared.finish().await;
 }
 
 async fn event_loop(
     shared: &Shared,
-    reader: &mut FrameReader<OwnedReadHalf>,
+    reader: &mut FrameReader,
     keepalive_interval: Option<Duration>,
 ) -> Status {
     let peer = shared.peer;
@@ -400,9 +432,12 @@ async fn event_loop(
     let mut goaway_reason: Option<Status> = None;
 
     loop {
-        // 1. Route every complete frame already read, while there is room
-        //    for our own answers (pongs).
-        while !shared.queue.is_full() {
+        // 1. Route every complete frame already read. Replies are routed
+        //    whatever our own backlog of requests: the server may be waiting
+        //    for us to read before it reads again, and stopping here too
+        //    would deadlock both (pongs, our only answers, are bounded in
+        //    `handle_frame`).
+        loop {
             match reader.decode_buffered() {
                 Ok(Some(frame)) => {
                     if let Err(status) = handle_frame(shared, frame, &mut goaway_reason) {
@@ -439,7 +474,6 @@ async fn event_loop(
         };
 
         // 3. Wait.
-        let can_read = !shared.queue.is_full();
         tokio::select! {
             biased;
             () = shared.stop.notified() => return Status::unavailable("the connection was closed by the client"),
@@ -465,7 +499,7 @@ async fn event_loop(
                 // ready to run queue theirs too, so one write carries them all.
                 tokio::task::yield_now().await;
             }
-            read = reader.read_more(), if can_read => match read {
+            read = reader.read_more() => match read {
                 Ok(true) => {}
                 Ok(false) => {
                     return goaway_reason
@@ -490,7 +524,7 @@ fn handle_frame(shared: &Shared, frame: Frame, goaway_reason: &mut Option<Status
         FrameKind::Response => {
             let caller = shared.pending().calls.remove(&frame.header.call_id);
             if let Some(caller) = caller {
-                let _ = caller.send(Ok(frame));
+                let _ = caller.send(Ok(Routed { frame, at: Instant::now() }));
             }
         }
         FrameKind::Ping => {

@@ -15,12 +15,14 @@ use crate::service::BoxFuture;
 use crate::status::{Code, Status};
 
 /// Run a handler future to completion, or until `deadline`, turning a panic
-/// into `Internal`. Dropping the returned future drops the handler.
+/// into `Internal`. Dropping the returned future drops the handler. If
+/// `timing` is given, the first poll is timed into it (see `inline`).
 pub(crate) async fn run(
     handler: BoxFuture<'static, Result<Bytes, Status>>,
     deadline: Option<Instant>,
+    timing: Option<std::sync::Arc<super::inline::InlinePolicy>>,
 ) -> Result<Bytes, Status> {
-    let guarded = CatchUnwind(handler);
+    let guarded = CatchUnwind { handler, timing };
     match deadline {
         None => guarded.await,
         Some(deadline) => match tokio::time::timeout_at(deadline.into(), guarded).await {
@@ -56,15 +58,24 @@ fn panicked(payload: &(dyn Any + Send)) -> Status {
 }
 
 /// Polls a handler inside `catch_unwind`, so one panicking handler fails
-/// its own call and nothing else.
-struct CatchUnwind(BoxFuture<'static, Result<Bytes, Status>>);
+/// its own call and nothing else; times the first poll if asked.
+struct CatchUnwind {
+    handler: BoxFuture<'static, Result<Bytes, Status>>,
+    timing: Option<std::sync::Arc<super::inline::InlinePolicy>>,
+}
 
 impl Future for CatchUnwind {
     type Output = Result<Bytes, Status>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let inner = &mut self.0;
-        match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+        let timing = self.timing.take();
+        let started = timing.as_ref().map(|_| std::time::Instant::now());
+        let inner = &mut self.handler;
+        let polled = catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx)));
+        if let (Some(policy), Some(started)) = (timing, started) {
+            policy.record(started.elapsed());
+        }
+        match polled {
             Ok(poll) => poll,
             Err(payload) => Poll::Ready(Err(panicked(payload.as_ref()))),
         }
@@ -143,7 +154,7 @@ mod tests {
     #[tokio::test]
     async fn a_panic_becomes_internal() {
         let handler: BoxFuture<'static, Result<Bytes, Status>> = Box::pin(async { panic!("boom") });
-        let err = run(handler, None).await.expect_err("panicked");
+        let err = run(handler, None, None).await.expect_err("panicked");
         assert_eq!(err.code(), Code::Internal);
         assert!(err.message().contains("boom"), "{err}");
     }
@@ -163,7 +174,8 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(10)).await;
             Ok(Bytes::new())
         });
-        let err = run(handler, Some(Instant::now() + Duration::from_millis(50))).await.expect_err("deadline");
+        let err =
+            run(handler, Some(Instant::now() + Duration::from_millis(50)), None).await.expect_err("deadline");
         assert_eq!(err.code(), Code::DeadlineExceeded);
         assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
     }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 
@@ -135,12 +135,18 @@ impl Drop for Forget {
 }
 
 /// Takes every call task down if the connection's own task is dropped (for
-/// example when the server is aborted).
-struct AbortOnDrop(Arc<Conn>);
+/// example when the server is aborted). Disarmed once the connection ended
+/// normally and has aborted what it should, so surviving one-way calls run.
+struct AbortOnDrop {
+    conn: Arc<Conn>,
+    armed: bool,
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort_calls(true);
+        if self.armed {
+            self.conn.abort_calls(true);
+        }
     }
 }
 
@@ -201,7 +207,7 @@ pub(crate) async fn serve(
     }
 
     let _ = conn.queue.append_local(|buf| buf.extend_from_slice(&PREFACE));
-    let _cleanup = AbortOnDrop(conn.clone());
+    let mut cleanup = AbortOnDrop { conn: conn.clone(), armed: true };
     let end = run(&mut reader, &write, &mut flusher, &conn, &server, peer, shutdown).await;
     let linger = match &end {
         End::PeerClosed => {
@@ -236,6 +242,7 @@ pub(crate) async fn serve(
             true
         }
     };
+    cleanup.armed = false;
 
     if !matches!(end, End::WriteFailed) {
         // Send the last replies and the goaway; a peer that stopped reading
@@ -249,7 +256,7 @@ pub(crate) async fn serve(
 
 /// The connection's event loop (see the module docs).
 async fn run(
-    reader: &mut FrameReader<OwnedReadHalf>,
+    reader: &mut FrameReader,
     write: &OwnedWriteHalf,
     flusher: &mut Flusher,
     conn: &Arc<Conn>,
@@ -272,14 +279,29 @@ async fn run(
     loop {
         // 1. Handle every complete frame already read, while there is room
         //    for the replies.
-        while !conn.queue.is_full() {
+        let mut stopped_full = false;
+        let mut budget = Budget::new();
+        loop {
+            if conn.queue.is_full() {
+                stopped_full = true;
+                break;
+            }
             let frame = match reader.decode_buffered() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(err) => return read_error(err, conn, last_call_id, peer),
             };
-            if let Some(end) =
-                handle_frame(frame, conn, server, &per_connection, peer, &mut drain, &mut last_call_id).await
+            if let Some(end) = handle_frame(
+                frame,
+                conn,
+                server,
+                &per_connection,
+                peer,
+                &mut drain,
+                &mut last_call_id,
+                &mut budget,
+            )
+            .await
             {
                 return end;
             }
@@ -296,6 +318,11 @@ async fn run(
                 return End::WriteFailed;
             }
         };
+        if flushed && stopped_full {
+            // Step 1 stopped for room that the flush just made, with frames
+            // still read but unhandled: handle them before waiting for more.
+            continue;
+        }
 
         // 3. Wait. Biased, with reading last: control events are cheap to
         //    check and must not starve behind a client that keeps us busy.
@@ -335,6 +362,21 @@ async fn run(
     }
 }
 
+/// How much inline polling one burst may still do (see `inline`).
+struct Budget {
+    started: Instant,
+}
+
+impl Budget {
+    fn new() -> Budget {
+        Budget { started: Instant::now() }
+    }
+
+    fn allows_inline(&self) -> bool {
+        self.started.elapsed() < super::inline::BURST_BUDGET
+    }
+}
+
 /// Graceful-drain progress of one connection.
 #[derive(Default)]
 struct Drain {
@@ -365,6 +407,7 @@ fn read_error(err: ReadError, conn: &Conn, last_call_id: u32, peer: SocketAddr) 
 }
 
 /// Act on one frame; `Some` ends the connection.
+#[allow(clippy::too_many_arguments)]
 async fn handle_frame(
     frame: Frame,
     conn: &Arc<Conn>,
@@ -373,6 +416,7 @@ async fn handle_frame(
     peer: SocketAddr,
     drain: &mut Drain,
     last_call_id: &mut u32,
+    budget: &mut Budget,
 ) -> Option<End> {
     match frame.header.kind {
         FrameKind::Request | FrameKind::OneWay => {
@@ -396,7 +440,7 @@ async fn handle_frame(
                 }
                 return None;
             }
-            start_call(frame, conn, server, per_connection, peer).await;
+            start_call(frame, conn, server, per_connection, peer, budget).await;
         }
         FrameKind::Cancel => {
             let entry = conn.calls().remove(&frame.header.call_id);
@@ -525,6 +569,7 @@ async fn start_call(
     server: &Arc<ServerShared>,
     per_connection: &Arc<Limit>,
     peer: SocketAddr,
+    budget: &Budget,
 ) {
     let call_id = frame.header.call_id;
     let one_way = frame.header.kind == FrameKind::OneWay;
@@ -549,22 +594,26 @@ async fn start_call(
     let mut handler = route.service.call(route.index, cx, body);
     let max_frame_size = conn.max_frame_size;
 
-    // Most handlers finish on their first poll: answer those right here.
-    if let Some(outcome) = std::future::poll_fn(|cx| Poll::Ready(call::poll_inline(&mut handler, cx))).await {
-        drop(permits);
-        if one_way {
-            if let Err(status) = &outcome {
-                tracing::debug!(%status, "one-way call failed");
-            }
-        } else {
-            let _ = conn
-                .queue
-                .append_local(|buf| call::encode_response(buf, call_id, codec, &outcome, max_frame_size));
+    // Handlers of methods known to be quick to their first `.await` are
+    // polled right here; most then finish and are answered at once.
+    let mut timing = Some(route.inline.clone());
+    if route.inline.allows_inline() && budget.allows_inline() {
+        let started = Instant::now();
+        let polled = std::future::poll_fn(|cx| Poll::Ready(call::poll_inline(&mut handler, cx))).await;
+        route.inline.record(started.elapsed());
+        // Its first poll is timed; the spawned task need not time it again.
+        timing = None;
+        if let Some(outcome) = polled {
+            // A handler whose drop panics must not take the connection down.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(handler)));
+            answer_inline(conn, call_id, one_way, codec, &outcome, max_frame_size);
+            drop(permits);
+            return;
         }
-        return;
     }
 
-    // It is waiting on something: give it a task of its own.
+    // It is waiting on something (or not known to be quick): give it a
+    // task of its own.
     let task_conn = conn.clone();
     // Hold the table's lock across the spawn so the task cannot finish (and
     // try to remove itself) before it is inserted.
@@ -572,7 +621,7 @@ async fn start_call(
     let task = tokio::spawn(async move {
         let _forget = Forget { conn: task_conn.clone(), call_id, task: tokio::task::id() };
         let _permits = permits;
-        let outcome = call::run(handler, deadline).await;
+        let outcome = call::run(handler, deadline, timing).await;
         if !one_way {
             let _ = task_conn
                 .queue
@@ -583,4 +632,24 @@ async fn start_call(
         }
     });
     calls.insert(call_id, CallEntry { handle: task.abort_handle(), one_way });
+}
+
+/// Queue the reply of a call answered on the connection's own task.
+fn answer_inline(
+    conn: &Conn,
+    call_id: u32,
+    one_way: bool,
+    codec: Codec,
+    outcome: &Result<Bytes, Status>,
+    max_frame_size: usize,
+) {
+    if one_way {
+        if let Err(status) = outcome {
+            tracing::debug!(%status, "one-way call failed");
+        }
+    } else {
+        let _ = conn
+            .queue
+            .append_local(|buf| call::encode_response(buf, call_id, codec, outcome, max_frame_size));
+    }
 }

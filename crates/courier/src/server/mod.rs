@@ -18,6 +18,7 @@
 
 mod call;
 mod connection;
+mod inline;
 mod limits;
 mod router;
 

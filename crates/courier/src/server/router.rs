@@ -11,6 +11,8 @@ pub(crate) struct Route {
     pub(crate) service: Arc<dyn Service>,
     pub(crate) index: usize,
     pub(crate) method: &'static MethodDescriptor,
+    /// Whether this method's handlers may run on the connection's task.
+    pub(crate) inline: Arc<super::inline::InlinePolicy>,
 }
 
 #[derive(Clone, Default)]
@@ -31,7 +33,10 @@ impl Router {
             return Err(DuplicateService(descriptor.name.to_owned()));
         }
         for (index, method) in descriptor.methods.iter().enumerate() {
-            self.routes.insert(method.full_name, Route { service: service.clone(), index, method });
+            self.routes.insert(
+                method.full_name,
+                Route { service: service.clone(), index, method, inline: Arc::default() },
+            );
         }
         self.services.push(service);
         Ok(())

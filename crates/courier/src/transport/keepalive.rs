@@ -7,7 +7,9 @@
 //! - The pong deadline (one more interval) starts when the ping actually
 //!   leaves our write queue, not when it is queued: a ping queued behind a
 //!   large response must not make a slow-but-alive reader look dead.
-//! - Anything received after the ping was queued proves the peer alive.
+//! - Anything received after the ping was queued proves the peer alive, and
+//!   so do bytes the socket takes after the ping was written (a peer that
+//!   keeps reading is alive even while we are too busy to read its pong).
 //! - A ping still stuck in the queue while the writer has made no progress
 //!   and the peer has said nothing for an interval means a dead peer too.
 //!
@@ -108,12 +110,19 @@ impl Keepalive {
                     ping.written_at = Some(writer.last_progress.min(now));
                 }
                 match ping.written_at {
+                    Some(written_at)
+                        if writer.written > ping.position && writer.last_progress > written_at =>
+                    {
+                        // The peer kept taking bytes after our ping: alive.
+                        self.ping = None;
+                    }
                     Some(written_at) => {
                         let pong_deadline = later(written_at, self.interval);
                         if now >= pong_deadline {
                             return Action::Dead;
                         }
                         self.deadline = pong_deadline;
+                        return Action::Wait;
                     }
                     None => {
                         // Still queued behind other frames. Alive as long as
@@ -124,9 +133,9 @@ impl Keepalive {
                             return Action::Dead;
                         }
                         self.deadline = stalled_until;
+                        return Action::Wait;
                     }
                 }
-                return Action::Wait;
             }
         }
         let idle_until = later(last_read, self.interval);
@@ -191,6 +200,18 @@ mod tests {
         let out = t0 + 7 * I;
         assert_eq!(ka.poll(out, t0, written(16 << 20, out)), Action::Wait);
         assert_eq!(ka.poll(out + I, t0, written(16 << 20, out)), Action::Dead);
+    }
+
+    #[test]
+    fn a_peer_still_taking_our_bytes_is_alive_without_a_pong() {
+        let t0 = Instant::now();
+        let mut ka = Keepalive::new(I, t0);
+        assert_eq!(ka.poll(t0 + I, t0, written(0, t0)), Action::SendPing);
+        ka.ping_queued(t0 + I, 24);
+        // Written at once, then more bytes keep going out: no pong is read
+        // (we are backed up), but the peer is plainly reading.
+        assert_eq!(ka.poll(t0 + I + I / 2, t0, written(24, t0 + I)), Action::Wait);
+        assert_eq!(ka.poll(t0 + 2 * I, t0, written(10_000, t0 + 2 * I - I / 10)), Action::SendPing);
     }
 
     #[test]

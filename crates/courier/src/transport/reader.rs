@@ -4,7 +4,7 @@ use std::io;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::tcp::OwnedReadHalf;
 
 use crate::protocol::native::{Frame, FrameDecoder, FrameError, PREFACE, check_preface};
 
@@ -17,8 +17,6 @@ const INITIAL_CAPACITY: usize = 4 * 1024;
 const MAX_READ_CHUNK: usize = 256 * 1024;
 /// Below this much free space, the buffer grows before reading.
 const MIN_SPARE: usize = 1024;
-/// A buffer whose capacity grew past this is replaced once it is empty.
-const KEEP_CAPACITY: usize = 256 * 1024;
 
 /// Why reading stopped.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +29,8 @@ pub(crate) enum ReadError {
     TruncatedFrame,
 }
 
-pub(crate) struct FrameReader<R> {
-    io: R,
+pub(crate) struct FrameReader {
+    io: OwnedReadHalf,
     buf: BytesMut,
     decoder: FrameDecoder,
     last_read: Instant,
@@ -43,9 +41,9 @@ pub(crate) struct FrameReader<R> {
     discard: u64,
 }
 
-impl<R: AsyncRead + Unpin> FrameReader<R> {
+impl FrameReader {
     /// A reader; `buf` may already hold bytes read while sniffing.
-    pub(crate) fn new(io: R, buf: BytesMut, max_frame_size: usize) -> FrameReader<R> {
+    pub(crate) fn new(io: OwnedReadHalf, buf: BytesMut, max_frame_size: usize) -> FrameReader {
         FrameReader {
             io,
             buf,
@@ -96,25 +94,38 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if self.buf.is_empty() && self.discard == 0 { Ok(false) } else { Err(ReadError::TruncatedFrame) }
     }
 
+    /// Read what the socket has, waiting if it has nothing.
     async fn fill(&mut self) -> io::Result<usize> {
-        if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
-            self.buf = BytesMut::new();
+        loop {
+            let spare = self.buf.capacity() - self.buf.len();
+            if spare < MIN_SPARE || spare < self.read_chunk / 2 {
+                self.buf.reserve(self.read_chunk);
+            }
+            let space = self.buf.capacity() - self.buf.len();
+            match self.io.try_read_buf(&mut self.buf) {
+                Ok(n) => {
+                    if n > 0 {
+                        self.last_read = Instant::now();
+                    }
+                    self.read_chunk = if n == space {
+                        (self.read_chunk * 2).min(MAX_READ_CHUNK)
+                    } else {
+                        (self.read_chunk / 2).max(INITIAL_CAPACITY)
+                    };
+                    return Ok(n);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => return Err(err),
+            }
+            // Nothing to read: the connection is going idle. Do not keep a
+            // burst-sized empty buffer through the wait (an idle connection
+            // should cost a few KiB, not 256), but remember the size: a busy
+            // connection between two bursts gets it back in one allocation.
+            if self.buf.is_empty() && self.buf.capacity() > INITIAL_CAPACITY {
+                self.buf = BytesMut::new();
+            }
+            self.io.readable().await?;
         }
-        let spare = self.buf.capacity() - self.buf.len();
-        if spare < MIN_SPARE || spare < self.read_chunk / 2 {
-            self.buf.reserve(self.read_chunk);
-        }
-        let space = self.buf.capacity() - self.buf.len();
-        let n = self.io.read_buf(&mut self.buf).await?;
-        if n > 0 {
-            self.last_read = Instant::now();
-        }
-        self.read_chunk = if n == space {
-            (self.read_chunk * 2).min(MAX_READ_CHUNK)
-        } else {
-            (self.read_chunk / 2).max(INITIAL_CAPACITY)
-        };
-        Ok(n)
     }
 
     /// Throw away the next `bytes` bytes (a whole frame, header included,
@@ -124,7 +135,44 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// Give back the read half (for lingering close).
-    pub(crate) fn into_inner(self) -> R {
+    pub(crate) fn into_inner(self) -> OwnedReadHalf {
         self.io
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::protocol::native::{FrameKind, encode_ping};
+
+    #[tokio::test]
+    async fn a_busy_connection_reads_big_and_an_idle_one_lets_go_of_its_buffer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut client = TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let (read, _write) = server.into_split();
+        let mut reader = FrameReader::new(read, BytesMut::new(), 1 << 20);
+
+        let mut burst = BytesMut::new();
+        for _ in 0..40_000 {
+            encode_ping(&mut burst, FrameKind::Ping, *b"12345678");
+        }
+        client.write_all(&burst).await.expect("write");
+        let mut frames = 0;
+        while frames < 40_000 {
+            match reader.decode_buffered().expect("valid") {
+                Some(_) => frames += 1,
+                None => assert!(reader.read_more().await.expect("read")),
+            }
+        }
+        assert!(reader.read_chunk > INITIAL_CAPACITY, "a burst grows the read size");
+
+        // Idle now: the next read waits, and must not hold the big buffer.
+        let pending = tokio::time::timeout(std::time::Duration::from_millis(50), reader.read_more()).await;
+        assert!(pending.is_err(), "nothing to read");
+        assert_eq!(reader.buf.capacity(), 0, "an idle connection holds no read buffer");
     }
 }

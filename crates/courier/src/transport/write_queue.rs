@@ -196,7 +196,9 @@ impl WriteQueue {
         self.space.notify_waiters();
     }
 
-    fn stop(&self) {
+    /// The connection is finished: fail producers at once and free the
+    /// buffer.
+    pub(crate) fn stop(&self) {
         let mut state = self.lock();
         state.stopped = true;
         // Nothing will write these bytes now; free them.
