@@ -361,7 +361,7 @@ async fn spin_for_reply(
     // caller wakes, so the estimate does not include the wake-up delay that
     // spinning avoids. Every SPIN_RESAMPLE-th call spins anyway, so a burst
     // of slow calls cannot switch spinning off for good.
-    let resample = shared.lone_calls.fetch_add(1, Ordering::Relaxed) % SPIN_RESAMPLE == 0;
+    let resample = shared.lone_calls.fetch_add(1, Ordering::Relaxed).is_multiple_of(SPIN_RESAMPLE);
     if rtt > budget && !resample {
         return None;
     }
