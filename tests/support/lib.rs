@@ -267,6 +267,20 @@ impl ChildServer {
         ChildServer { child, addr }
     }
 
+    /// The server process's resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find(|line| line.starts_with("VmRSS:"))
+                    .and_then(|line| line.split_whitespace().nth(1))
+                    .and_then(|kib| kib.parse().ok())
+            })
+            .expect("VmRSS of the server process")
+    }
+
     /// SIGKILL the process and reap it.
     pub fn kill(mut self) {
         self.kill_now();
