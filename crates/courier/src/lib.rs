@@ -61,6 +61,10 @@
 //! always built. Later protocols (gRPC, JSON-RPC, HTTP/JSON) and registry
 //! backends arrive behind their own features.
 
+// Lets `#[courier::service]` (whose output names `::courier::...`) be used
+// inside this crate too, for the registry's own API.
+extern crate self as courier;
+
 pub mod blocking;
 pub mod client;
 pub mod codec;

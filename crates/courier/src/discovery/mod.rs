@@ -17,12 +17,17 @@
 //!   `etcd`), in the key layout grpc-go's etcd resolver reads.
 //!
 //! - [`instance`]: [`Instance`] and its state.
+//! - [`protocol`]: the bundled registry's API, a courier service.
+//! - `remote`: the `courier://` backend (a client of that API).
 //! - [`store`]: the registry state machine (leases, revisions, event log)
 //!   shared by `mem://` and the registry server.
-//! - `mem`: the in-process backend.
+//! - [`local`]: [`LocalRegistry`], a registry in this process: the `mem://`
+//!   backend and the engine of the registry server.
 
 pub mod instance;
-mod mem;
+pub mod local;
+pub mod protocol;
+mod remote;
 pub mod store;
 
 use std::fmt;
@@ -33,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 pub use instance::{Instance, InstanceState};
+pub use local::LocalRegistry;
 pub use store::Registration;
 
 use crate::service::BoxFuture;
@@ -250,10 +256,17 @@ pub async fn connect(url: &str) -> Result<Registry, RegistryError> {
     let invalid = |reason: &str| RegistryError::InvalidUrl { url: url.to_owned(), reason: reason.to_owned() };
     let (scheme, rest) = url.split_once("://").ok_or_else(|| invalid("expected scheme://..."))?;
     match scheme {
-        "mem" => Ok(Registry::from_backend(url, mem::MemRegistry::new())),
-        other => Err(RegistryError::InvalidUrl {
-            url: url.to_owned(),
-            reason: format!("unknown scheme `{other}` (expected mem, courier or etcd); rest: `{rest}`"),
-        }),
+        "mem" => Ok(Registry::from_backend(url, LocalRegistry::new())),
+        "courier" => {
+            let addr = rest.trim_end_matches('/');
+            if addr
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
+                return Err(invalid("expected courier://host:port"));
+            }
+            Ok(Registry::from_backend(url, remote::RemoteRegistry::new(addr)))
+        }
+        other => Err(invalid(&format!("unknown scheme `{other}` (expected mem, courier or etcd)"))),
     }
 }

@@ -115,14 +115,16 @@ impl Store {
 
     /// Rebuild from persisted state. Every lease gets a fresh TTL from `now`,
     /// as etcd's lessor does on a leader change: downtime of the registry
-    /// must not evict the instances it knew.
+    /// must not evict the instances it knew. `last_lease` is the highest
+    /// lease id ever granted, so ids are never reused.
     pub fn restore(
         revision: u64,
+        last_lease: u64,
         leases: impl IntoIterator<Item = (u64, Duration)>,
         registrations: impl IntoIterator<Item = Registration>,
         now: Instant,
     ) -> Store {
-        let mut store = Store { revision, ..Store::default() };
+        let mut store = Store { revision, next_lease: last_lease, ..Store::default() };
         for (id, ttl) in leases {
             store.next_lease = store.next_lease.max(id);
             store.leases.insert(id, Lease { ttl, expires_at: now + ttl, keys: Vec::new() });
@@ -367,7 +369,7 @@ mod tests {
         let registrations = store.registrations(None);
         let later = t0 + Duration::from_secs(60);
         let mut restored =
-            Store::restore(store.revision(), [(lease, Duration::from_secs(2))], registrations, later);
+            Store::restore(store.revision(), lease, [(lease, Duration::from_secs(2))], registrations, later);
         assert_eq!(restored.list("Calc").0.len(), 1);
         assert_eq!(
             restored.expire(later + Duration::from_secs(1)).0.changes.len(),

@@ -1,4 +1,6 @@
-//! `mem://`: an in-process registry on the shared [`Store`].
+//! [`LocalRegistry`]: a registry in this process, on the [`Store`] state
+//! machine. It is the `mem://` backend, and the engine of the bundled
+//! registry server (which adds persistence around it).
 //!
 //! A background task expires leases; each watch runs a small task that sends
 //! the store's events to the watcher and sleeps until its service changes.
@@ -12,18 +14,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, mpsc};
 
 use super::store::{Outcome, Store};
-use super::{Instance, Lease, Registration, RegistryBackend, RegistryError, Revision, Snapshot, WatchStream};
+use super::{
+    Instance, Lease, Registration, RegistryBackend, RegistryError, Revision, Snapshot, WatchEvent,
+    WatchStream,
+};
 use crate::service::BoxFuture;
 
 /// Events buffered per watcher before it is considered too slow.
 const WATCH_BUFFER: usize = 256;
 
-pub(crate) struct MemRegistry {
+/// A registry in this process. Cheap to clone; clones share state.
+#[derive(Clone)]
+pub struct LocalRegistry {
     shared: Arc<Shared>,
 }
 
-/// Shared by the handle, the expiry task and the watch tasks.
-pub(crate) struct Shared {
+/// Shared by the handles, the expiry task and the watch tasks.
+struct Shared {
     store: Mutex<Store>,
     /// One per watched service, woken when its event log grows.
     changed: Mutex<HashMap<String, Arc<Notify>>>,
@@ -31,22 +38,15 @@ pub(crate) struct Shared {
     expiry: Notify,
 }
 
-pub(crate) fn unix_ms() -> u64 {
+/// Milliseconds since the Unix epoch, now.
+pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Shared {
-    pub(crate) fn new(store: Store) -> Arc<Shared> {
-        Arc::new(Shared {
-            store: Mutex::new(store),
-            changed: Mutex::new(HashMap::new()),
-            expiry: Notify::new(),
-        })
-    }
-
-    pub(crate) fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -56,38 +56,14 @@ impl Shared {
     }
 
     /// Wake the watchers of every service an outcome touched.
-    pub(crate) fn publish(&self, outcome: &Outcome) {
+    fn publish(&self, outcome: &Outcome) {
         for service in &outcome.touched {
             self.notify_for(service).notify_waiters();
         }
     }
 
-    pub(crate) fn register(
-        &self,
-        instance: Instance,
-        ttl: Duration,
-    ) -> Result<(Lease, Outcome), RegistryError> {
-        let (service, instance_id) = (instance.service.clone(), instance.id.clone());
-        let (id, outcome) = self.store().register(instance, ttl, Instant::now(), unix_ms())?;
-        self.expiry.notify_one();
-        Ok((Lease { id, ttl, service, instance_id }, outcome))
-    }
-
-    pub(crate) fn keep_alive(&self, lease: u64) -> Result<Duration, RegistryError> {
-        Ok(self.store().keep_alive(lease, Instant::now())?)
-    }
-
-    pub(crate) fn revoke(&self, lease: u64) -> Result<Outcome, RegistryError> {
-        Ok(self.store().revoke(lease)?)
-    }
-
     /// Events for a watcher at `after`, waiting up to `wait` for some.
-    pub(crate) async fn wait_events(
-        &self,
-        service: &str,
-        after: Option<Revision>,
-        wait: Duration,
-    ) -> Vec<super::WatchEvent> {
+    async fn wait_events(&self, service: &str, after: Option<Revision>, wait: Duration) -> Vec<WatchEvent> {
         let notify = self.notify_for(service);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -106,7 +82,7 @@ impl Shared {
 
     /// Run the expiry loop until the registry is dropped. `persist` sees
     /// every outcome first (the registry server writes it to disk).
-    pub(crate) async fn expire_forever(weak: Weak<Shared>, persist: impl Fn(&Outcome)) {
+    async fn expire_forever(weak: Weak<Shared>, persist: impl Fn(&Outcome)) {
         loop {
             let Some(shared) = weak.upgrade() else { return };
             let wake = shared.expiry.notified();
@@ -126,16 +102,86 @@ impl Shared {
     }
 }
 
-impl MemRegistry {
-    pub(crate) fn new() -> MemRegistry {
-        let shared = Shared::new(Store::new());
-        tokio::spawn(Shared::expire_forever(Arc::downgrade(&shared), |_| {}));
-        MemRegistry { shared }
+impl LocalRegistry {
+    /// An empty registry. Starts its lease-expiry task on the current tokio
+    /// runtime.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn new() -> LocalRegistry {
+        LocalRegistry::with_store(Store::new(), |_| {})
+    }
+
+    /// A registry on `store` (restored from disk, say); `persist` sees the
+    /// outcome of every expiry before watchers are told.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn with_store(store: Store, persist: impl Fn(&Outcome) + Send + 'static) -> LocalRegistry {
+        let shared = Arc::new(Shared {
+            store: Mutex::new(store),
+            changed: Mutex::new(HashMap::new()),
+            expiry: Notify::new(),
+        });
+        tokio::spawn(Shared::expire_forever(Arc::downgrade(&shared), persist));
+        LocalRegistry { shared }
+    }
+
+    /// Grant a lease and register `instance`. The change is applied but
+    /// watchers are not told until [`LocalRegistry::publish`], so a caller
+    /// can persist it first.
+    pub fn register(&self, instance: Instance, ttl: Duration) -> Result<(Lease, Outcome), RegistryError> {
+        let (service, instance_id) = (instance.service.clone(), instance.id.clone());
+        let (id, outcome) = self.shared.store().register(instance, ttl, Instant::now(), unix_ms())?;
+        self.shared.expiry.notify_one();
+        Ok((Lease { id, ttl, service, instance_id }, outcome))
+    }
+
+    /// Renew a lease; returns its TTL.
+    pub fn keep_alive(&self, lease: u64) -> Result<Duration, RegistryError> {
+        Ok(self.shared.store().keep_alive(lease, Instant::now())?)
+    }
+
+    /// Revoke a lease (applied, not yet published).
+    pub fn revoke(&self, lease: u64) -> Result<Outcome, RegistryError> {
+        Ok(self.shared.store().revoke(lease)?)
+    }
+
+    /// Tell the watchers of the services `outcome` touched.
+    pub fn publish(&self, outcome: &Outcome) {
+        self.shared.publish(outcome);
+    }
+
+    /// The instances of `service`.
+    pub fn list(&self, service: &str) -> Snapshot {
+        let (instances, revision) = self.shared.store().list(service);
+        Snapshot { instances, revision }
+    }
+
+    /// Every registration, optionally of one service.
+    pub fn registrations(&self, service: Option<&str>) -> Vec<Registration> {
+        self.shared.store().registrations(service)
+    }
+
+    /// Events for a watcher that has seen up to `after`, waiting up to
+    /// `wait` for some (a long poll); empty if nothing changed meanwhile.
+    pub async fn wait_events(
+        &self,
+        service: &str,
+        after: Option<Revision>,
+        wait: Duration,
+    ) -> Vec<WatchEvent> {
+        self.shared.wait_events(service, after, wait).await
+    }
+
+    /// A stream of the events of `service` after `after`.
+    pub fn watch(&self, service: &str, after: Option<Revision>) -> WatchStream {
+        spawn_watch(&self.shared, service, after)
     }
 }
 
 /// Feed a watcher from `shared` until it hangs up or the registry is gone.
-pub(crate) fn spawn_watch(shared: &Arc<Shared>, service: &str, after: Option<Revision>) -> WatchStream {
+fn spawn_watch(shared: &Arc<Shared>, service: &str, after: Option<Revision>) -> WatchStream {
     let (tx, rx) = mpsc::channel(WATCH_BUFFER);
     let weak = Arc::downgrade(shared);
     let service = service.to_owned();
@@ -159,32 +205,30 @@ pub(crate) fn spawn_watch(shared: &Arc<Shared>, service: &str, after: Option<Rev
     WatchStream::new(rx)
 }
 
-impl RegistryBackend for MemRegistry {
+/// `mem://`: changes are published as soon as they are applied.
+impl RegistryBackend for LocalRegistry {
     fn register(&self, instance: Instance, ttl: Duration) -> BoxFuture<'_, Result<Lease, RegistryError>> {
         Box::pin(async move {
-            let (lease, outcome) = self.shared.register(instance, ttl)?;
-            self.shared.publish(&outcome);
+            let (lease, outcome) = LocalRegistry::register(self, instance, ttl)?;
+            self.publish(&outcome);
             Ok(lease)
         })
     }
 
     fn keep_alive<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), RegistryError>> {
-        Box::pin(async move { self.shared.keep_alive(lease.id).map(|_| ()) })
+        Box::pin(async move { LocalRegistry::keep_alive(self, lease.id).map(|_| ()) })
     }
 
     fn deregister<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
-            let outcome = self.shared.revoke(lease.id)?;
-            self.shared.publish(&outcome);
+            let outcome = self.revoke(lease.id)?;
+            self.publish(&outcome);
             Ok(())
         })
     }
 
     fn list<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<Snapshot, RegistryError>> {
-        Box::pin(async move {
-            let (instances, revision) = self.shared.store().list(service);
-            Ok(Snapshot { instances, revision })
-        })
+        Box::pin(async move { Ok(LocalRegistry::list(self, service)) })
     }
 
     fn watch<'a>(
@@ -192,13 +236,13 @@ impl RegistryBackend for MemRegistry {
         service: &'a str,
         after: Option<Revision>,
     ) -> BoxFuture<'a, Result<WatchStream, RegistryError>> {
-        Box::pin(async move { Ok(spawn_watch(&self.shared, service, after)) })
+        Box::pin(async move { Ok(LocalRegistry::watch(self, service, after)) })
     }
 
     fn registrations<'a>(
         &'a self,
         service: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<Registration>, RegistryError>> {
-        Box::pin(async move { Ok(self.shared.store().registrations(service)) })
+        Box::pin(async move { Ok(LocalRegistry::registrations(self, service)) })
     }
 }

@@ -1,0 +1,186 @@
+//! Persistence: three redb tables, written by one thread that commits the
+//! changes of concurrent requests together.
+//!
+//! - `registrations`: `service \0 id` -> the registration as JSON;
+//! - `leases`: lease id -> TTL in milliseconds;
+//! - `meta`: `revision` and `last_lease`.
+//!
+//! Group commit: each request's changes go to the writer thread with a
+//! oneshot; the thread takes everything waiting, applies it in one write
+//! transaction, commits (durably, redb's default), and answers them all. A
+//! burst of registrations costs one disk sync, not one each.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use courier::discovery::store::{Change, Registration, Store};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{mpsc, oneshot};
+
+const REGISTRATIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("registrations");
+const LEASES: TableDefinition<'_, u64, u64> = TableDefinition::new("leases");
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+
+/// The most changes one transaction takes.
+const MAX_BATCH: usize = 4096;
+
+/// Why the registry's state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PersistError {
+    /// The data directory could not be used.
+    #[error("registry data directory: {0}")]
+    Io(#[from] std::io::Error),
+    /// The database failed.
+    #[error("registry database: {0}")]
+    Database(String),
+    /// A stored record did not decode.
+    #[error("corrupt registry record `{key}`: {reason}")]
+    Corrupt {
+        /// Its key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The writer thread is gone.
+    #[error("the registry's writer stopped")]
+    WriterGone,
+}
+
+fn db_error(err: impl std::fmt::Display) -> PersistError {
+    PersistError::Database(err.to_string())
+}
+
+type Batch = (Vec<Change>, Option<oneshot::Sender<Result<(), String>>>);
+
+pub(crate) struct Persistence {
+    writer: mpsc::UnboundedSender<Batch>,
+}
+
+impl Persistence {
+    /// Open the database in `dir`, load the store, start the writer thread.
+    pub(crate) fn open(dir: &Path) -> Result<(Persistence, Store), PersistError> {
+        std::fs::create_dir_all(dir)?;
+        let db = Database::create(dir.join("registry.redb")).map_err(db_error)?;
+        let store = load(&db)?;
+        let (writer, batches) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("courier-registry-writer".into())
+            .spawn(move || write_loop(db, batches))?;
+        Ok((Persistence { writer }, store))
+    }
+
+    /// Make `changes` durable; resolves once they are on disk.
+    pub(crate) async fn persist(&self, changes: Vec<Change>) -> Result<(), PersistError> {
+        let (done, result) = oneshot::channel();
+        self.writer.send((changes, Some(done))).map_err(|_| PersistError::WriterGone)?;
+        match result.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(PersistError::Database(reason)),
+            Err(_) => Err(PersistError::WriterGone),
+        }
+    }
+
+    /// Write `changes` without waiting for them.
+    pub(crate) fn persist_in_background(&self, changes: Vec<Change>) {
+        let _ = self.writer.send((changes, None));
+    }
+}
+
+fn key(service: &str, id: &str) -> String {
+    format!("{service}\u{0}{id}")
+}
+
+fn load(db: &Database) -> Result<Store, PersistError> {
+    // Create the tables on first open so reads below find them.
+    let txn = db.begin_write().map_err(db_error)?;
+    {
+        txn.open_table(REGISTRATIONS).map_err(db_error)?;
+        txn.open_table(LEASES).map_err(db_error)?;
+        txn.open_table(META).map_err(db_error)?;
+    }
+    txn.commit().map_err(db_error)?;
+
+    let txn = db.begin_read().map_err(db_error)?;
+    let meta = txn.open_table(META).map_err(db_error)?;
+    let revision = meta.get("revision").map_err(db_error)?.map_or(0, |v| v.value());
+    let last_lease = meta.get("last_lease").map_err(db_error)?.map_or(0, |v| v.value());
+    let mut leases = Vec::new();
+    for entry in txn.open_table(LEASES).map_err(db_error)?.iter().map_err(db_error)? {
+        let (id, ttl_ms) = entry.map_err(db_error)?;
+        leases.push((id.value(), Duration::from_millis(ttl_ms.value())));
+    }
+    let mut registrations = Vec::new();
+    for entry in txn.open_table(REGISTRATIONS).map_err(db_error)?.iter().map_err(db_error)? {
+        let (key, value) = entry.map_err(db_error)?;
+        let registration: Registration = serde_json::from_slice(value.value()).map_err(|err| {
+            PersistError::Corrupt { key: key.value().replace('\u{0}', "/"), reason: err.to_string() }
+        })?;
+        registrations.push(registration);
+    }
+    let last_lease = last_lease.max(leases.iter().map(|(id, _)| *id).max().unwrap_or(0));
+    tracing::info!(revision, leases = leases.len(), instances = registrations.len(), "registry state loaded");
+    Ok(Store::restore(revision, last_lease, leases, registrations, Instant::now()))
+}
+
+fn write_loop(db: Database, mut batches: mpsc::UnboundedReceiver<Batch>) {
+    while let Some(first) = batches.blocking_recv() {
+        let mut pending = vec![first];
+        let mut count = pending[0].0.len();
+        while count < MAX_BATCH {
+            match batches.try_recv() {
+                Ok(batch) => {
+                    count += batch.0.len();
+                    pending.push(batch);
+                }
+                Err(_) => break,
+            }
+        }
+        let result =
+            write(&db, pending.iter().flat_map(|(changes, _)| changes.iter())).map_err(|err| err.to_string());
+        if let Err(reason) = &result {
+            tracing::error!(%reason, "could not persist registry changes");
+        }
+        for (_, done) in pending {
+            if let Some(done) = done {
+                let _ = done.send(result.clone());
+            }
+        }
+    }
+}
+
+fn write<'a>(db: &Database, changes: impl Iterator<Item = &'a Change>) -> Result<(), PersistError> {
+    let txn = db.begin_write().map_err(db_error)?;
+    {
+        let mut registrations = txn.open_table(REGISTRATIONS).map_err(db_error)?;
+        let mut leases = txn.open_table(LEASES).map_err(db_error)?;
+        let mut meta = txn.open_table(META).map_err(db_error)?;
+        for change in changes {
+            match change {
+                Change::Put(registration) => {
+                    let value = serde_json::to_vec(registration).map_err(db_error)?;
+                    let key = key(&registration.instance.service, &registration.instance.id);
+                    registrations.insert(key.as_str(), value.as_slice()).map_err(db_error)?;
+                }
+                Change::Delete { service, id } => {
+                    registrations.remove(key(service, id).as_str()).map_err(db_error)?;
+                }
+                Change::PutLease { id, ttl } => {
+                    leases
+                        .insert(*id, u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+                        .map_err(db_error)?;
+                    let last = meta.get("last_lease").map_err(db_error)?.map_or(0, |v| v.value());
+                    meta.insert("last_lease", (*id).max(last)).map_err(db_error)?;
+                }
+                Change::DeleteLease(id) => {
+                    leases.remove(*id).map_err(db_error)?;
+                }
+                Change::Revision(revision) => {
+                    meta.insert("revision", *revision).map_err(db_error)?;
+                }
+            }
+        }
+    }
+    txn.commit().map_err(db_error)?;
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! The `RegistryApi` handlers: apply to the in-memory registry, make the
+//! change durable, then tell watchers.
+
+use std::time::Duration;
+
+use courier::Status;
+use courier::discovery::protocol::{LeaseGrant, MAX_WATCH_WAIT_MS, RegistryApi, status_of};
+use courier::discovery::{Instance, Registration, Revision, Snapshot, WatchEvent};
+
+use crate::RegistryServer;
+
+fn unavailable(err: crate::PersistError) -> Status {
+    Status::unavailable(format!("the registry could not save the change: {err}"))
+}
+
+impl RegistryApi for RegistryServer {
+    async fn register(&self, instance: Instance, ttl_ms: u64) -> Result<LeaseGrant, Status> {
+        let (lease, outcome) =
+            self.local.register(instance, Duration::from_millis(ttl_ms)).map_err(status_of)?;
+        if let Err(err) = self.persistence.persist(outcome.changes.clone()).await {
+            // Undo in memory too: the caller was told it failed and will retry.
+            if let Ok(undo) = self.local.revoke(lease.id) {
+                self.persistence.persist_in_background(undo.changes);
+            }
+            return Err(unavailable(err));
+        }
+        self.local.publish(&outcome);
+        Ok(LeaseGrant { id: lease.id, ttl_ms })
+    }
+
+    async fn keep_alive(&self, lease: u64) -> Result<u64, Status> {
+        // Not persisted: every lease gets a fresh TTL when the registry starts.
+        let ttl = self.local.keep_alive(lease).map_err(status_of)?;
+        Ok(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    async fn deregister(&self, lease: u64) -> Result<(), Status> {
+        let outcome = self.local.revoke(lease).map_err(status_of)?;
+        // Publish first: the instance is gone from memory either way, and
+        // consumers should stop calling it at once.
+        self.local.publish(&outcome);
+        self.persistence.persist(outcome.changes).await.map_err(unavailable)
+    }
+
+    async fn list(&self, service: String) -> Snapshot {
+        self.local.list(&service)
+    }
+
+    async fn watch(&self, service: String, after: Option<Revision>, wait_ms: u64) -> Vec<WatchEvent> {
+        self.local.wait_events(&service, after, Duration::from_millis(wait_ms.min(MAX_WATCH_WAIT_MS))).await
+    }
+
+    async fn registrations(&self, service: Option<String>) -> Vec<Registration> {
+        self.local.registrations(service.as_deref())
+    }
+}
