@@ -108,6 +108,9 @@ impl LocalRegistry {
     ///
     /// # Panics
     /// Outside a tokio runtime.
+    // No `Default`: a default that spawns a task (and panics outside a
+    // runtime) would surprise.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> LocalRegistry {
         LocalRegistry::with_store(Store::new(), |_| {})
     }
