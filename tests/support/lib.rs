@@ -208,6 +208,102 @@ impl Probe for ProbeImpl {
     }
 }
 
+/// Says which server answered, so tests can count where calls went.
+#[courier::service(version = "1.0.0")]
+pub trait Whoami {
+    /// This server's name.
+    async fn name(&self) -> String;
+}
+
+/// A `Whoami` answering `name`.
+#[derive(Clone)]
+pub struct Named(pub String);
+
+impl Whoami for Named {
+    async fn name(&self) -> String {
+        self.0.clone()
+    }
+}
+
+/// A provider named `name` (Whoami, Calculator and Probe) on 127.0.0.1:0,
+/// registered in `registry` with a short TTL, configured by `configure`.
+pub async fn start_provider(
+    registry: &courier::registry::Registry,
+    name: &str,
+    configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+) -> ServerHandle {
+    let builder = courier::Server::builder()
+        .add_service(WhoamiServer::new(Named(name.to_owned())))
+        .add_service(CalculatorServer::new(Calc))
+        .add_service(ProbeServer::new(ProbeImpl::default()))
+        .register_with(registry)
+        .registration_ttl(Duration::from_secs(2));
+    configure(builder).bind("127.0.0.1:0").await.expect("bind").start()
+}
+
+/// Wait until `condition` holds, polling every 10 ms, up to `timeout`.
+pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A TCP proxy to `target` that can cut everyone off, to make a server
+/// unreachable for some clients only (a network partition).
+pub struct Proxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    blocked: Arc<std::sync::atomic::AtomicBool>,
+    cut: Arc<tokio::sync::Notify>,
+}
+
+impl Proxy {
+    /// Start forwarding 127.0.0.1:<free port> to `target`.
+    pub async fn start(target: SocketAddr) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let blocked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cut = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn({
+            let (blocked, cut) = (blocked.clone(), cut.clone());
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if blocked.load(Ordering::SeqCst) {
+                        continue; // dropped: the client sees the connection close
+                    }
+                    let cut = cut.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            () = cut.notified() => {}
+                        }
+                    });
+                }
+            }
+        });
+        Proxy { addr, blocked, cut }
+    }
+
+    /// Close every forwarded connection and refuse new ones.
+    pub fn block(&self) {
+        self.blocked.store(true, Ordering::SeqCst);
+        self.cut.notify_waiters();
+    }
+
+    /// Forward again.
+    pub fn unblock(&self) {
+        self.blocked.store(false, Ordering::SeqCst);
+    }
+}
+
 /// A server with the calculator and the probe on 127.0.0.1:0, configured
 /// by `configure`.
 pub async fn start_server(
@@ -254,8 +350,15 @@ pub struct ChildServer {
 impl ChildServer {
     /// Start `courier-test-server` on `addr` and wait until it listens.
     pub fn start(binary: &str, addr: SocketAddr) -> ChildServer {
+        ChildServer::start_with(binary, addr, &[])
+    }
+
+    /// Start it with extra arguments (`--registry URL --name NAME`, or
+    /// `--registry-data DIR` to serve a registry instead).
+    pub fn start_with(binary: &str, addr: SocketAddr, extra: &[&str]) -> ChildServer {
         let mut child = Command::new(binary)
             .arg(addr.to_string())
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -340,6 +340,12 @@ fn expand_client(service: &Service) -> TokenStream {
             options: ::courier::CallOptions,
         }
 
+        impl ::courier::client::FromChannel for #client {
+            fn from_channel(channel: ::courier::Channel) -> Self {
+                Self::new(channel)
+            }
+        }
+
         impl #client {
             /// The service's name, version and methods.
             pub const DESCRIPTOR: &'static ::courier::ServiceDescriptor = #descriptor;
@@ -352,6 +358,15 @@ fn expand_client(service: &Service) -> TokenStream {
             /// A client over an existing channel.
             pub fn new(channel: ::courier::Channel) -> Self {
                 Self { channel, options: ::courier::CallOptions::new() }
+            }
+
+            /// A client that finds the instances of `service` in `registry`
+            /// and balances calls over them; configure, then `.build().await`.
+            pub fn discover(
+                registry: &::courier::registry::Registry,
+                service: impl ::core::convert::Into<::std::string::String>,
+            ) -> ::courier::client::DiscoverBuilder<Self> {
+                ::courier::client::DiscoverBuilder::new(::core::clone::Clone::clone(registry), service.into())
             }
 
             /// The channel calls go through.

@@ -65,6 +65,7 @@
 // inside this crate too, for the registry's own API.
 extern crate self as courier;
 
+pub mod balance;
 pub mod blocking;
 pub mod client;
 pub mod codec;
@@ -72,11 +73,13 @@ pub mod context;
 pub mod discovery;
 pub mod metadata;
 pub mod protocol;
+pub mod resilience;
 pub mod server;
 pub mod service;
 pub mod status;
 mod transport;
 
+pub use balance::Balance;
 pub use client::{CallHandle, CallOptions, Channel, ConnectError};
 pub use codec::Codec;
 pub use context::Context;

@@ -1,68 +1,60 @@
-//! [`Channel`]: calls to one address over a small pool of multiplexed
-//! connections, reconnecting with backoff.
+//! [`Channel`]: where calls go. Either one address (a pool of multiplexed
+//! connections, see [`Direct`]) or the instances of a discovered service,
+//! balanced (see [`Balanced`]).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::Notify;
 
 use super::ConnectError;
-use super::config::{ChannelBuilder, ChannelConfig};
-use super::connection::{CallError, Connection};
+use super::balanced::Balanced;
+use super::config::ChannelBuilder;
+use super::direct::Direct;
 use super::options::CallOptions;
 use crate::codec::Codec;
 use crate::protocol::native::{Frame, FrameKind, ResponseHead};
 use crate::status::{Code, Status};
 
-/// How often one call may move to a new connection because the one it
-/// picked went away without processing it.
-const MAX_DRAIN_RETRIES: usize = 3;
-
-/// A handle for calling services at one address. Cheap to clone; clones
-/// share connections.
+/// A handle for calling services. Cheap to clone; clones share connections.
 ///
-/// Connections are opened lazily and re-opened after failures, waiting a
-/// jittered, growing delay between failed attempts. While a reconnect is
-/// backing off, calls fail fast with `Unavailable` rather than queueing.
+/// A channel to one address ([`Channel::connect`], [`Channel::lazy`]) opens
+/// connections lazily and re-opens them after failures, waiting a jittered,
+/// growing delay between failed attempts; while a reconnect is backing off,
+/// calls fail fast with `Unavailable` rather than queueing.
+///
+/// A channel to a discovered service ([`Channel::discover`]) spreads calls
+/// over the service's instances as the registry reports them, moving to the
+/// next instance when one cannot be reached.
 #[derive(Clone)]
 pub struct Channel {
-    inner: Arc<Inner>,
+    kind: Kind,
 }
 
-struct Inner {
-    addr: String,
-    config: ChannelConfig,
-    slots: Box<[Slot]>,
-    next_slot: AtomicUsize,
-}
-
-#[derive(Default)]
-struct Slot {
-    state: Mutex<SlotState>,
-}
-
-#[derive(Default)]
-enum SlotState {
-    #[default]
-    Idle,
-    /// An attempt is running; waiters are woken when it ends.
-    Connecting(Arc<Notify>),
-    Ready(Arc<Connection>),
-    /// The last attempts failed; the next may start at `retry_at`.
-    Failed {
-        error: Status,
-        retry_at: Instant,
-        failures: u32,
-    },
+#[derive(Clone)]
+enum Kind {
+    Direct(Arc<Direct>),
+    Balanced(Arc<Balanced>),
 }
 
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Channel").field("addr", &self.inner.addr).finish_non_exhaustive()
+        f.debug_struct("Channel").field("target", &self.target()).finish_non_exhaustive()
+    }
+}
+
+/// Builds a client (or a [`Channel`]) from a channel; implemented by
+/// generated clients, so `discover` can build any of them.
+pub trait FromChannel {
+    /// Wrap `channel`.
+    fn from_channel(channel: Channel) -> Self;
+}
+
+impl FromChannel for Channel {
+    fn from_channel(channel: Channel) -> Channel {
+        channel
     }
 }
 
@@ -82,21 +74,38 @@ impl Channel {
         ChannelBuilder::new(addr).connect().await
     }
 
-    pub(crate) fn from_builder(builder: ChannelBuilder) -> Channel {
-        let slots = (0..builder.config.pool_size).map(|_| Slot::default()).collect();
-        Channel {
-            inner: Arc::new(Inner {
-                addr: builder.addr,
-                config: builder.config,
-                slots,
-                next_slot: AtomicUsize::new(0),
-            }),
+    /// Calls to the instances of `service` in `registry`, balanced; see
+    /// [`DiscoverBuilder`](super::DiscoverBuilder).
+    pub fn discover(
+        registry: &crate::registry::Registry,
+        service: impl Into<String>,
+    ) -> super::DiscoverBuilder<Channel> {
+        super::DiscoverBuilder::new(registry.clone(), service.into())
+    }
+
+    pub(crate) fn direct(direct: Arc<Direct>) -> Channel {
+        Channel { kind: Kind::Direct(direct) }
+    }
+
+    pub(crate) fn balanced(balanced: Arc<Balanced>) -> Channel {
+        Channel { kind: Kind::Balanced(balanced) }
+    }
+
+    /// Where calls go: `host:port`, or `discover:Service`.
+    pub fn target(&self) -> String {
+        match &self.kind {
+            Kind::Direct(direct) => direct.addr.clone(),
+            Kind::Balanced(balanced) => format!("discover:{}", balanced.service()),
         }
     }
 
-    /// The address this channel calls.
-    pub fn target(&self) -> &str {
-        &self.inner.addr
+    /// The instances a discovered channel knows now (`None` for a channel
+    /// to one address).
+    pub fn instances(&self) -> Option<Vec<crate::discovery::Instance>> {
+        match &self.kind {
+            Kind::Direct(_) => None,
+            Kind::Balanced(balanced) => Some(balanced.instances()),
+        }
     }
 
     /// Call `method` (`Service.Method`) with `request`, decoding the reply
@@ -108,16 +117,12 @@ impl Channel {
         options: &CallOptions,
     ) -> Result<Resp, Status>
     where
-        Req: Serialize + ?Sized,
+        Req: Serialize + Sync + ?Sized,
         Resp: DeserializeOwned,
     {
         let codec = options.codec();
         let frame = self
-            .send(FrameKind::Request, method, options, |buf| {
-                codec.encode(request, buf).map_err(|err| {
-                    Status::invalid_argument(format!("could not encode the request to {method}: {err}"))
-                })
-            })
+            .send(FrameKind::Request, method, options, &|buf| encode(codec, request, buf, method))
             .await?;
         let frame = reply_frame(frame, method)?;
         let body = reply_body(&frame, codec, method)?;
@@ -135,7 +140,7 @@ impl Channel {
         options: &CallOptions,
     ) -> Result<Bytes, Status> {
         let frame = self
-            .send(FrameKind::Request, method, options, |buf| {
+            .send(FrameKind::Request, method, options, &|buf| {
                 buf.extend_from_slice(&body);
                 Ok(())
             })
@@ -148,16 +153,12 @@ impl Channel {
     /// the server runs it and replies with nothing, not even an error.
     pub async fn one_way<Req>(&self, method: &str, request: &Req, options: &CallOptions) -> Result<(), Status>
     where
-        Req: Serialize + ?Sized,
+        Req: Serialize + Sync + ?Sized,
     {
         let codec = options.codec();
-        self.send(FrameKind::OneWay, method, options, |buf| {
-            codec.encode(request, buf).map_err(|err| {
-                Status::invalid_argument(format!("could not encode the request to {method}: {err}"))
-            })
-        })
-        .await
-        .map(|_| ())
+        self.send(FrameKind::OneWay, method, options, &|buf| encode(codec, request, buf, method))
+            .await
+            .map(|_| ())
     }
 
     async fn send(
@@ -165,27 +166,19 @@ impl Channel {
         kind: FrameKind,
         method: &str,
         options: &CallOptions,
-        encode_body: impl Fn(&mut bytes::BytesMut) -> Result<(), Status>,
+        encode_body: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
     ) -> Result<Option<Frame>, Status> {
+        // One deadline for the whole call, moves between instances included.
         // A timeout too long to represent is no timeout.
         let deadline = options.timeout().and_then(|timeout| Instant::now().checked_add(timeout));
         let attempt = async {
-            // A request the server provably never processed (its connection
-            // began draining first, or closed for an error before reaching
-            // it) goes to a fresh connection. Bounded, in case every new
-            // connection is refused the same way.
-            for _ in 0..MAX_DRAIN_RETRIES {
-                let connection = self.connection().await?;
-                match connection
-                    .call(kind, method, options.codec(), deadline, options.metadata(), &encode_body)
+            match &self.kind {
+                Kind::Direct(direct) => direct
+                    .attempt(kind, method, options, deadline, encode_body)
                     .await
-                {
-                    Ok(frame) => return Ok(frame),
-                    Err(CallError::Failed(status)) => return Err(status),
-                    Err(CallError::Unprocessed) => continue,
-                }
+                    .map_err(super::direct::AttemptError::into_status),
+                Kind::Balanced(balanced) => balanced.send(kind, method, options, deadline, encode_body).await,
             }
-            Err(Status::unavailable(format!("every connection to {} is shutting down", self.inner.addr)))
         };
         let Some(deadline) = deadline else {
             return attempt.await;
@@ -198,111 +191,17 @@ impl Channel {
             ))),
         }
     }
-
-    /// Establish the first slot's connection now.
-    pub(crate) async fn connect_now(&self) -> Result<(), ConnectError> {
-        let connection = Connection::connect(&self.inner.addr, &self.inner.config).await?;
-        let slot = &self.inner.slots[0];
-        *lock(slot) = SlotState::Ready(Arc::new(connection));
-        Ok(())
-    }
-
-    /// A usable connection, connecting (or waiting for a connect already
-    /// under way) if needed.
-    pub(crate) async fn connection(&self) -> Result<Arc<Connection>, Status> {
-        let index = if self.inner.slots.len() == 1 {
-            0
-        } else {
-            self.inner.next_slot.fetch_add(1, Ordering::Relaxed) % self.inner.slots.len()
-        };
-        let slot = &self.inner.slots[index];
-        loop {
-            let notify = {
-                let mut state = lock(slot);
-                match &*state {
-                    SlotState::Ready(connection) if connection.is_usable() => {
-                        return Ok(connection.clone());
-                    }
-                    // The connection worked before, so reconnect at once.
-                    SlotState::Ready(_) | SlotState::Idle => self.start_connect(&mut state, index, 0),
-                    SlotState::Connecting(notify) => notify.clone(),
-                    SlotState::Failed { error, retry_at, .. } if Instant::now() < *retry_at => {
-                        let wait = retry_at.saturating_duration_since(Instant::now());
-                        return Err(Status::new(
-                            error.code(),
-                            format!("{} (next attempt in {} ms)", error.message(), wait.as_millis()),
-                        ));
-                    }
-                    SlotState::Failed { failures, .. } => {
-                        let failures = *failures;
-                        self.start_connect(&mut state, index, failures)
-                    }
-                }
-            };
-            // Register for the wake-up first, then re-check: the connect task
-            // updates the state before notifying, so either the re-check
-            // sees its result or the notification reaches us.
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if matches!(&*lock(slot), SlotState::Connecting(n) if Arc::ptr_eq(n, &notify)) {
-                notified.await;
-            }
-        }
-    }
-
-    fn start_connect(&self, state: &mut SlotState, index: usize, failures: u32) -> Arc<Notify> {
-        let notify = Arc::new(Notify::new());
-        *state = SlotState::Connecting(notify.clone());
-        let inner = self.inner.clone();
-        let done = notify.clone();
-        tokio::spawn(async move {
-            // If this task is dropped mid-attempt (its runtime shut down),
-            // the slot must not stay `Connecting` with waiters asleep forever.
-            let mut reset = ResetOnDrop { inner: &inner, index, notify: &done, armed: true };
-            let outcome = Connection::connect(&inner.addr, &inner.config).await;
-            reset.armed = false;
-            let slot = &inner.slots[index];
-            {
-                let mut state = lock(slot);
-                *state = match outcome {
-                    Ok(connection) => SlotState::Ready(Arc::new(connection)),
-                    Err(err) => {
-                        let failures = failures.saturating_add(1);
-                        let delay = inner.config.backoff.delay(failures, fastrand::f64());
-                        tracing::debug!(addr = %inner.addr, %err, ?delay, "connect failed");
-                        SlotState::Failed {
-                            error: Status::from(err),
-                            retry_at: Instant::now().checked_add(delay).unwrap_or_else(Instant::now),
-                            failures,
-                        }
-                    }
-                };
-            }
-            done.notify_waiters();
-        });
-        notify
-    }
 }
 
-struct ResetOnDrop<'a> {
-    inner: &'a Inner,
-    index: usize,
-    notify: &'a Notify,
-    armed: bool,
-}
-
-impl Drop for ResetOnDrop<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            *lock(&self.inner.slots[self.index]) = SlotState::Idle;
-            self.notify.notify_waiters();
-        }
-    }
-}
-
-fn lock(slot: &Slot) -> std::sync::MutexGuard<'_, SlotState> {
-    slot.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+fn encode<Req: Serialize + ?Sized>(
+    codec: Codec,
+    request: &Req,
+    buf: &mut BytesMut,
+    method: &str,
+) -> Result<(), Status> {
+    codec
+        .encode(request, buf)
+        .map_err(|err| Status::invalid_argument(format!("could not encode the request to {method}: {err}")))
 }
 
 fn reply_frame(frame: Option<Frame>, method: &str) -> Result<Frame, Status> {

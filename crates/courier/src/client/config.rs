@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::ConnectError;
 use super::backoff::Backoff;
 use super::channel::Channel;
+use super::direct::Direct;
 use crate::protocol::native::DEFAULT_MAX_FRAME_SIZE;
 
 #[derive(Clone, Debug)]
@@ -94,14 +95,14 @@ impl ChannelBuilder {
 
     /// A channel that connects on its first call.
     pub fn build_lazy(self) -> Channel {
-        Channel::from_builder(self)
+        Channel::direct(Direct::new(self.addr, self.config))
     }
 
     /// A channel with its first connection established, so a wrong address
     /// or a server that is down shows up here rather than at the first call.
     pub async fn connect(self) -> Result<Channel, ConnectError> {
-        let channel = Channel::from_builder(self);
-        channel.connect_now().await?;
-        Ok(channel)
+        let direct = Direct::new(self.addr, self.config);
+        direct.connect_now().await?;
+        Ok(Channel::direct(direct))
     }
 }

@@ -1,17 +1,25 @@
 //! The client: channels, call options, spawned calls.
 //!
-//! - [`Channel`] ([`channel`]): one address, a pool of multiplexed
-//!   connections, reconnect with jittered backoff.
-//! - `connection`: one native connection (pending calls by id, reader task,
-//!   keepalive).
+//! - [`Channel`] (`channel`): where calls go, one address or a discovered
+//!   service.
+//! - `direct`: one address, a pool of multiplexed connections, reconnect
+//!   with jittered backoff.
+//! - `balanced` and [`DiscoverBuilder`] (`discover`): the instances of a
+//!   service from a registry, kept current by a watch, balanced, with
+//!   unreachable instances ejected for a while.
+//! - `connection`: one native connection (pending calls by id, its event
+//!   loop, keepalive).
 //! - [`CallOptions`]: timeout, metadata and codec per call.
 //! - [`CallHandle`]: a call started now and awaited later.
 //! - [`Backoff`]: the reconnect delay policy.
 
 mod backoff;
+mod balanced;
 mod channel;
 mod config;
 mod connection;
+mod direct;
+mod discover;
 mod handle;
 mod options;
 
@@ -19,8 +27,9 @@ use std::io;
 use std::time::Duration;
 
 pub use backoff::Backoff;
-pub use channel::Channel;
+pub use channel::{Channel, FromChannel};
 pub use config::ChannelBuilder;
+pub use discover::{DiscoverBuilder, DiscoverError};
 pub use handle::CallHandle;
 pub use options::CallOptions;
 

@@ -15,6 +15,7 @@ pub struct CallOptions {
     timeout: Option<Duration>,
     metadata: Metadata,
     codec: Codec,
+    hash_key: Option<u64>,
 }
 
 impl CallOptions {
@@ -50,6 +51,19 @@ impl CallOptions {
     pub fn with_codec(mut self, codec: Codec) -> CallOptions {
         self.codec = codec;
         self
+    }
+
+    /// Route by `key` when the channel balances by consistent hash: calls
+    /// with equal keys go to the same instance while the set is stable.
+    #[must_use]
+    pub fn with_hash_key(mut self, key: impl AsRef<[u8]>) -> CallOptions {
+        self.hash_key = Some(crate::balance::hash_key(key.as_ref()));
+        self
+    }
+
+    /// The hashed routing key, if any.
+    pub fn hash_key(&self) -> Option<u64> {
+        self.hash_key
     }
 
     /// The timeout, if any.

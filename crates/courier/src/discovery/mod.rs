@@ -17,6 +17,7 @@
 //!   `etcd`), in the key layout grpc-go's etcd resolver reads.
 //!
 //! - [`instance`]: [`Instance`] and its state.
+//! - [`cache`]: a consumer's view of a service, and its cache file.
 //! - [`protocol`]: the bundled registry's API, a courier service.
 //! - `remote`: the `courier://` backend (a client of that API).
 //! - [`store`]: the registry state machine (leases, revisions, event log)
@@ -24,6 +25,7 @@
 //! - [`local`]: [`LocalRegistry`], a registry in this process: the `mem://`
 //!   backend and the engine of the registry server.
 
+pub mod cache;
 pub mod instance;
 pub mod local;
 pub mod protocol;

@@ -20,6 +20,7 @@ mod call;
 mod connection;
 mod inline;
 mod limits;
+mod registration;
 mod router;
 
 use std::future::Future;
@@ -85,6 +86,46 @@ impl Default for ServerConfig {
     }
 }
 
+/// Registration settings gathered by the builder; used if a registry is set.
+#[derive(Clone, Debug)]
+struct RegistrationOptions {
+    registry: Option<crate::discovery::Registry>,
+    advertise: Option<String>,
+    ttl: Duration,
+    weight: u32,
+    zone: Option<String>,
+    metadata: std::collections::BTreeMap<String, String>,
+    grace: Duration,
+}
+
+impl Default for RegistrationOptions {
+    fn default() -> RegistrationOptions {
+        RegistrationOptions {
+            registry: None,
+            advertise: None,
+            ttl: Duration::from_secs(10),
+            weight: 1,
+            zone: None,
+            metadata: std::collections::BTreeMap::new(),
+            grace: Duration::ZERO,
+        }
+    }
+}
+
+impl RegistrationOptions {
+    fn config(&self) -> Option<registration::RegistrationConfig> {
+        let registry = self.registry.clone()?;
+        let mut config = registration::RegistrationConfig::new(registry);
+        config.advertise = self.advertise.clone();
+        config.ttl = self.ttl;
+        config.weight = self.weight;
+        config.zone = self.zone.clone();
+        config.metadata = self.metadata.clone();
+        config.grace = self.grace;
+        Some(config)
+    }
+}
+
 /// What every connection of one server shares.
 pub(crate) struct ServerShared {
     pub(crate) router: router::Router,
@@ -99,7 +140,12 @@ pub struct Server;
 impl Server {
     /// Start configuring a server.
     pub fn builder() -> ServerBuilder {
-        ServerBuilder { router: router::Router::default(), config: ServerConfig::default(), error: None }
+        ServerBuilder {
+            router: router::Router::default(),
+            config: ServerConfig::default(),
+            registration: RegistrationOptions::default(),
+            error: None,
+        }
     }
 }
 
@@ -108,6 +154,7 @@ impl Server {
 pub struct ServerBuilder {
     router: router::Router,
     config: ServerConfig,
+    registration: RegistrationOptions,
     error: Option<DuplicateService>,
 }
 
@@ -168,6 +215,54 @@ impl ServerBuilder {
         self
     }
 
+    /// Register every service in `registry` once the listener is bound, keep
+    /// the registrations alive while serving, and deregister them first on
+    /// graceful shutdown (before draining).
+    pub fn register_with(mut self, registry: &crate::discovery::Registry) -> ServerBuilder {
+        self.registration.registry = Some(registry.clone());
+        self
+    }
+
+    /// The address consumers should call (`host:port`). Default: the bound
+    /// address; for a wildcard bind, the loopback address (one machine only).
+    pub fn advertise(mut self, addr: impl Into<String>) -> ServerBuilder {
+        self.registration.advertise = Some(addr.into());
+        self
+    }
+
+    /// The registration lease's TTL; it is renewed every third of it.
+    /// Default 10 s. A crashed server disappears from consumers within it.
+    pub fn registration_ttl(mut self, ttl: Duration) -> ServerBuilder {
+        self.registration.ttl = ttl;
+        self
+    }
+
+    /// The weight registered for this server's instances. Default 1.
+    pub fn instance_weight(mut self, weight: u32) -> ServerBuilder {
+        self.registration.weight = weight;
+        self
+    }
+
+    /// The zone registered for this server's instances.
+    pub fn instance_zone(mut self, zone: impl Into<String>) -> ServerBuilder {
+        self.registration.zone = Some(zone.into());
+        self
+    }
+
+    /// A metadata entry registered with this server's instances.
+    pub fn instance_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> ServerBuilder {
+        self.registration.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// How long to wait after deregistering before draining, so every
+    /// consumer's watch sees it. Default zero: consumers move a call that
+    /// finds this server gone to another instance anyway.
+    pub fn deregistration_grace(mut self, grace: Duration) -> ServerBuilder {
+        self.registration.grace = grace;
+        self
+    }
+
     /// Bind the listener. Fails on a bind error or a duplicate service.
     pub async fn bind(self, addr: impl ToSocketAddrs + std::fmt::Display) -> Result<Listening, ServeError> {
         let shown = addr.to_string();
@@ -187,7 +282,7 @@ impl ServerBuilder {
             router: self.router,
             config: self.config,
         });
-        Ok(Listening { listener, local_addr, shared })
+        Ok(Listening { listener, local_addr, shared, registration: self.registration.config() })
     }
 
     /// Bind and serve until the process ends.
@@ -210,6 +305,7 @@ pub struct Listening {
     listener: TcpListener,
     local_addr: SocketAddr,
     shared: Arc<ServerShared>,
+    registration: Option<registration::RegistrationConfig>,
 }
 
 impl Listening {
@@ -235,7 +331,13 @@ impl Listening {
         self,
         signal: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
-        let Listening { listener, shared, .. } = self;
+        let Listening { listener, shared, local_addr, registration } = self;
+        // Registered only once the listener is bound: consumers never see an
+        // address that refuses them.
+        let registrations = registration.map(|config| {
+            let services: Vec<_> = shared.router.services().iter().map(|s| s.descriptor()).collect();
+            registration::Registrations::start(&config, &services, local_addr)
+        });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
         tokio::pin!(signal);
@@ -260,6 +362,11 @@ impl Listening {
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
         };
+        // Deregister first, while still accepting: consumers stop sending
+        // here before the server stops taking calls.
+        if let Some(registrations) = registrations {
+            registrations.stop().await;
+        }
         // Stop accepting: dropping the listener makes new connects fail.
         drop(listener);
         let _ = shutdown_tx.send(true);

@@ -1,0 +1,88 @@
+//! A consistent-hash ring with virtual nodes, weighted.
+
+/// Virtual nodes per unit of weight: enough for an even spread.
+const POINTS_PER_WEIGHT: u32 = 64;
+
+/// The ring of a set of instances, identified by their ids.
+#[derive(Debug, Clone)]
+pub(crate) struct Ring {
+    /// (point, candidate index), sorted by point.
+    points: Vec<(u64, usize)>,
+}
+
+/// FNV-1a, then a 64-bit finaliser: stable across processes and versions,
+/// so every consumer maps a key to the same instance.
+pub(crate) fn hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h
+}
+
+impl Ring {
+    /// A ring over `(id, weight)` pairs, in candidate order.
+    pub(crate) fn new<'a>(members: impl IntoIterator<Item = (&'a str, u32)>) -> Ring {
+        let mut points = Vec::new();
+        for (index, (id, weight)) in members.into_iter().enumerate() {
+            for replica in 0..weight.clamp(1, 100) * POINTS_PER_WEIGHT {
+                points.push((hash(format!("{id}#{replica}").as_bytes()), index));
+            }
+        }
+        points.sort_unstable();
+        Ring { points }
+    }
+
+    /// The candidates in ring order from `key`, each once.
+    pub(crate) fn walk(&self, key: u64, candidates: usize) -> Vec<usize> {
+        let start = self.points.partition_point(|(point, _)| *point < key);
+        let mut order = Vec::with_capacity(candidates);
+        for i in 0..self.points.len() {
+            let (_, index) = self.points[(start + i) % self.points.len()];
+            if !order.contains(&index) {
+                order.push(index);
+                if order.len() == candidates {
+                    break;
+                }
+            }
+        }
+        order
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_keys_land_on_the_same_instance_and_few_move_when_one_is_added() {
+        let three = Ring::new([("a", 1), ("b", 1), ("c", 1)]);
+        let four = Ring::new([("a", 1), ("b", 1), ("c", 1), ("d", 1)]);
+        let keys: Vec<u64> = (0..10_000u32).map(|k| hash(&k.to_be_bytes())).collect();
+        let mut per_instance = [0; 3];
+        let mut moved = 0;
+        for &key in &keys {
+            let before = three.walk(key, 3)[0];
+            assert_eq!(three.walk(key, 3)[0], before, "stable");
+            per_instance[before] += 1;
+            if four.walk(key, 4)[0] != before {
+                moved += 1;
+            }
+        }
+        assert!(per_instance.iter().all(|&n| (2_700..4_000).contains(&n)), "{per_instance:?}");
+        // Ideally a quarter of the keys move to the new instance.
+        assert!((1_800..3_200).contains(&moved), "{moved} keys moved");
+    }
+
+    #[test]
+    fn a_walk_visits_every_candidate_once() {
+        let ring = Ring::new([("a", 1), ("b", 3), ("c", 1)]);
+        let mut order = ring.walk(hash(b"key"), 3);
+        order.sort_unstable();
+        assert_eq!(order, vec![0, 1, 2]);
+    }
+}

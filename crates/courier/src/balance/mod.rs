@@ -1,0 +1,162 @@
+//! Load balancing: which instance a call goes to.
+//!
+//! A balancer does not pick one instance; it orders them. The caller tries
+//! the first, and if that one cannot be reached (nothing was sent), the
+//! next, so one dead instance costs a call a retry, not a failure.
+//!
+//! - [`Balance::RoundRobin`]: each in turn.
+//! - [`Balance::WeightedRandom`]: at random, in proportion to weights.
+//! - [`Balance::P2c`]: "power of two choices": of two random instances, the
+//!   one with fewer calls outstanding; adapts to slow instances.
+//! - [`Balance::ConsistentHash`]: by a per-call key
+//!   (`CallOptions::with_hash_key`), so equal keys go to the same instance
+//!   while the set is stable, and few keys move when it changes.
+
+mod hash;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub(crate) use hash::Ring;
+
+/// The hash of a routing key, as consistent hashing uses it.
+pub fn hash_key(key: &[u8]) -> u64 {
+    hash::hash(key)
+}
+
+/// A balancing policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Balance {
+    /// Each instance in turn.
+    #[default]
+    RoundRobin,
+    /// At random, in proportion to instance weights.
+    WeightedRandom,
+    /// The less busy of two random instances.
+    P2c,
+    /// By the call's hash key; calls without one are spread at random.
+    ConsistentHash,
+}
+
+/// What a balancer knows about one candidate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Candidate {
+    pub(crate) weight: u32,
+    pub(crate) outstanding: usize,
+}
+
+/// Orders candidates for one call.
+#[derive(Debug, Default)]
+pub(crate) struct Picker {
+    next: AtomicUsize,
+}
+
+impl Picker {
+    /// The order to try `candidates` in, for `policy`. `ring` is the
+    /// consistent-hash ring of the same candidates; `key` the call's key.
+    pub(crate) fn order(
+        &self,
+        policy: Balance,
+        candidates: &[Candidate],
+        ring: Option<&Ring>,
+        key: Option<u64>,
+        random: &mut fastrand::Rng,
+    ) -> Vec<usize> {
+        let n = candidates.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let first = match policy {
+            Balance::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
+            Balance::WeightedRandom => weighted(candidates, random),
+            Balance::P2c => {
+                if n == 1 {
+                    0
+                } else {
+                    let a = random.usize(..n);
+                    let b = (a + 1 + random.usize(..n - 1)) % n;
+                    let (ca, cb) = (candidates[a], candidates[b]);
+                    // Fewer outstanding calls per unit of weight wins.
+                    let load = |c: Candidate| c.outstanding as u64 * 1024 / u64::from(c.weight.max(1));
+                    if load(ca) <= load(cb) { a } else { b }
+                }
+            }
+            Balance::ConsistentHash => match (ring, key) {
+                (Some(ring), Some(key)) => return ring.walk(key, n),
+                _ => random.usize(..n),
+            },
+        };
+        // Then the others, in turn from the first.
+        (0..n).map(|i| (first + i) % n).collect()
+    }
+}
+
+/// An index drawn with probability proportional to weight.
+fn weighted(candidates: &[Candidate], random: &mut fastrand::Rng) -> usize {
+    let total: u64 = candidates.iter().map(|c| u64::from(c.weight)).sum();
+    if total == 0 {
+        return random.usize(..candidates.len());
+    }
+    let mut point = random.u64(..total);
+    for (index, candidate) in candidates.iter().enumerate() {
+        let weight = u64::from(candidate.weight);
+        if point < weight {
+            return index;
+        }
+        point -= weight;
+    }
+    candidates.len() - 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidates(weights: &[u32]) -> Vec<Candidate> {
+        weights.iter().map(|&weight| Candidate { weight, outstanding: 0 }).collect()
+    }
+
+    fn shares(policy: Balance, list: &[Candidate], calls: usize) -> Vec<usize> {
+        let picker = Picker::default();
+        let mut random = fastrand::Rng::with_seed(7);
+        let mut counts = vec![0; list.len()];
+        for _ in 0..calls {
+            counts[picker.order(policy, list, None, None, &mut random)[0]] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn every_order_is_a_permutation() {
+        let picker = Picker::default();
+        let mut random = fastrand::Rng::with_seed(1);
+        let list = candidates(&[1, 2, 3, 4]);
+        for policy in [Balance::RoundRobin, Balance::WeightedRandom, Balance::P2c, Balance::ConsistentHash] {
+            let mut order = picker.order(policy, &list, None, None, &mut random);
+            order.sort_unstable();
+            assert_eq!(order, vec![0, 1, 2, 3], "{policy:?}");
+        }
+        assert!(picker.order(Balance::P2c, &[], None, None, &mut random).is_empty());
+    }
+
+    #[test]
+    fn round_robin_is_even() {
+        assert_eq!(shares(Balance::RoundRobin, &candidates(&[1, 1, 1]), 3000), vec![1000, 1000, 1000]);
+    }
+
+    #[test]
+    fn weighted_random_follows_weights() {
+        let counts = shares(Balance::WeightedRandom, &candidates(&[1, 2, 3]), 60_000);
+        for (count, expected) in counts.iter().zip([10_000, 20_000, 30_000]) {
+            assert!((*count as i64 - expected).abs() < 1_000, "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn p2c_avoids_the_busy_instance() {
+        let mut list = candidates(&[1, 1, 1]);
+        list[1].outstanding = 50;
+        let counts = shares(Balance::P2c, &list, 3000);
+        assert!(counts[1] < 100, "the busy one is rarely first: {counts:?}");
+    }
+}

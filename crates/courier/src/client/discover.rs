@@ -1,0 +1,298 @@
+//! [`DiscoverBuilder`]: a channel (or client) that finds its servers in a
+//! registry.
+//!
+//! ```no_run
+//! # use courier::{Channel, balance::Balance};
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = courier::registry::connect("courier://127.0.0.1:7600").await?;
+//! let channel = Channel::discover(&registry, "Calculator")
+//!     .version("^1.2")
+//!     .zone("eu-west-1a")
+//!     .balance(Balance::P2c)
+//!     .build()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! A background task keeps the instance set current: it watches the
+//! service, applies each change, saves the set to a cache file, and when the
+//! watch is lost re-watches from the last revision it saw, with jittered
+//! backoff, for as long as the channel lives. While the registry is
+//! unreachable, calls keep going to the last known instances.
+
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::backoff::Backoff;
+use super::balanced::Balanced;
+use super::channel::{Channel, FromChannel};
+use super::config::{ChannelBuilder, ChannelConfig};
+use crate::balance::Balance;
+use crate::discovery::cache::{self, Applied, ServiceView};
+use crate::discovery::{Instance, Registry};
+use crate::resilience::Ejection;
+
+/// A discovery channel could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiscoverError {
+    /// The version requirement does not parse.
+    #[error("invalid version requirement `{requirement}`: {reason}")]
+    InvalidVersion {
+        /// The requirement as given.
+        requirement: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum CacheSetting {
+    Default,
+    Dir(PathBuf),
+    Off,
+}
+
+/// Configures discovery of one service; `build` gives a [`Channel`] or a
+/// generated client.
+#[must_use = "a builder does nothing until built"]
+pub struct DiscoverBuilder<C> {
+    registry: Registry,
+    service: String,
+    version: Option<String>,
+    zone: Option<String>,
+    balance: Balance,
+    ejection: Ejection,
+    cache: CacheSetting,
+    initial_wait: Duration,
+    channel: ChannelConfig,
+    client: PhantomData<fn() -> C>,
+}
+
+impl<C: FromChannel> DiscoverBuilder<C> {
+    /// Discover `service` in `registry` (generated clients call this).
+    pub fn new(registry: Registry, service: String) -> DiscoverBuilder<C> {
+        DiscoverBuilder {
+            registry,
+            service,
+            version: None,
+            zone: None,
+            balance: Balance::default(),
+            ejection: Ejection::default(),
+            cache: CacheSetting::Default,
+            initial_wait: Duration::from_secs(3),
+            channel: ChannelConfig::default(),
+            client: PhantomData,
+        }
+    }
+
+    /// Only use instances whose version satisfies `requirement` (semver,
+    /// e.g. `^1.2`).
+    pub fn version(mut self, requirement: impl Into<String>) -> DiscoverBuilder<C> {
+        self.version = Some(requirement.into());
+        self
+    }
+
+    /// Prefer instances in `zone` while one of them is healthy.
+    pub fn zone(mut self, zone: impl Into<String>) -> DiscoverBuilder<C> {
+        self.zone = Some(zone.into());
+        self
+    }
+
+    /// How to spread calls (default round robin).
+    pub fn balance(mut self, balance: Balance) -> DiscoverBuilder<C> {
+        self.balance = balance;
+        self
+    }
+
+    /// When to take an unreachable instance out of rotation.
+    pub fn ejection(mut self, ejection: Ejection) -> DiscoverBuilder<C> {
+        self.ejection = ejection;
+        self
+    }
+
+    /// Keep the cache file in `dir` (default: under `$XDG_CACHE_HOME` or
+    /// `~/.cache`, per registry URL).
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> DiscoverBuilder<C> {
+        self.cache = CacheSetting::Dir(dir.into());
+        self
+    }
+
+    /// Keep no cache file.
+    pub fn no_cache(mut self) -> DiscoverBuilder<C> {
+        self.cache = CacheSetting::Off;
+        self
+    }
+
+    /// How long `build` waits for the first answer from the registry before
+    /// returning anyway (with cached instances, or none yet). Default 3 s.
+    pub fn initial_wait(mut self, wait: Duration) -> DiscoverBuilder<C> {
+        self.initial_wait = wait;
+        self
+    }
+
+    /// Settings of the connections to each instance.
+    pub fn configure_channels(
+        mut self,
+        configure: impl FnOnce(ChannelBuilder) -> ChannelBuilder,
+    ) -> DiscoverBuilder<C> {
+        self.channel = configure(ChannelBuilder::new(String::new())).config;
+        self
+    }
+
+    /// Start discovering and return the client. Waits up to the initial wait
+    /// for the registry's first answer.
+    pub async fn build(self) -> Result<C, DiscoverError> {
+        let requirement = match &self.version {
+            Some(requirement) => Some(semver::VersionReq::parse(requirement).map_err(|err| {
+                DiscoverError::InvalidVersion { requirement: requirement.clone(), reason: err.to_string() }
+            })?),
+            None => None,
+        };
+        let balanced = Arc::new(Balanced::new(
+            self.service.clone(),
+            self.balance,
+            self.zone.clone(),
+            self.ejection,
+            self.channel.clone(),
+        ));
+        let cache_file = match &self.cache {
+            CacheSetting::Default => cache::default_cache_dir(self.registry.url())
+                .map(|dir| cache::cache_path(&dir, &self.service)),
+            CacheSetting::Dir(dir) => Some(cache::cache_path(dir, &self.service)),
+            CacheSetting::Off => None,
+        };
+        let (ready, first_answer) = oneshot::channel();
+        let watcher = Watcher {
+            balanced: Arc::downgrade(&balanced),
+            registry: self.registry.clone(),
+            service: self.service.clone(),
+            requirement,
+            cache_file,
+        };
+        tokio::spawn(watcher.run(ready));
+        let _ = tokio::time::timeout(self.initial_wait, first_answer).await;
+        Ok(C::from_channel(Channel::balanced(balanced)))
+    }
+}
+
+/// The background task that keeps a balanced channel's instances current.
+struct Watcher {
+    balanced: Weak<Balanced>,
+    registry: Registry,
+    service: String,
+    requirement: Option<semver::VersionReq>,
+    cache_file: Option<PathBuf>,
+}
+
+impl Watcher {
+    fn usable(&self, instance: &Instance) -> bool {
+        // Entries written by other tools (a grpc-go etcd registration, say)
+        // name no protocols and no version: take them as courier-reachable,
+        // and as matching only when no version is required.
+        let speaks_courier =
+            instance.protocols.is_empty() || instance.protocols.iter().any(|p| p == "courier");
+        let version_ok = self.requirement.as_ref().is_none_or(|requirement| instance.matches(requirement));
+        speaks_courier && version_ok
+    }
+
+    /// Push the view to the channel; false if the channel is gone.
+    fn publish(&self, view: &ServiceView) -> bool {
+        let Some(balanced) = self.balanced.upgrade() else { return false };
+        balanced.replace(view.instances().into_iter().filter(|i| self.usable(i)).collect());
+        true
+    }
+
+    fn note_error(&self, error: Option<String>) -> bool {
+        let Some(balanced) = self.balanced.upgrade() else { return false };
+        balanced.set_discovery_error(error);
+        true
+    }
+
+    async fn run(self, ready: oneshot::Sender<()>) {
+        let mut ready = Some(ready);
+        // Start from the cache file, so calls can go out even if the
+        // registry is down right now.
+        let mut view = match self.cache_file.as_deref().and_then(|path| cache::load(path, &self.service)) {
+            Some(cached) => {
+                tracing::info!(service = %self.service, instances = cached.instances().len(), "starting from the registry cache file");
+                if !self.publish(&cached) {
+                    return;
+                }
+                cached
+            }
+            None => ServiceView::default(),
+        };
+        // The first watch asks for a fresh full set; later ones resume.
+        let mut resume = None;
+        let backoff = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+            ..Backoff::default()
+        };
+        let mut failures = 0u32;
+        loop {
+            if self.balanced.strong_count() == 0 {
+                return;
+            }
+            let lost = match self.registry.watch(&self.service, resume).await {
+                Ok(mut stream) => loop {
+                    match stream.next().await {
+                        Some(Ok(event)) => {
+                            failures = 0;
+                            let applied = view.apply(event);
+                            resume = view.revision();
+                            match applied {
+                                Applied::Changed => {
+                                    if !self.publish(&view) {
+                                        return;
+                                    }
+                                    self.save(&view);
+                                }
+                                Applied::EmptyIgnored => tracing::warn!(
+                                    service = %self.service,
+                                    "the registry reported no instances; keeping the {} last known",
+                                    view.instances().len()
+                                ),
+                                Applied::Unchanged => {}
+                            }
+                            if !self.note_error(None) {
+                                return;
+                            }
+                            if let Some(ready) = ready.take() {
+                                let _ = ready.send(());
+                            }
+                        }
+                        Some(Err(err)) => break err.to_string(),
+                        None => break "the watch ended".to_owned(),
+                    }
+                },
+                Err(err) => err.to_string(),
+            };
+            // Keep routing to what we know; tell callers why if we know nothing.
+            tracing::debug!(service = %self.service, reason = %lost, "registry watch lost; retrying");
+            if !self.note_error(Some(format!("the registry is unreachable: {lost}"))) {
+                return;
+            }
+            // Having told the builder nothing yet, stop making it wait: the
+            // cache (if any) is all there is for now.
+            if let Some(ready) = ready.take() {
+                let _ = ready.send(());
+            }
+            failures = failures.saturating_add(1);
+            tokio::time::sleep(backoff.delay(failures, fastrand::f64())).await;
+        }
+    }
+
+    fn save(&self, view: &ServiceView) {
+        if let Some(path) = &self.cache_file
+            && let Err(err) = cache::save(path, &self.service, view)
+        {
+            tracing::warn!(path = %path.display(), %err, "could not write the registry cache file");
+        }
+    }
+}
