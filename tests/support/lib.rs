@@ -495,3 +495,66 @@ async fn next_event(watch: &mut courier::registry::WatchStream) -> courier::regi
         .expect("the watch is still open")
         .expect("no watch error")
 }
+
+/// A real single-node etcd (Debian's `etcd-server`), on free ports with a
+/// temporary data directory; killed when dropped.
+pub struct EtcdServer {
+    child: Child,
+    /// `127.0.0.1:<client port>`.
+    pub endpoint: String,
+    _data: tempfile::TempDir,
+}
+
+impl EtcdServer {
+    /// Start etcd and wait until it answers.
+    ///
+    /// # Panics
+    /// If etcd is not installed: `scripts/test.sh` installs it; a test run
+    /// without it must fail, not skip.
+    pub fn start() -> EtcdServer {
+        let data = tempfile::tempdir().expect("etcd data dir");
+        let (client, peer) = (free_port(), free_port());
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let log = std::fs::File::create(data.path().join("etcd.log")).expect("etcd log file");
+        let child = Command::new("etcd")
+            .args(["--name", "courier-test", "--data-dir"])
+            .arg(data.path().join("data"))
+            .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("courier-test={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!("could not start etcd ({err}); install it with `apt-get install etcd-server` (scripts/test.sh does)")
+            });
+        let server = EtcdServer { child, endpoint: format!("127.0.0.1:{client}"), _data: data };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let healthy = server.etcdctl(&["endpoint", "health"]).status.success();
+            if healthy {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("etcd did not become healthy within 20 s");
+    }
+
+    /// Run `etcdctl` (v3 API) against this server.
+    pub fn etcdctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint))
+            .args(args)
+            .output()
+            .expect("etcdctl (package etcd-client) is installed")
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

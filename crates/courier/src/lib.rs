@@ -57,9 +57,12 @@
 //!
 //! ## Feature flags
 //!
-//! None yet: the native protocol, both codecs and the blocking client are
-//! always built. Later protocols (gRPC, JSON-RPC, HTTP/JSON) and registry
-//! backends arrive behind their own features.
+//! - `etcd` (off by default): the `etcd://` registry backend, through the
+//!   `etcd-client` crate. Building it needs `protoc`
+//!   (`apt-get install protobuf-compiler`).
+//!
+//! The native protocol, both codecs, the blocking client and the `mem://`
+//! and `courier://` registries are always built.
 
 // Lets `#[courier::service]` (whose output names `::courier::...`) be used
 // inside this crate too, for the registry's own API.

@@ -14,7 +14,7 @@
 //! - `courier://host:port` — the bundled registry server
 //!   (`courier registry serve`);
 //! - `etcd://host:2379,host:2379` — an etcd v3 cluster (cargo feature
-//!   `etcd`), in the key layout grpc-go's etcd resolver reads.
+//!   `etcd`), in the key layout grpc-go's etcd resolver reads (see `etcd`).
 //!
 //! - [`instance`]: [`Instance`] and its state.
 //! - [`cache`]: a consumer's view of a service, and its cache file.
@@ -26,6 +26,8 @@
 //!   backend and the engine of the registry server.
 
 pub mod cache;
+#[cfg(feature = "etcd")]
+mod etcd;
 pub mod instance;
 pub mod local;
 pub mod protocol;
@@ -269,6 +271,13 @@ pub async fn connect(url: &str) -> Result<Registry, RegistryError> {
             }
             Ok(Registry::from_backend(url, remote::RemoteRegistry::new(addr)))
         }
+        #[cfg(feature = "etcd")]
+        "etcd" => {
+            let backend = etcd::EtcdRegistry::new(rest).map_err(|reason| invalid(&reason))?;
+            Ok(Registry::from_backend(url, Arc::new(backend)))
+        }
+        #[cfg(not(feature = "etcd"))]
+        "etcd" => Err(RegistryError::NotBuilt { scheme: "etcd".to_owned(), feature: "etcd".to_owned() }),
         other => Err(invalid(&format!("unknown scheme `{other}` (expected mem, courier or etcd)"))),
     }
 }
