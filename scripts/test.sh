@@ -4,14 +4,28 @@
 # example, a smoke run of the benchmark harness, and a build of the fuzz
 # target. `.ci/run` runs exactly this.
 #
-# Tests start their own servers on free 127.0.0.1 ports and need no setup.
-# Later issues add real peers (etcd, Python grpcio); this script installs
-# them when they are missing, so nothing is ever skipped silently.
+# Tests start their own servers (and their own etcd) on free 127.0.0.1
+# ports with temporary directories. The real peers they need are installed
+# here when missing, so nothing is ever skipped silently:
+#   - etcd and etcdctl (Debian's etcd-server, etcd-client) for the etcd tests;
+#   - protoc (protobuf-compiler), which etcd-client's build needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 started=$SECONDS
 step() { printf '\n==> %s (%ds)\n' "$*" "$((SECONDS - started))"; }
+
+missing=()
+command -v etcd >/dev/null || missing+=(etcd-server)
+command -v etcdctl >/dev/null || missing+=(etcd-client)
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing the real peers the tests need: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -21,6 +35,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test (unit, integration, fault, macro error and doc tests)"
 cargo test --workspace --locked
+
+step "courier demo (the main job: registry, providers, a consumer; fails if any call fails)"
+cargo run --locked -q -p courier-cli -- demo
 
 step "examples"
 cargo run --locked -q -p courier-examples --example calculator

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use courier::Balance;
 use courier::registry::{Instance, Registry};
-use courier_tests::{ChildServer, Proxy, WhoamiClient, eventually, free_port, start_provider};
+use courier_tests::{ChildServer, ProbeClient, Proxy, WhoamiClient, eventually, free_port, start_provider};
 
 /// An in-process courier registry (the real server, on disk in `dir`).
 async fn registry_server(dir: &std::path::Path) -> courier::ServerHandle {
@@ -116,6 +116,19 @@ async fn a_killed_provider_vanishes_within_ttl_plus_one_second_for_every_consume
     assert!(gone_after <= Duration::from_secs(3), "gone after {gone_after:?} (TTL 2 s + 1 s)");
     // And calls only reach the survivor.
     assert_eq!(consumers[0].name().await.expect("call"), "stays");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_server_stops_renewing_its_lease_and_expires() {
+    let registry = courier::registry::connect("mem://").await.expect("registry");
+    let aborted = start_provider(&registry, "aborted", |b| b).await;
+    let client = discover(&registry, Balance::RoundRobin).await;
+    assert!(eventually(Duration::from_secs(5), || known(&client) == 1).await);
+    aborted.abort();
+    assert!(
+        eventually(Duration::from_secs(4), || known(&client) == 0).await,
+        "no orphaned task keeps renewing the lease of a server that is gone"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,4 +448,35 @@ async fn ten_thousand_instances_and_a_watcher_that_sees_a_change_quickly() {
         rss_after.saturating_sub(rss_before) as f64 / 10_000.0
     );
     assert!(worst < Duration::from_millis(100), "a watcher saw the change after {worst:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_crashing_mid_call_fails_only_the_calls_that_are_not_idempotent() {
+    let registry = courier::registry::connect("mem://").await.expect("registry");
+    let first = start_provider(&registry, "first", |b| b).await;
+    let _second = start_provider(&registry, "second", |b| b).await;
+    let probe = ProbeClient::discover(&registry, "Probe").no_cache().build().await.expect("discover");
+    assert!(
+        eventually(Duration::from_secs(5), || probe.channel().instances().is_some_and(|i| i.len() == 2))
+            .await
+    );
+    // Round robin: of 8 slow calls, 4 are in flight on `first` when it dies.
+    let idempotent: Vec<_> = (0..8).map(|i| probe.spawn_slow_echo(format!("call {i}"), 400)).collect();
+    let plain: Vec<_> = (0..8).map(|_| probe.spawn_sleep(400)).collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    first.abort();
+    for (i, call) in idempotent.into_iter().enumerate() {
+        assert_eq!(call.await.expect("an idempotent call moves to the survivor"), format!("call {i}"));
+    }
+    let mut lost = 0;
+    for call in plain {
+        match call.await {
+            Ok(_) => {}
+            Err(status) => {
+                assert_eq!(status.code(), courier::Code::Unavailable, "{status}");
+                lost += 1;
+            }
+        }
+    }
+    assert!(lost > 0, "a call that may have run is not silently run again");
 }

@@ -71,6 +71,9 @@ pub trait Probe {
     async fn recorded(&self) -> Vec<u64>;
     /// Block the thread for `millis` (synchronous work, no `.await`).
     async fn busy(&self, millis: u64) -> u64;
+    /// Wait `millis`, then return `message`; safe to run twice.
+    #[courier(idempotent)]
+    async fn slow_echo(&self, message: String, millis: u64) -> String;
     /// Wait `millis`, then record `value` (one-way).
     #[courier(one_way)]
     async fn record_later(&self, value: u64, millis: u64);
@@ -200,6 +203,11 @@ impl Probe for ProbeImpl {
     async fn busy(&self, millis: u64) -> u64 {
         std::thread::sleep(Duration::from_millis(millis));
         millis
+    }
+
+    async fn slow_echo(&self, message: String, millis: u64) -> String {
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        message
     }
 
     async fn record_later(&self, value: u64, millis: u64) {

@@ -1,6 +1,9 @@
 //! `courier`: the command line for courier services.
 //!
 //! ```text
+//! courier demo                                  # registry, providers and a consumer, live
+//! courier registry serve --listen 127.0.0.1:7600 --data-dir ./registry
+//! courier ls [Service] --registry courier://127.0.0.1:7600
 //! courier bench 127.0.0.1:9000 --method Calculator.Add --data '{"a":1,"b":2}' -c 64 -d 10s
 //! ```
 //!
@@ -9,14 +12,22 @@
 //! - `bench/`: `courier bench`, a load tester like ghz or wrk: `args` (the
 //!   options), `engine` (workers, pacing, per-call recording), `report`
 //!   (the summary and histogram).
+//! - `demo`: `courier demo`.
+//! - `registry_cmd`: `courier registry serve` and `courier ls`.
 //! - `duration`: parsing `10s`, `500ms`, `2m`.
 //!
 //! ## Feature flags
 //!
-//! None.
+//! - `etcd` (off by default): accept `etcd://` registry URLs (building it
+//!   needs `protoc`).
+
+// A command-line tool's job is to print; the workspace lint is for libraries.
+#![allow(clippy::print_stdout)]
 
 mod bench;
+mod demo;
 mod duration;
+mod registry_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +40,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Registration and discovery in one process: an embedded registry,
+    /// three providers and a consumer; one provider crashes, one stops.
+    Demo,
+    /// The bundled registry server.
+    #[command(subcommand)]
+    Registry(registry_cmd::RegistryCommand),
+    /// List registered instances: versions, weights, lease ages.
+    Ls {
+        /// Only this service.
+        service: Option<String>,
+        /// The registry (`courier://`, `mem://`, or `etcd://` with the etcd
+        /// feature). Default: $COURIER_REGISTRY, else courier://127.0.0.1:7600.
+        #[arg(long, env = "COURIER_REGISTRY", default_value = "courier://127.0.0.1:7600")]
+        registry: String,
+    },
     /// Load-test a method: concurrency, duration or count, optional rate
     /// limit; prints latency percentiles and a histogram.
     Bench(bench::BenchArgs),
@@ -36,8 +62,13 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Bench(args) => bench::run(args),
+    let result: Result<std::process::ExitCode, Box<dyn std::error::Error>> = match cli.command {
+        Command::Demo => demo::run().map_err(Into::into),
+        Command::Registry(command) => registry_cmd::run(command).map_err(Into::into),
+        Command::Ls { service, registry } => {
+            registry_cmd::ls(&registry, service.as_deref()).map_err(Into::into)
+        }
+        Command::Bench(args) => bench::run(args).map_err(Into::into),
     };
     match result {
         Ok(code) => code,

@@ -302,19 +302,22 @@ fn expand_client(service: &Service) -> TokenStream {
         let ret = client_return(method);
         let ok = method.output.ok_type();
         let docs = method.attrs.iter().filter(|attr| attr.path().is_ident("doc"));
+        // Idempotent methods may be retried on another instance when their
+        // connection is lost mid-call.
+        let unary = if method.idempotent { quote!(unary_idempotent) } else { quote!(unary) };
         let body = if method.one_way {
             quote! { self.channel.one_way(#full, &args, &self.options).await }
         } else {
             match &method.output {
                 Output::AppResult(_, err) => quote! {
-                    match self.channel.unary::<_, #ok>(#full, &args, &self.options).await {
+                    match self.channel.#unary::<_, #ok>(#full, &args, &self.options).await {
                         ::core::result::Result::Ok(output) => ::core::result::Result::Ok(output),
                         ::core::result::Result::Err(status) => ::core::result::Result::Err(
                             ::courier::__private::decode_app_error::<#err>(self.options.codec(), status),
                         ),
                     }
                 },
-                _ => quote! { self.channel.unary::<_, #ok>(#full, &args, &self.options).await },
+                _ => quote! { self.channel.#unary::<_, #ok>(#full, &args, &self.options).await },
             }
         };
         let spawn_doc = format!("Start [`{client}::{ident}`] now and collect the result later by awaiting the handle. Must be called inside a tokio runtime.");

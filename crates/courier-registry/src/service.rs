@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use courier::Status;
 use courier::discovery::protocol::{LeaseGrant, MAX_WATCH_WAIT_MS, RegistryApi, status_of};
 use courier::discovery::{Instance, Registration, Revision, Snapshot, WatchEvent};
+use courier::{Context, Status};
 
 use crate::RegistryServer;
 
@@ -46,8 +46,20 @@ impl RegistryApi for RegistryServer {
         self.local.list(&service)
     }
 
-    async fn watch(&self, service: String, after: Option<Revision>, wait_ms: u64) -> Vec<WatchEvent> {
-        self.local.wait_events(&service, after, Duration::from_millis(wait_ms.min(MAX_WATCH_WAIT_MS))).await
+    async fn watch(
+        &self,
+        cx: &Context,
+        service: String,
+        after: Option<Revision>,
+        wait_ms: u64,
+    ) -> Vec<WatchEvent> {
+        let wait = Duration::from_millis(wait_ms.min(MAX_WATCH_WAIT_MS));
+        tokio::select! {
+            events = self.local.wait_events(&service, after, wait) => events,
+            // Shutting down: end the long poll now (empty: nothing changed)
+            // rather than hold up the drain; the client polls again.
+            () = cx.shutdown() => Vec::new(),
+        }
     }
 
     async fn registrations(&self, service: Option<String>) -> Vec<Registration> {

@@ -32,12 +32,33 @@ pub struct Context {
     metadata: Metadata,
     peer: Option<SocketAddr>,
     codec: Codec,
+    shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Context {
     /// A context for a call to `method`.
     pub fn new(method: &'static str, codec: Codec) -> Context {
-        Context { method, deadline: None, metadata: Metadata::new(), peer: None, codec }
+        Context { method, deadline: None, metadata: Metadata::new(), peer: None, codec, shutdown: None }
+    }
+
+    /// Attach the server's shutdown signal.
+    #[must_use]
+    pub(crate) fn with_shutdown(mut self, shutdown: tokio::sync::watch::Receiver<bool>) -> Context {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// Resolves when the server starts a graceful shutdown (never, for a
+    /// context not made by a courier server). A handler that waits for a
+    /// long time (a long poll, say) can answer early, so the server's drain
+    /// does not wait for it.
+    pub async fn shutdown(&self) {
+        match self.shutdown.clone() {
+            Some(mut shutdown) => {
+                let _ = shutdown.wait_for(|stopping| *stopping).await;
+            }
+            None => std::future::pending().await,
+        }
     }
 
     /// Set the deadline.

@@ -5,8 +5,8 @@
 //! outstanding-call count and health. A call asks the balancer for an order
 //! and tries instances in it: an instance that cannot be reached (nothing
 //! was sent) counts a failure against its health and the call moves on; a
-//! failure after the request was sent is returned, since retrying it could
-//! run it twice.
+//! connection lost after the request was sent moves on only for idempotent
+//! methods, since retrying anything else could run it twice.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use super::channel::Retry;
 use super::config::ChannelConfig;
 use super::direct::{AttemptError, Direct};
 use super::options::CallOptions;
@@ -182,6 +183,7 @@ impl Balanced {
         method: &str,
         options: &CallOptions,
         deadline: Option<Instant>,
+        retry: Retry,
         encode_body: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
     ) -> Result<Option<Frame>, Status> {
         let set = self.snapshot();
@@ -208,15 +210,17 @@ impl Balanced {
                     }
                     last_error = Some(status);
                 }
-                Err(AttemptError::Failed(status)) => {
-                    // The request went out: it may have run, so it is not
-                    // retried elsewhere. A lost connection still counts
-                    // against the instance's health.
-                    if status.code() == Code::Unavailable {
-                        endpoint.health.failure(Instant::now(), &self.ejection);
-                    } else {
-                        endpoint.health.success();
+                Err(AttemptError::Failed(status)) if status.code() == Code::Unavailable => {
+                    // The connection was lost after the request went out: it
+                    // may have run. Only an idempotent call moves on.
+                    endpoint.health.failure(Instant::now(), &self.ejection);
+                    if retry == Retry::IfNotSent {
+                        return Err(status);
                     }
+                    last_error = Some(status);
+                }
+                Err(AttemptError::Failed(status)) => {
+                    endpoint.health.success();
                     return Err(status);
                 }
             }

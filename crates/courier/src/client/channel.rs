@@ -120,9 +120,40 @@ impl Channel {
         Req: Serialize + Sync + ?Sized,
         Resp: DeserializeOwned,
     {
+        self.unary_with(method, request, options, Retry::IfNotSent).await
+    }
+
+    /// Like [`Channel::unary`], for a method that is safe to run twice
+    /// (`#[courier(idempotent)]`): if the connection is lost after the
+    /// request went out, the call is tried on the next instance instead of
+    /// failing. Generated clients call this for idempotent methods.
+    pub async fn unary_idempotent<Req, Resp>(
+        &self,
+        method: &str,
+        request: &Req,
+        options: &CallOptions,
+    ) -> Result<Resp, Status>
+    where
+        Req: Serialize + Sync + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        self.unary_with(method, request, options, Retry::IfLost).await
+    }
+
+    async fn unary_with<Req, Resp>(
+        &self,
+        method: &str,
+        request: &Req,
+        options: &CallOptions,
+        retry: Retry,
+    ) -> Result<Resp, Status>
+    where
+        Req: Serialize + Sync + ?Sized,
+        Resp: DeserializeOwned,
+    {
         let codec = options.codec();
         let frame = self
-            .send(FrameKind::Request, method, options, &|buf| encode(codec, request, buf, method))
+            .send(FrameKind::Request, method, options, retry, &|buf| encode(codec, request, buf, method))
             .await?;
         let frame = reply_frame(frame, method)?;
         let body = reply_body(&frame, codec, method)?;
@@ -140,7 +171,7 @@ impl Channel {
         options: &CallOptions,
     ) -> Result<Bytes, Status> {
         let frame = self
-            .send(FrameKind::Request, method, options, &|buf| {
+            .send(FrameKind::Request, method, options, Retry::IfNotSent, &|buf| {
                 buf.extend_from_slice(&body);
                 Ok(())
             })
@@ -156,9 +187,11 @@ impl Channel {
         Req: Serialize + Sync + ?Sized,
     {
         let codec = options.codec();
-        self.send(FrameKind::OneWay, method, options, &|buf| encode(codec, request, buf, method))
-            .await
-            .map(|_| ())
+        self.send(FrameKind::OneWay, method, options, Retry::IfNotSent, &|buf| {
+            encode(codec, request, buf, method)
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn send(
@@ -166,6 +199,7 @@ impl Channel {
         kind: FrameKind,
         method: &str,
         options: &CallOptions,
+        retry: Retry,
         encode_body: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
     ) -> Result<Option<Frame>, Status> {
         // One deadline for the whole call, moves between instances included.
@@ -177,7 +211,9 @@ impl Channel {
                     .attempt(kind, method, options, deadline, encode_body)
                     .await
                     .map_err(super::direct::AttemptError::into_status),
-                Kind::Balanced(balanced) => balanced.send(kind, method, options, deadline, encode_body).await,
+                Kind::Balanced(balanced) => {
+                    balanced.send(kind, method, options, deadline, retry, encode_body).await
+                }
             }
         };
         let Some(deadline) = deadline else {
@@ -191,6 +227,15 @@ impl Channel {
             ))),
         }
     }
+}
+
+/// When a call may move to another instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// Only if nothing was sent (the instance could not be reached).
+    IfNotSent,
+    /// Also if the connection was lost after sending (idempotent methods).
+    IfLost,
 }
 
 fn encode<Req: Serialize + ?Sized>(

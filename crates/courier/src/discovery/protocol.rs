@@ -41,7 +41,13 @@ pub trait RegistryApi {
     /// The events of `service` after revision `after` (a `Reset` first if
     /// `after` is `None` or too old), waiting up to `wait_ms` for some.
     #[courier(idempotent)]
-    async fn watch(&self, service: String, after: Option<Revision>, wait_ms: u64) -> Vec<WatchEvent>;
+    async fn watch(
+        &self,
+        cx: &crate::Context,
+        service: String,
+        after: Option<Revision>,
+        wait_ms: u64,
+    ) -> Vec<WatchEvent>;
     /// Every registration, or those of one service.
     #[courier(idempotent)]
     async fn registrations(&self, service: Option<String>) -> Vec<Registration>;

@@ -300,6 +300,7 @@ async fn run(
                 &mut drain,
                 &mut last_call_id,
                 &mut budget,
+                &shutdown,
             )
             .await
             {
@@ -417,6 +418,7 @@ async fn handle_frame(
     drain: &mut Drain,
     last_call_id: &mut u32,
     budget: &mut Budget,
+    shutdown: &watch::Receiver<bool>,
 ) -> Option<End> {
     match frame.header.kind {
         FrameKind::Request | FrameKind::OneWay => {
@@ -440,7 +442,7 @@ async fn handle_frame(
                 }
                 return None;
             }
-            start_call(frame, conn, server, per_connection, peer, budget).await;
+            start_call(frame, conn, server, per_connection, peer, budget, shutdown).await;
         }
         FrameKind::Cancel => {
             let entry = conn.calls().remove(&frame.header.call_id);
@@ -570,6 +572,7 @@ async fn start_call(
     per_connection: &Arc<Limit>,
     peer: SocketAddr,
     budget: &Budget,
+    shutdown: &watch::Receiver<bool>,
 ) {
     let call_id = frame.header.call_id;
     let one_way = frame.header.kind == FrameKind::OneWay;
@@ -589,7 +592,8 @@ async fn start_call(
     let cx = Context::new(route.method.full_name, codec)
         .with_deadline(deadline)
         .with_metadata(metadata)
-        .with_peer(Some(peer));
+        .with_peer(Some(peer))
+        .with_shutdown(shutdown.clone());
     let body: Bytes = frame.body;
     let mut handler = route.service.call(route.index, cx, body);
     let max_frame_size = conn.max_frame_size;

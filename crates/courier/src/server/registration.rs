@@ -96,13 +96,25 @@ impl Registrations {
 
     /// Deregister every instance (each task deregisters as it stops), then
     /// wait the grace period so consumers can see it.
-    pub(crate) async fn stop(self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.stop.send(true);
-        for task in self.tasks {
+        for task in std::mem::take(&mut self.tasks) {
             let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
         }
         if !self.grace.is_zero() {
             tokio::time::sleep(self.grace).await;
+        }
+    }
+}
+
+impl Drop for Registrations {
+    /// A server that stops without a graceful shutdown (its task aborted,
+    /// its runtime gone) stops renewing its leases, so its instances expire
+    /// like those of a crashed process, instead of being kept alive by
+    /// orphaned tasks.
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
         }
     }
 }
