@@ -480,3 +480,25 @@ async fn a_provider_crashing_mid_call_fails_only_the_calls_that_are_not_idempote
     }
     assert!(lost > 0, "a call that may have run is not silently run again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hashing_sends_equal_keys_to_the_same_instance() {
+    let registry = courier::registry::connect("mem://").await.expect("registry");
+    let _providers = [
+        start_provider(&registry, "h1", |b| b).await,
+        start_provider(&registry, "h2", |b| b).await,
+        start_provider(&registry, "h3", |b| b).await,
+    ];
+    let client = discover(&registry, Balance::ConsistentHash).await;
+    assert!(eventually(Duration::from_secs(5), || known(&client) == 3).await);
+    let mut owners = HashMap::new();
+    for user in 0..60 {
+        let keyed = client.with_hash_key(format!("user-{user}"));
+        let first = keyed.name().await.expect("call");
+        for _ in 0..5 {
+            assert_eq!(keyed.name().await.expect("call"), first, "user-{user} moved");
+        }
+        *owners.entry(first).or_insert(0) += 1;
+    }
+    assert_eq!(owners.len(), 3, "keys spread over every instance: {owners:?}");
+}

@@ -407,6 +407,13 @@ fn expand_client(service: &Service) -> TokenStream {
                 self.with_options(::core::clone::Clone::clone(&self.options).with_codec(codec))
             }
 
+            /// A copy of this client whose calls carry routing key `key`: with
+            /// `Balance::ConsistentHash`, equal keys go to the same instance.
+            #[must_use]
+            pub fn with_hash_key(&self, key: impl ::core::convert::AsRef<[u8]>) -> Self {
+                self.with_options(::core::clone::Clone::clone(&self.options).with_hash_key(key))
+            }
+
             #(#methods)*
         }
     }
