@@ -67,9 +67,10 @@ pub async fn open(data_dir: impl AsRef<Path>) -> Result<RegistryServer, PersistE
     let persistence = Arc::new(persistence);
     let expiry_persistence = persistence.clone();
     let local = LocalRegistry::with_store(store, move |outcome| {
-        // Expiries are written in the background: losing one in a crash only
-        // means the lease expires once more after the restart.
-        expiry_persistence.persist_in_background(outcome.changes.clone());
+        // Queued in order with every other change; not waited for: losing an
+        // expiry in a crash only means the lease expires again after the
+        // restart.
+        let _ = expiry_persistence.enqueue(outcome.changes.clone());
     });
     Ok(RegistryServer { local, persistence })
 }

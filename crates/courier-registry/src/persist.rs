@@ -34,14 +34,6 @@ pub enum PersistError {
     /// The database failed.
     #[error("registry database: {0}")]
     Database(String),
-    /// A stored record did not decode.
-    #[error("corrupt registry record `{key}`: {reason}")]
-    Corrupt {
-        /// Its key.
-        key: String,
-        /// What is wrong.
-        reason: String,
-    },
     /// The writer thread is gone.
     #[error("the registry's writer stopped")]
     WriterGone,
@@ -70,20 +62,31 @@ impl Persistence {
         Ok((Persistence { writer }, store))
     }
 
-    /// Make `changes` durable; resolves once they are on disk.
-    pub(crate) async fn persist(&self, changes: Vec<Change>) -> Result<(), PersistError> {
+    /// Queue `changes` for the disk, in call order (call it under the
+    /// store's lock); the receipt resolves once they are durable.
+    pub(crate) fn enqueue(&self, changes: Vec<Change>) -> Receipt {
         let (done, result) = oneshot::channel();
-        self.writer.send((changes, Some(done))).map_err(|_| PersistError::WriterGone)?;
-        match result.await {
+        let sent = self.writer.send((changes, Some(done))).is_ok();
+        Receipt { result, sent }
+    }
+}
+
+/// Resolves when the changes it was given for are on disk.
+pub(crate) struct Receipt {
+    result: oneshot::Receiver<Result<(), String>>,
+    sent: bool,
+}
+
+impl Receipt {
+    pub(crate) async fn durable(self) -> Result<(), PersistError> {
+        if !self.sent {
+            return Err(PersistError::WriterGone);
+        }
+        match self.result.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(reason)) => Err(PersistError::Database(reason)),
             Err(_) => Err(PersistError::WriterGone),
         }
-    }
-
-    /// Write `changes` without waiting for them.
-    pub(crate) fn persist_in_background(&self, changes: Vec<Change>) {
-        let _ = self.writer.send((changes, None));
     }
 }
 
@@ -113,10 +116,14 @@ fn load(db: &Database) -> Result<Store, PersistError> {
     let mut registrations = Vec::new();
     for entry in txn.open_table(REGISTRATIONS).map_err(db_error)?.iter().map_err(db_error)? {
         let (key, value) = entry.map_err(db_error)?;
-        let registration: Registration = serde_json::from_slice(value.value()).map_err(|err| {
-            PersistError::Corrupt { key: key.value().replace('\u{0}', "/"), reason: err.to_string() }
-        })?;
-        registrations.push(registration);
+        match serde_json::from_slice::<Registration>(value.value()) {
+            Ok(registration) => registrations.push(registration),
+            // One bad record must not keep the registry from starting; the
+            // instance re-registers when its lease is not found.
+            Err(err) => {
+                tracing::warn!(key = %key.value().replace('\u{0}', "/"), %err, "skipping a corrupt registry record");
+            }
+        }
     }
     let last_lease = last_lease.max(leases.iter().map(|(id, _)| *id).max().unwrap_or(0));
     tracing::info!(revision, leases = leases.len(), instances = registrations.len(), "registry state loaded");
@@ -176,7 +183,9 @@ fn write<'a>(db: &Database, changes: impl Iterator<Item = &'a Change>) -> Result
                     leases.remove(*id).map_err(db_error)?;
                 }
                 Change::Revision(revision) => {
-                    meta.insert("revision", *revision).map_err(db_error)?;
+                    // Never backwards, whatever order batches were written in.
+                    let last = meta.get("revision").map_err(db_error)?.map_or(0, |v| v.value());
+                    meta.insert("revision", (*revision).max(last)).map_err(db_error)?;
                 }
             }
         }

@@ -15,15 +15,28 @@ fn unavailable(err: crate::PersistError) -> Status {
 
 impl RegistryApi for RegistryServer {
     async fn register(&self, instance: Instance, ttl_ms: u64) -> Result<LeaseGrant, Status> {
-        let (lease, outcome) =
-            self.local.register(instance, Duration::from_millis(ttl_ms)).map_err(status_of)?;
-        if let Err(err) = self.persistence.persist(outcome.changes.clone()).await {
-            // Undo in memory too: the caller was told it failed and will retry.
-            if let Ok(undo) = self.local.revoke(lease.id) {
-                self.persistence.persist_in_background(undo.changes);
+        let mut receipt = None;
+        let (lease, outcome) = self
+            .local
+            .register_with(instance, Duration::from_millis(ttl_ms), |outcome| {
+                receipt = Some(self.persistence.enqueue(outcome.changes.clone()));
+            })
+            .map_err(status_of)?;
+        let durable = match receipt {
+            Some(receipt) => receipt.durable().await,
+            None => Ok(()),
+        };
+        if let Err(err) = durable {
+            // Undo in memory too (and tell watchers): the caller was told it
+            // failed and will retry.
+            if let Ok(undo) = self.local.revoke_with(lease.id, |undo| {
+                let _ = self.persistence.enqueue(undo.changes.clone());
+            }) {
+                self.local.publish(&undo);
             }
             return Err(unavailable(err));
         }
+        // Watchers hear of it only once it is on disk.
         self.local.publish(&outcome);
         Ok(LeaseGrant { id: lease.id, ttl_ms })
     }
@@ -35,11 +48,18 @@ impl RegistryApi for RegistryServer {
     }
 
     async fn deregister(&self, lease: u64) -> Result<(), Status> {
-        let outcome = self.local.revoke(lease).map_err(status_of)?;
-        // Publish first: the instance is gone from memory either way, and
-        // consumers should stop calling it at once.
+        let mut receipt = None;
+        let outcome = self
+            .local
+            .revoke_with(lease, |outcome| receipt = Some(self.persistence.enqueue(outcome.changes.clone())))
+            .map_err(status_of)?;
+        // Tell watchers at once: the instance is gone from memory either way,
+        // and consumers should stop calling it now.
         self.local.publish(&outcome);
-        self.persistence.persist(outcome.changes).await.map_err(unavailable)
+        match receipt {
+            Some(receipt) => receipt.durable().await.map_err(unavailable),
+            None => Ok(()),
+        }
     }
 
     async fn list(&self, service: String) -> Snapshot {

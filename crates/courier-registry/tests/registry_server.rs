@@ -32,7 +32,16 @@ async fn registrations_survive_a_restart_with_fresh_leases() {
         courier::registry::connect(&format!("courier://{}", server.local_addr())).await.expect("connect");
     let after = registry.list("Persisted").await.expect("list");
     assert_eq!(after.instances, vec![instance], "the instance is still there after the restart");
-    assert_eq!(after.revision, before.revision, "and nothing changed");
+    // Revisions jump on restart, so a watcher resuming from before starts over
+    // with a full set rather than trusting a log the restart lost.
+    assert!(after.revision > before.revision);
+    let mut watch = registry.watch("Persisted", Some(before.revision)).await.expect("watch");
+    let first =
+        tokio::time::timeout(Duration::from_secs(5), watch.next()).await.expect("an event").expect("open");
+    assert!(
+        matches!(first, Ok(courier::registry::WatchEvent::Reset { ref instances, .. }) if instances.len() == 1),
+        "{first:?}"
+    );
     // Its lease got a fresh TTL and can be kept alive with the same id.
     registry.keep_alive(&lease).await.expect("the old lease is valid");
 

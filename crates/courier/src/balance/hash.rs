@@ -39,14 +39,31 @@ impl Ring {
 
     /// The candidates in ring order from `key`, each once.
     pub(crate) fn walk(&self, key: u64, candidates: usize) -> Vec<usize> {
+        self.walk_where(key, candidates, candidates, |_| true)
+    }
+
+    /// The first `limit` candidates (of `candidates` in all) in ring order
+    /// from `key` that `wanted` accepts, each once. Stops as soon as it has
+    /// them, so a call pays for the few instances it may try, not the ring.
+    pub(crate) fn walk_where(
+        &self,
+        key: u64,
+        candidates: usize,
+        limit: usize,
+        wanted: impl Fn(usize) -> bool,
+    ) -> Vec<usize> {
         let start = self.points.partition_point(|(point, _)| *point < key);
-        let mut order = Vec::with_capacity(candidates);
+        let mut seen = vec![false; candidates];
+        let mut order = Vec::with_capacity(limit.min(candidates));
         for i in 0..self.points.len() {
             let (_, index) = self.points[(start + i) % self.points.len()];
-            if !order.contains(&index) {
-                order.push(index);
-                if order.len() == candidates {
-                    break;
+            if index < candidates && !seen[index] {
+                seen[index] = true;
+                if wanted(index) {
+                    order.push(index);
+                    if order.len() == limit {
+                        break;
+                    }
                 }
             }
         }
@@ -76,6 +93,18 @@ mod tests {
         assert!(per_instance.iter().all(|&n| (2_700..4_000).contains(&n)), "{per_instance:?}");
         // Ideally a quarter of the keys move to the new instance.
         assert!((1_800..3_200).contains(&moved), "{moved} keys moved");
+    }
+
+    #[test]
+    fn a_filtered_walk_stops_at_its_limit() {
+        let ring = Ring::new(
+            (0..1000).map(|i| (format!("n{i}"), 1)).collect::<Vec<_>>().iter().map(|(s, w)| (s.as_str(), *w)),
+        );
+        let order = ring.walk_where(hash(b"k"), 1000, 3, |i| i % 2 == 0);
+        assert_eq!(order.len(), 3);
+        assert!(order.iter().all(|i| i % 2 == 0));
+        // The same key starts from the same place.
+        assert_eq!(order, ring.walk_where(hash(b"k"), 1000, 3, |i| i % 2 == 0));
     }
 
     #[test]

@@ -32,6 +32,14 @@ const MAX_ATTEMPTS: usize = 3;
 pub(crate) struct Endpoint {
     pub(crate) instance: Instance,
     direct: Arc<Direct>,
+    /// Shared by the endpoints of one instance across updates of its
+    /// details, so calls in flight and its health carry over.
+    load: Arc<Load>,
+}
+
+/// Calls outstanding on an instance, and its health.
+#[derive(Default)]
+struct Load {
     outstanding: AtomicUsize,
     health: Health,
 }
@@ -54,8 +62,8 @@ pub(crate) struct Balanced {
     discovery_error: Mutex<Option<String>>,
 }
 
-/// Counts a call as outstanding on an endpoint while alive.
-struct Outstanding<'a>(&'a Endpoint);
+/// Counts a call as outstanding on an instance while alive.
+struct Outstanding<'a>(&'a Load);
 
 impl Drop for Outstanding<'_> {
     fn drop(&mut self) {
@@ -116,14 +124,12 @@ impl Balanced {
                     Some(existing) => Arc::new(Endpoint {
                         instance,
                         direct: existing.direct.clone(),
-                        outstanding: AtomicUsize::new(existing.outstanding.load(Ordering::Relaxed)),
-                        health: Health::default(),
+                        load: existing.load.clone(),
                     }),
                     None => Arc::new(Endpoint {
                         direct: Direct::new(instance.addr.clone(), self.config.clone()),
                         instance,
-                        outstanding: AtomicUsize::new(0),
-                        health: Health::default(),
+                        load: Arc::default(),
                     }),
                 }
             })
@@ -134,47 +140,66 @@ impl Balanced {
             Arc::new(Set { endpoints, ring });
     }
 
-    /// The endpoints a call may use, in the order to try them.
+    /// The endpoints a call may use, in the order to try them (at most
+    /// `MAX_ATTEMPTS`). Three tiers, each ordered by the balancer: healthy
+    /// instances in the consumer's zone, then other healthy instances, then
+    /// ejected ones and those of weight 0 (better a try than a certain
+    /// failure). A call that cannot reach one moves down the list.
     fn order(&self, set: &Set, options: &CallOptions) -> Vec<Arc<Endpoint>> {
         let now = Instant::now();
-        let serving: Vec<usize> = (0..set.endpoints.len())
-            .filter(|&i| set.endpoints[i].instance.state == InstanceState::Serving)
-            .collect();
-        let healthy = |i: &usize| !set.endpoints[*i].health.is_ejected(now);
-        // Prefer the consumer's zone while it has a healthy instance.
-        let in_zone: Vec<usize> = match &self.zone {
-            Some(zone) => serving
-                .iter()
-                .copied()
-                .filter(|&i| set.endpoints[i].instance.zone.as_deref() == Some(zone.as_str()))
-                .collect(),
-            None => Vec::new(),
+        let tier = |endpoint: &Endpoint| -> Option<usize> {
+            let instance = &endpoint.instance;
+            if instance.state != InstanceState::Serving {
+                return None;
+            }
+            if instance.weight == 0 || endpoint.load.health.is_ejected(now) {
+                return Some(2);
+            }
+            match &self.zone {
+                Some(zone) if instance.zone.as_deref() == Some(zone.as_str()) => Some(0),
+                _ => Some(1),
+            }
         };
-        let pool = if in_zone.iter().any(healthy) { in_zone } else { serving };
-        // Ejected instances only when nothing else is left (better a try
-        // than a certain failure).
-        let mut usable: Vec<usize> = pool.iter().copied().filter(healthy).collect();
-        if usable.is_empty() {
-            usable = pool;
-        }
-        let candidates: Vec<Candidate> = usable
-            .iter()
-            .map(|&i| {
-                let e = &set.endpoints[i];
-                Candidate { weight: e.instance.weight, outstanding: e.outstanding.load(Ordering::Relaxed) }
-            })
-            .collect();
+        let tiers: Vec<Option<usize>> = set.endpoints.iter().map(|e| tier(e)).collect();
         let mut random = fastrand::Rng::new();
-        let order: Vec<usize> = match (&set.ring, options.hash_key()) {
-            // The ring covers every endpoint; keep the usable ones, in ring order.
-            (Some(ring), Some(key)) => ring
-                .walk(key, set.endpoints.len())
-                .into_iter()
-                .filter_map(|i| usable.iter().position(|&u| u == i))
-                .collect(),
-            _ => self.picker.order(self.policy, &candidates, None, None, &mut random),
-        };
-        order.into_iter().map(|position| set.endpoints[usable[position]].clone()).collect()
+        let mut order = Vec::with_capacity(MAX_ATTEMPTS);
+        for wanted in 0..3 {
+            let need = MAX_ATTEMPTS - order.len();
+            if need == 0 {
+                break;
+            }
+            let members: Vec<usize> =
+                (0..set.endpoints.len()).filter(|&i| tiers[i] == Some(wanted)).collect();
+            if members.is_empty() {
+                continue;
+            }
+            let picked: Vec<usize> = match (&set.ring, options.hash_key()) {
+                // The ring covers every endpoint; walk it for this tier only.
+                (Some(ring), Some(key)) => {
+                    ring.walk_where(key, set.endpoints.len(), need, |i| tiers[i] == Some(wanted))
+                }
+                _ => {
+                    let candidates: Vec<Candidate> = members
+                        .iter()
+                        .map(|&i| {
+                            let e = &set.endpoints[i];
+                            Candidate {
+                                weight: e.instance.weight.max(1),
+                                outstanding: e.load.outstanding.load(Ordering::Relaxed),
+                            }
+                        })
+                        .collect();
+                    self.picker
+                        .order(self.policy, &candidates, None, None, &mut random)
+                        .into_iter()
+                        .take(need)
+                        .map(|position| members[position])
+                        .collect()
+                }
+            };
+            order.extend(picked.into_iter().map(|i| set.endpoints[i].clone()));
+        }
+        order
     }
 
     pub(crate) async fn send(
@@ -196,16 +221,16 @@ impl Balanced {
             }));
         }
         let mut last_error = None;
-        for endpoint in order.into_iter().take(MAX_ATTEMPTS) {
-            endpoint.outstanding.fetch_add(1, Ordering::Relaxed);
-            let _outstanding = Outstanding(&endpoint);
+        for endpoint in order {
+            endpoint.load.outstanding.fetch_add(1, Ordering::Relaxed);
+            let _outstanding = Outstanding(&endpoint.load);
             match endpoint.direct.attempt(kind, method, options, deadline, encode_body).await {
                 Ok(frame) => {
-                    endpoint.health.success();
+                    endpoint.load.health.success();
                     return Ok(frame);
                 }
                 Err(AttemptError::NotSent(status)) => {
-                    if endpoint.health.failure(Instant::now(), &self.ejection) {
+                    if endpoint.load.health.failure(Instant::now(), &self.ejection) {
                         tracing::info!(instance = %endpoint.instance, %status, "ejecting an unreachable instance");
                     }
                     last_error = Some(status);
@@ -213,14 +238,14 @@ impl Balanced {
                 Err(AttemptError::Failed(status)) if status.code() == Code::Unavailable => {
                     // The connection was lost after the request went out: it
                     // may have run. Only an idempotent call moves on.
-                    endpoint.health.failure(Instant::now(), &self.ejection);
+                    endpoint.load.health.failure(Instant::now(), &self.ejection);
                     if retry == Retry::IfNotSent {
                         return Err(status);
                     }
                     last_error = Some(status);
                 }
                 Err(AttemptError::Failed(status)) => {
-                    endpoint.health.success();
+                    endpoint.load.health.success();
                     return Err(status);
                 }
             }

@@ -8,22 +8,32 @@
 //!   while we know instances is taken for a registry that lost its state,
 //!   and ignored: calls keep going to the last known instances, and the
 //!   passive health checks take out any that are really gone. Instances
-//!   removed one by one (deregistered, expired) are removed.
+//!   removed one by one (deregistered, expired) are removed. Instances kept
+//!   that way are suspects: they go at the first sign the registry has
+//!   state again (any addition), or after [`SUSPECT_FOR`], and are never
+//!   written to the cache file.
 //! - **A consumer can start while the registry is down**, from the cache
 //!   file written the last time it knew the service (Dubbo's registry cache).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::{Instance, Revision, WatchEvent};
+
+/// How long instances kept despite an empty answer are believed.
+pub const SUSPECT_FOR: Duration = Duration::from_secs(30);
 
 /// A service's instances as known to one consumer.
 #[derive(Debug, Default, Clone)]
 pub struct ServiceView {
     instances: BTreeMap<String, Instance>,
     revision: Option<Revision>,
+    /// Ids kept although the registry said there were none, and since when.
+    suspects: BTreeSet<String>,
+    suspect_since: Option<Instant>,
 }
 
 /// What applying an event did.
@@ -40,7 +50,32 @@ pub enum Applied {
 impl ServiceView {
     /// A view starting from `instances` (say, from the cache file).
     pub fn from_instances(instances: Vec<Instance>, revision: Option<Revision>) -> ServiceView {
-        ServiceView { instances: instances.into_iter().map(|i| (i.id.clone(), i)).collect(), revision }
+        ServiceView {
+            instances: instances.into_iter().map(|i| (i.id.clone(), i)).collect(),
+            revision,
+            ..ServiceView::default()
+        }
+    }
+
+    /// The instances the registry has confirmed (what the cache file keeps).
+    pub fn confirmed(&self) -> Vec<Instance> {
+        self.instances.values().filter(|i| !self.suspects.contains(&i.id)).cloned().collect()
+    }
+
+    /// Drop suspects kept longer than `SUSPECT_FOR`; returns whether any went.
+    pub fn expire_suspects(&mut self, now: Instant) -> bool {
+        match self.suspect_since {
+            Some(since) if now.saturating_duration_since(since) >= SUSPECT_FOR => self.drop_suspects(),
+            _ => false,
+        }
+    }
+
+    fn drop_suspects(&mut self) -> bool {
+        let suspects = std::mem::take(&mut self.suspects);
+        self.suspect_since = None;
+        let before = self.instances.len();
+        self.instances.retain(|id, _| !suspects.contains(id));
+        self.instances.len() != before
     }
 
     /// The revision last applied, to resume a watch from.
@@ -59,8 +94,14 @@ impl ServiceView {
         let applied = match event {
             WatchEvent::Reset { instances, .. } => {
                 if instances.is_empty() && !self.instances.is_empty() {
+                    if self.suspect_since.is_none() {
+                        self.suspect_since = Some(Instant::now());
+                        self.suspects = self.instances.keys().cloned().collect();
+                    }
                     Applied::EmptyIgnored
                 } else {
+                    self.suspects.clear();
+                    self.suspect_since = None;
                     let next: BTreeMap<String, Instance> =
                         instances.into_iter().map(|i| (i.id.clone(), i)).collect();
                     if next == self.instances {
@@ -72,7 +113,11 @@ impl ServiceView {
                 }
             }
             WatchEvent::Add { instance, .. } | WatchEvent::Update { instance, .. } => {
-                if self.instances.get(&instance.id) == Some(&instance) {
+                // The registry has state again: suspects it did not mention
+                // were indeed gone.
+                self.suspects.remove(&instance.id);
+                let dropped = self.drop_suspects();
+                if self.instances.get(&instance.id) == Some(&instance) && !dropped {
                     Applied::Unchanged
                 } else {
                     self.instances.insert(instance.id.clone(), instance);
@@ -80,11 +125,8 @@ impl ServiceView {
                 }
             }
             WatchEvent::Remove { id, .. } => {
-                if self.instances.remove(&id).is_some() {
-                    Applied::Changed
-                } else {
-                    Applied::Unchanged
-                }
+                self.suspects.remove(&id);
+                if self.instances.remove(&id).is_some() { Applied::Changed } else { Applied::Unchanged }
             }
         };
         self.revision = Some(revision);
@@ -171,6 +213,26 @@ mod tests {
         assert_eq!(view.revision(), Some(5));
         // An empty set is fine when we know nothing.
         assert_eq!(view.apply(WatchEvent::Reset { instances: vec![], revision: 6 }), Applied::Unchanged);
+    }
+
+    #[test]
+    fn instances_kept_despite_an_empty_answer_go_when_the_registry_has_state_again() {
+        let mut view = ServiceView::from_instances(vec![instance("dead")], Some(1));
+        assert_eq!(view.apply(WatchEvent::Reset { instances: vec![], revision: 2 }), Applied::EmptyIgnored);
+        assert_eq!(view.instances().len(), 1, "kept for now");
+        assert!(view.confirmed().is_empty(), "but not confirmed");
+        assert_eq!(view.apply(WatchEvent::Add { instance: instance("live"), revision: 3 }), Applied::Changed);
+        let ids: Vec<String> = view.instances().into_iter().map(|i| i.id).collect();
+        assert_eq!(ids, vec!["live".to_owned()], "the suspect went with the first addition");
+    }
+
+    #[test]
+    fn suspects_expire_after_a_while() {
+        let mut view = ServiceView::from_instances(vec![instance("a")], Some(1));
+        view.apply(WatchEvent::Reset { instances: vec![], revision: 2 });
+        assert!(!view.expire_suspects(Instant::now()));
+        assert!(view.expire_suspects(Instant::now() + SUSPECT_FOR));
+        assert!(view.instances().is_empty());
     }
 
     #[test]

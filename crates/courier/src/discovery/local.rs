@@ -55,6 +55,13 @@ impl Shared {
         changed.entry(service.to_owned()).or_default().clone()
     }
 
+    /// Drop the wake-up of services nobody is waiting on (watching names
+    /// must not grow the registry's memory without bound).
+    fn forget_idle_services(&self) {
+        let mut changed = self.changed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        changed.retain(|_, notify| Arc::strong_count(notify) > 1);
+    }
+
     /// Wake the watchers of every service an outcome touched.
     fn publish(&self, outcome: &Outcome) {
         for service in &outcome.touched {
@@ -88,11 +95,18 @@ impl Shared {
             let wake = shared.expiry.notified();
             tokio::pin!(wake);
             wake.as_mut().enable();
-            let (outcome, next) = shared.store().expire(Instant::now());
+            let (outcome, next) = {
+                let mut store = shared.store();
+                let (outcome, next) = store.expire(Instant::now());
+                if !outcome.changes.is_empty() {
+                    persist(&outcome);
+                }
+                (outcome, next)
+            };
             if !outcome.changes.is_empty() {
-                persist(&outcome);
                 shared.publish(&outcome);
             }
+            shared.forget_idle_services();
             // Wake at least once a second, so a dropped registry is noticed
             // (the strong reference held here ends with this iteration).
             let sleep_for =
@@ -116,7 +130,8 @@ impl LocalRegistry {
     }
 
     /// A registry on `store` (restored from disk, say); `persist` sees the
-    /// outcome of every expiry before watchers are told.
+    /// outcome of every expiry, under the store lock (so in order with every
+    /// other change), before watchers are told.
     ///
     /// # Panics
     /// Outside a tokio runtime.
@@ -134,8 +149,25 @@ impl LocalRegistry {
     /// watchers are not told until [`LocalRegistry::publish`], so a caller
     /// can persist it first.
     pub fn register(&self, instance: Instance, ttl: Duration) -> Result<(Lease, Outcome), RegistryError> {
+        self.register_with(instance, ttl, |_| {})
+    }
+
+    /// [`LocalRegistry::register`], calling `enqueue` with the change while
+    /// the store is still locked: changes reach `enqueue` (a persistence
+    /// queue, say) in exactly the order they were made.
+    pub fn register_with(
+        &self,
+        instance: Instance,
+        ttl: Duration,
+        enqueue: impl FnOnce(&Outcome),
+    ) -> Result<(Lease, Outcome), RegistryError> {
         let (service, instance_id) = (instance.service.clone(), instance.id.clone());
-        let (id, outcome) = self.shared.store().register(instance, ttl, Instant::now(), unix_ms())?;
+        let (id, outcome) = {
+            let mut store = self.shared.store();
+            let (id, outcome) = store.register(instance, ttl, Instant::now(), unix_ms())?;
+            enqueue(&outcome);
+            (id, outcome)
+        };
         self.shared.expiry.notify_one();
         Ok((Lease { id, ttl, service, instance_id }, outcome))
     }
@@ -147,7 +179,16 @@ impl LocalRegistry {
 
     /// Revoke a lease (applied, not yet published).
     pub fn revoke(&self, lease: u64) -> Result<Outcome, RegistryError> {
-        Ok(self.shared.store().revoke(lease)?)
+        self.revoke_with(lease, |_| {})
+    }
+
+    /// [`LocalRegistry::revoke`], calling `enqueue` under the store lock (see
+    /// [`LocalRegistry::register_with`]).
+    pub fn revoke_with(&self, lease: u64, enqueue: impl FnOnce(&Outcome)) -> Result<Outcome, RegistryError> {
+        let mut store = self.shared.store();
+        let outcome = store.revoke(lease)?;
+        enqueue(&outcome);
+        Ok(outcome)
     }
 
     /// Tell the watchers of the services `outcome` touched.

@@ -100,7 +100,16 @@ pub struct Store {
     next_lease: u64,
     leases: HashMap<u64, Lease>,
     services: HashMap<String, Service>,
+    /// Watchers that saw nothing at or after this revision cannot be caught
+    /// up from the event logs: set on restore (the logs are not persisted)
+    /// and when a service with no instances left is pruned.
+    floor: u64,
 }
+
+/// How far revisions jump when a store is restored, so no revision a
+/// watcher may have seen before a crash (of a change that never reached
+/// disk) is ever given to a different change.
+pub const RESTORE_REVISION_GAP: u64 = 1 << 20;
 
 /// The smallest and largest TTL a lease may have.
 pub const MIN_TTL: Duration = Duration::from_secs(1);
@@ -124,7 +133,11 @@ impl Store {
         registrations: impl IntoIterator<Item = Registration>,
         now: Instant,
     ) -> Store {
-        let mut store = Store { revision, next_lease: last_lease, ..Store::default() };
+        // Revisions jump past anything a watcher may have seen but the disk
+        // did not keep; every watcher resuming from before gets a `Reset`.
+        // (A store with no history has nothing to protect.)
+        let revision = if revision == 0 { 0 } else { revision.saturating_add(RESTORE_REVISION_GAP) };
+        let mut store = Store { revision, next_lease: last_lease, floor: revision, ..Store::default() };
         for (id, ttl) in leases {
             store.next_lease = store.next_lease.max(id);
             store.leases.insert(id, Lease { ttl, expires_at: now + ttl, keys: Vec::new() });
@@ -231,6 +244,13 @@ impl Store {
             }
             self.revision += 1;
             push_event(service, WatchEvent::Remove { id: id.clone(), revision: self.revision });
+            if service.instances.is_empty() {
+                // Forget an empty service (any client can name services, so
+                // keeping their logs forever would grow without bound); a
+                // watcher that may have missed its last events gets a Reset.
+                self.services.remove(&service_name);
+                self.floor = self.floor.max(self.revision);
+            }
             outcome.changes.push(Change::Delete { service: service_name.clone(), id });
             outcome.changes.push(Change::Revision(self.revision));
             if !outcome.touched.contains(&service_name) {
@@ -278,6 +298,9 @@ impl Store {
         if after > self.revision {
             // From the future: the watcher talked to another registry (or one
             // that lost data). Start it over.
+            return reset();
+        }
+        if after < self.floor {
             return reset();
         }
         let Some(entry) = self.services.get(service) else {
@@ -371,6 +394,13 @@ mod tests {
         let mut restored =
             Store::restore(store.revision(), lease, [(lease, Duration::from_secs(2))], registrations, later);
         assert_eq!(restored.list("Calc").0.len(), 1);
+        // Revisions jump, and a watcher from before the restart starts over.
+        assert_eq!(restored.revision(), store.revision() + RESTORE_REVISION_GAP);
+        assert!(matches!(
+            &restored.events_after("Calc", Some(store.revision()))[..],
+            [WatchEvent::Reset { .. }]
+        ));
+        assert!(restored.events_after("Calc", Some(restored.revision())).is_empty());
         assert_eq!(
             restored.expire(later + Duration::from_secs(1)).0.changes.len(),
             0,
@@ -394,6 +424,21 @@ mod tests {
         assert_eq!(store.list("Calc").0[0].weight, 5);
         store.revoke(new).expect("revoke new");
         assert!(store.list("Calc").0.is_empty());
+    }
+
+    #[test]
+    fn an_empty_service_is_forgotten_and_late_watchers_start_over() {
+        let t0 = Instant::now();
+        let mut store = Store::new();
+        let (lease, _) = store.register(instance("a"), Duration::from_secs(2), t0, 0).expect("register");
+        let seen = store.revision();
+        store.revoke(lease).expect("revoke");
+        assert!(store.services.is_empty(), "no log kept for a service with no instances");
+        // One that saw the removal is up to date; one that did not starts over.
+        assert!(store.events_after("Calc", Some(store.revision())).is_empty());
+        assert!(
+            matches!(&store.events_after("Calc", Some(seen))[..], [WatchEvent::Reset { instances, .. }] if instances.is_empty())
+        );
     }
 
     #[test]
