@@ -9,7 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use courier::Balance;
-use courier::registry::{Instance, Registry};
+use courier::discovery::{LocalRegistry, RegistryBackend};
+use courier::registry::{
+    Instance, Lease, Registration, Registry, RegistryError, Revision, Snapshot, WatchStream,
+};
+use courier::service::BoxFuture;
 use courier_tests::{ChildServer, ProbeClient, Proxy, WhoamiClient, eventually, free_port, start_provider};
 
 /// An in-process courier registry (the real server, on disk in `dir`).
@@ -373,6 +377,71 @@ async fn version_and_zone_preferences_choose_instances() {
     assert_eq!(known(&too_new), 0, "no instance is version 2");
     let err = WhoamiClient::discover(&registry, "Whoami").version("not a version").build().await;
     assert!(err.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_instance_in_the_consumers_zone_fails_over_to_another_zone() {
+    let registry = courier::registry::connect("mem://").await.expect("registry");
+    let _far = start_provider(&registry, "far", |b| b.instance_zone("z2")).await;
+    // Registered in the consumer's zone, but nothing listens there (a
+    // crashed provider whose lease has not expired yet).
+    let dead = Instance::new("Whoami", format!("127.0.0.1:{}", free_port())).with_zone("z1");
+    let _lease = registry.register(dead, Duration::from_secs(60)).await.expect("register");
+    let client =
+        WhoamiClient::discover(&registry, "Whoami").zone("z1").no_cache().build().await.expect("discover");
+    assert!(eventually(Duration::from_secs(5), || known(&client) == 2).await);
+    let reached = shares(&client, 50).await;
+    assert_eq!(reached.get("far"), Some(&50), "every call fails over: {reached:?}");
+}
+
+/// A backend that lets a test see when the last handle to it is gone.
+struct Tracked {
+    inner: LocalRegistry,
+    _alive: Arc<()>,
+}
+
+type Answer<'a, T> = BoxFuture<'a, Result<T, RegistryError>>;
+
+impl RegistryBackend for Tracked {
+    fn register(&self, instance: Instance, ttl: Duration) -> Answer<'_, Lease> {
+        RegistryBackend::register(&self.inner, instance, ttl)
+    }
+    fn keep_alive<'a>(&'a self, lease: &'a Lease) -> Answer<'a, ()> {
+        RegistryBackend::keep_alive(&self.inner, lease)
+    }
+    fn deregister<'a>(&'a self, lease: &'a Lease) -> Answer<'a, ()> {
+        RegistryBackend::deregister(&self.inner, lease)
+    }
+    fn list<'a>(&'a self, service: &'a str) -> Answer<'a, Snapshot> {
+        RegistryBackend::list(&self.inner, service)
+    }
+    fn watch<'a>(&'a self, service: &'a str, after: Option<Revision>) -> Answer<'a, WatchStream> {
+        RegistryBackend::watch(&self.inner, service, after)
+    }
+    fn registrations<'a>(&'a self, service: Option<&'a str>) -> Answer<'a, Vec<Registration>> {
+        RegistryBackend::registrations(&self.inner, service)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_discovered_client_ends_its_discovery_task() {
+    let local = LocalRegistry::new();
+    let provider_registry = Registry::from_backend("mem://", local.clone());
+    let _provider = start_provider(&provider_registry, "a", |b| b).await;
+    // The consumer's own handle: its backend is dropped once no handle is left.
+    let alive = Arc::new(());
+    let registry = Registry::from_backend("mem://tracked", Tracked { inner: local, _alive: alive.clone() });
+    let client = discover(&registry, Balance::RoundRobin).await;
+    drop(registry);
+    assert!(eventually(Duration::from_secs(5), || known(&client) == 1).await);
+    assert_eq!(client.name().await.expect("call"), "a");
+    assert_eq!(Arc::strong_count(&alive), 2, "the discovery task holds the registry");
+    // The watch now sees no events: the task must still notice the drop.
+    drop(client);
+    assert!(
+        eventually(Duration::from_secs(5), || Arc::strong_count(&alive) == 1).await,
+        "the discovery task let go of the registry"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use bytes::BytesMut;
+use tokio::sync::watch;
 
 use super::channel::Retry;
 use super::config::ChannelConfig;
@@ -60,6 +61,9 @@ pub(crate) struct Balanced {
     set: RwLock<Arc<Set>>,
     /// Why discovery last failed, for error messages while no instance is known.
     discovery_error: Mutex<Option<String>>,
+    /// Never sent on: dropping it (with the channel) tells the discovery
+    /// task to stop.
+    closed: watch::Sender<()>,
 }
 
 /// Counts a call as outstanding on an instance while alive.
@@ -88,7 +92,13 @@ impl Balanced {
             picker: Picker::default(),
             set: RwLock::new(Arc::new(Set { endpoints: Vec::new(), ring: None })),
             discovery_error: Mutex::new(None),
+            closed: watch::Sender::new(()),
         }
+    }
+
+    /// Resolves (with an error) once this channel is dropped.
+    pub(crate) fn closed(&self) -> watch::Receiver<()> {
+        self.closed.subscribe()
     }
 
     pub(crate) fn service(&self) -> &str {
@@ -252,5 +262,93 @@ impl Balanced {
         }
         let last = last_error.map_or_else(String::new, |status| status.to_string());
         Err(Status::unavailable(format!("no instance of {} could be reached; last: {last}", self.service)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn balanced(zone: Option<&str>, policy: Balance) -> Balanced {
+        Balanced::new(
+            "S".into(),
+            policy,
+            zone.map(str::to_owned),
+            Ejection::default(),
+            ChannelConfig::default(),
+        )
+    }
+
+    fn instance(id: &str, zone: &str) -> Instance {
+        Instance::new("S", format!("127.0.0.1:1{}", id.len())).with_id(id).with_zone(zone)
+    }
+
+    fn ids(order: &[Arc<Endpoint>]) -> Vec<&str> {
+        order.iter().map(|e| e.instance.id.as_str()).collect()
+    }
+
+    #[test]
+    fn an_update_keeps_the_calls_in_flight_and_the_health_of_an_instance() {
+        let b = balanced(None, Balance::P2c);
+        b.replace(vec![instance("a", "z")]);
+        let load = b.snapshot().endpoints[0].load.clone();
+        load.outstanding.fetch_add(2, Ordering::Relaxed);
+        for _ in 0..3 {
+            load.health.failure(Instant::now(), &Ejection::default());
+        }
+        b.replace(vec![instance("a", "z").with_weight(7)]);
+        let after = b.snapshot();
+        assert_eq!(after.endpoints[0].instance.weight, 7);
+        assert!(Arc::ptr_eq(&load, &after.endpoints[0].load), "the load is shared, not copied");
+        // A call that started before the update finishes after it: the
+        // count goes back down rather than staying inflated.
+        drop(Outstanding(&after.endpoints[0].load));
+        assert_eq!(load.outstanding.load(Ordering::Relaxed), 1);
+        assert!(after.endpoints[0].load.health.is_ejected(Instant::now()), "health carries over");
+    }
+
+    #[test]
+    fn the_order_is_own_zone_then_other_zones_then_ejected() {
+        let b = balanced(Some("near"), Balance::RoundRobin);
+        b.replace(vec![instance("n", "near"), instance("f1", "far"), instance("ejected", "near")]);
+        let set = b.snapshot();
+        let ejected = set.endpoints.iter().find(|e| e.instance.id == "ejected").map(|e| e.load.clone());
+        let ejected = ejected.expect("the instance is there");
+        for _ in 0..3 {
+            ejected.health.failure(Instant::now(), &Ejection::default());
+        }
+        for _ in 0..10 {
+            assert_eq!(ids(&b.order(&set, &CallOptions::new())), ["n", "f1", "ejected"]);
+        }
+    }
+
+    #[test]
+    fn at_most_three_instances_are_tried_and_draining_ones_never() {
+        let b = balanced(None, Balance::RoundRobin);
+        let mut instances: Vec<Instance> =
+            ["a", "bb", "ccc", "dddd"].iter().map(|id| instance(id, "z")).collect();
+        instances[0].state = InstanceState::Draining;
+        b.replace(instances);
+        let set = b.snapshot();
+        for _ in 0..10 {
+            let order = b.order(&set, &CallOptions::new());
+            assert_eq!(order.len(), MAX_ATTEMPTS);
+            assert!(!ids(&order).contains(&"a"));
+        }
+    }
+
+    #[test]
+    fn consistent_hashing_falls_back_along_the_ring_within_each_tier() {
+        let b = balanced(Some("near"), Balance::ConsistentHash);
+        b.replace(vec![instance("n1", "near"), instance("n22", "near"), instance("f333", "far")]);
+        let set = b.snapshot();
+        let options = CallOptions::new().with_hash_key("user-42");
+        let first = ids(&b.order(&set, &options)).iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(first.len(), 3);
+        assert!(first[0].starts_with('n') && first[1].starts_with('n'), "own zone first: {first:?}");
+        assert_eq!(first[2], "f333");
+        for _ in 0..10 {
+            assert_eq!(ids(&b.order(&set, &options)), first, "the same key, the same order");
+        }
     }
 }

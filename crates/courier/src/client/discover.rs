@@ -17,15 +17,16 @@
 //! A background task keeps the instance set current: it watches the
 //! service, applies each change, saves the set to a cache file, and when the
 //! watch is lost re-watches from the last revision it saw, with jittered
-//! backoff, for as long as the channel lives. While the registry is
+//! backoff, for as long as the channel lives: dropping the last clone of
+//! the channel ends the task, even mid-watch. While the registry is
 //! unreachable, calls keep going to the last known instances.
 
 use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::backoff::Backoff;
 use super::balanced::Balanced;
@@ -35,6 +36,9 @@ use crate::balance::Balance;
 use crate::discovery::cache::{self, Applied, ServiceView};
 use crate::discovery::{Instance, Registry};
 use crate::resilience::Ejection;
+
+/// How often the watcher looks for suspects kept too long.
+const SUSPECT_CHECK: Duration = Duration::from_secs(5);
 
 /// A discovery channel could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -174,7 +178,7 @@ impl<C: FromChannel> DiscoverBuilder<C> {
             requirement,
             cache_file,
         };
-        tokio::spawn(watcher.run(ready));
+        tokio::spawn(watcher.run(ready, balanced.closed()));
         let _ = tokio::time::timeout(self.initial_wait, first_answer).await;
         Ok(C::from_channel(Channel::balanced(balanced)))
     }
@@ -213,7 +217,22 @@ impl Watcher {
         true
     }
 
-    async fn run(self, ready: oneshot::Sender<()>) {
+    /// Drop suspects kept too long; false if the channel is gone.
+    fn expire_suspects(&self, view: &mut ServiceView) -> bool {
+        if view.expire_suspects(Instant::now()) {
+            tracing::info!(service = %self.service, "the registry still lists no instances; dropping the kept ones");
+            if !self.publish(view) {
+                return false;
+            }
+            self.save(view);
+        }
+        true
+    }
+
+    /// Follow the registry until the channel is dropped. `closed` reports
+    /// the drop even while the task is parked on a watch that sees no
+    /// events, so an idle watch does not outlive its channel.
+    async fn run(self, ready: oneshot::Sender<()>, mut closed: watch::Receiver<()>) {
         let mut ready = Some(ready);
         // Start from the cache file, so calls can go out even if the
         // registry is down right now.
@@ -234,14 +253,27 @@ impl Watcher {
             max: Duration::from_secs(2),
             ..Backoff::default()
         };
+        let mut suspect_check = tokio::time::interval(SUSPECT_CHECK);
+        suspect_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failures = 0u32;
         loop {
-            if self.balanced.strong_count() == 0 {
-                return;
-            }
-            let lost = match self.registry.watch(&self.service, resume).await {
+            let watch = tokio::select! {
+                _ = closed.changed() => return,
+                watch = self.registry.watch(&self.service, resume) => watch,
+            };
+            let lost = match watch {
                 Ok(mut stream) => loop {
-                    match stream.next().await {
+                    let event = tokio::select! {
+                        _ = closed.changed() => return,
+                        _ = suspect_check.tick() => {
+                            if !self.expire_suspects(&mut view) {
+                                return;
+                            }
+                            continue;
+                        }
+                        event = stream.next() => event,
+                    };
+                    match event {
                         Some(Ok(event)) => {
                             failures = 0;
                             let applied = view.apply(event);
@@ -284,7 +316,19 @@ impl Watcher {
                 let _ = ready.send(());
             }
             failures = failures.saturating_add(1);
-            tokio::time::sleep(backoff.delay(failures, fastrand::f64())).await;
+            let pause = tokio::time::sleep(backoff.delay(failures, fastrand::f64()));
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    _ = closed.changed() => return,
+                    _ = suspect_check.tick() => {
+                        if !self.expire_suspects(&mut view) {
+                            return;
+                        }
+                    }
+                    _ = &mut pause => break,
+                }
+            }
         }
     }
 
