@@ -394,10 +394,24 @@ async fn a_dead_instance_in_the_consumers_zone_fails_over_to_another_zone() {
     assert_eq!(reached.get("far"), Some(&50), "every call fails over: {reached:?}");
 }
 
-/// A backend that lets a test see when the last handle to it is gone.
+/// A backend over a [`LocalRegistry`] that lets a test see when the last
+/// handle to it is gone, and make lease renewals hang.
 struct Tracked {
     inner: LocalRegistry,
     _alive: Arc<()>,
+    /// Renewals of `Whoami` leases still to hang (forever) before they work
+    /// again.
+    hang_renewals: Arc<AtomicUsize>,
+}
+
+/// A registry over `local` through [`Tracked`]: the registry, its liveness
+/// token, and the count of renewals to hang.
+fn tracked(local: &LocalRegistry) -> (Registry, Arc<()>, Arc<AtomicUsize>) {
+    let alive = Arc::new(());
+    let hang_renewals = Arc::new(AtomicUsize::new(0));
+    let backend =
+        Tracked { inner: local.clone(), _alive: alive.clone(), hang_renewals: hang_renewals.clone() };
+    (Registry::from_backend("mem://tracked", backend), alive, hang_renewals)
 }
 
 type Answer<'a, T> = BoxFuture<'a, Result<T, RegistryError>>;
@@ -407,7 +421,17 @@ impl RegistryBackend for Tracked {
         RegistryBackend::register(&self.inner, instance, ttl)
     }
     fn keep_alive<'a>(&'a self, lease: &'a Lease) -> Answer<'a, ()> {
-        RegistryBackend::keep_alive(&self.inner, lease)
+        let hang = lease.service == "Whoami"
+            && self
+                .hang_renewals
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        Box::pin(async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            RegistryBackend::keep_alive(&self.inner, lease).await
+        })
     }
     fn deregister<'a>(&'a self, lease: &'a Lease) -> Answer<'a, ()> {
         RegistryBackend::deregister(&self.inner, lease)
@@ -429,8 +453,7 @@ async fn dropping_a_discovered_client_ends_its_discovery_task() {
     let provider_registry = Registry::from_backend("mem://", local.clone());
     let _provider = start_provider(&provider_registry, "a", |b| b).await;
     // The consumer's own handle: its backend is dropped once no handle is left.
-    let alive = Arc::new(());
-    let registry = Registry::from_backend("mem://tracked", Tracked { inner: local, _alive: alive.clone() });
+    let (registry, alive, _) = tracked(&local);
     let client = discover(&registry, Balance::RoundRobin).await;
     drop(registry);
     assert!(eventually(Duration::from_secs(5), || known(&client) == 1).await);
@@ -442,6 +465,51 @@ async fn dropping_a_discovered_client_ends_its_discovery_task() {
         eventually(Duration::from_secs(5), || Arc::strong_count(&alive) == 1).await,
         "the discovery task let go of the registry"
     );
+}
+
+/// The leases `Whoami` instances are registered under in `local`.
+fn whoami_leases(local: &LocalRegistry) -> Vec<u64> {
+    local.registrations(Some("Whoami")).iter().map(|r| r.lease).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_that_never_answers_costs_at_most_one_lease() {
+    let local = LocalRegistry::new();
+    let (registry, _, hang_renewals) = tracked(&local);
+    hang_renewals.store(1, Ordering::SeqCst);
+    let _provider = start_provider(&registry, "a", |b| b.registration_ttl(Duration::from_secs(1))).await;
+    assert!(eventually(Duration::from_secs(2), || whoami_leases(&local).len() == 1).await, "registered");
+    let first = whoami_leases(&local);
+    // The first renewal hangs: the task gives up on it when the lease runs
+    // out, and registers again.
+    let again = eventually(Duration::from_secs(4), || {
+        let now = whoami_leases(&local);
+        now.len() == 1 && now != first
+    })
+    .await;
+    assert!(again, "registered again under a new lease: {:?}", whoami_leases(&local));
+    assert_eq!(hang_renewals.load(Ordering::SeqCst), 0, "the renewal did hang");
+    let second = whoami_leases(&local);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(whoami_leases(&local), second, "the new lease is renewed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_deregisters_even_while_a_renewal_hangs() {
+    let local = LocalRegistry::new();
+    let (registry, _, hang_renewals) = tracked(&local);
+    hang_renewals.store(usize::MAX, Ordering::SeqCst);
+    let provider = start_provider(&registry, "a", |b| b.registration_ttl(Duration::from_secs(3))).await;
+    // The first renewal is due after a second; it is hanging by now.
+    assert!(eventually(Duration::from_secs(2), || whoami_leases(&local).len() == 1).await, "registered");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(hang_renewals.load(Ordering::SeqCst), usize::MAX - 1, "a renewal is in flight");
+    assert_eq!(whoami_leases(&local).len(), 1);
+    let started = Instant::now();
+    provider.shutdown().await.expect("graceful shutdown");
+    assert!(started.elapsed() < Duration::from_secs(1), "the stop took {:?}", started.elapsed());
+    // The lease had well over a second left: only deregistering removes it.
+    assert!(whoami_leases(&local).is_empty(), "deregistered at once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

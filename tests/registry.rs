@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use courier_tests::{CalculatorClient, EtcdServer, eventually, registry_contract, start_provider};
+use courier_tests::{
+    CalculatorClient, EtcdServer, WhoamiClient, eventually, registry_contract, start_provider,
+};
 
 #[tokio::test]
 async fn mem_registry_follows_the_contract() {
@@ -56,6 +58,27 @@ async fn etcd_entries_interoperate_with_etcdctl_and_the_grpc_go_layout() {
     );
     assert_eq!(calc.add(2, 3).await.expect("routed to the etcdctl entry"), 5);
 
+    // An entry keyed by a name, not its address: the key names the instance,
+    // so deleting the key removes it.
+    let (named, _) = courier_tests::start_server(|b| b).await;
+    let named_addr = named.local_addr().to_string();
+    let put = etcd.etcdctl(&["put", "Calculator/e1", &format!(r#"{{"Addr":"{named_addr}"}}"#)]);
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    let instances = |calc: &CalculatorClient| calc.channel().instances().unwrap_or_default();
+    let added = eventually(Duration::from_secs(5), || {
+        instances(&calc).iter().any(|i| i.id == "e1" && i.addr == named_addr)
+    })
+    .await;
+    assert!(added, "the named entry is discovered: {:?}", instances(&calc));
+    let del = etcd.etcdctl(&["del", "Calculator/e1"]);
+    assert!(del.status.success(), "{}", String::from_utf8_lossy(&del.stderr));
+    let removed = eventually(Duration::from_secs(5), || {
+        let now = instances(&calc);
+        now.len() == 1 && now[0].addr == addr
+    })
+    .await;
+    assert!(removed, "deleting the key removes the instance: {:?}", instances(&calc));
+
     // courier's own registrations, as etcdctl (and grpc-go) see them.
     let provider = start_provider(&registry, "from-courier", |b| b).await;
     let provider_addr = provider.local_addr().to_string();
@@ -78,4 +101,37 @@ async fn etcd_entries_interoperate_with_etcdctl_and_the_grpc_go_layout() {
     })
     .await;
     assert!(gone, "deregistered on shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_follows_an_etcd_that_lost_its_data() {
+    let etcd = EtcdServer::start();
+    let registry = courier::registry::connect(&format!("etcd://{}", etcd.endpoint)).await.expect("connect");
+    // Move etcd's revision well past what the empty replacement will reach.
+    for i in 0..30 {
+        let put = etcd.etcdctl(&["put", &format!("unrelated/{i}"), "x"]);
+        assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    }
+    let _a = start_provider(&registry, "a", |b| b).await;
+    let client = WhoamiClient::discover(&registry, "Whoami").no_cache().build().await.expect("discover");
+    let known = |client: &WhoamiClient| client.channel().instances().map_or(0, |i| i.len());
+    assert!(eventually(Duration::from_secs(5), || known(&client) == 1).await);
+
+    let etcd = etcd.replace_with_empty();
+    // The provider re-registers when its lease is found missing; a second
+    // one registers fresh. Both land at revisions below the consumer's.
+    let _b = start_provider(&registry, "b", |b| b).await;
+    let caught_up = eventually(Duration::from_secs(15), || known(&client) == 2).await;
+    let out = etcd.etcdctl(&["get", "--prefix", "Whoami/", "--keys-only"]);
+    assert!(
+        caught_up,
+        "the consumer re-read the service; it knows {:?}, etcd has {}",
+        client.channel().instances(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let mut names: Vec<String> = Vec::new();
+    for _ in 0..20 {
+        names.push(client.name().await.expect("call"));
+    }
+    assert!(names.iter().any(|n| n == "a") && names.iter().any(|n| n == "b"), "{names:?}");
 }

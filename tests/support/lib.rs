@@ -510,6 +510,7 @@ pub struct EtcdServer {
     child: Child,
     /// `127.0.0.1:<client port>`.
     pub endpoint: String,
+    peer_port: u16,
     _data: tempfile::TempDir,
 }
 
@@ -520,8 +521,21 @@ impl EtcdServer {
     /// If etcd is not installed: `scripts/test.sh` installs it; a test run
     /// without it must fail, not skip.
     pub fn start() -> EtcdServer {
+        EtcdServer::start_on(free_port(), free_port())
+    }
+
+    /// Kill this etcd and start an empty one on the same ports: a cluster
+    /// that lost its data (or was replaced), as its clients see it.
+    pub fn replace_with_empty(mut self) -> EtcdServer {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = |endpoint: &str| endpoint.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
+        let client = port(&self.endpoint).expect("the endpoint has a port");
+        EtcdServer::start_on(client, self.peer_port)
+    }
+
+    fn start_on(client: u16, peer: u16) -> EtcdServer {
         let data = tempfile::tempdir().expect("etcd data dir");
-        let (client, peer) = (free_port(), free_port());
         let client_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let log = std::fs::File::create(data.path().join("etcd.log")).expect("etcd log file");
@@ -537,7 +551,8 @@ impl EtcdServer {
             .unwrap_or_else(|err| {
                 panic!("could not start etcd ({err}); install it with `apt-get install etcd-server` (scripts/test.sh does)")
             });
-        let server = EtcdServer { child, endpoint: format!("127.0.0.1:{client}"), _data: data };
+        let server =
+            EtcdServer { child, endpoint: format!("127.0.0.1:{client}"), peer_port: peer, _data: data };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             let healthy = server.etcdctl(&["endpoint", "health"]).status.success();

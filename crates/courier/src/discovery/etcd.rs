@@ -9,7 +9,8 @@
 //! instances, and courier consumers route to entries written by others
 //! (with version `0.0.0` and no protocols when those fields are absent).
 //!
-//! etcd keys instances by address, so here an instance's id is its address.
+//! An instance's id is its key's last segment: the address for entries
+//! courier and grpc-go write, whatever another tool chose otherwise.
 //! Revisions are etcd's own: a watch resumes from the revision it saw, and
 //! falls back to a full set when etcd has compacted that far.
 
@@ -90,15 +91,24 @@ fn prefix(service: &str) -> String {
     format!("{service}/")
 }
 
+/// Split a key into service and instance id. The id is the last path
+/// segment (grpc-go writes `<target>/<addr>`; other tools write whatever
+/// they like there), so a key always names the instance its delete event
+/// removes.
+fn split_key(key: &str) -> Option<(&str, &str)> {
+    key.rsplit_once('/').filter(|(service, id)| !service.is_empty() && !id.is_empty())
+}
+
 /// The instance a key/value describes, if it describes one.
 fn parse(kv: &KeyValue) -> Option<(Instance, u64)> {
-    let key = kv.key_str().ok()?;
-    let (service, key_addr) = key.split_once('/')?;
+    let (service, id) = split_key(kv.key_str().ok()?)?;
     let endpoint: Endpoint = serde_json::from_slice(kv.value()).ok()?;
     if endpoint.op != 0 {
         return None;
     }
-    let addr = if endpoint.addr.is_empty() { key_addr.to_owned() } else { endpoint.addr };
+    // The value's address wins; a key suffix is the address when the value
+    // names none.
+    let addr = if endpoint.addr.is_empty() { id.to_owned() } else { endpoint.addr };
     let fields: CourierFields = endpoint
         .metadata
         .get("courier")
@@ -107,7 +117,7 @@ fn parse(kv: &KeyValue) -> Option<(Instance, u64)> {
     let instance = Instance {
         service: service.to_owned(),
         version: fields.version.unwrap_or_else(|| "0.0.0".to_owned()),
-        id: addr.clone(),
+        id: id.to_owned(),
         addr,
         protocols: fields.protocols,
         weight: fields.weight.unwrap_or(1),
@@ -116,6 +126,12 @@ fn parse(kv: &KeyValue) -> Option<(Instance, u64)> {
         state: fields.state,
     };
     Some((instance, fields.registered_unix_ms))
+}
+
+/// A lease TTL in etcd's whole seconds, rounded up (never below one).
+fn lease_seconds(ttl: Duration) -> i64 {
+    let seconds = (ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).max(1);
+    i64::try_from(seconds).unwrap_or(i64::MAX)
 }
 
 fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> Revision {
@@ -153,6 +169,14 @@ impl EtcdRegistry {
         Ok(connected)
     }
 
+    /// etcd's current revision (read through a count-only get).
+    async fn current_revision(&self, service: &str) -> Result<Revision, RegistryError> {
+        let mut client = self.client().await?;
+        let options = GetOptions::new().with_prefix().with_count_only();
+        let response = timed(client.get(prefix(service), Some(options))).await?;
+        Ok(revision_of(response.header()))
+    }
+
     async fn list(&self, service: &str) -> Result<Snapshot, RegistryError> {
         let mut client = self.client().await?;
         let response = timed(client.get(prefix(service), Some(GetOptions::new().with_prefix()))).await?;
@@ -171,6 +195,22 @@ async fn watch_loop(
     let mut after = after;
     loop {
         let Some(this) = registry.upgrade() else { return };
+        // A revision from the future means etcd lost its data (restored
+        // from an old snapshot, or a new cluster): waiting for that revision
+        // would miss everything until then, so start over with a full set.
+        if let Some(revision) = after {
+            match this.current_revision(&service).await {
+                Ok(current) if revision > current => {
+                    tracing::warn!(%service, revision, current, "etcd is behind the watch; re-reading the service");
+                    after = None;
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    let _ = tx.send(Err(err)).await;
+                    return;
+                }
+            }
+        }
         // Without a revision to resume from, start with the full set.
         let start = match after {
             Some(revision) => revision + 1,
@@ -225,11 +265,18 @@ async fn watch_loop(
                     return;
                 }
             };
-            if response.compact_revision() > 0 || response.canceled() {
-                // etcd no longer has the history we asked for (or dropped the
-                // watch): start over with a full set.
+            if response.compact_revision() > 0 {
+                // etcd no longer has the history we asked for: start over
+                // with a full set.
                 after = None;
                 break;
+            }
+            if response.canceled() {
+                // Dropped for another reason (etcd shutting down, say): let
+                // the consumer back off and resume rather than spin here.
+                let reason = response.cancel_reason();
+                let _ = tx.send(Err(unavailable(format!("etcd cancelled the watch: {reason}")))).await;
+                return;
             }
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
@@ -243,15 +290,8 @@ async fn watch_loop(
                         None => continue,
                     },
                     EventType::Delete => {
-                        let Some(id) = kv
-                            .key_str()
-                            .ok()
-                            .and_then(|k| k.split_once('/'))
-                            .map(|(_, addr)| addr.to_owned())
-                        else {
-                            continue;
-                        };
-                        WatchEvent::Remove { id, revision }
+                        let Some((_, id)) = kv.key_str().ok().and_then(split_key) else { continue };
+                        WatchEvent::Remove { id: id.to_owned(), revision }
                     }
                 };
                 if tx.send(Ok(change)).await.is_err() {
@@ -266,11 +306,15 @@ impl RegistryBackend for std::sync::Arc<EtcdRegistry> {
     fn register(&self, instance: Instance, ttl: Duration) -> BoxFuture<'_, Result<Lease, RegistryError>> {
         Box::pin(async move {
             instance.validate().map_err(RegistryError::Rejected)?;
+            if instance.addr.contains('/') {
+                // The key is `<service>/<addr>`: a slash would change the id.
+                return Err(RegistryError::Rejected(format!(
+                    "an etcd address has no `/`: {}",
+                    instance.addr
+                )));
+            }
             let mut client = self.client().await?;
-            // etcd leases are whole seconds.
-            let seconds =
-                i64::try_from(ttl.as_secs().max(1) + u64::from(ttl.subsec_nanos() > 0)).unwrap_or(i64::MAX);
-            let grant = timed(client.lease_grant(seconds, None)).await?;
+            let grant = timed(client.lease_grant(lease_seconds(ttl), None)).await?;
             let fields = CourierFields {
                 version: Some(instance.version.clone()),
                 protocols: instance.protocols.clone(),
@@ -370,5 +414,28 @@ impl RegistryBackend for std::sync::Arc<EtcdRegistry> {
             });
             Ok(registrations)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_seconds_round_up_and_never_reach_zero() {
+        assert_eq!(lease_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(lease_seconds(Duration::from_millis(500)), 1);
+        assert_eq!(lease_seconds(Duration::from_secs(2)), 2);
+        assert_eq!(lease_seconds(Duration::from_millis(2001)), 3);
+        assert_eq!(lease_seconds(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn a_key_splits_at_its_last_slash() {
+        assert_eq!(split_key("Calculator/127.0.0.1:7000"), Some(("Calculator", "127.0.0.1:7000")));
+        assert_eq!(split_key("svc/grpc/e1"), Some(("svc/grpc", "e1")));
+        assert_eq!(split_key("Calculator/"), None);
+        assert_eq!(split_key("/e1"), None);
+        assert_eq!(split_key("no-slash"), None);
     }
 }

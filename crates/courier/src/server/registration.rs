@@ -1,23 +1,25 @@
 //! Registering a server's services in a registry, for as long as it runs.
 //!
 //! After the listener is bound, one task per service registers an instance
-//! and keeps its lease alive at a third of the TTL. If the lease is lost
-//! (it expired while the registry was unreachable, or the registry forgot
-//! it), the task registers again at once; if the registry cannot be
-//! reached, it retries with jittered backoff (dubbo#5125: a lost session
-//! must re-register, and not all at the same moment). On graceful shutdown
-//! the instance is deregistered first, before the server drains, so
-//! consumers stop sending before the server stops accepting.
+//! and keeps its lease alive at a third of the TTL; a renewal may take only
+//! as long as the lease has left, and a failed one is retried soon. If the
+//! lease is lost (it ran out while the registry was unreachable, or the
+//! registry forgot it), the task registers again after a short random pause;
+//! if the registry cannot be reached, it retries with jittered backoff
+//! (dubbo#5125: a lost session must re-register, and not all at the same
+//! moment). On graceful shutdown the instance is deregistered first, even
+//! mid-renewal, before the server drains, so consumers stop sending before
+//! the server stops accepting.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::client::Backoff;
-use crate::discovery::{Instance, Registry, RegistryError};
+use crate::discovery::{Instance, Lease, Registry, RegistryError};
 use crate::service::ServiceDescriptor;
 
 /// How a server registers itself.
@@ -88,7 +90,13 @@ impl Registrations {
             .iter()
             .map(|service| {
                 let instance = config.instance(service, &addr);
-                tokio::spawn(keep_registered(config.registry.clone(), instance, config.ttl, stopped.clone()))
+                let registration = Registration {
+                    registry: config.registry.clone(),
+                    instance,
+                    ttl: config.ttl,
+                    stopped: stopped.clone(),
+                };
+                tokio::spawn(registration.keep_registered())
             })
             .collect();
         Registrations { stop, tasks, grace: config.grace }
@@ -98,8 +106,10 @@ impl Registrations {
     /// wait the grace period so consumers can see it.
     pub(crate) async fn stop(mut self) {
         let _ = self.stop.send(true);
+        // The tasks stop together; one deadline covers them all.
+        let deadline = tokio::time::Instant::now() + DEREGISTER_TIMEOUT + Duration::from_millis(500);
         for task in std::mem::take(&mut self.tasks) {
-            let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+            let _ = tokio::time::timeout_at(deadline, task).await;
         }
         if !self.grace.is_zero() {
             tokio::time::sleep(self.grace).await;
@@ -119,64 +129,146 @@ impl Drop for Registrations {
     }
 }
 
-async fn keep_registered(
+/// How long deregistering on a graceful stop may take; after that the
+/// lease is left to expire.
+const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One instance kept registered by one task.
+struct Registration {
     registry: Registry,
     instance: Instance,
     ttl: Duration,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let backoff =
-        Backoff { initial: Duration::from_millis(200), max: Duration::from_secs(5), ..Backoff::default() };
-    let mut failures = 0u32;
-    'register: loop {
-        let lease = tokio::select! {
-            registered = registry.register(instance.clone(), ttl) => registered,
-            () = until_stopped(&mut stopped) => return,
+    stopped: watch::Receiver<bool>,
+}
+
+/// Why a lease was given up.
+enum Ended {
+    /// A graceful stop (the instance was deregistered, or tried to be).
+    Stopped,
+    /// The lease is gone or has run out: register again.
+    Lost,
+}
+
+impl Registration {
+    async fn keep_registered(mut self) {
+        let backoff = Backoff {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(5),
+            ..Backoff::default()
         };
-        let lease = match lease {
-            Ok(lease) => {
-                if failures > 0 {
-                    tracing::info!(%instance, "registered again");
-                } else {
-                    tracing::debug!(%instance, lease = lease.id, "registered");
+        let mut failures = 0u32;
+        loop {
+            let asked = Instant::now();
+            let registered = tokio::select! {
+                registered = self.registry.register(self.instance.clone(), self.ttl) => registered,
+                () = until_stopped(&mut self.stopped) => return,
+            };
+            match registered {
+                Ok(lease) => {
+                    if failures > 0 {
+                        tracing::info!(instance = %self.instance, "registered again");
+                    } else {
+                        tracing::debug!(instance = %self.instance, lease = lease.id, "registered");
+                    }
+                    failures = 0;
+                    match self.keep_alive(&lease, asked).await {
+                        Ended::Stopped => return,
+                        Ended::Lost => {
+                            // Every provider of a restarted registry finds
+                            // its lease gone at about the same moment:
+                            // spread the re-registrations (dubbo#5125).
+                            let spread = (self.ttl / 3).min(Duration::from_secs(1)).mul_f64(fastrand::f64());
+                            if self.pause(spread).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
                 }
-                failures = 0;
-                lease
-            }
-            Err(err) => {
-                failures = failures.saturating_add(1);
-                let delay = backoff.delay(failures, fastrand::f64());
-                tracing::warn!(%instance, %err, ?delay, "could not register; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => continue 'register,
-                    () = until_stopped(&mut stopped) => return,
+                Err(err) => {
+                    failures = failures.saturating_add(1);
+                    let delay = backoff.delay(failures, fastrand::f64());
+                    tracing::warn!(instance = %self.instance, %err, ?delay, "could not register; retrying");
+                    if self.pause(delay).await.is_err() {
+                        return;
+                    }
                 }
             }
-        };
-        // Keep it alive at a third of the TTL: two renewals may fail before
-        // the lease runs out.
+        }
+    }
+
+    /// Renew `lease` (granted no earlier than `granted`) until it is lost
+    /// or the server stops.
+    ///
+    /// Renewals run on a fixed schedule, a third of the TTL after the last
+    /// success, so two may fail before the lease runs out. A renewal may take
+    /// only as long as the lease has left: one stuck on a dead connection
+    /// would otherwise let the lease expire while the task waits. A failed
+    /// renewal is retried soon, with backoff, rather than a period later.
+    async fn keep_alive(&mut self, lease: &Lease, granted: Instant) -> Ended {
         let period = (lease.ttl / 3).max(Duration::from_millis(100));
+        let retry = Backoff { initial: Duration::from_millis(100), max: period, ..Backoff::default() };
+        let mut renewed = granted;
+        let mut next = granted + period;
+        let mut failures = 0u32;
         loop {
             tokio::select! {
-                () = tokio::time::sleep(period) => {}
-                () = until_stopped(&mut stopped) => {
-                    // Graceful stop: deregister before the server drains.
-                    match tokio::time::timeout(Duration::from_secs(2), registry.deregister(&lease)).await {
-                        Ok(Ok(())) => tracing::debug!(%instance, "deregistered"),
-                        Ok(Err(err)) => tracing::warn!(%instance, %err, "could not deregister; the lease will expire"),
-                        Err(_) => tracing::warn!(%instance, "deregistering timed out; the lease will expire"),
+                () = tokio::time::sleep_until(next.into()) => {}
+                () = until_stopped(&mut self.stopped) => return self.deregister(lease).await,
+            }
+            let started = Instant::now();
+            let expires = renewed + lease.ttl;
+            let Some(left) = expires.checked_duration_since(started).filter(|left| !left.is_zero()) else {
+                tracing::warn!(instance = %self.instance, "the lease ran out before it could be renewed; registering again");
+                return Ended::Lost;
+            };
+            let outcome = tokio::select! {
+                outcome = tokio::time::timeout(left, self.registry.keep_alive(lease)) => outcome,
+                () = until_stopped(&mut self.stopped) => return self.deregister(lease).await,
+            };
+            match outcome {
+                Ok(Ok(())) => {
+                    if failures > 0 {
+                        tracing::info!(instance = %self.instance, "lease renewed again");
                     }
-                    return;
+                    failures = 0;
+                    renewed = started;
+                    next = started + period;
+                }
+                Ok(Err(RegistryError::LeaseNotFound(_))) => {
+                    tracing::warn!(instance = %self.instance, "lease lost; registering again");
+                    return Ended::Lost;
+                }
+                Ok(Err(err)) => {
+                    failures = failures.saturating_add(1);
+                    let delay = retry.delay(failures, fastrand::f64());
+                    tracing::warn!(instance = %self.instance, %err, ?delay, "could not renew the lease; retrying");
+                    next = Instant::now() + delay;
+                }
+                Err(_) => {
+                    tracing::warn!(instance = %self.instance, "no answer to the renewal before the lease ran out; registering again");
+                    return Ended::Lost;
                 }
             }
-            match registry.keep_alive(&lease).await {
-                Ok(()) => {}
-                Err(RegistryError::LeaseNotFound(_)) => {
-                    tracing::warn!(%instance, "lease lost; registering again");
-                    continue 'register;
-                }
-                Err(err) => tracing::warn!(%instance, %err, "could not renew the lease; will retry"),
-            }
+        }
+    }
+
+    /// Graceful stop: deregister before the server drains, within
+    /// `DEREGISTER_TIMEOUT`.
+    async fn deregister(&self, lease: &Lease) -> Ended {
+        let instance = &self.instance;
+        match tokio::time::timeout(DEREGISTER_TIMEOUT, self.registry.deregister(lease)).await {
+            Ok(Ok(())) => tracing::debug!(%instance, "deregistered"),
+            Ok(Err(err)) => tracing::warn!(%instance, %err, "could not deregister; the lease will expire"),
+            Err(_) => tracing::warn!(%instance, "deregistering timed out; the lease will expire"),
+        }
+        Ended::Stopped
+    }
+
+    /// Sleep `delay`; `Err` if the server stopped meanwhile.
+    async fn pause(&mut self, delay: Duration) -> Result<(), ()> {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => Ok(()),
+            () = until_stopped(&mut self.stopped) => Err(()),
         }
     }
 }
