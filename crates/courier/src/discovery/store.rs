@@ -91,6 +91,8 @@ struct Service {
     /// The highest revision dropped from the front of `log`: a watcher that
     /// has not seen it cannot be caught up from the log.
     dropped_through: u64,
+    /// The revision at which the last instance went, while none is back.
+    emptied_at: Option<u64>,
 }
 
 /// The state machine.
@@ -101,10 +103,24 @@ pub struct Store {
     leases: HashMap<u64, Lease>,
     services: HashMap<String, Service>,
     /// Watchers that saw nothing at or after this revision cannot be caught
-    /// up from the event logs: set on restore (the logs are not persisted)
-    /// and when a service with no instances left is pruned.
+    /// up from the event logs: set on restore (the logs are not persisted).
     floor: u64,
+    /// Services left with no instance, oldest first, with the revision at
+    /// which they emptied; forgotten `EMPTY_SERVICE_RETENTION` revisions
+    /// later.
+    emptied: VecDeque<(u64, String)>,
+    /// The last revision of any service forgotten: a watcher of a service
+    /// that is not (or no longer, or not yet again) known, and that has not
+    /// seen this revision, may have missed that service's last events.
+    pruned_through: u64,
 }
+
+/// How many revisions an empty service's event log is kept, so watchers
+/// see its last instances go as removals (not as an empty full set, which
+/// consumers distrust). Any client can name services, so logs of empty
+/// ones cannot be kept forever; this bounds them to the services emptied
+/// in the last this-many changes.
+pub const EMPTY_SERVICE_RETENTION: u64 = 1024;
 
 /// How far revisions jump when a store is restored, so no revision a
 /// watcher may have seen before a crash (of a change that never reached
@@ -190,7 +206,14 @@ impl Store {
         self.leases.insert(lease_id, Lease { ttl, expires_at: now + ttl, keys: vec![key.clone()] });
         outcome.changes.push(Change::PutLease { id: lease_id, ttl });
         let registration = Registration { instance, lease: lease_id, registered_unix_ms: now_unix_ms };
-        let service = self.services.entry(key.0.clone()).or_default();
+        // A service new (or new again) cannot catch up a watcher that may
+        // have missed the end of its previous life.
+        let pruned_through = self.pruned_through;
+        let service = self
+            .services
+            .entry(key.0.clone())
+            .or_insert_with(|| Service { dropped_through: pruned_through, ..Service::default() });
+        service.emptied_at = None;
         let existed = service.instances.insert(key.1.clone(), registration.clone()).is_some();
         self.revision += 1;
         let event = if existed {
@@ -202,6 +225,7 @@ impl Store {
         outcome.changes.push(Change::Put(registration));
         outcome.changes.push(Change::Revision(self.revision));
         outcome.touched.push(key.0);
+        self.prune_emptied();
         Ok((lease_id, outcome))
     }
 
@@ -245,16 +269,29 @@ impl Store {
             self.revision += 1;
             push_event(service, WatchEvent::Remove { id: id.clone(), revision: self.revision });
             if service.instances.is_empty() {
-                // Forget an empty service (any client can name services, so
-                // keeping their logs forever would grow without bound); a
-                // watcher that may have missed its last events gets a Reset.
-                self.services.remove(&service_name);
-                self.floor = self.floor.max(self.revision);
+                service.emptied_at = Some(self.revision);
+                self.emptied.push_back((self.revision, service_name.clone()));
             }
             outcome.changes.push(Change::Delete { service: service_name.clone(), id });
             outcome.changes.push(Change::Revision(self.revision));
             if !outcome.touched.contains(&service_name) {
                 outcome.touched.push(service_name);
+            }
+        }
+        self.prune_emptied();
+    }
+
+    /// Forget services that have been empty for `EMPTY_SERVICE_RETENTION`
+    /// revisions (and not filled again since).
+    fn prune_emptied(&mut self) {
+        while let Some((emptied_at, _)) = self.emptied.front() {
+            if emptied_at.saturating_add(EMPTY_SERVICE_RETENTION) > self.revision {
+                break;
+            }
+            let Some((emptied_at, name)) = self.emptied.pop_front() else { break };
+            if self.services.get(&name).is_some_and(|service| service.emptied_at == Some(emptied_at)) {
+                self.services.remove(&name);
+                self.pruned_through = self.pruned_through.max(emptied_at);
             }
         }
     }
@@ -304,7 +341,7 @@ impl Store {
             return reset();
         }
         let Some(entry) = self.services.get(service) else {
-            return Vec::new();
+            return if after < self.pruned_through { reset() } else { Vec::new() };
         };
         if after < entry.dropped_through {
             return reset();
@@ -427,18 +464,50 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_service_is_forgotten_and_late_watchers_start_over() {
+    fn an_empty_service_keeps_its_log_for_a_while_then_late_watchers_start_over() {
         let t0 = Instant::now();
         let mut store = Store::new();
         let (lease, _) = store.register(instance("a"), Duration::from_secs(2), t0, 0).expect("register");
         let seen = store.revision();
         store.revoke(lease).expect("revoke");
-        assert!(store.services.is_empty(), "no log kept for a service with no instances");
+        // Watchers see the last instance go as a removal, not an empty set.
+        assert!(matches!(&store.events_after("Calc", Some(seen))[..], [WatchEvent::Remove { .. }]));
+        let emptied = store.revision();
+        // Other services change; the empty one is forgotten in time.
+        for i in 0..EMPTY_SERVICE_RETENTION {
+            let other = Instance::new("Other", format!("127.0.0.1:{}", 1000 + i)).with_id(format!("o{i}"));
+            store.register(other, Duration::from_secs(2), t0, 0).expect("register");
+        }
+        assert!(!store.services.contains_key("Calc"), "no log kept for long for a service with no instances");
+        assert!(store.emptied.is_empty());
         // One that saw the removal is up to date; one that did not starts over.
-        assert!(store.events_after("Calc", Some(store.revision())).is_empty());
+        assert!(store.events_after("Calc", Some(emptied)).is_empty());
         assert!(
             matches!(&store.events_after("Calc", Some(seen))[..], [WatchEvent::Reset { instances, .. }] if instances.is_empty())
         );
+        // Back again: a watcher from before the gap starts over too, rather
+        // than hearing of the new instance but never of the old one's end.
+        store.register(instance("b"), Duration::from_secs(2), t0, 0).expect("register");
+        assert!(matches!(
+            &store.events_after("Calc", Some(seen))[..],
+            [WatchEvent::Reset { instances, .. }] if instances.len() == 1
+        ));
+        assert!(matches!(&store.events_after("Calc", Some(emptied))[..], [WatchEvent::Add { .. }]));
+    }
+
+    #[test]
+    fn a_service_filled_again_is_not_pruned_by_its_old_emptying() {
+        let t0 = Instant::now();
+        let mut store = Store::new();
+        let (lease, _) = store.register(instance("a"), Duration::from_secs(2), t0, 0).expect("register");
+        store.revoke(lease).expect("revoke");
+        store.register(instance("b"), Duration::from_secs(2), t0, 0).expect("register");
+        for i in 0..EMPTY_SERVICE_RETENTION {
+            let other = Instance::new("Other", format!("127.0.0.1:{}", 1000 + i)).with_id(format!("o{i}"));
+            store.register(other, Duration::from_secs(2), t0, 0).expect("register");
+        }
+        assert_eq!(store.list("Calc").0.len(), 1);
+        assert_eq!(store.pruned_through, 0);
     }
 
     #[test]
