@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::protocol::RegistryApiClient;
 use super::{Instance, Lease, Registration, RegistryBackend, RegistryError, Revision, Snapshot, WatchStream};
-use crate::client::Channel;
+use crate::client::{Backoff, Channel};
 use crate::service::BoxFuture;
 use crate::status::{Code, Status};
 
@@ -27,8 +27,14 @@ pub(crate) struct RemoteRegistry {
 impl RemoteRegistry {
     pub(crate) fn new(addr: &str) -> RemoteRegistry {
         // Keepalive on the registry connection finds a dead registry within
-        // two intervals even while only long polls are in flight.
-        let channel = Channel::builder(addr).keepalive_interval(Some(Duration::from_secs(5))).build_lazy();
+        // two intervals even while only long polls are in flight. One
+        // connection per process is cheap to retry, and every second without
+        // it is a second of stale instances: reconnect within a second.
+        let backoff = Backoff { max: Duration::from_secs(1), ..Backoff::default() };
+        let channel = Channel::builder(addr)
+            .keepalive_interval(Some(Duration::from_secs(5)))
+            .backoff(backoff)
+            .build_lazy();
         RemoteRegistry { client: RegistryApiClient::new(channel).with_timeout(CALL_TIMEOUT) }
     }
 }
