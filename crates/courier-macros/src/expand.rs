@@ -169,6 +169,7 @@ fn descriptor(service: &Service) -> TokenStream {
             version: #version,
             docs: #docs,
             methods: &[#(#methods),*],
+            schema: ::courier::Schema::Serde,
         }
     }
 }

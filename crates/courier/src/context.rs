@@ -1,6 +1,7 @@
 //! [`Context`]: what a handler knows about the call it is serving.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::codec::Codec;
@@ -33,12 +34,52 @@ pub struct Context {
     peer: Option<SocketAddr>,
     codec: Codec,
     shutdown: Option<tokio::sync::watch::Receiver<bool>>,
+    response_metadata: Option<ResponseMetadata>,
+}
+
+/// The headers a handler sends back with its reply, shared between the
+/// handler's context and the transport that writes the reply.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ResponseMetadata(Arc<Mutex<Metadata>>);
+
+impl ResponseMetadata {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Metadata> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// What the handler set, leaving nothing behind.
+    pub(crate) fn take(&self) -> Metadata {
+        std::mem::take(&mut *self.lock())
+    }
 }
 
 impl Context {
     /// A context for a call to `method`.
     pub fn new(method: &'static str, codec: Codec) -> Context {
-        Context { method, deadline: None, metadata: Metadata::new(), peer: None, codec, shutdown: None }
+        Context {
+            method,
+            deadline: None,
+            metadata: Metadata::new(),
+            peer: None,
+            codec,
+            shutdown: None,
+            response_metadata: None,
+        }
+    }
+
+    /// Collect the response metadata the handler sets; the transport sends
+    /// what the returned handle holds once the handler is done.
+    pub(crate) fn capture_response_metadata(&mut self) -> ResponseMetadata {
+        self.response_metadata.get_or_insert_with(ResponseMetadata::default).clone()
+    }
+
+    /// Send a header back with the reply (gRPC: a response header; HTTP:
+    /// a response header; native: a response header; JSON-RPC has none).
+    /// Replaces earlier values of `key`.
+    pub fn set_response_metadata(&self, key: impl AsRef<str>, value: impl Into<String>) {
+        if let Some(response) = &self.response_metadata {
+            response.lock().insert(key, value);
+        }
     }
 
     /// Attach the server's shutdown signal.

@@ -89,7 +89,7 @@ pub use context::Context;
 pub use courier_macros::service;
 pub use metadata::Metadata;
 pub use server::{ServeError, Server, ServerBuilder, ServerHandle};
-pub use service::{MethodDescriptor, Service, ServiceDescriptor};
+pub use service::{MethodDescriptor, Schema, Service, ServiceDescriptor};
 pub use status::{Code, Status};
 
 /// Registries by URL: `courier::registry::connect("mem://")`. The same items

@@ -14,6 +14,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 
+use crate::codec::Codec;
 use crate::context::Context;
 use crate::status::Status;
 
@@ -42,6 +43,42 @@ pub struct ServiceDescriptor {
     pub docs: &'static str,
     /// The methods, in declaration order.
     pub methods: &'static [MethodDescriptor],
+    /// Where the service's types come from, which decides its codecs.
+    pub schema: Schema,
+}
+
+/// Where a service's message types come from.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Schema {
+    /// Rust types with serde derives (`#[courier::service]`): the binary
+    /// and JSON codecs.
+    Serde,
+    /// Messages generated from a `.proto` file (`courier-build`): protobuf
+    /// and JSON.
+    Protobuf {
+        /// The encoded `FileDescriptorSet` of the `.proto` file and its
+        /// imports, for gRPC server reflection.
+        file_descriptor_set: &'static [u8],
+    },
+}
+
+impl Schema {
+    /// Whether messages of this schema can be encoded with `codec`.
+    pub fn accepts(&self, codec: Codec) -> bool {
+        match self {
+            Schema::Serde => matches!(codec, Codec::Binary | Codec::Json),
+            Schema::Protobuf { .. } => matches!(codec, Codec::Protobuf | Codec::Json),
+        }
+    }
+
+    /// The codec clients of this schema use unless told otherwise.
+    pub fn default_codec(&self) -> Codec {
+        match self {
+            Schema::Serde => Codec::Binary,
+            Schema::Protobuf { .. } => Codec::Protobuf,
+        }
+    }
 }
 
 impl ServiceDescriptor {

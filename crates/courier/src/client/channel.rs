@@ -94,7 +94,7 @@ impl Channel {
     /// Where calls go: `host:port`, or `discover:Service`.
     pub fn target(&self) -> String {
         match &self.kind {
-            Kind::Direct(direct) => direct.addr.clone(),
+            Kind::Direct(direct) => direct.addr().to_owned(),
             Kind::Balanced(balanced) => format!("discover:{}", balanced.service()),
         }
     }

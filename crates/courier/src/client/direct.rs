@@ -1,18 +1,18 @@
 //! [`Direct`]: calls to one address over a small pool of multiplexed
 //! connections, reconnecting with jittered backoff.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use tokio::sync::Notify;
 
 use super::ConnectError;
 use super::config::ChannelConfig;
 use super::connection::{CallError, Connection};
 use super::options::CallOptions;
+use super::pool::{Connect, Pool};
 use crate::protocol::native::{Frame, FrameKind};
+use crate::service::BoxFuture;
 use crate::status::Status;
 
 /// How often one call may move to a new connection because the one it
@@ -36,38 +36,34 @@ impl AttemptError {
     }
 }
 
-/// One address, a pool of connections to it.
+/// One address, a pool of native connections to it.
 pub(crate) struct Direct {
-    pub(crate) addr: String,
-    pub(crate) config: ChannelConfig,
-    slots: Box<[Slot]>,
-    next_slot: AtomicUsize,
+    pub(crate) pool: Arc<Pool<Connection>>,
 }
 
-#[derive(Default)]
-struct Slot {
-    state: Mutex<SlotState>,
-}
+impl Connect for Connection {
+    fn connect(addr: String, config: ChannelConfig) -> BoxFuture<'static, Result<Connection, ConnectError>> {
+        Box::pin(async move { Connection::connect(&addr, &config).await })
+    }
 
-#[derive(Default)]
-enum SlotState {
-    #[default]
-    Idle,
-    /// An attempt is running; waiters are woken when it ends.
-    Connecting(Arc<Notify>),
-    Ready(Arc<Connection>),
-    /// The last attempts failed; the next may start at `retry_at`.
-    Failed {
-        error: Status,
-        retry_at: Instant,
-        failures: u32,
-    },
+    fn is_usable(&self) -> bool {
+        Connection::is_usable(self)
+    }
 }
 
 impl Direct {
     pub(crate) fn new(addr: String, config: ChannelConfig) -> Arc<Direct> {
-        let slots = (0..config.pool_size).map(|_| Slot::default()).collect();
-        Arc::new(Direct { addr, config, slots, next_slot: AtomicUsize::new(0) })
+        Arc::new(Direct { pool: Arc::new(Pool::new(addr, config)) })
+    }
+
+    /// Where calls go.
+    pub(crate) fn addr(&self) -> &str {
+        &self.pool.addr
+    }
+
+    /// Establish the first connection now.
+    pub(crate) async fn connect_now(&self) -> Result<(), ConnectError> {
+        self.pool.connect_now().await
     }
 
     /// Send one call on a connection to this address. Calls the server
@@ -82,7 +78,7 @@ impl Direct {
         encode_body: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
     ) -> Result<Option<Frame>, AttemptError> {
         for _ in 0..MAX_DRAIN_RETRIES {
-            let connection = self.connection().await.map_err(AttemptError::NotSent)?;
+            let connection = self.pool.connection().await.map_err(AttemptError::NotSent)?;
             match connection
                 .call(kind, method, options.codec(), deadline, options.metadata(), encode_body)
                 .await
@@ -94,112 +90,7 @@ impl Direct {
         }
         Err(AttemptError::NotSent(Status::unavailable(format!(
             "every connection to {} is shutting down",
-            self.addr
+            self.pool.addr
         ))))
     }
-
-    /// Establish the first slot's connection now.
-    pub(crate) async fn connect_now(&self) -> Result<(), ConnectError> {
-        let connection = Connection::connect(&self.addr, &self.config).await?;
-        let slot = &self.slots[0];
-        *lock(slot) = SlotState::Ready(Arc::new(connection));
-        Ok(())
-    }
-
-    /// A usable connection, connecting (or waiting for a connect already
-    /// under way) if needed.
-    pub(crate) async fn connection(self: &Arc<Self>) -> Result<Arc<Connection>, Status> {
-        let index = if self.slots.len() == 1 {
-            0
-        } else {
-            self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len()
-        };
-        let slot = &self.slots[index];
-        loop {
-            let notify = {
-                let mut state = lock(slot);
-                match &*state {
-                    SlotState::Ready(connection) if connection.is_usable() => {
-                        return Ok(connection.clone());
-                    }
-                    // The connection worked before, so reconnect at once.
-                    SlotState::Ready(_) | SlotState::Idle => self.start_connect(&mut state, index, 0),
-                    SlotState::Connecting(notify) => notify.clone(),
-                    SlotState::Failed { error, retry_at, .. } if Instant::now() < *retry_at => {
-                        let wait = retry_at.saturating_duration_since(Instant::now());
-                        return Err(Status::new(
-                            error.code(),
-                            format!("{} (next attempt in {} ms)", error.message(), wait.as_millis()),
-                        ));
-                    }
-                    SlotState::Failed { failures, .. } => {
-                        let failures = *failures;
-                        self.start_connect(&mut state, index, failures)
-                    }
-                }
-            };
-            // Register for the wake-up first, then re-check: the connect task
-            // updates the state before notifying, so either the re-check
-            // sees its result or the notification reaches us.
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if matches!(&*lock(slot), SlotState::Connecting(n) if Arc::ptr_eq(n, &notify)) {
-                notified.await;
-            }
-        }
-    }
-
-    fn start_connect(self: &Arc<Self>, state: &mut SlotState, index: usize, failures: u32) -> Arc<Notify> {
-        let notify = Arc::new(Notify::new());
-        *state = SlotState::Connecting(notify.clone());
-        let inner = self.clone();
-        let done = notify.clone();
-        tokio::spawn(async move {
-            // If this task is dropped mid-attempt (its runtime shut down),
-            // the slot must not stay `Connecting` with waiters asleep forever.
-            let mut reset = ResetOnDrop { inner: &inner, index, notify: &done, armed: true };
-            let outcome = Connection::connect(&inner.addr, &inner.config).await;
-            reset.armed = false;
-            let slot = &inner.slots[index];
-            {
-                let mut state = lock(slot);
-                *state = match outcome {
-                    Ok(connection) => SlotState::Ready(Arc::new(connection)),
-                    Err(err) => {
-                        let failures = failures.saturating_add(1);
-                        let delay = inner.config.backoff.delay(failures, fastrand::f64());
-                        tracing::debug!(addr = %inner.addr, %err, ?delay, "connect failed");
-                        SlotState::Failed {
-                            error: Status::from(err),
-                            retry_at: Instant::now().checked_add(delay).unwrap_or_else(Instant::now),
-                            failures,
-                        }
-                    }
-                };
-            }
-            done.notify_waiters();
-        });
-        notify
-    }
-}
-
-struct ResetOnDrop<'a> {
-    inner: &'a Direct,
-    index: usize,
-    notify: &'a Notify,
-    armed: bool,
-}
-
-impl Drop for ResetOnDrop<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            *lock(&self.inner.slots[self.index]) = SlotState::Idle;
-            self.notify.notify_waiters();
-        }
-    }
-}
-
-fn lock(slot: &Slot) -> std::sync::MutexGuard<'_, SlotState> {
-    slot.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

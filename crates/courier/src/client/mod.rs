@@ -22,6 +22,7 @@ mod direct;
 mod discover;
 mod handle;
 mod options;
+mod pool;
 
 use std::io;
 use std::time::Duration;

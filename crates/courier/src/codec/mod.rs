@@ -7,9 +7,14 @@
 //! - [`Codec::Binary`] (default): compact and fast, see [`binary`].
 //! - [`Codec::Json`]: `serde_json`; readable, and what the JSON-speaking
 //!   protocols use.
+//! - [`Codec::Protobuf`]: protocol buffers, for services generated from
+//!   `.proto` files by `courier-build` (see [`protobuf`]); serde types
+//!   cannot use it.
 
 pub mod binary;
 pub mod json;
+#[cfg(feature = "protobuf")]
+pub mod protobuf;
 
 use std::fmt;
 
@@ -39,7 +44,12 @@ pub enum Codec {
     Binary,
     /// JSON via `serde_json`.
     Json,
+    /// Protocol buffers (prost), for `.proto` services only.
+    Protobuf,
 }
+
+/// The codec id of [`Codec::Protobuf`].
+pub const PROTOBUF_ID: u8 = 3;
 
 impl Codec {
     /// The id carried in frame headers.
@@ -47,6 +57,7 @@ impl Codec {
         match self {
             Codec::Binary => binary::Binary::ID,
             Codec::Json => json::Json::ID,
+            Codec::Protobuf => PROTOBUF_ID,
         }
     }
 
@@ -55,31 +66,37 @@ impl Codec {
         match id {
             binary::Binary::ID => Some(Codec::Binary),
             json::Json::ID => Some(Codec::Json),
+            PROTOBUF_ID => Some(Codec::Protobuf),
             _ => None,
         }
     }
 
-    /// A short name (`binary`, `json`).
+    /// A short name (`binary`, `json`, `protobuf`).
     pub const fn name(self) -> &'static str {
         match self {
             Codec::Binary => binary::Binary::NAME,
             Codec::Json => json::Json::NAME,
+            Codec::Protobuf => "protobuf",
         }
     }
 
-    /// Append the encoding of `value` to `out`.
+    /// Append the serde encoding of `value` to `out`. Fails for
+    /// [`Codec::Protobuf`], which encodes only generated messages.
     pub fn encode<T: Serialize + ?Sized>(self, value: &T, out: &mut BytesMut) -> Result<(), CodecError> {
         match self {
             Codec::Binary => binary::Binary::encode(value, out),
             Codec::Json => json::Json::encode(value, out),
+            Codec::Protobuf => Err(CodecError::NotSerde),
         }
     }
 
-    /// Decode a whole message from `bytes`.
+    /// Decode a whole serde message from `bytes`. Fails for
+    /// [`Codec::Protobuf`], which decodes only generated messages.
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {
         match self {
             Codec::Binary => binary::Binary::decode(bytes),
             Codec::Json => json::Json::decode(bytes),
+            Codec::Protobuf => Err(CodecError::NotSerde),
         }
     }
 }
@@ -113,6 +130,11 @@ pub enum CodecError {
     /// A frame named a codec id this build does not know.
     #[error("unknown codec id {0}")]
     UnknownCodec(u8),
+    /// Protobuf was asked to encode a serde type (or the reverse).
+    #[error(
+        "protobuf carries only messages generated from .proto files (courier-build); serde types use the binary or JSON codec"
+    )]
+    NotSerde,
 }
 
 #[cfg(test)]

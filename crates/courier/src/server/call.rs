@@ -10,6 +10,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use crate::codec::Codec;
+use crate::metadata::Metadata;
 use crate::protocol::native::{FrameEncoder, FrameKind, ResponseHead};
 use crate::service::BoxFuture;
 use crate::status::{Code, Status};
@@ -92,19 +93,25 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
     }
 }
 
-/// Append a response frame for `outcome`. A result too large for a frame is
-/// replaced by a `ResourceExhausted` error, so the caller still hears back.
+/// Append a response frame for `outcome`, with the headers the handler set.
+/// A result too large for a frame is replaced by a `ResourceExhausted`
+/// error, so the caller still hears back.
 pub(crate) fn encode_response(
     buf: &mut BytesMut,
     call_id: u32,
     codec: Codec,
     outcome: &Result<Bytes, Status>,
+    headers: &Metadata,
     max_frame_size: usize,
 ) {
     let oversized = match outcome {
         Ok(body) => {
             let mut frame = FrameEncoder::begin(buf, FrameKind::Response, codec.id(), call_id);
-            ResponseHead::encode_ok(buf);
+            if headers.is_empty() {
+                ResponseHead::encode_ok(buf);
+            } else {
+                ResponseHead::encode(buf, 0, false, "", &[], headers.iter());
+            }
             frame.end_meta(buf);
             buf.extend_from_slice(body);
             match frame.finish(buf, max_frame_size) {
@@ -113,7 +120,7 @@ pub(crate) fn encode_response(
             }
         }
         Err(status) => {
-            if encode_error(buf, call_id, codec, status, max_frame_size) {
+            if encode_error(buf, call_id, codec, status, headers, max_frame_size) {
                 return;
             }
             Status::resource_exhausted("the error status is too large to send")
@@ -121,7 +128,7 @@ pub(crate) fn encode_response(
     };
     // A short message always fits any sane limit; if even that fails the
     // limit is absurdly small and the caller will see the connection close.
-    let _ = encode_error(buf, call_id, codec, &oversized, max_frame_size);
+    let _ = encode_error(buf, call_id, codec, &oversized, &Metadata::new(), max_frame_size);
 }
 
 fn encode_error(
@@ -129,6 +136,7 @@ fn encode_error(
     call_id: u32,
     codec: Codec,
     status: &Status,
+    headers: &Metadata,
     max_frame_size: usize,
 ) -> bool {
     let code = if status.code() == Code::Ok { Code::Unknown } else { status.code() };
@@ -139,7 +147,7 @@ fn encode_error(
         status.is_application_error(),
         status.message(),
         status.details(),
-        std::iter::empty(),
+        headers.iter(),
     );
     frame.end_meta(buf);
     frame.finish(buf, max_frame_size).is_ok()
@@ -183,7 +191,7 @@ mod tests {
     #[test]
     fn oversized_results_become_resource_exhausted() {
         let mut buf = BytesMut::new();
-        encode_response(&mut buf, 9, Codec::Binary, &Ok(Bytes::from(vec![0; 5000])), 1024);
+        encode_response(&mut buf, 9, Codec::Binary, &Ok(Bytes::from(vec![0; 5000])), &Metadata::new(), 1024);
         let frame = crate::protocol::native::FrameDecoder::new(1024)
             .decode(&mut buf)
             .ok()

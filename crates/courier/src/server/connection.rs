@@ -104,7 +104,7 @@ impl Conn {
     /// Reply to a call without starting it (routing and limit errors).
     fn reject(&self, call_id: u32, codec: Codec, status: Status) {
         let _ = self.queue.append_local(|buf| {
-            call::encode_response(buf, call_id, codec, &Err(status), self.max_frame_size);
+            call::encode_response(buf, call_id, codec, &Err(status), &Metadata::new(), self.max_frame_size);
         });
     }
 
@@ -538,6 +538,7 @@ fn admit(
         ));
     }
     let route = server.router.route(head.method).map_err(|status| (codec, status))?.clone();
+    route.check_codec(codec).map_err(|status| (codec, status))?;
     let connection_permit = per_connection.try_acquire().ok_or_else(|| {
         (
             codec,
@@ -589,11 +590,12 @@ async fn start_call(
     };
     // A deadline too far away to represent is no deadline.
     let deadline = deadline.and_then(|remaining| Instant::now().checked_add(remaining));
-    let cx = Context::new(route.method.full_name, codec)
+    let mut cx = Context::new(route.method.full_name, codec)
         .with_deadline(deadline)
         .with_metadata(metadata)
         .with_peer(Some(peer))
         .with_shutdown(shutdown.clone());
+    let response_metadata = cx.capture_response_metadata();
     let body: Bytes = frame.body;
     let mut handler = route.service.call(route.index, cx, body);
     let max_frame_size = conn.max_frame_size;
@@ -610,7 +612,7 @@ async fn start_call(
         if let Some(outcome) = polled {
             // A handler whose drop panics must not take the connection down.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(handler)));
-            answer_inline(conn, call_id, one_way, codec, &outcome, max_frame_size);
+            answer_inline(conn, call_id, one_way, codec, &outcome, &response_metadata.take(), max_frame_size);
             drop(permits);
             return;
         }
@@ -627,9 +629,10 @@ async fn start_call(
         let _permits = permits;
         let outcome = call::run(handler, deadline, timing).await;
         if !one_way {
+            let headers = response_metadata.take();
             let _ = task_conn
                 .queue
-                .push(|buf| call::encode_response(buf, call_id, codec, &outcome, max_frame_size))
+                .push(|buf| call::encode_response(buf, call_id, codec, &outcome, &headers, max_frame_size))
                 .await;
         } else if let Err(status) = &outcome {
             tracing::debug!(%status, "one-way call failed");
@@ -645,6 +648,7 @@ fn answer_inline(
     one_way: bool,
     codec: Codec,
     outcome: &Result<Bytes, Status>,
+    headers: &Metadata,
     max_frame_size: usize,
 ) {
     if one_way {
@@ -654,6 +658,6 @@ fn answer_inline(
     } else {
         let _ = conn
             .queue
-            .append_local(|buf| call::encode_response(buf, call_id, codec, outcome, max_frame_size));
+            .append_local(|buf| call::encode_response(buf, call_id, codec, outcome, headers, max_frame_size));
     }
 }

@@ -15,6 +15,26 @@ pub(crate) struct Route {
     pub(crate) inline: Arc<super::inline::InlinePolicy>,
 }
 
+impl Route {
+    /// Refuse a codec the service's types cannot be encoded in.
+    pub(crate) fn check_codec(&self, codec: crate::codec::Codec) -> Result<(), Status> {
+        let schema = self.service.descriptor().schema;
+        if schema.accepts(codec) {
+            return Ok(());
+        }
+        Err(Status::invalid_argument(match schema {
+            crate::service::Schema::Protobuf { .. } => format!(
+                "{} is a .proto service: call it with protobuf or JSON, not {codec}",
+                self.method.full_name
+            ),
+            _ => format!(
+                "{} is defined with serde types: call it with the binary or JSON codec (over gRPC: application/grpc+json), not {codec}",
+                self.method.full_name
+            ),
+        }))
+    }
+}
+
 #[derive(Clone, Default)]
 pub(crate) struct Router {
     routes: HashMap<&'static str, Route>,
