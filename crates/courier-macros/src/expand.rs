@@ -210,7 +210,7 @@ fn expand_server(service: &Service) -> TokenStream {
         quote! {
             #index => ::std::boxed::Box::pin(async move {
                 let codec = cx.codec();
-                let args: #args_ty = ::courier::__private::decode_args(codec, &body, #full)?;
+                let args: #args_ty = ::courier::__private::decode_args(&cx, &body, #full)?;
                 #finish
             }),
         }

@@ -35,6 +35,7 @@ pub struct Context {
     codec: Codec,
     shutdown: Option<tokio::sync::watch::Receiver<bool>>,
     response_metadata: Option<ResponseMetadata>,
+    lenient_json: bool,
 }
 
 /// The headers a handler sends back with its reply, shared between the
@@ -64,7 +65,21 @@ impl Context {
             codec,
             shutdown: None,
             response_metadata: None,
+            lenient_json: false,
         }
+    }
+
+    /// Decode JSON arguments matching field names as Go does (the JSON-RPC
+    /// server sets this).
+    #[must_use]
+    pub(crate) fn with_lenient_json(mut self) -> Context {
+        self.lenient_json = true;
+        self
+    }
+
+    /// Whether JSON arguments match field names ignoring case.
+    pub(crate) fn lenient_json(&self) -> bool {
+        self.lenient_json
     }
 
     /// Collect the response metadata the handler sets; the transport sends

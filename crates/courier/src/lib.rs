@@ -88,7 +88,7 @@ pub use codec::Codec;
 pub use context::Context;
 pub use courier_macros::service;
 pub use metadata::Metadata;
-pub use server::{ServeError, Server, ServerBuilder, ServerHandle};
+pub use server::{Protocol, ServeError, Server, ServerBuilder, ServerHandle};
 pub use service::{MethodDescriptor, Schema, Service, ServiceDescriptor};
 pub use status::{Code, Status};
 
@@ -112,13 +112,19 @@ pub mod __private {
     use crate::codec::Codec;
     use crate::status::{Code, Status};
 
-    /// Decode a method's arguments, or explain why they do not decode.
+    /// Decode a method's arguments in the call's codec, or explain why they
+    /// do not decode. JSON-RPC calls match field names as Go does.
     pub fn decode_args<T: serde::de::DeserializeOwned>(
-        codec: Codec,
+        cx: &crate::Context,
         body: &[u8],
         method: &str,
     ) -> Result<T, Status> {
-        codec.decode(body).map_err(|err| {
+        let decoded = if cx.codec() == Codec::Json && cx.lenient_json() {
+            crate::codec::lenient::from_slice(body).map_err(|err| err.to_string())
+        } else {
+            cx.codec().decode(body).map_err(|err| err.to_string())
+        };
+        decoded.map_err(|err| {
             Status::invalid_argument(format!("the arguments of {method} do not decode: {err}"))
         })
     }

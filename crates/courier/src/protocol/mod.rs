@@ -6,5 +6,13 @@
 //! limit *before* allocating for it, and never panic on what a peer sent.
 //!
 //! - [`native`]: courier's own multiplexed binary protocol.
+//! - [`grpc`]: gRPC's message framing, timeouts, status headers (feature
+//!   `grpc`).
+//! - [`jsonrpc`]: JSON-RPC 1.0 as Go's `net/rpc/jsonrpc` speaks it.
+//! - [`sniff`]: which protocol a connection's first bytes speak.
 
+#[cfg(feature = "grpc")]
+pub mod grpc;
+pub mod jsonrpc;
 pub mod native;
+pub mod sniff;

@@ -169,14 +169,15 @@ enum End {
 
 pub(crate) async fn serve(
     stream: TcpStream,
+    sniffed: BytesMut,
     peer: SocketAddr,
     server: Arc<ServerShared>,
     shutdown: watch::Receiver<bool>,
 ) {
-    tcp::configure(&stream);
     let (read, write) = stream.into_split();
     let config = &server.config;
-    let mut reader = FrameReader::new(read, BytesMut::new(), config.max_frame_size);
+    // The bytes read to recognise the protocol are the start of the preface.
+    let mut reader = FrameReader::new(read, sniffed, config.max_frame_size);
     let mut flusher = Flusher::default();
 
     let conn = Arc::new(Conn {

@@ -11,14 +11,31 @@
 //! # }
 //! ```
 //!
+//! Every listener serves every protocol courier speaks, on one port:
+//! [`dispatch`] reads a connection's first bytes and hands it to the
+//! native protocol, gRPC, JSON-RPC or HTTP/JSON.
+//!
 //! - [`router`]: `Service.Method` to a service and method index.
+//! - [`dispatch`]: protocol sniffing, and which protocols are switched on.
 //! - [`connection`]: one native connection (reader, call tasks, writer).
+//! - `grpc`: one gRPC connection over h2, plus the health and reflection
+//!   services (feature `grpc`).
+//! - [`jsonrpc`]: one JSON-RPC 1.0 connection.
+//! - `http`: one HTTP/1.1 connection with JSON bodies (feature
+//!   `http-json`).
 //! - [`call`]: one call (deadline, panic isolation, reply encoding).
 //! - [`limits`]: per-server and per-connection concurrency limits.
+//! - [`registration`]: keeping the services registered in a registry.
 
 mod call;
 mod connection;
+mod dispatch;
+#[cfg(feature = "grpc")]
+mod grpc;
+#[cfg(feature = "http-json")]
+mod http;
 mod inline;
+mod jsonrpc;
 mod limits;
 mod registration;
 mod router;
@@ -34,6 +51,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use router::DuplicateService;
+
+pub use crate::protocol::sniff::Protocol;
 
 use crate::protocol::native::DEFAULT_MAX_FRAME_SIZE;
 use crate::service::Service;
@@ -69,6 +88,7 @@ pub(crate) struct ServerConfig {
     pub(crate) handshake_timeout: Duration,
     pub(crate) keepalive_interval: Option<Duration>,
     pub(crate) write_high_water: usize,
+    pub(crate) protocols: dispatch::Protocols,
 }
 
 impl Default for ServerConfig {
@@ -79,9 +99,10 @@ impl Default for ServerConfig {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             max_metadata_size: 16 * 1024,
             drain_timeout: Duration::from_secs(30),
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
             keepalive_interval: Some(Duration::from_secs(60)),
             write_high_water: 4 * 1024 * 1024,
+            protocols: dispatch::Protocols::default(),
         }
     }
 }
@@ -131,6 +152,9 @@ pub(crate) struct ServerShared {
     pub(crate) router: router::Router,
     pub(crate) config: ServerConfig,
     pub(crate) limit: Arc<limits::Limit>,
+    /// What gRPC reflection answers from, built on first use.
+    #[cfg(feature = "grpc")]
+    pub(crate) reflection: std::sync::OnceLock<grpc::reflection::Index>,
 }
 
 /// The entry point: `Server::builder()`.
@@ -201,9 +225,25 @@ impl ServerBuilder {
         self
     }
 
-    /// How long a new connection may take to identify itself. Default 10 s.
+    /// How long a new connection may take to say which protocol it speaks
+    /// and complete that protocol's handshake; a silent one is closed.
+    /// Default 5 s.
     pub fn handshake_timeout(mut self, timeout: Duration) -> ServerBuilder {
         self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// Serve only these protocols (all by default: native, gRPC, JSON-RPC
+    /// and HTTP/JSON, told apart by their first bytes). A connection in
+    /// another is closed.
+    pub fn protocols(mut self, protocols: impl IntoIterator<Item = Protocol>) -> ServerBuilder {
+        self.config.protocols = dispatch::Protocols::of(protocols);
+        self
+    }
+
+    /// Stop serving one protocol; connections speaking it are closed.
+    pub fn disable_protocol(mut self, protocol: Protocol) -> ServerBuilder {
+        self.config.protocols = self.config.protocols.without(protocol);
         self
     }
 
@@ -281,6 +321,8 @@ impl ServerBuilder {
             limit: limits::Limit::new(self.config.max_concurrent_calls),
             router: self.router,
             config: self.config,
+            #[cfg(feature = "grpc")]
+            reflection: std::sync::OnceLock::new(),
         });
         Ok(Listening { listener, local_addr, shared, registration: self.registration.config() })
     }
@@ -346,7 +388,7 @@ impl Listening {
                 () = &mut signal => break Ok(()),
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        connections.spawn(connection::serve(stream, peer, shared.clone(), shutdown_rx.clone()));
+                        connections.spawn(dispatch::serve(stream, peer, shared.clone(), shutdown_rx.clone()));
                     }
                     Err(err) => match accept_error(&err) {
                         AcceptError::PeerGone => tracing::debug!(%err, "accept: peer went away"),

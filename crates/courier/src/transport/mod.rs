@@ -7,8 +7,11 @@
 //! - [`reader`]: reads into a buffer and splits frames off it, zero-copy.
 //! - [`keepalive`]: the sans-IO ping/timeout state machine.
 //! - [`tcp`]: socket options and lingering close.
+//! - [`rewind`]: hand the bytes read while sniffing back to the protocol
+//!   that gets the connection.
 
 pub(crate) mod keepalive;
 pub(crate) mod reader;
+pub(crate) mod rewind;
 pub(crate) mod tcp;
 pub(crate) mod write_queue;

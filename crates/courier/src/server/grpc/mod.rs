@@ -1,0 +1,492 @@
+//! gRPC connections on the server side (cargo feature `grpc`), over h2.
+//!
+//! One task drives the HTTP/2 connection (h2 needs its connection polled
+//! for any stream to make progress) and accepts streams; each stream is a
+//! call and runs in a task of its own, tracked so that the connection
+//! closing drops them. A call: check the method, content type and
+//! encoding; read the one request message (flow-control capacity is handed
+//! back as it arrives, the size is checked before buffering); take a
+//! concurrency slot; run the handler under the `grpc-timeout` deadline,
+//! dropping it if the client resets the stream; answer with headers, the
+//! message and `grpc-status` trailers, or a trailers-only error.
+//!
+//! - `health`: `grpc.health.v1.Health`.
+//! - `reflection`: `grpc.reflection.v1` and `v1alpha`.
+
+pub(crate) mod health;
+pub(crate) mod reflection;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use h2::server::SendResponse;
+use h2::{Ping, RecvStream};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::ServerShared;
+use super::call;
+use crate::codec::Codec;
+use crate::context::Context;
+use crate::metadata::Metadata;
+use crate::protocol::grpc::{self as wire, Encoding, MessageDecoder};
+use crate::status::{Code, Status};
+
+/// Stream (per call) and connection flow-control windows. Larger than
+/// HTTP/2's 64 KiB default so a multi-megabyte message is not throttled
+/// to one window per round trip.
+const STREAM_WINDOW: u32 = 1 << 20;
+const CONNECTION_WINDOW: u32 = 4 << 20;
+
+/// Serve one gRPC connection until the client leaves, it fails, or a
+/// graceful shutdown has drained it.
+pub(crate) async fn serve<T>(
+    io: T,
+    peer: SocketAddr,
+    server: Arc<ServerShared>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = &server.config;
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_concurrent_streams(u32::try_from(config.max_concurrent_calls_per_connection).unwrap_or(u32::MAX))
+        .max_header_list_size(u32::try_from(config.max_metadata_size).unwrap_or(u32::MAX))
+        .max_send_buffer_size(config.write_high_water);
+    let mut conn =
+        match tokio::time::timeout(config.handshake_timeout, builder.handshake::<_, Bytes>(io)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(err)) => {
+                tracing::debug!(%peer, %err, "gRPC handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "gRPC handshake timed out");
+                return;
+            }
+        };
+    let keepalive = keepalive(conn.ping_pong(), config.keepalive_interval);
+    tokio::pin!(keepalive);
+    let mut calls = JoinSet::new();
+    let mut draining: Option<tokio::time::Instant> = None;
+    let drain_timer = tokio::time::sleep(Duration::from_secs(u64::from(u32::MAX)));
+    tokio::pin!(drain_timer);
+    loop {
+        tokio::select! {
+            accepted = conn.accept() => match accepted {
+                Some(Ok((request, respond))) => {
+                    calls.spawn(call(request, respond, server.clone(), peer, shutdown.clone()));
+                }
+                Some(Err(err)) => {
+                    if !err.is_io() && !err.is_go_away() {
+                        tracing::debug!(%peer, %err, "gRPC connection error");
+                    }
+                    break;
+                }
+                // The client closed, or a graceful shutdown finished: every
+                // stream is done.
+                None => break,
+            },
+            Some(_) = calls.join_next(), if !calls.is_empty() => {}
+            () = &mut keepalive => {
+                tracing::info!(%peer, "closing gRPC connection: peer stopped answering pings");
+                break;
+            }
+            changed = shutdown.changed(), if draining.is_none() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    // GOAWAY now; h2 keeps the connection until the streams
+                    // already started are answered.
+                    conn.graceful_shutdown();
+                    let deadline = tokio::time::Instant::now() + config.drain_timeout;
+                    draining = Some(deadline);
+                    drain_timer.as_mut().reset(deadline);
+                }
+            }
+            () = &mut drain_timer, if draining.is_some() => {
+                tracing::info!(%peer, "drain timeout: cancelling gRPC calls still running");
+                break;
+            }
+        }
+    }
+    // Whatever is still running has nobody left to answer to.
+    calls.abort_all();
+    while calls.join_next().await.is_some() {}
+}
+
+/// Resolves when the peer stops answering pings sent after `interval`
+/// without a pong; never, without an interval.
+async fn keepalive(ping_pong: Option<h2::PingPong>, interval: Option<Duration>) {
+    let (Some(mut ping_pong), Some(interval)) = (ping_pong, interval) else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        match tokio::time::timeout(interval, ping_pong.ping(Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            // The connection is closing; its own loop notices.
+            Ok(Err(_)) => return std::future::pending().await,
+            Err(_) => return,
+        }
+    }
+}
+
+/// A call's answer, before it is written.
+struct Reply {
+    codec: Codec,
+    encoding: Encoding,
+    metadata: Metadata,
+    outcome: Result<Bytes, Status>,
+}
+
+impl Reply {
+    fn error(codec: Codec, status: Status) -> Reply {
+        Reply { codec, encoding: Encoding::Identity, metadata: Metadata::new(), outcome: Err(status) }
+    }
+}
+
+/// One stream: answer it, then write the answer.
+async fn call(
+    request: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    server: Arc<ServerShared>,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    let (parts, body) = request.into_parts();
+    if parts.method != Method::POST {
+        send_http_error(&mut respond, StatusCode::METHOD_NOT_ALLOWED);
+        return;
+    }
+    let content_type =
+        parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let Some(codec) = wire::codec_of_content_type(content_type) else {
+        send_http_error(&mut respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        return;
+    };
+    let path = parts.uri.path();
+    if health::handles(path) {
+        return health::serve(path, &parts.headers, codec, body, respond, &server, shutdown).await;
+    }
+    if reflection::handles(path) {
+        return reflection::serve(codec, body, respond, &server).await;
+    }
+    let reply = answer(&parts.headers, path, codec, body, &mut respond, &server, peer, shutdown).await;
+    send_reply(&mut respond, reply, server.config.max_frame_size);
+}
+
+/// Route, read, run.
+#[allow(clippy::too_many_arguments)]
+async fn answer(
+    headers: &HeaderMap,
+    path: &str,
+    codec: Codec,
+    mut body: RecvStream,
+    respond: &mut SendResponse<Bytes>,
+    server: &ServerShared,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) -> Reply {
+    let Some(method) = full_method_name(path) else {
+        return Reply::error(
+            codec,
+            Status::unimplemented(format!("`{}` is not a gRPC method path", shorten(path))),
+        );
+    };
+    let route = match server.router.route(&method) {
+        Ok(route) => route.clone(),
+        Err(status) => return Reply::error(codec, status),
+    };
+    if let Err(status) = route.check_codec(codec) {
+        return Reply::error(codec, status);
+    }
+    let encoding = match request_encoding(headers) {
+        Ok(encoding) => encoding,
+        Err(status) => return Reply::error(codec, status),
+    };
+    let deadline = match headers.get("grpc-timeout") {
+        None => None,
+        Some(value) => match value.to_str().ok().and_then(wire::parse_timeout) {
+            // A deadline too far away to represent is no deadline.
+            Some(timeout) => Instant::now().checked_add(timeout),
+            None => return Reply::error(codec, Status::invalid_argument("malformed grpc-timeout header")),
+        },
+    };
+    let max_message = server.config.max_frame_size;
+    let read = read_unary(&mut body, encoding, max_message);
+    let request = match deadline {
+        None => read.await,
+        Some(deadline) => match tokio::time::timeout_at(deadline.into(), read).await {
+            Ok(request) => request,
+            Err(_) => Err(Status::deadline_exceeded("the deadline passed before the request arrived")),
+        },
+    };
+    let request = match request {
+        Ok(request) => request,
+        Err(status) => return Reply::error(codec, status),
+    };
+    // The slot is taken once the request is here: a client that sends its
+    // request slowly holds only its own stream's flow-control window.
+    let Some(_permit) = server.limit.try_acquire() else {
+        return Reply::error(
+            codec,
+            Status::resource_exhausted(format!(
+                "the server is at its limit of {} concurrent calls",
+                server.limit.max()
+            )),
+        );
+    };
+    let mut cx = Context::new(route.method.full_name, codec)
+        .with_deadline(deadline)
+        .with_metadata(metadata_of(headers))
+        .with_peer(Some(peer))
+        .with_shutdown(shutdown);
+    let response_metadata = cx.capture_response_metadata();
+    let handler = call::run(route.service.call(route.index, cx, request), deadline, None);
+    // A client that resets the stream has given up: drop the handler.
+    let reset = std::future::poll_fn(|task| respond.poll_reset(task));
+    let outcome = tokio::select! {
+        outcome = handler => outcome,
+        _ = reset => Err(Status::cancelled("the client cancelled the call")),
+    };
+    let encoding =
+        if encoding == Encoding::Gzip && accepts_gzip(headers) { Encoding::Gzip } else { Encoding::Identity };
+    Reply { codec, encoding, metadata: response_metadata.take(), outcome }
+}
+
+/// The `grpc-encoding` a request declares, or the error for one we lack.
+pub(crate) fn request_encoding(headers: &HeaderMap) -> Result<Encoding, Status> {
+    match headers.get("grpc-encoding").map(|v| v.to_str().ok().and_then(Encoding::parse)) {
+        None => Ok(Encoding::Identity),
+        Some(Some(encoding)) => Ok(encoding),
+        Some(None) => Err(Status::unimplemented(format!(
+            "unsupported grpc-encoding; this server accepts {}",
+            wire::ACCEPT_ENCODING
+        ))),
+    }
+}
+
+/// Read a unary call's one request message.
+pub(crate) async fn read_unary(
+    body: &mut RecvStream,
+    encoding: Encoding,
+    max_message: usize,
+) -> Result<Bytes, Status> {
+    let mut decoder = MessageDecoder::new(max_message);
+    let mut message = None;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|err| Status::cancelled(format!("the request stream failed: {err}")))?;
+        // Give the window back as the bytes are taken in; the decoder's
+        // limit bounds what they can add up to.
+        let _ = body.flow_control().release_capacity(chunk.len());
+        decoder.push(&chunk);
+        while let Some(next) = decoder.next_message().map_err(decode_error)? {
+            if message.replace(next).is_some() {
+                return Err(Status::unimplemented(
+                    "a unary method takes exactly one request message; got several",
+                ));
+            }
+        }
+    }
+    decoder.finish().map_err(decode_error)?;
+    let message = message.ok_or_else(|| Status::unimplemented("the request carried no message"))?;
+    decompress(message, encoding, max_message)
+}
+
+fn decode_error(err: wire::GrpcError) -> Status {
+    match err {
+        wire::GrpcError::TooLarge { .. } => Status::resource_exhausted(format!("request rejected: {err}")),
+        other => Status::internal(format!("malformed request body: {other}")),
+    }
+}
+
+/// The message's bytes, decompressed if it says it is compressed.
+pub(crate) fn decompress(
+    message: wire::Message,
+    encoding: Encoding,
+    max_message: usize,
+) -> Result<Bytes, Status> {
+    if !message.compressed {
+        return Ok(message.data);
+    }
+    match encoding {
+        Encoding::Gzip => wire::gunzip(&message.data, max_message).map_err(decode_error),
+        Encoding::Identity => {
+            Err(Status::internal("a message is flagged compressed but the call declared no grpc-encoding"))
+        }
+    }
+}
+
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers.get_all("grpc-accept-encoding").iter().filter_map(|v| v.to_str().ok()).any(wire::accepts_gzip)
+}
+
+/// `/package.Service/Method` to `package.Service.Method`.
+fn full_method_name(path: &str) -> Option<String> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    if service.is_empty() || method.is_empty() || method.contains('/') {
+        return None;
+    }
+    Some(format!("{service}.{method}"))
+}
+
+fn shorten(text: &str) -> &str {
+    match text.char_indices().nth(128) {
+        Some((cut, _)) => &text[..cut],
+        None => text,
+    }
+}
+
+/// Request metadata: every header that is not gRPC's or HTTP's own. Values
+/// of `-bin` keys stay base64, as on the wire.
+pub(crate) fn metadata_of(headers: &HeaderMap) -> Metadata {
+    let mut metadata = Metadata::new();
+    for (name, value) in headers {
+        let name = name.as_str();
+        if wire::is_reserved_header(name) {
+            continue;
+        }
+        if let Ok(value) = value.to_str() {
+            metadata.append(name, value);
+        }
+    }
+    metadata
+}
+
+/// Add `metadata` to `headers`, skipping what HTTP/2 cannot carry.
+pub(crate) fn put_metadata(headers: &mut HeaderMap, metadata: &Metadata) {
+    for (key, value) in metadata.iter() {
+        if wire::is_reserved_header(key) {
+            continue;
+        }
+        match (HeaderName::from_bytes(key.as_bytes()), HeaderValue::from_str(value)) {
+            (Ok(name), Ok(value)) => {
+                headers.append(name, value);
+            }
+            _ => tracing::debug!(key, "dropping metadata that is not a valid HTTP/2 header"),
+        }
+    }
+}
+
+/// A status as gRPC header fields.
+pub(crate) fn put_status(headers: &mut HeaderMap, status: &Status) {
+    let code = if status.code() == Code::Ok { Code::Unknown } else { status.code() };
+    headers.insert("grpc-status", HeaderValue::from(code.as_u32()));
+    if let Ok(message) = HeaderValue::from_str(&wire::encode_message_header(status.message())) {
+        headers.insert("grpc-message", message);
+    }
+    if let Some(details) = wire::details_header(status)
+        && let Ok(details) = HeaderValue::from_str(&details)
+    {
+        headers.insert("grpc-status-details-bin", details);
+    }
+}
+
+pub(crate) fn response_headers(codec: Codec) -> http::response::Builder {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, wire::content_type_of(codec))
+        .header("grpc-accept-encoding", wire::ACCEPT_ENCODING)
+}
+
+/// Write the answer: headers, the message and trailers, or, for an error,
+/// one trailers-only response.
+fn send_reply(respond: &mut SendResponse<Bytes>, reply: Reply, max_message: usize) {
+    let message = match reply.outcome.and_then(|body| frame_message(&body, reply.encoding, max_message)) {
+        Ok(message) => message,
+        Err(status) => return send_trailers_only(respond, reply.codec, &status, &reply.metadata),
+    };
+    let mut builder = response_headers(reply.codec);
+    if reply.encoding == Encoding::Gzip {
+        builder = builder.header("grpc-encoding", "gzip");
+    }
+    let Ok(mut response) = builder.body(()) else { return };
+    put_metadata(response.headers_mut(), &reply.metadata);
+    let Ok(mut stream) = respond.send_response(response, false) else { return };
+    if stream.send_data(message, false).is_err() {
+        return;
+    }
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let _ = stream.send_trailers(trailers);
+}
+
+/// A result as one length-prefixed message, compressed if asked.
+pub(crate) fn frame_message(body: &[u8], encoding: Encoding, max_message: usize) -> Result<Bytes, Status> {
+    if body.len() > max_message {
+        return Err(Status::resource_exhausted(format!(
+            "the response of {} bytes exceeds the limit of {max_message} bytes",
+            body.len()
+        )));
+    }
+    let mut buf = BytesMut::new();
+    let framed = match encoding {
+        Encoding::Gzip => wire::encode_message(&mut buf, true, &wire::gzip(body)),
+        Encoding::Identity => wire::encode_message(&mut buf, false, body),
+    };
+    framed.map_err(|err| Status::resource_exhausted(err.to_string()))?;
+    Ok(buf.freeze())
+}
+
+/// An error as a trailers-only response.
+pub(crate) fn send_trailers_only(
+    respond: &mut SendResponse<Bytes>,
+    codec: Codec,
+    status: &Status,
+    metadata: &Metadata,
+) {
+    let Ok(mut response) = response_headers(codec).body(()) else { return };
+    put_metadata(response.headers_mut(), metadata);
+    put_status(response.headers_mut(), status);
+    let _ = respond.send_response(response, true);
+}
+
+/// A request that is not gRPC at all gets a plain HTTP status.
+fn send_http_error(respond: &mut SendResponse<Bytes>, status: StatusCode) {
+    if let Ok(response) = Response::builder().status(status).body(()) {
+        let _ = respond.send_response(response, true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_become_method_names() {
+        assert_eq!(
+            full_method_name("/helloworld.Greeter/SayHello").as_deref(),
+            Some("helloworld.Greeter.SayHello")
+        );
+        assert_eq!(full_method_name("/Calculator/Add").as_deref(), Some("Calculator.Add"));
+        for bad in ["", "/", "/Calculator", "/Calculator/", "//Add", "/a/b/c", "Calculator/Add"] {
+            assert_eq!(full_method_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn metadata_leaves_out_protocol_headers_and_round_trips() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-timeout", HeaderValue::from_static("1S"));
+        headers.insert("x-token", HeaderValue::from_static("abc"));
+        headers.append("x-multi", HeaderValue::from_static("1"));
+        headers.append("x-multi", HeaderValue::from_static("2"));
+        headers.insert("trace-bin", HeaderValue::from_static("AQID"));
+        let metadata = metadata_of(&headers);
+        assert_eq!(metadata.get("x-token"), Some("abc"));
+        assert_eq!(metadata.get_all("x-multi").collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(metadata.get("trace-bin"), Some("AQID"));
+        assert_eq!(metadata.get("content-type"), None);
+        assert_eq!(metadata.get("grpc-timeout"), None);
+        let mut back = HeaderMap::new();
+        put_metadata(&mut back, &metadata);
+        assert_eq!(metadata_of(&back), metadata);
+    }
+}

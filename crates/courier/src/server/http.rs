@@ -1,0 +1,355 @@
+//! HTTP/1.1 with JSON bodies (cargo feature `http-json`), on hyper.
+//!
+//! `POST /Service/Method` with the method's arguments as a JSON body (one
+//! argument as itself, several as an object of named arguments, none as
+//! `{}` or an empty body) answers `200` with the result as JSON. Errors
+//! answer the HTTP status that matches their code (the mapping of Google's
+//! HTTP APIs) and `{"code": "INVALID_ARGUMENT", "message": ".."}`, plus
+//! `"error"` holding a service's own error. `GET /` lists the services and
+//! their methods. Request headers other than HTTP's own become the call's
+//! metadata; `x-courier-timeout-ms` sets its deadline; response metadata
+//! comes back as headers. Connections are kept alive.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+use super::{ServerShared, call};
+use crate::codec::Codec;
+use crate::context::Context;
+use crate::metadata::Metadata;
+use crate::status::{Code, Status};
+
+/// The header that sets a call's deadline, in milliseconds.
+pub(crate) const TIMEOUT_HEADER: &str = "x-courier-timeout-ms";
+
+/// Serve one HTTP/1.1 connection.
+pub(crate) async fn serve<T>(
+    io: T,
+    peer: SocketAddr,
+    server: Arc<ServerShared>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = &server.config;
+    let drain_timeout = config.drain_timeout;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.handshake_timeout)
+        .max_buf_size(config.max_metadata_size.max(8192));
+    let handler_server = server.clone();
+    let handler_shutdown = shutdown.clone();
+    let service = hyper::service::service_fn(move |request| {
+        let server = handler_server.clone();
+        let shutdown = handler_shutdown.clone();
+        async move { Ok::<_, Infallible>(handle(request, &server, peer, shutdown).await) }
+    });
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(err) = result {
+                tracing::debug!(%peer, %err, "HTTP connection ended");
+            }
+            return;
+        }
+        _ = shutdown.wait_for(|stop| *stop) => {}
+    }
+    // Finish the request in progress (if any), then close.
+    connection.as_mut().graceful_shutdown();
+    if tokio::time::timeout(drain_timeout, connection).await.is_err() {
+        tracing::info!(%peer, "drain timeout: closing an HTTP connection mid-request");
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+async fn handle(
+    request: Request<Incoming>,
+    server: &ServerShared,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) -> Reply {
+    let path = request.uri().path().to_owned();
+    if path == "/" {
+        return match *request.method() {
+            Method::GET | Method::HEAD => json_reply(StatusCode::OK, &listing(server), &Metadata::new()),
+            _ => method_not_allowed("GET"),
+        };
+    }
+    let Some(method) = method_name(&path) else {
+        return error_reply(
+            StatusCode::NOT_FOUND,
+            &Status::not_found(format!("no such path `{}`", shorten(&path))),
+        );
+    };
+    let route = match server.router.route(&method) {
+        Ok(route) => route.clone(),
+        // An unknown method is an unknown resource.
+        Err(status) => return error_reply(StatusCode::NOT_FOUND, &status),
+    };
+    if request.method() != Method::POST {
+        return method_not_allowed("POST");
+    }
+    if let Some(content_type) = request.headers().get(http::header::CONTENT_TYPE)
+        && !is_json(content_type)
+    {
+        return error_reply(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &Status::invalid_argument("send the arguments as JSON (content-type: application/json)"),
+        );
+    }
+    let deadline = match request.headers().get(TIMEOUT_HEADER) {
+        None => None,
+        Some(value) => match value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+            Some(ms) => Instant::now().checked_add(Duration::from_millis(ms)),
+            None => {
+                return error_reply(
+                    StatusCode::BAD_REQUEST,
+                    &Status::invalid_argument(format!(
+                        "{TIMEOUT_HEADER} must be a whole number of milliseconds"
+                    )),
+                );
+            }
+        },
+    };
+    let metadata = metadata_of(request.headers());
+    let limit = server.config.max_frame_size;
+    let body = match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return error_reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &Status::resource_exhausted(format!("the body exceeds this server's limit of {limit} bytes")),
+            );
+        }
+        Err(err) => {
+            return error_reply(
+                StatusCode::BAD_REQUEST,
+                &Status::invalid_argument(format!("could not read the body: {err}")),
+            );
+        }
+    };
+    // No body means no arguments.
+    let body = if body.iter().all(u8::is_ascii_whitespace) { Bytes::from_static(b"{}") } else { body };
+    let Some(_permit) = server.limit.try_acquire() else {
+        return error_reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            &Status::resource_exhausted(format!(
+                "the server is at its limit of {} concurrent calls",
+                server.limit.max()
+            )),
+        );
+    };
+    let mut cx = Context::new(route.method.full_name, Codec::Json)
+        .with_deadline(deadline)
+        .with_metadata(metadata)
+        .with_peer(Some(peer))
+        .with_shutdown(shutdown);
+    let response_metadata = cx.capture_response_metadata();
+    let outcome = call::run(route.service.call(route.index, cx, body), deadline, None).await;
+    let headers = response_metadata.take();
+    match outcome {
+        Ok(result) => {
+            let mut response = Response::new(Full::new(result));
+            put_json_headers(&mut response, &headers);
+            response
+        }
+        Err(status) => {
+            let mut response = error_reply(http_status_of(status.code()), &status);
+            put_metadata(response.headers_mut(), &headers);
+            response
+        }
+    }
+}
+
+/// `/Service/Method` to `Service.Method`.
+fn method_name(path: &str) -> Option<String> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    (!service.is_empty() && !method.is_empty() && !method.contains('/'))
+        .then(|| format!("{service}.{method}"))
+}
+
+fn shorten(text: &str) -> &str {
+    match text.char_indices().nth(128) {
+        Some((cut, _)) => &text[..cut],
+        None => text,
+    }
+}
+
+fn is_json(content_type: &HeaderValue) -> bool {
+    let essence =
+        content_type.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json"
+        || essence.ends_with("+json")
+        || essence == "text/plain"
+        || essence.is_empty()
+}
+
+/// HTTP's own headers are not metadata.
+fn metadata_of(headers: &HeaderMap) -> Metadata {
+    const OWN: [&str; 14] = [
+        "host",
+        "content-length",
+        "content-type",
+        "accept",
+        "accept-encoding",
+        "connection",
+        "user-agent",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+        "keep-alive",
+        "expect",
+        "proxy-connection",
+        TIMEOUT_HEADER,
+    ];
+    let mut metadata = Metadata::new();
+    for (name, value) in headers {
+        if OWN.contains(&name.as_str()) {
+            continue;
+        }
+        if let Ok(value) = value.to_str() {
+            metadata.append(name.as_str(), value);
+        }
+    }
+    metadata
+}
+
+fn put_metadata(headers: &mut HeaderMap, metadata: &Metadata) {
+    for (key, value) in metadata.iter() {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(key.as_bytes()), HeaderValue::from_str(value))
+        {
+            headers.append(name, value);
+        }
+    }
+}
+
+fn put_json_headers(response: &mut Reply, metadata: &Metadata) {
+    put_metadata(response.headers_mut(), metadata);
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+}
+
+fn json_reply(status: StatusCode, body: &Value, metadata: &Metadata) -> Reply {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    put_json_headers(&mut response, metadata);
+    response
+}
+
+/// `{code, message}`, plus the service's own error when it sent one.
+fn error_reply(http_status: StatusCode, status: &Status) -> Reply {
+    let mut body = json!({ "code": status.code().grpc_name(), "message": status.message() });
+    if status.is_application_error()
+        && let Ok(error) = serde_json::from_slice::<Value>(status.details())
+    {
+        body["error"] = error;
+    }
+    json_reply(http_status, &body, &Metadata::new())
+}
+
+fn method_not_allowed(allow: &'static str) -> Reply {
+    let mut response =
+        error_reply(StatusCode::METHOD_NOT_ALLOWED, &Status::unimplemented(format!("use {allow} here")));
+    response.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// The HTTP status for a code (as Google's HTTP APIs map them).
+pub(crate) fn http_status_of(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// `GET /`: every service, its methods and how to call them.
+fn listing(server: &ServerShared) -> Value {
+    let services: Vec<Value> = server
+        .router
+        .services()
+        .iter()
+        .map(|service| {
+            let descriptor = service.descriptor();
+            let methods: Vec<Value> = descriptor
+                .methods
+                .iter()
+                .map(|method| {
+                    json!({
+                        "name": method.name,
+                        "path": format!("/{}/{}", descriptor.name, method.name),
+                        "args": method.args.iter().map(|arg| json!({"name": arg.name, "type": arg.ty})).collect::<Vec<_>>(),
+                        "output": method.output,
+                        "error": method.error,
+                        "idempotent": method.idempotent,
+                        "docs": method.docs,
+                    })
+                })
+                .collect();
+            json!({ "name": descriptor.name, "version": descriptor.version, "docs": descriptor.docs, "methods": methods })
+        })
+        .collect();
+    json!({ "services": services })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_statuses_map() {
+        assert_eq!(method_name("/Calculator/Add").as_deref(), Some("Calculator.Add"));
+        assert_eq!(
+            method_name("/helloworld.Greeter/SayHello").as_deref(),
+            Some("helloworld.Greeter.SayHello")
+        );
+        assert_eq!(method_name("/Calculator"), None);
+        assert_eq!(method_name("/a/b/c"), None);
+        assert_eq!(http_status_of(Code::InvalidArgument), StatusCode::BAD_REQUEST);
+        assert_eq!(http_status_of(Code::DeadlineExceeded), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(http_status_of(Code::Unknown), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(http_status_of(Code::Cancelled).as_u16(), 499);
+    }
+
+    #[test]
+    fn error_bodies_carry_code_message_and_the_services_error() {
+        let status =
+            Status::application(Code::Unknown, "division by zero", Bytes::from_static(b"\"DivisionByZero\""));
+        let response = error_reply(StatusCode::INTERNAL_SERVER_ERROR, &status);
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()[http::header::CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn json_content_types_are_accepted() {
+        for ok in
+            ["application/json", "application/json; charset=utf-8", "application/vnd.x+json", "text/plain"]
+        {
+            assert!(is_json(&HeaderValue::from_static(ok)), "{ok}");
+        }
+        assert!(!is_json(&HeaderValue::from_static("application/x-www-form-urlencoded")));
+    }
+}
