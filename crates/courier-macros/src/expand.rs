@@ -314,7 +314,7 @@ fn expand_client(service: &Service) -> TokenStream {
                     match self.channel.#unary::<_, #ok>(#full, &args, &self.options).await {
                         ::core::result::Result::Ok(output) => ::core::result::Result::Ok(output),
                         ::core::result::Result::Err(status) => ::core::result::Result::Err(
-                            ::courier::__private::decode_app_error::<#err>(self.options.codec(), status),
+                            ::courier::__private::decode_app_error::<#err>(self.channel.codec_for(&self.options), status),
                         ),
                     }
                 },

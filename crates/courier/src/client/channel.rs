@@ -37,6 +37,8 @@ pub struct Channel {
 enum Kind {
     Direct(Arc<Direct>),
     Balanced(Arc<Balanced>),
+    #[cfg(feature = "grpc")]
+    Grpc(Arc<super::grpc::GrpcChannel>),
 }
 
 impl std::fmt::Debug for Channel {
@@ -91,11 +93,19 @@ impl Channel {
         Channel { kind: Kind::Balanced(balanced) }
     }
 
-    /// Where calls go: `host:port`, or `discover:Service`.
+    #[cfg(feature = "grpc")]
+    pub(crate) fn grpc(grpc: Arc<super::grpc::GrpcChannel>) -> Channel {
+        Channel { kind: Kind::Grpc(grpc) }
+    }
+
+    /// Where calls go: `host:port`, `grpc://host:port`, or
+    /// `discover:Service`.
     pub fn target(&self) -> String {
         match &self.kind {
             Kind::Direct(direct) => direct.addr().to_owned(),
             Kind::Balanced(balanced) => format!("discover:{}", balanced.service()),
+            #[cfg(feature = "grpc")]
+            Kind::Grpc(grpc) => format!("grpc://{}", grpc.addr()),
         }
     }
 
@@ -103,8 +113,19 @@ impl Channel {
     /// to one address).
     pub fn instances(&self) -> Option<Vec<crate::discovery::Instance>> {
         match &self.kind {
-            Kind::Direct(_) => None,
             Kind::Balanced(balanced) => Some(balanced.instances()),
+            _ => None,
+        }
+    }
+
+    /// The codec calls made with `options` travel in. gRPC carries protobuf
+    /// or JSON, so the binary codec becomes JSON on a gRPC channel.
+    /// Generated clients decode a service's own errors with it.
+    pub fn codec_for(&self, options: &CallOptions) -> Codec {
+        match (&self.kind, options.codec()) {
+            #[cfg(feature = "grpc")]
+            (Kind::Grpc(_), Codec::Binary) => Codec::Json,
+            (_, codec) => codec,
         }
     }
 
@@ -151,15 +172,31 @@ impl Channel {
         Req: Serialize + Sync + ?Sized,
         Resp: DeserializeOwned,
     {
-        let codec = options.codec();
-        let frame = self
+        let codec = self.codec_for(options);
+        let body = self
             .send(FrameKind::Request, method, options, retry, &|buf| encode(codec, request, buf, method))
             .await?;
-        let frame = reply_frame(frame, method)?;
-        let body = reply_body(&frame, codec, method)?;
+        let body = reply(body, method)?;
         codec
             .decode(&body)
             .map_err(|err| Status::internal(format!("could not decode the response of {method}: {err}")))
+    }
+
+    /// Call `method` with arguments `encode_body` writes (in
+    /// [`Channel::codec_for`] the options); returns the encoded result.
+    /// `idempotent` lets a discovered channel retry it on another instance
+    /// when the connection is lost mid-call. Code generated from `.proto`
+    /// files calls this.
+    pub async fn unary_encoded(
+        &self,
+        method: &str,
+        options: &CallOptions,
+        idempotent: bool,
+        encode_body: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
+    ) -> Result<Bytes, Status> {
+        let retry = if idempotent { Retry::IfLost } else { Retry::IfNotSent };
+        let body = self.send(FrameKind::Request, method, options, retry, encode_body).await?;
+        reply(body, method)
     }
 
     /// Call `method` with already-encoded arguments; returns the encoded
@@ -170,14 +207,13 @@ impl Channel {
         body: Bytes,
         options: &CallOptions,
     ) -> Result<Bytes, Status> {
-        let frame = self
+        let body = self
             .send(FrameKind::Request, method, options, Retry::IfNotSent, &|buf| {
                 buf.extend_from_slice(&body);
                 Ok(())
             })
             .await?;
-        let frame = reply_frame(frame, method)?;
-        reply_body(&frame, options.codec(), method)
+        reply(body, method)
     }
 
     /// Send a one-way call: returns once the request is queued for sending;
@@ -186,7 +222,7 @@ impl Channel {
     where
         Req: Serialize + Sync + ?Sized,
     {
-        let codec = options.codec();
+        let codec = self.codec_for(options);
         self.send(FrameKind::OneWay, method, options, Retry::IfNotSent, &|buf| {
             encode(codec, request, buf, method)
         })
@@ -201,12 +237,13 @@ impl Channel {
         options: &CallOptions,
         retry: Retry,
         encode_body: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
-    ) -> Result<Option<Frame>, Status> {
+    ) -> Result<Option<Bytes>, Status> {
         // One deadline for the whole call, moves between instances included.
         // A timeout too long to represent is no timeout.
         let deadline = options.timeout().and_then(|timeout| Instant::now().checked_add(timeout));
+        let codec = self.codec_for(options);
         let attempt = async {
-            match &self.kind {
+            let frame = match &self.kind {
                 Kind::Direct(direct) => direct
                     .attempt(kind, method, options, deadline, encode_body)
                     .await
@@ -214,7 +251,12 @@ impl Channel {
                 Kind::Balanced(balanced) => {
                     balanced.send(kind, method, options, deadline, retry, encode_body).await
                 }
-            }
+                #[cfg(feature = "grpc")]
+                Kind::Grpc(grpc) => {
+                    return self.send_grpc(grpc, kind, method, codec, options, deadline, encode_body).await;
+                }
+            }?;
+            frame.map(|frame| reply_body(&frame, codec, method)).transpose()
         };
         let Some(deadline) = deadline else {
             return attempt.await;
@@ -226,6 +268,46 @@ impl Channel {
                 options.timeout().unwrap_or_default()
             ))),
         }
+    }
+}
+
+impl Channel {
+    /// A call over gRPC. gRPC has no one-way calls: a one-way call runs as
+    /// a unary call whose reply nobody waits for.
+    #[cfg(feature = "grpc")]
+    #[allow(clippy::too_many_arguments)]
+    async fn send_grpc(
+        &self,
+        grpc: &Arc<super::grpc::GrpcChannel>,
+        kind: FrameKind,
+        method: &str,
+        codec: Codec,
+        options: &CallOptions,
+        deadline: Option<Instant>,
+        encode_body: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
+    ) -> Result<Option<Bytes>, Status> {
+        if kind == FrameKind::OneWay {
+            let mut body = BytesMut::new();
+            encode_body(&mut body)?;
+            let body = body.freeze();
+            let (grpc, method, options) = (grpc.clone(), method.to_owned(), options.clone());
+            tokio::spawn(async move {
+                let sent = grpc
+                    .unary(&method, codec, &options, deadline, &|buf| {
+                        buf.extend_from_slice(&body);
+                        Ok(())
+                    })
+                    .await;
+                if let Err(err) = sent {
+                    tracing::debug!(status = %err.into_status(), "one-way gRPC call failed");
+                }
+            });
+            return Ok(None);
+        }
+        grpc.unary(method, codec, options, deadline, encode_body)
+            .await
+            .map(Some)
+            .map_err(super::direct::AttemptError::into_status)
     }
 }
 
@@ -249,8 +331,8 @@ fn encode<Req: Serialize + ?Sized>(
         .map_err(|err| Status::invalid_argument(format!("could not encode the request to {method}: {err}")))
 }
 
-fn reply_frame(frame: Option<Frame>, method: &str) -> Result<Frame, Status> {
-    frame.ok_or_else(|| Status::internal(format!("no response frame for {method}")))
+fn reply(body: Option<Bytes>, method: &str) -> Result<Bytes, Status> {
+    body.ok_or_else(|| Status::internal(format!("no response for {method}")))
 }
 
 /// The body of a successful reply, or the status the server sent.

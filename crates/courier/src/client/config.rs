@@ -39,11 +39,12 @@ impl Default for ChannelConfig {
 pub struct ChannelBuilder {
     pub(crate) addr: String,
     pub(crate) config: ChannelConfig,
+    grpc: bool,
 }
 
 impl ChannelBuilder {
     pub(crate) fn new(addr: impl Into<String>) -> ChannelBuilder {
-        ChannelBuilder { addr: addr.into(), config: ChannelConfig::default() }
+        ChannelBuilder { addr: addr.into(), config: ChannelConfig::default(), grpc: false }
     }
 
     /// Connections to open to the address; calls are spread across them
@@ -93,14 +94,36 @@ impl ChannelBuilder {
         self
     }
 
+    /// Speak gRPC (over HTTP/2) instead of courier's native protocol: to
+    /// call servers that are not courier, or through what only passes
+    /// HTTP/2. Serde services travel as `application/grpc+json` (the binary
+    /// codec is native only), `.proto` services as protobuf. The pool size,
+    /// timeouts, keepalive, backoff and message size limit apply; spinning
+    /// does not.
+    #[cfg(feature = "grpc")]
+    pub fn grpc(mut self) -> ChannelBuilder {
+        self.grpc = true;
+        self
+    }
+
     /// A channel that connects on its first call.
     pub fn build_lazy(self) -> Channel {
+        #[cfg(feature = "grpc")]
+        if self.grpc {
+            return Channel::grpc(super::grpc::GrpcChannel::new(self.addr, self.config));
+        }
         Channel::direct(Direct::new(self.addr, self.config))
     }
 
     /// A channel with its first connection established, so a wrong address
     /// or a server that is down shows up here rather than at the first call.
     pub async fn connect(self) -> Result<Channel, ConnectError> {
+        #[cfg(feature = "grpc")]
+        if self.grpc {
+            let grpc = super::grpc::GrpcChannel::new(self.addr, self.config);
+            grpc.connect_now().await?;
+            return Ok(Channel::grpc(grpc));
+        }
         let direct = Direct::new(self.addr, self.config);
         direct.connect_now().await?;
         Ok(Channel::direct(direct))

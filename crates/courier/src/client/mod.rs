@@ -9,6 +9,10 @@
 //!   unreachable instances ejected for a while.
 //! - `connection`: one native connection (pending calls by id, its event
 //!   loop, keepalive).
+//! - `grpc`: one address over gRPC (feature `grpc`), for servers that are
+//!   not courier.
+//! - `pool`: the lazily opened, reopened connections to one address that
+//!   the native and gRPC clients share.
 //! - [`CallOptions`]: timeout, metadata and codec per call.
 //! - [`CallHandle`]: a call started now and awaited later.
 //! - [`Backoff`]: the reconnect delay policy.
@@ -20,6 +24,8 @@ mod config;
 mod connection;
 mod direct;
 mod discover;
+#[cfg(feature = "grpc")]
+mod grpc;
 mod handle;
 mod options;
 mod pool;

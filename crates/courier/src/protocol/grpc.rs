@@ -15,7 +15,10 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use http::{HeaderMap, HeaderName, HeaderValue};
+
 use crate::codec::Codec;
+use crate::metadata::Metadata;
 use crate::status::{Code, Status};
 
 /// The length prefix of every message.
@@ -65,6 +68,9 @@ pub enum GrpcError {
     /// A compressed message that does not decompress.
     #[error("the message does not decompress: {0}")]
     Decompress(String),
+    /// A message flagged compressed on a call that named no compression.
+    #[error("a message is flagged compressed but the call declared no grpc-encoding")]
+    UndeclaredCompression,
 }
 
 /// Splits a stream of body chunks into messages, checking each declared
@@ -184,6 +190,15 @@ pub fn gunzip(data: &[u8], max: usize) -> Result<Bytes, GrpcError> {
         return Err(GrpcError::TooLarge { len: out.len(), max });
     }
     Ok(Bytes::from(out))
+}
+
+/// The message's bytes, decompressed if it says it is compressed.
+pub fn decompress(message: Message, encoding: Encoding, max_message: usize) -> Result<Bytes, GrpcError> {
+    match (message.compressed, encoding) {
+        (false, _) => Ok(message.data),
+        (true, Encoding::Gzip) => gunzip(&message.data, max_message),
+        (true, Encoding::Identity) => Err(GrpcError::UndeclaredCompression),
+    }
 }
 
 /// The codec a `content-type` asks for: `application/grpc` and `+proto`
@@ -377,8 +392,55 @@ pub fn is_reserved_header(name: &str) -> bool {
         || matches!(name, "content-type" | "te" | "content-length" | "connection" | "host" | "user-agent")
 }
 
+/// Request metadata: every header that is not gRPC's or HTTP's own. Values
+/// of `-bin` keys stay base64, as on the wire.
+pub fn metadata_of(headers: &HeaderMap) -> Metadata {
+    let mut metadata = Metadata::new();
+    for (name, value) in headers {
+        let name = name.as_str();
+        if is_reserved_header(name) {
+            continue;
+        }
+        if let Ok(value) = value.to_str() {
+            metadata.append(name, value);
+        }
+    }
+    metadata
+}
+
+/// Add `metadata` to `headers`, skipping what HTTP/2 cannot carry.
+pub fn put_metadata(headers: &mut HeaderMap, metadata: &Metadata) {
+    for (key, value) in metadata.iter() {
+        if is_reserved_header(key) {
+            continue;
+        }
+        match (HeaderName::from_bytes(key.as_bytes()), HeaderValue::from_str(value)) {
+            (Ok(name), Ok(value)) => {
+                headers.append(name, value);
+            }
+            _ => tracing::debug!(key, "dropping metadata that is not a valid HTTP/2 header"),
+        }
+    }
+}
+
+/// A status as gRPC header fields.
+pub fn put_status(headers: &mut HeaderMap, status: &Status) {
+    let code = if status.code() == Code::Ok { Code::Unknown } else { status.code() };
+    headers.insert("grpc-status", HeaderValue::from(code.as_u32()));
+    if let Ok(message) = HeaderValue::from_str(&encode_message_header(status.message())) {
+        headers.insert("grpc-message", message);
+    }
+    if let Some(details) = details_header(status)
+        && let Ok(details) = HeaderValue::from_str(&details)
+    {
+        headers.insert("grpc-status-details-bin", details);
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use http::HeaderValue;
+
     use super::*;
 
     #[test]
@@ -496,5 +558,25 @@ mod tests {
         let back = status_from_parts(5, "x".into(), Some(encode_base64(&raw).as_bytes()));
         assert_eq!(back.details().as_ref(), &raw[..]);
         assert!(!back.is_application_error());
+    }
+
+    #[test]
+    fn metadata_leaves_out_protocol_headers_and_round_trips() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-timeout", HeaderValue::from_static("1S"));
+        headers.insert("x-token", HeaderValue::from_static("abc"));
+        headers.append("x-multi", HeaderValue::from_static("1"));
+        headers.append("x-multi", HeaderValue::from_static("2"));
+        headers.insert("trace-bin", HeaderValue::from_static("AQID"));
+        let metadata = metadata_of(&headers);
+        assert_eq!(metadata.get("x-token"), Some("abc"));
+        assert_eq!(metadata.get_all("x-multi").collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(metadata.get("trace-bin"), Some("AQID"));
+        assert_eq!(metadata.get("content-type"), None);
+        assert_eq!(metadata.get("grpc-timeout"), None);
+        let mut back = HeaderMap::new();
+        put_metadata(&mut back, &metadata);
+        assert_eq!(metadata_of(&back), metadata);
     }
 }

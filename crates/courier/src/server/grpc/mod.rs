@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
 use h2::{Ping, RecvStream};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -33,8 +33,8 @@ use super::call;
 use crate::codec::Codec;
 use crate::context::Context;
 use crate::metadata::Metadata;
-use crate::protocol::grpc::{self as wire, Encoding, MessageDecoder};
-use crate::status::{Code, Status};
+use crate::protocol::grpc::{self as wire, Encoding, MessageDecoder, metadata_of, put_metadata, put_status};
+use crate::status::Status;
 
 /// Stream (per call) and connection flow-control windows. Larger than
 /// HTTP/2's 64 KiB default so a multi-megabyte message is not throttled
@@ -296,30 +296,13 @@ pub(crate) async fn read_unary(
     }
     decoder.finish().map_err(decode_error)?;
     let message = message.ok_or_else(|| Status::unimplemented("the request carried no message"))?;
-    decompress(message, encoding, max_message)
+    wire::decompress(message, encoding, max_message).map_err(decode_error)
 }
 
 fn decode_error(err: wire::GrpcError) -> Status {
     match err {
         wire::GrpcError::TooLarge { .. } => Status::resource_exhausted(format!("request rejected: {err}")),
         other => Status::internal(format!("malformed request body: {other}")),
-    }
-}
-
-/// The message's bytes, decompressed if it says it is compressed.
-pub(crate) fn decompress(
-    message: wire::Message,
-    encoding: Encoding,
-    max_message: usize,
-) -> Result<Bytes, Status> {
-    if !message.compressed {
-        return Ok(message.data);
-    }
-    match encoding {
-        Encoding::Gzip => wire::gunzip(&message.data, max_message).map_err(decode_error),
-        Encoding::Identity => {
-            Err(Status::internal("a message is flagged compressed but the call declared no grpc-encoding"))
-        }
     }
 }
 
@@ -340,51 +323,6 @@ fn shorten(text: &str) -> &str {
     match text.char_indices().nth(128) {
         Some((cut, _)) => &text[..cut],
         None => text,
-    }
-}
-
-/// Request metadata: every header that is not gRPC's or HTTP's own. Values
-/// of `-bin` keys stay base64, as on the wire.
-pub(crate) fn metadata_of(headers: &HeaderMap) -> Metadata {
-    let mut metadata = Metadata::new();
-    for (name, value) in headers {
-        let name = name.as_str();
-        if wire::is_reserved_header(name) {
-            continue;
-        }
-        if let Ok(value) = value.to_str() {
-            metadata.append(name, value);
-        }
-    }
-    metadata
-}
-
-/// Add `metadata` to `headers`, skipping what HTTP/2 cannot carry.
-pub(crate) fn put_metadata(headers: &mut HeaderMap, metadata: &Metadata) {
-    for (key, value) in metadata.iter() {
-        if wire::is_reserved_header(key) {
-            continue;
-        }
-        match (HeaderName::from_bytes(key.as_bytes()), HeaderValue::from_str(value)) {
-            (Ok(name), Ok(value)) => {
-                headers.append(name, value);
-            }
-            _ => tracing::debug!(key, "dropping metadata that is not a valid HTTP/2 header"),
-        }
-    }
-}
-
-/// A status as gRPC header fields.
-pub(crate) fn put_status(headers: &mut HeaderMap, status: &Status) {
-    let code = if status.code() == Code::Ok { Code::Unknown } else { status.code() };
-    headers.insert("grpc-status", HeaderValue::from(code.as_u32()));
-    if let Ok(message) = HeaderValue::from_str(&wire::encode_message_header(status.message())) {
-        headers.insert("grpc-message", message);
-    }
-    if let Some(details) = wire::details_header(status)
-        && let Ok(details) = HeaderValue::from_str(&details)
-    {
-        headers.insert("grpc-status-details-bin", details);
     }
 }
 
@@ -470,23 +408,4 @@ mod tests {
         }
     }
 
-    #[test]
-    fn metadata_leaves_out_protocol_headers_and_round_trips() {
-        let mut headers = HeaderMap::new();
-        headers.insert("content-type", HeaderValue::from_static("application/grpc"));
-        headers.insert("grpc-timeout", HeaderValue::from_static("1S"));
-        headers.insert("x-token", HeaderValue::from_static("abc"));
-        headers.append("x-multi", HeaderValue::from_static("1"));
-        headers.append("x-multi", HeaderValue::from_static("2"));
-        headers.insert("trace-bin", HeaderValue::from_static("AQID"));
-        let metadata = metadata_of(&headers);
-        assert_eq!(metadata.get("x-token"), Some("abc"));
-        assert_eq!(metadata.get_all("x-multi").collect::<Vec<_>>(), ["1", "2"]);
-        assert_eq!(metadata.get("trace-bin"), Some("AQID"));
-        assert_eq!(metadata.get("content-type"), None);
-        assert_eq!(metadata.get("grpc-timeout"), None);
-        let mut back = HeaderMap::new();
-        put_metadata(&mut back, &metadata);
-        assert_eq!(metadata_of(&back), metadata);
-    }
 }

@@ -332,7 +332,7 @@ pub(crate) async fn serve(
         Ok(()) => {
             trailers.insert("grpc-status", HeaderValue::from_static("0"));
         }
-        Err(status) => super::put_status(&mut trailers, &status),
+        Err(status) => crate::protocol::grpc::put_status(&mut trailers, &status),
     }
     let _ = stream.send_trailers(trailers);
 }

@@ -1,0 +1,327 @@
+//! [`GrpcChannel`]: calls to one address over gRPC (HTTP/2 via h2), for
+//! servers that are not courier, or paths only HTTP/2 gets through.
+//!
+//! The same [`Pool`] as the native client keeps the connections (opened
+//! lazily, reopened with backoff); each connection is an h2 client whose
+//! driver task also sends keepalive pings. A call is one stream: request
+//! headers (`content-type` from the codec, `grpc-timeout` from the
+//! deadline, metadata), one length-prefixed message, then the response's
+//! message and `grpc-status` trailers, or a trailers-only error. Dropping
+//! the call resets its stream, which the server sees as a cancel.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use h2::client::SendRequest;
+use h2::{Ping, Reason, RecvStream};
+use http::{HeaderMap, HeaderValue, Method, Request};
+use tokio::net::TcpStream;
+
+use super::ConnectError;
+use super::config::ChannelConfig;
+use super::direct::AttemptError;
+use super::options::CallOptions;
+use super::pool::{Connect, Pool};
+use crate::codec::Codec;
+use crate::protocol::grpc::{self as wire, Encoding, MessageDecoder};
+use crate::service::BoxFuture;
+use crate::status::{Code, Status};
+use crate::transport::tcp;
+
+/// Flow-control windows: large enough for multi-megabyte messages.
+const STREAM_WINDOW: u32 = 1 << 20;
+const CONNECTION_WINDOW: u32 = 4 << 20;
+
+/// One HTTP/2 connection.
+pub(crate) struct GrpcConnection {
+    send: SendRequest<Bytes>,
+    closed: Arc<AtomicBool>,
+    authority: String,
+}
+
+impl Connect for GrpcConnection {
+    fn connect(addr: String, config: ChannelConfig) -> BoxFuture<'static, Result<GrpcConnection, ConnectError>> {
+        Box::pin(async move {
+            let timeout = config.connect_timeout;
+            let io_error = |source| ConnectError::Io { addr: addr.clone(), source };
+            let handshake = async {
+                let stream = TcpStream::connect(&addr).await.map_err(io_error)?;
+                tcp::configure(&stream);
+                h2::client::Builder::new()
+                    .initial_window_size(STREAM_WINDOW)
+                    .initial_connection_window_size(CONNECTION_WINDOW)
+                    .max_send_buffer_size(config.write_high_water)
+                    .handshake::<_, Bytes>(stream)
+                    .await
+                    .map_err(|err| ConnectError::Handshake { addr: addr.clone(), reason: err.to_string() })
+            };
+            let (send, mut connection) = match tokio::time::timeout(timeout, handshake).await {
+                Ok(result) => result?,
+                Err(_) => return Err(ConnectError::Timeout { addr, timeout }),
+            };
+            let closed = Arc::new(AtomicBool::new(false));
+            let ping_pong = connection.ping_pong();
+            let driver_closed = closed.clone();
+            let keepalive_interval = config.keepalive_interval;
+            tokio::spawn(async move {
+                tokio::select! {
+                    result = &mut connection => {
+                        if let Err(err) = result {
+                            tracing::debug!(%err, "gRPC connection ended");
+                        }
+                    }
+                    () = keepalive(ping_pong, keepalive_interval) => {
+                        tracing::info!("gRPC connection: the server stopped answering pings");
+                    }
+                }
+                driver_closed.store(true, Ordering::Release);
+            });
+            Ok(GrpcConnection { send, closed, authority: addr })
+        })
+    }
+
+    fn is_usable(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// Resolves when a ping goes unanswered for `interval`; never without one.
+async fn keepalive(ping_pong: Option<h2::PingPong>, interval: Option<Duration>) {
+    let (Some(mut ping_pong), Some(interval)) = (ping_pong, interval) else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        match tokio::time::timeout(interval, ping_pong.ping(Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return std::future::pending().await,
+            Err(_) => return,
+        }
+    }
+}
+
+/// One address spoken to in gRPC.
+pub(crate) struct GrpcChannel {
+    pool: Arc<Pool<GrpcConnection>>,
+}
+
+impl GrpcChannel {
+    pub(crate) fn new(addr: String, config: ChannelConfig) -> Arc<GrpcChannel> {
+        Arc::new(GrpcChannel { pool: Arc::new(Pool::new(addr, config)) })
+    }
+
+    pub(crate) fn addr(&self) -> &str {
+        &self.pool.addr
+    }
+
+    pub(crate) async fn connect_now(&self) -> Result<(), ConnectError> {
+        self.pool.connect_now().await
+    }
+
+    /// One unary call: `method` is `package.Service.Method`.
+    pub(crate) async fn unary(
+        &self,
+        method: &str,
+        codec: Codec,
+        options: &CallOptions,
+        deadline: Option<Instant>,
+        encode_body: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
+    ) -> Result<Bytes, AttemptError> {
+        let max_message = self.pool.config.max_frame_size;
+        let mut body = BytesMut::new();
+        encode_body(&mut body).map_err(AttemptError::NotSent)?;
+        let mut message = BytesMut::with_capacity(body.len() + wire::PREFIX_LEN);
+        if body.len() > max_message {
+            return Err(AttemptError::NotSent(Status::resource_exhausted(format!(
+                "the request of {} bytes exceeds the limit of {max_message} bytes",
+                body.len()
+            ))));
+        }
+        wire::encode_message(&mut message, false, &body)
+            .map_err(|err| AttemptError::NotSent(Status::resource_exhausted(err.to_string())))?;
+        let path = grpc_path(method)
+            .ok_or_else(|| AttemptError::NotSent(Status::invalid_argument(format!("`{method}` is not `Service.Method`"))))?;
+
+        let connection = self.pool.connection().await.map_err(AttemptError::NotSent)?;
+        let request = build_request(&connection.authority, &path, codec, options, deadline)
+            .map_err(AttemptError::NotSent)?;
+        let mut send = connection.send.clone().ready().await.map_err(|err| AttemptError::NotSent(lost(&err)))?;
+        let (response, mut stream) = send.send_request(request, false).map_err(|err| AttemptError::NotSent(lost(&err)))?;
+        stream.send_data(message.freeze(), true).map_err(|err| sent_error(&err))?;
+        let response = response.await.map_err(|err| sent_error(&err))?;
+        read_reply(response, max_message).await.map_err(AttemptError::Failed)
+    }
+}
+
+/// `package.Service.Method` to `/package.Service/Method`.
+fn grpc_path(method: &str) -> Option<String> {
+    let (service, name) = method.rsplit_once('.')?;
+    (!service.is_empty() && !name.is_empty()).then(|| format!("/{service}/{name}"))
+}
+
+fn build_request(
+    authority: &str,
+    path: &str,
+    codec: Codec,
+    options: &CallOptions,
+    deadline: Option<Instant>,
+) -> Result<Request<()>, Status> {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{authority}{path}"))
+        .header(http::header::CONTENT_TYPE, wire::content_type_of(codec))
+        .header(http::header::TE, "trailers")
+        .header("grpc-accept-encoding", wire::ACCEPT_ENCODING)
+        .header(http::header::USER_AGENT, concat!("courier/", env!("CARGO_PKG_VERSION")))
+        .body(())
+        .map_err(|err| Status::invalid_argument(format!("cannot build the request: {err}")))?;
+    if let Some(deadline) = deadline {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if let Ok(value) = HeaderValue::from_str(&wire::format_timeout(remaining)) {
+            request.headers_mut().insert("grpc-timeout", value);
+        }
+    }
+    wire::put_metadata(request.headers_mut(), options.metadata());
+    Ok(request)
+}
+
+/// Why a connection could not take a call: nothing was sent.
+fn lost(err: &h2::Error) -> Status {
+    Status::unavailable(format!("the gRPC connection is gone: {err}"))
+}
+
+/// A failure after the request went out: a stream the server refused
+/// (`REFUSED_STREAM`, or beyond a GOAWAY's last stream) never ran.
+fn sent_error(err: &h2::Error) -> AttemptError {
+    if err.reason() == Some(Reason::REFUSED_STREAM) {
+        return AttemptError::NotSent(Status::unavailable(format!("the server refused the stream: {err}")));
+    }
+    if err.reason() == Some(Reason::CANCEL) {
+        return AttemptError::Failed(Status::cancelled(format!("the server cancelled the call: {err}")));
+    }
+    AttemptError::Failed(Status::unavailable(format!("the gRPC call failed: {err}")))
+}
+
+/// The response's one message, or the status it carries.
+async fn read_reply(response: http::Response<RecvStream>, max_message: usize) -> Result<Bytes, Status> {
+    let (parts, mut body) = response.into_parts();
+    if parts.status != http::StatusCode::OK {
+        // Not a gRPC answer (a proxy, or no such path on a plain HTTP/2
+        // server), unless it still carries a gRPC status.
+        if parts.headers.get("grpc-status").is_none() {
+            return Err(Status::new(
+                wire::code_of_http_status(parts.status.as_u16()),
+                format!("the server answered HTTP {}", parts.status),
+            ));
+        }
+    }
+    if let Some(status) = status_of(&parts.headers) {
+        // Trailers-only.
+        return match status {
+            Ok(()) => Err(Status::internal("the server answered OK with no message")),
+            Err(status) => Err(status),
+        };
+    }
+    let encoding = match parts.headers.get("grpc-encoding").map(|v| v.to_str().ok().and_then(Encoding::parse)) {
+        None => Encoding::Identity,
+        Some(Some(encoding)) => encoding,
+        Some(None) => return Err(Status::internal("the response uses an unsupported grpc-encoding")),
+    };
+    let mut decoder = MessageDecoder::new(max_message);
+    let mut message = None;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|err| Status::unavailable(format!("the response stream failed: {err}")))?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        decoder.push(&chunk);
+        while let Some(next) = decoder.next_message().map_err(|err| reply_error(&err))? {
+            if message.replace(next).is_some() {
+                return Err(Status::internal("a unary response carried several messages"));
+            }
+        }
+    }
+    decoder.finish().map_err(|err| reply_error(&err))?;
+    let trailers = body
+        .trailers()
+        .await
+        .map_err(|err| Status::unavailable(format!("the response stream failed: {err}")))?
+        .unwrap_or_default();
+    match status_of(&trailers) {
+        Some(Ok(())) => {}
+        Some(Err(status)) => return Err(status),
+        None => return Err(Status::internal("the response ended without a grpc-status")),
+    }
+    let message = message.ok_or_else(|| Status::internal("the server answered OK with no message"))?;
+    wire::decompress(message, encoding, max_message).map_err(|err| reply_error(&err))
+}
+
+fn reply_error(err: &wire::GrpcError) -> Status {
+    match err {
+        wire::GrpcError::TooLarge { .. } => Status::resource_exhausted(format!("response rejected: {err}")),
+        other => Status::internal(format!("malformed response body: {other}")),
+    }
+}
+
+/// The status in a header block, if it has `grpc-status`.
+fn status_of(headers: &HeaderMap) -> Option<Result<(), Status>> {
+    let code = headers.get("grpc-status")?;
+    let Some(code) = code.to_str().ok().and_then(|c| c.parse::<u32>().ok()) else {
+        return Some(Err(Status::internal("malformed grpc-status")));
+    };
+    if code == 0 {
+        return Some(Ok(()));
+    }
+    let message = headers.get("grpc-message").map(|m| wire::decode_message_header(m.as_bytes())).unwrap_or_default();
+    let details = headers.get("grpc-status-details-bin").map(HeaderValue::as_bytes);
+    let status = wire::status_from_parts(code, message, details);
+    // A server that sends code 0's number for an error would be lying; keep
+    // what it says but never report success without a message.
+    Some(Err(if status.code() == Code::Ok { Status::internal("malformed grpc-status") } else { status }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_names_become_paths() {
+        assert_eq!(grpc_path("helloworld.Greeter.SayHello").as_deref(), Some("/helloworld.Greeter/SayHello"));
+        assert_eq!(grpc_path("Calculator.Add").as_deref(), Some("/Calculator/Add"));
+        assert_eq!(grpc_path("NoDot"), None);
+        assert_eq!(grpc_path("Trailing."), None);
+    }
+
+    #[test]
+    fn statuses_come_from_headers() {
+        let mut headers = HeaderMap::new();
+        assert!(status_of(&headers).is_none());
+        headers.insert("grpc-status", HeaderValue::from_static("0"));
+        assert!(matches!(status_of(&headers), Some(Ok(()))));
+        headers.insert("grpc-status", HeaderValue::from_static("5"));
+        headers.insert("grpc-message", HeaderValue::from_static("no%20such%20user"));
+        let status = status_of(&headers).and_then(Result::err).expect("an error");
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "no such user");
+        headers.insert("grpc-status", HeaderValue::from_static("x"));
+        assert_eq!(status_of(&headers).and_then(Result::err).map(|s| s.code()), Some(Code::Internal));
+    }
+
+    #[test]
+    fn requests_carry_the_deadline_and_metadata() {
+        let options = CallOptions::new().with_metadata("x-token", "abc");
+        let request = build_request(
+            "127.0.0.1:1",
+            "/Calculator/Add",
+            Codec::Json,
+            &options,
+            Some(Instant::now() + Duration::from_secs(2)),
+        )
+        .expect("request");
+        assert_eq!(request.uri().path(), "/Calculator/Add");
+        assert_eq!(request.headers()["content-type"], "application/grpc+json");
+        assert_eq!(request.headers()["x-token"], "abc");
+        let timeout = request.headers()["grpc-timeout"].to_str().ok().and_then(wire::parse_timeout);
+        assert!(timeout.is_some_and(|t| t <= Duration::from_secs(2) && t > Duration::from_secs(1)));
+    }
+}
