@@ -20,7 +20,10 @@ async fn serde_services_answer_over_grpc_json() {
     let err = calc.div(1.0, 0.0).await.expect_err("division by zero");
     assert_eq!(err.app_error::<CalcError>(), Some(&CalcError::DivisionByZero), "{err}");
     let probe = ProbeClient::new(channel);
-    assert_eq!(probe.with_metadata("x-token", "abc").header("x-token".into()).await.expect("header"), Some("abc".into()));
+    assert_eq!(
+        probe.with_metadata("x-token", "abc").header("x-token".into()).await.expect("header"),
+        Some("abc".into())
+    );
     let err = probe.fail(5, "no such thing".into()).await.expect_err("fails");
     assert_eq!((err.code(), err.message()), (Code::NotFound, "no such thing"));
     let err = probe.with_timeout(Duration::from_millis(50)).sleep(2000).await.expect_err("deadline");

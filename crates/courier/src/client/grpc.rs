@@ -42,7 +42,10 @@ pub(crate) struct GrpcConnection {
 }
 
 impl Connect for GrpcConnection {
-    fn connect(addr: String, config: ChannelConfig) -> BoxFuture<'static, Result<GrpcConnection, ConnectError>> {
+    fn connect(
+        addr: String,
+        config: ChannelConfig,
+    ) -> BoxFuture<'static, Result<GrpcConnection, ConnectError>> {
         Box::pin(async move {
             let timeout = config.connect_timeout;
             let io_error = |source| ConnectError::Io { addr: addr.clone(), source };
@@ -141,14 +144,17 @@ impl GrpcChannel {
         }
         wire::encode_message(&mut message, false, &body)
             .map_err(|err| AttemptError::NotSent(Status::resource_exhausted(err.to_string())))?;
-        let path = grpc_path(method)
-            .ok_or_else(|| AttemptError::NotSent(Status::invalid_argument(format!("`{method}` is not `Service.Method`"))))?;
+        let path = grpc_path(method).ok_or_else(|| {
+            AttemptError::NotSent(Status::invalid_argument(format!("`{method}` is not `Service.Method`")))
+        })?;
 
         let connection = self.pool.connection().await.map_err(AttemptError::NotSent)?;
         let request = build_request(&connection.authority, &path, codec, options, deadline)
             .map_err(AttemptError::NotSent)?;
-        let mut send = connection.send.clone().ready().await.map_err(|err| AttemptError::NotSent(lost(&err)))?;
-        let (response, mut stream) = send.send_request(request, false).map_err(|err| AttemptError::NotSent(lost(&err)))?;
+        let mut send =
+            connection.send.clone().ready().await.map_err(|err| AttemptError::NotSent(lost(&err)))?;
+        let (response, mut stream) =
+            send.send_request(request, false).map_err(|err| AttemptError::NotSent(lost(&err)))?;
         stream.send_data(message.freeze(), true).map_err(|err| sent_error(&err))?;
         let response = response.await.map_err(|err| sent_error(&err))?;
         read_reply(response, max_message).await.map_err(AttemptError::Failed)
@@ -224,7 +230,8 @@ async fn read_reply(response: http::Response<RecvStream>, max_message: usize) ->
             Err(status) => Err(status),
         };
     }
-    let encoding = match parts.headers.get("grpc-encoding").map(|v| v.to_str().ok().and_then(Encoding::parse)) {
+    let encoding = match parts.headers.get("grpc-encoding").map(|v| v.to_str().ok().and_then(Encoding::parse))
+    {
         None => Encoding::Identity,
         Some(Some(encoding)) => encoding,
         Some(None) => return Err(Status::internal("the response uses an unsupported grpc-encoding")),
@@ -272,7 +279,8 @@ fn status_of(headers: &HeaderMap) -> Option<Result<(), Status>> {
     if code == 0 {
         return Some(Ok(()));
     }
-    let message = headers.get("grpc-message").map(|m| wire::decode_message_header(m.as_bytes())).unwrap_or_default();
+    let message =
+        headers.get("grpc-message").map(|m| wire::decode_message_header(m.as_bytes())).unwrap_or_default();
     let details = headers.get("grpc-status-details-bin").map(HeaderValue::as_bytes);
     let status = wire::status_from_parts(code, message, details);
     // A server that sends code 0's number for an error would be lying; keep

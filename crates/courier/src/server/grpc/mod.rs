@@ -407,5 +407,4 @@ mod tests {
             assert_eq!(full_method_name(bad), None, "{bad}");
         }
     }
-
 }
