@@ -216,6 +216,35 @@ impl Probe for ProbeImpl {
     }
 }
 
+courier::include_protos!();
+
+/// The `.proto`-defined service of `proto/interop.proto`.
+#[derive(Debug, Default, Clone)]
+pub struct InteropImpl;
+
+impl interop::Interop for InteropImpl {
+    async fn echo(&self, cx: &Context, request: interop::EchoRequest) -> Result<interop::EchoReply, Status> {
+        let mut metadata = std::collections::HashMap::new();
+        for key in &request.echo_metadata {
+            if let Some(value) = cx.metadata().get(key) {
+                metadata.insert(key.clone(), value.to_owned());
+                cx.set_response_metadata(format!("echo-{key}"), value);
+            }
+        }
+        Ok(interop::EchoReply { message: request.message, payload: request.payload, metadata })
+    }
+
+    async fn fail(&self, _cx: &Context, request: interop::FailRequest) -> Result<interop::Empty, Status> {
+        let code = u32::try_from(request.code).unwrap_or(2);
+        Err(Status::new(courier::Code::from_u32(code), request.message))
+    }
+
+    async fn sleep(&self, _cx: &Context, request: interop::SleepRequest) -> Result<interop::Empty, Status> {
+        tokio::time::sleep(Duration::from_millis(request.millis)).await;
+        Ok(interop::Empty {})
+    }
+}
+
 /// Says which server answered, so tests can count where calls went.
 #[courier::service(version = "1.0.0")]
 pub trait Whoami {
@@ -321,7 +350,8 @@ pub async fn start_server(
     let state = probe.state.clone();
     let builder = courier::Server::builder()
         .add_service(CalculatorServer::new(Calc))
-        .add_service(ProbeServer::new(probe));
+        .add_service(ProbeServer::new(probe))
+        .add_service(interop::InteropServer::new(InteropImpl));
     let handle = configure(builder).bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0").start();
     (handle, state)
 }

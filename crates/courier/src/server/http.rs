@@ -190,13 +190,14 @@ fn shorten(text: &str) -> &str {
     }
 }
 
+/// Whether a body of this type is read as JSON. curl's `-d` labels what
+/// it sends `application/x-www-form-urlencoded` whatever it is, so that
+/// counts too; forms proper (`multipart`), XML and the like do not.
 fn is_json(content_type: &HeaderValue) -> bool {
     let essence =
         content_type.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json"
+    matches!(essence.as_str(), "" | "application/json" | "text/plain" | "application/x-www-form-urlencoded")
         || essence.ends_with("+json")
-        || essence == "text/plain"
-        || essence.is_empty()
 }
 
 /// HTTP's own headers are not metadata.
@@ -345,11 +346,16 @@ mod tests {
 
     #[test]
     fn json_content_types_are_accepted() {
-        for ok in
-            ["application/json", "application/json; charset=utf-8", "application/vnd.x+json", "text/plain"]
-        {
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/vnd.x+json",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+        ] {
             assert!(is_json(&HeaderValue::from_static(ok)), "{ok}");
         }
-        assert!(!is_json(&HeaderValue::from_static("application/x-www-form-urlencoded")));
+        assert!(!is_json(&HeaderValue::from_static("multipart/form-data; boundary=x")));
+        assert!(!is_json(&HeaderValue::from_static("application/xml")));
     }
 }
