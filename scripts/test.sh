@@ -8,7 +8,10 @@
 # ports with temporary directories. The real peers they need are installed
 # here when missing, so nothing is ever skipped silently:
 #   - etcd and etcdctl (Debian's etcd-server, etcd-client) for the etcd tests;
-#   - protoc (protobuf-compiler), which etcd-client's build needs.
+#   - protoc (protobuf-compiler), which etcd-client's build needs;
+#   - curl, for the HTTP/JSON tests;
+#   - Python's grpcio (and its tools, health and reflection packages) in a
+#     virtualenv under target/pyenv, for the gRPC interop tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +22,8 @@ missing=()
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v etcdctl >/dev/null || missing+=(etcd-client)
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
+command -v curl >/dev/null || missing+=(curl)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing the real peers the tests need: ${missing[*]}"
   sudo=""
@@ -26,6 +31,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+
+# Pinned, so every run talks to the same peer.
+python_packages=(grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1)
+pyenv=target/pyenv
+if ! "$pyenv/bin/python" -c 'import grpc, grpc_tools, grpc_health, grpc_reflection' 2>/dev/null \
+  || [ "$("$pyenv/bin/python" -c 'import grpc; print(grpc.__version__)')" != "1.85.1" ]; then
+  step "installing Python's grpcio into $pyenv"
+  python3 -m venv "$pyenv"
+  "$pyenv/bin/pip" install --quiet --disable-pip-version-check "${python_packages[@]}"
+fi
+export COURIER_TEST_PYTHON="$PWD/$pyenv/bin/python"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -42,6 +58,7 @@ cargo run --locked -q -p courier-cli -- demo
 step "examples"
 cargo run --locked -q -p courier-examples --example calculator
 cargo run --locked -q -p courier-examples --example echo
+cargo run --locked -q -p courier-examples --example helloworld
 # The calculator again as two processes: a server, and a client against it.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cargo run --locked -q -p courier-examples --example calculator -- serve "127.0.0.1:$port" &

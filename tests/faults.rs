@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -11,10 +11,9 @@ use courier::protocol::native::{
     Frame, FrameDecoder, FrameEncoder, FrameKind, GoAway, PREFACE, RequestHead, ResponseHead,
 };
 use courier::{Channel, Code, Codec};
-use courier_tests::{ChildServer, ProbeClient, free_port, start_server};
+use courier_tests::{Bystander, ChildServer, ProbeClient, free_port, start_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 
 static PANICS: AtomicUsize = AtomicUsize::new(0);
 
@@ -34,41 +33,6 @@ fn count_panics() {
             default(info);
         }));
     });
-}
-
-/// A client calling in a loop until stopped; every call must succeed.
-struct Bystander {
-    stop: Arc<AtomicBool>,
-    task: JoinHandle<usize>,
-}
-
-impl Bystander {
-    async fn start(addr: SocketAddr) -> Bystander {
-        let probe = ProbeClient::connect(addr.to_string()).await.expect("bystander connects");
-        let stop = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                let mut calls = 0;
-                while !stop.load(Ordering::SeqCst) {
-                    let message = format!("bystander {calls}");
-                    let reply = probe.echo(message.clone()).await.expect("the bystander's calls never fail");
-                    assert_eq!(reply, message);
-                    calls += 1;
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                calls
-            }
-        });
-        Bystander { stop, task }
-    }
-
-    async fn finish(self) -> usize {
-        self.stop.store(true, Ordering::SeqCst);
-        let calls = self.task.await.expect("bystander task");
-        assert!(calls > 0, "the bystander made calls throughout");
-        calls
-    }
 }
 
 /// A hand-driven connection for sending malformed bytes.

@@ -611,3 +611,40 @@ impl Drop for EtcdServer {
         let _ = self.child.wait();
     }
 }
+
+/// A client calling in a loop until stopped; every call must succeed.
+pub struct Bystander {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<usize>,
+}
+
+impl Bystander {
+    /// Start calling the server at `addr` over the native protocol.
+    pub async fn start(addr: SocketAddr) -> Bystander {
+        let probe = ProbeClient::connect(addr.to_string()).await.expect("bystander connects");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut calls = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let message = format!("bystander {calls}");
+                    let reply = probe.echo(message.clone()).await.expect("the bystander's calls never fail");
+                    assert_eq!(reply, message);
+                    calls += 1;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                calls
+            }
+        });
+        Bystander { stop, task }
+    }
+
+    /// Stop; how many calls it made (at least one).
+    pub async fn finish(self) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        let calls = self.task.await.expect("bystander task");
+        assert!(calls > 0, "the bystander made calls throughout");
+        calls
+    }
+}

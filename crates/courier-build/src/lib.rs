@@ -47,6 +47,10 @@
 //!
 //! None.
 
+// A build script talks to cargo on standard output (`cargo:rerun-if-changed`,
+// `cargo:warning`).
+#![allow(clippy::print_stdout)]
+
 mod generate;
 
 use std::path::{Path, PathBuf};
