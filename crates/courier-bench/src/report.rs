@@ -116,6 +116,17 @@ pub(crate) fn render(
         {
             goals.push(goal("64 in flight, 64 B: courier ÷ tonic req/s", rps / tonic.rps, 4.0));
         }
+        if let (Some(grpc), Some(tonic), ScenarioName::Pipelined) =
+            (find(System::CourierGrpc), find(System::Tonic), scenario)
+        {
+            goals.push(goal("64 in flight, 64 B: courier gRPC ÷ tonic req/s", grpc.rps / tonic.rps, 1.5));
+            goals.push(format!(
+                "- 64 in flight, 64 B: courier gRPC p99 {} vs tonic p99 {} (goal: lower): {}",
+                us(grpc.p99),
+                us(tonic.p99),
+                if grpc.p99 < tonic.p99 { "met" } else { "MISSED" }
+            ));
+        }
         if let (Some((rps, _)), Some(raw), ScenarioName::PingPong) = (courier, find(System::Raw), scenario) {
             goals.push(goal("1 in flight: courier ÷ raw TCP req/s", rps / raw.rps, 0.85));
         }

@@ -3,11 +3,14 @@
 //!
 //! - `courier-bin`, `courier-json`: courier's native protocol, binary or
 //!   JSON codec.
+//! - `courier-grpc`: courier's gRPC mode (server and client), protobuf from
+//!   the same `proto/echo.proto` as tonic.
 //! - `tonic`: gRPC over HTTP/2 with prost, generated from `proto/echo.proto`.
 //! - `tarpc`: tarpc over TCP with its bincode transport.
 //! - `raw`: length-prefixed frames over TCP with no framework at all, the
 //!   practical ceiling for one connection.
 
+mod courier_grpc;
 mod courier_native;
 mod raw;
 mod tarpc_echo;
@@ -26,6 +29,8 @@ pub(crate) enum System {
     CourierBin,
     /// courier native protocol, JSON codec.
     CourierJson,
+    /// courier's gRPC mode (HTTP/2, protobuf).
+    CourierGrpc,
     /// tonic (gRPC over HTTP/2, prost).
     Tonic,
     /// tarpc (bincode over TCP).
@@ -35,13 +40,20 @@ pub(crate) enum System {
 }
 
 impl System {
-    pub(crate) const ALL: [System; 5] =
-        [System::CourierBin, System::CourierJson, System::Tonic, System::Tarpc, System::Raw];
+    pub(crate) const ALL: [System; 6] = [
+        System::CourierBin,
+        System::CourierJson,
+        System::CourierGrpc,
+        System::Tonic,
+        System::Tarpc,
+        System::Raw,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             System::CourierBin => "courier-bin",
             System::CourierJson => "courier-json",
+            System::CourierGrpc => "courier-grpc",
             System::Tonic => "tonic",
             System::Tarpc => "tarpc",
             System::Raw => "raw",
@@ -52,6 +64,7 @@ impl System {
     pub(crate) async fn serve(self, listener: TcpListener) -> Result<(), BoxError> {
         match self {
             System::CourierBin | System::CourierJson => courier_native::serve(listener).await,
+            System::CourierGrpc => courier_grpc::serve(listener).await,
             System::Tonic => tonic_echo::serve(listener).await,
             System::Tarpc => tarpc_echo::serve(listener).await,
             System::Raw => raw::serve(listener).await,
@@ -67,6 +80,7 @@ impl System {
             System::CourierJson => {
                 Client::Courier(courier_native::connect(addr, courier::Codec::Json).await?)
             }
+            System::CourierGrpc => Client::CourierGrpc(courier_grpc::connect(addr).await?),
             System::Tonic => Client::Tonic(tonic_echo::connect(addr).await?),
             System::Tarpc => Client::Tarpc(tarpc_echo::connect(addr).await?),
             System::Raw => Client::Raw(raw::connect(addr).await?),
@@ -78,6 +92,7 @@ impl System {
 #[derive(Clone)]
 pub(crate) enum Client {
     Courier(courier_native::EchoClient),
+    CourierGrpc(courier_grpc::Client),
     Tonic(tonic_echo::Client),
     Tarpc(tarpc_echo::EchoClient),
     Raw(raw::Connection),
@@ -88,6 +103,7 @@ impl Client {
     pub(crate) async fn echo(&self, payload: &str) -> Result<(), BoxError> {
         let reply = match self {
             Client::Courier(client) => client.echo(payload.to_owned()).await?,
+            Client::CourierGrpc(client) => courier_grpc::echo(client, payload).await?,
             Client::Tonic(client) => tonic_echo::echo(client, payload).await?,
             Client::Tarpc(client) => client.echo(tarpc::context::current(), payload.to_owned()).await?,
             Client::Raw(_) => return Err("raw connections are driven by raw::drive, not per call".into()),

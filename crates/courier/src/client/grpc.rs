@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use h2::client::SendRequest;
 use h2::{Ping, Reason, RecvStream};
-use http::{HeaderMap, HeaderValue, Method, Request};
+use http::uri::{Authority, Parts, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use tokio::net::TcpStream;
 
 use super::ConnectError;
@@ -38,7 +39,8 @@ const CONNECTION_WINDOW: u32 = 4 << 20;
 pub(crate) struct GrpcConnection {
     send: SendRequest<Bytes>,
     closed: Arc<AtomicBool>,
-    authority: String,
+    /// The `:authority` of every request, parsed once.
+    authority: Authority,
 }
 
 impl Connect for GrpcConnection {
@@ -81,7 +83,9 @@ impl Connect for GrpcConnection {
                 }
                 driver_closed.store(true, Ordering::Release);
             });
-            Ok(GrpcConnection { send, closed, authority: addr })
+            let authority = Authority::try_from(addr.as_str())
+                .map_err(|err| ConnectError::Handshake { addr: addr.clone(), reason: err.to_string() })?;
+            Ok(GrpcConnection { send, closed, authority })
         })
     }
 
@@ -149,7 +153,7 @@ impl GrpcChannel {
         })?;
 
         let connection = self.pool.connection().await.map_err(AttemptError::NotSent)?;
-        let request = build_request(&connection.authority, &path, codec, options, deadline)
+        let request = build_request(&connection.authority, path, codec, options, deadline)
             .map_err(AttemptError::NotSent)?;
         let mut send =
             connection.send.clone().ready().await.map_err(|err| AttemptError::NotSent(lost(&err)))?;
@@ -162,31 +166,42 @@ impl GrpcChannel {
 }
 
 /// `package.Service.Method` to `/package.Service/Method`.
-fn grpc_path(method: &str) -> Option<String> {
+fn grpc_path(method: &str) -> Option<PathAndQuery> {
     let (service, name) = method.rsplit_once('.')?;
-    (!service.is_empty() && !name.is_empty()).then(|| format!("/{service}/{name}"))
+    if service.is_empty() || name.is_empty() {
+        return None;
+    }
+    PathAndQuery::from_maybe_shared(Bytes::from(format!("/{service}/{name}"))).ok()
 }
 
 fn build_request(
-    authority: &str,
-    path: &str,
+    authority: &Authority,
+    path: PathAndQuery,
     codec: Codec,
     options: &CallOptions,
     deadline: Option<Instant>,
 ) -> Result<Request<()>, Status> {
-    let mut request = Request::builder()
-        .method(Method::POST)
-        .uri(format!("http://{authority}{path}"))
-        .header(http::header::CONTENT_TYPE, wire::content_type_of(codec))
-        .header(http::header::TE, "trailers")
-        .header("grpc-accept-encoding", wire::ACCEPT_ENCODING)
-        .header(http::header::USER_AGENT, concat!("courier/", env!("CARGO_PKG_VERSION")))
-        .body(())
+    let mut uri = Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(authority.clone());
+    uri.path_and_query = Some(path);
+    let uri = Uri::from_parts(uri)
         .map_err(|err| Status::invalid_argument(format!("cannot build the request: {err}")))?;
+    let mut request = Request::new(());
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = uri;
+    let headers = request.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(wire::content_type_of(codec)));
+    headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+    headers.insert(wire::names::ACCEPT_ENCODING, HeaderValue::from_static(wire::ACCEPT_ENCODING));
+    headers.insert(
+        http::header::USER_AGENT,
+        HeaderValue::from_static(concat!("courier/", env!("CARGO_PKG_VERSION"))),
+    );
     if let Some(deadline) = deadline {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if let Ok(value) = HeaderValue::from_str(&wire::format_timeout(remaining)) {
-            request.headers_mut().insert("grpc-timeout", value);
+            request.headers_mut().insert(wire::names::TIMEOUT, value);
         }
     }
     wire::put_metadata(request.headers_mut(), options.metadata());
@@ -216,7 +231,7 @@ async fn read_reply(response: http::Response<RecvStream>, max_message: usize) ->
     if parts.status != http::StatusCode::OK {
         // Not a gRPC answer (a proxy, or no such path on a plain HTTP/2
         // server), unless it still carries a gRPC status.
-        if parts.headers.get("grpc-status").is_none() {
+        if parts.headers.get(wire::names::STATUS).is_none() {
             return Err(Status::new(
                 wire::code_of_http_status(parts.status.as_u16()),
                 format!("the server answered HTTP {}", parts.status),
@@ -230,12 +245,12 @@ async fn read_reply(response: http::Response<RecvStream>, max_message: usize) ->
             Err(status) => Err(status),
         };
     }
-    let encoding = match parts.headers.get("grpc-encoding").map(|v| v.to_str().ok().and_then(Encoding::parse))
-    {
-        None => Encoding::Identity,
-        Some(Some(encoding)) => encoding,
-        Some(None) => return Err(Status::internal("the response uses an unsupported grpc-encoding")),
-    };
+    let encoding =
+        match parts.headers.get(wire::names::ENCODING).map(|v| v.to_str().ok().and_then(Encoding::parse)) {
+            None => Encoding::Identity,
+            Some(Some(encoding)) => encoding,
+            Some(None) => return Err(Status::internal("the response uses an unsupported grpc-encoding")),
+        };
     let mut decoder = MessageDecoder::new(max_message);
     let mut message = None;
     while let Some(chunk) = body.data().await {
@@ -272,16 +287,18 @@ fn reply_error(err: &wire::GrpcError) -> Status {
 
 /// The status in a header block, if it has `grpc-status`.
 fn status_of(headers: &HeaderMap) -> Option<Result<(), Status>> {
-    let code = headers.get("grpc-status")?;
+    let code = headers.get(wire::names::STATUS)?;
     let Some(code) = code.to_str().ok().and_then(|c| c.parse::<u32>().ok()) else {
         return Some(Err(Status::internal("malformed grpc-status")));
     };
     if code == 0 {
         return Some(Ok(()));
     }
-    let message =
-        headers.get("grpc-message").map(|m| wire::decode_message_header(m.as_bytes())).unwrap_or_default();
-    let details = headers.get("grpc-status-details-bin").map(HeaderValue::as_bytes);
+    let message = headers
+        .get(wire::names::MESSAGE)
+        .map(|m| wire::decode_message_header(m.as_bytes()))
+        .unwrap_or_default();
+    let details = headers.get(wire::names::STATUS_DETAILS).map(HeaderValue::as_bytes);
     let status = wire::status_from_parts(code, message, details);
     // A server that sends code 0's number for an error would be lying; keep
     // what it says but never report success without a message.
@@ -294,8 +311,11 @@ mod tests {
 
     #[test]
     fn method_names_become_paths() {
-        assert_eq!(grpc_path("helloworld.Greeter.SayHello").as_deref(), Some("/helloworld.Greeter/SayHello"));
-        assert_eq!(grpc_path("Calculator.Add").as_deref(), Some("/Calculator/Add"));
+        assert_eq!(
+            grpc_path("helloworld.Greeter.SayHello").as_ref().map(PathAndQuery::as_str),
+            Some("/helloworld.Greeter/SayHello")
+        );
+        assert_eq!(grpc_path("Calculator.Add").as_ref().map(PathAndQuery::as_str), Some("/Calculator/Add"));
         assert_eq!(grpc_path("NoDot"), None);
         assert_eq!(grpc_path("Trailing."), None);
     }
@@ -319,8 +339,8 @@ mod tests {
     fn requests_carry_the_deadline_and_metadata() {
         let options = CallOptions::new().with_metadata("x-token", "abc");
         let request = build_request(
-            "127.0.0.1:1",
-            "/Calculator/Add",
+            &Authority::from_static("127.0.0.1:1"),
+            PathAndQuery::from_static("/Calculator/Add"),
             Codec::Json,
             &options,
             Some(Instant::now() + Duration::from_secs(2)),

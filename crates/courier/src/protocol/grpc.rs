@@ -21,6 +21,24 @@ use crate::codec::Codec;
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
 
+/// gRPC's header names, parsed once (a `&str` key is parsed on every use).
+pub mod names {
+    use http::HeaderName;
+
+    /// `grpc-status`.
+    pub const STATUS: HeaderName = HeaderName::from_static("grpc-status");
+    /// `grpc-message`.
+    pub const MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+    /// `grpc-status-details-bin`.
+    pub const STATUS_DETAILS: HeaderName = HeaderName::from_static("grpc-status-details-bin");
+    /// `grpc-timeout`.
+    pub const TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+    /// `grpc-encoding`.
+    pub const ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
+    /// `grpc-accept-encoding`.
+    pub const ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
+}
+
 /// The length prefix of every message.
 pub const PREFIX_LEN: usize = 5;
 
@@ -426,14 +444,14 @@ pub fn put_metadata(headers: &mut HeaderMap, metadata: &Metadata) {
 /// A status as gRPC header fields.
 pub fn put_status(headers: &mut HeaderMap, status: &Status) {
     let code = if status.code() == Code::Ok { Code::Unknown } else { status.code() };
-    headers.insert("grpc-status", HeaderValue::from(code.as_u32()));
+    headers.insert(names::STATUS, HeaderValue::from(code.as_u32()));
     if let Ok(message) = HeaderValue::from_str(&encode_message_header(status.message())) {
-        headers.insert("grpc-message", message);
+        headers.insert(names::MESSAGE, message);
     }
     if let Some(details) = details_header(status)
         && let Ok(details) = HeaderValue::from_str(&details)
     {
-        headers.insert("grpc-status-details-bin", details);
+        headers.insert(names::STATUS_DETAILS, details);
     }
 }
 

@@ -38,6 +38,9 @@ impl Route {
 #[derive(Clone, Default)]
 pub(crate) struct Router {
     routes: HashMap<&'static str, Route>,
+    /// The same routes by URL path, `/Service/Method`, as gRPC and HTTP
+    /// name them.
+    paths: HashMap<String, Route>,
     services: Vec<Arc<dyn Service>>,
 }
 
@@ -53,10 +56,9 @@ impl Router {
             return Err(DuplicateService(descriptor.name.to_owned()));
         }
         for (index, method) in descriptor.methods.iter().enumerate() {
-            self.routes.insert(
-                method.full_name,
-                Route { service: service.clone(), index, method, inline: Arc::default() },
-            );
+            let route = Route { service: service.clone(), index, method, inline: Arc::default() };
+            self.paths.insert(format!("/{}/{}", descriptor.name, method.name), route.clone());
+            self.routes.insert(method.full_name, route);
         }
         self.services.push(service);
         Ok(())
@@ -64,6 +66,20 @@ impl Router {
 
     pub(crate) fn services(&self) -> &[Arc<dyn Service>] {
         &self.services
+    }
+
+    /// The route for a URL path (`/Service/Method`), or `Unimplemented`
+    /// saying what exists instead.
+    pub(crate) fn route_path(&self, path: &str) -> Result<&Route, Status> {
+        if let Some(route) = self.paths.get(path) {
+            return Ok(route);
+        }
+        match path.strip_prefix('/').and_then(|rest| rest.split_once('/')) {
+            Some((service, method)) if !service.is_empty() && !method.is_empty() && !method.contains('/') => {
+                self.route(&format!("{service}.{method}"))
+            }
+            _ => Err(Status::unimplemented(format!("`{}` is not a /Service/Method path", shorten(path)))),
+        }
     }
 
     /// The route for a full method name, or `Unimplemented` saying what
@@ -106,6 +122,15 @@ fn shorten(name: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_find_routes_and_explain_misses() {
+        let router = Router::default();
+        let err = router.route_path("/Calculator/Add").err().expect("nothing is served");
+        assert!(err.message().contains("unknown service `Calculator`"), "{err}");
+        let err = router.route_path("/not-a-method").err().expect("not a method path");
+        assert!(err.message().contains("not a /Service/Method path"), "{err}");
+    }
 
     #[test]
     fn long_names_are_shortened_in_errors() {

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::{read_unary, request_encoding, send_trailers_only};
 use crate::codec::Codec;
 use crate::metadata::Metadata;
-use crate::protocol::grpc::Encoding;
+use crate::protocol::grpc::{self as wire, Encoding};
 use crate::server::ServerShared;
 use crate::status::Status;
 
@@ -116,7 +116,7 @@ pub(crate) async fn serve(
         return send_one(&mut respond, codec, current);
     }
     // Watch: now, then at the shutdown.
-    let Ok(response) = super::response_headers(codec).body(()) else { return };
+    let response = super::response_head(codec);
     let Ok(mut stream) = respond.send_response(response, false) else { return };
     let Ok(first) = encode(codec, current.unwrap_or(ServingStatus::ServiceUnknown)) else { return };
     if stream.send_data(first, false).is_err() {
@@ -137,7 +137,7 @@ pub(crate) async fn serve(
         }
     }
     let mut trailers = HeaderMap::new();
-    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    trailers.insert(wire::names::STATUS, HeaderValue::from_static("0"));
     let _ = stream.send_trailers(trailers);
 }
 
@@ -146,11 +146,11 @@ fn send_one(respond: &mut SendResponse<Bytes>, codec: Codec, status: ServingStat
         Ok(message) => message,
         Err(status) => return send_trailers_only(respond, codec, &status, &Metadata::new()),
     };
-    let Ok(response) = super::response_headers(codec).body(()) else { return };
+    let response = super::response_head(codec);
     let Ok(mut stream) = respond.send_response(response, false) else { return };
     if stream.send_data(message, false).is_ok() {
         let mut trailers = HeaderMap::new();
-        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        trailers.insert(wire::names::STATUS, HeaderValue::from_static("0"));
         let _ = stream.send_trailers(trailers);
     }
 }

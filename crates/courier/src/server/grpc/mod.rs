@@ -1,14 +1,21 @@
 //! gRPC connections on the server side (cargo feature `grpc`), over h2.
 //!
 //! One task drives the HTTP/2 connection (h2 needs its connection polled
-//! for any stream to make progress) and accepts streams; each stream is a
-//! call and runs in a task of its own, tracked so that the connection
-//! closing drops them. A call: check the method, content type and
-//! encoding; read the one request message (flow-control capacity is handed
-//! back as it arrives, the size is checked before buffering); take a
-//! concurrency slot; run the handler under the `grpc-timeout` deadline,
-//! dropping it if the client resets the stream; answer with headers, the
-//! message and `grpc-status` trailers, or a trailers-only error.
+//! for any stream to make progress) and the streams on it: each stream is
+//! a call, and its plumbing (reading the request, writing the answer) runs
+//! on the connection's task too, so h2's shared state is never contended
+//! across threads and no wake-up crosses to another worker. Handlers are
+//! treated as on a native connection (see `super::inline`): a method whose
+//! handlers are known to be quick is polled right here, and anything else,
+//! or a handler that has to wait, moves to a task of its own. Closing the
+//! connection drops every call on it.
+//!
+//! A call: check the method, content type and encoding; read the one
+//! request message (flow-control capacity is handed back as it arrives, the
+//! size is checked before buffering); take a concurrency slot; run the
+//! handler under the `grpc-timeout` deadline, dropping it if the client
+//! resets the stream; answer with headers, the message and `grpc-status`
+//! trailers, or a trailers-only error.
 //!
 //! - `health`: `grpc.health.v1.Health`.
 //! - `reflection`: `grpc.reflection.v1` and `v1alpha`.
@@ -18,22 +25,26 @@ pub(crate) mod reflection;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use h2::server::SendResponse;
 use h2::{Ping, RecvStream};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use super::ServerShared;
 use super::call;
+use super::inline::InlinePolicy;
 use crate::codec::Codec;
 use crate::context::Context;
 use crate::metadata::Metadata;
 use crate::protocol::grpc::{self as wire, Encoding, MessageDecoder, metadata_of, put_metadata, put_status};
+use crate::service::BoxFuture;
 use crate::status::Status;
 
 /// Stream (per call) and connection flow-control windows. Larger than
@@ -74,7 +85,7 @@ pub(crate) async fn serve<T>(
         };
     let keepalive = keepalive(conn.ping_pong(), config.keepalive_interval);
     tokio::pin!(keepalive);
-    let mut calls = JoinSet::new();
+    let mut calls = FuturesUnordered::new();
     let mut draining: Option<tokio::time::Instant> = None;
     let drain_timer = tokio::time::sleep(Duration::from_secs(u64::from(u32::MAX)));
     tokio::pin!(drain_timer);
@@ -82,7 +93,7 @@ pub(crate) async fn serve<T>(
         tokio::select! {
             accepted = conn.accept() => match accepted {
                 Some(Ok((request, respond))) => {
-                    calls.spawn(call(request, respond, server.clone(), peer, shutdown.clone()));
+                    calls.push(call(request, respond, server.clone(), peer, shutdown.clone()));
                 }
                 Some(Err(err)) => {
                     if !err.is_io() && !err.is_go_away() {
@@ -94,7 +105,7 @@ pub(crate) async fn serve<T>(
                 // stream is done.
                 None => break,
             },
-            Some(_) = calls.join_next(), if !calls.is_empty() => {}
+            Some(()) = calls.next(), if !calls.is_empty() => {}
             () = &mut keepalive => {
                 tracing::info!(%peer, "closing gRPC connection: peer stopped answering pings");
                 break;
@@ -115,9 +126,9 @@ pub(crate) async fn serve<T>(
             }
         }
     }
-    // Whatever is still running has nobody left to answer to.
-    calls.abort_all();
-    while calls.join_next().await.is_some() {}
+    // Whatever is still running has nobody left to answer to: dropping the
+    // calls drops their handlers (and aborts those in tasks of their own).
+    drop(calls);
 }
 
 /// Resolves when the peer stops answering pings sent after `interval`
@@ -193,13 +204,7 @@ async fn answer(
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) -> Reply {
-    let Some(method) = full_method_name(path) else {
-        return Reply::error(
-            codec,
-            Status::unimplemented(format!("`{}` is not a gRPC method path", shorten(path))),
-        );
-    };
-    let route = match server.router.route(&method) {
+    let route = match server.router.route_path(path) {
         Ok(route) => route.clone(),
         Err(status) => return Reply::error(codec, status),
     };
@@ -210,7 +215,7 @@ async fn answer(
         Ok(encoding) => encoding,
         Err(status) => return Reply::error(codec, status),
     };
-    let deadline = match headers.get("grpc-timeout") {
+    let deadline = match headers.get(wire::names::TIMEOUT) {
         None => None,
         Some(value) => match value.to_str().ok().and_then(wire::parse_timeout) {
             // A deadline too far away to represent is no deadline.
@@ -248,7 +253,7 @@ async fn answer(
         .with_peer(Some(peer))
         .with_shutdown(shutdown);
     let response_metadata = cx.capture_response_metadata();
-    let handler = call::run(route.service.call(route.index, cx, request), deadline, None);
+    let handler = run_handler(route.service.call(route.index, cx, request), deadline, &route.inline);
     // A client that resets the stream has given up: drop the handler.
     let reset = std::future::poll_fn(|task| respond.poll_reset(task));
     let outcome = tokio::select! {
@@ -260,9 +265,43 @@ async fn answer(
     Reply { codec, encoding, metadata: response_metadata.take(), outcome }
 }
 
+/// Run a handler: polled here if its method is known to be quick and it
+/// finishes at once, in a task of its own otherwise (aborted if this
+/// future is dropped).
+async fn run_handler(
+    mut handler: BoxFuture<'static, Result<Bytes, Status>>,
+    deadline: Option<Instant>,
+    policy: &Arc<InlinePolicy>,
+) -> Result<Bytes, Status> {
+    let mut timing = Some(policy.clone());
+    if policy.allows_inline() {
+        let started = Instant::now();
+        let polled = std::future::poll_fn(|task| Poll::Ready(call::poll_inline(&mut handler, task))).await;
+        policy.record(started.elapsed());
+        if let Some(outcome) = polled {
+            return outcome;
+        }
+        timing = None;
+    }
+    let mut task = AbortOnDrop(tokio::spawn(call::run(handler, deadline, timing)));
+    match (&mut task.0).await {
+        Ok(outcome) => outcome,
+        Err(err) => Err(Status::internal(format!("the handler's task failed: {err}"))),
+    }
+}
+
+/// Aborts a handler's task when the call is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<Result<Bytes, Status>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The `grpc-encoding` a request declares, or the error for one we lack.
 pub(crate) fn request_encoding(headers: &HeaderMap) -> Result<Encoding, Status> {
-    match headers.get("grpc-encoding").map(|v| v.to_str().ok().and_then(Encoding::parse)) {
+    match headers.get(wire::names::ENCODING).map(|v| v.to_str().ok().and_then(Encoding::parse)) {
         None => Ok(Encoding::Identity),
         Some(Some(encoding)) => Ok(encoding),
         Some(None) => Err(Status::unimplemented(format!(
@@ -307,30 +346,20 @@ fn decode_error(err: wire::GrpcError) -> Status {
 }
 
 fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers.get_all("grpc-accept-encoding").iter().filter_map(|v| v.to_str().ok()).any(wire::accepts_gzip)
+    headers
+        .get_all(wire::names::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(wire::accepts_gzip)
 }
 
-/// `/package.Service/Method` to `package.Service.Method`.
-fn full_method_name(path: &str) -> Option<String> {
-    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-    if service.is_empty() || method.is_empty() || method.contains('/') {
-        return None;
-    }
-    Some(format!("{service}.{method}"))
-}
-
-fn shorten(text: &str) -> &str {
-    match text.char_indices().nth(128) {
-        Some((cut, _)) => &text[..cut],
-        None => text,
-    }
-}
-
-pub(crate) fn response_headers(codec: Codec) -> http::response::Builder {
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(http::header::CONTENT_TYPE, wire::content_type_of(codec))
-        .header("grpc-accept-encoding", wire::ACCEPT_ENCODING)
+/// A `200` with gRPC's response headers for `codec`.
+pub(crate) fn response_head(codec: Codec) -> Response<()> {
+    let mut response = Response::new(());
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(wire::content_type_of(codec)));
+    headers.insert(wire::names::ACCEPT_ENCODING, HeaderValue::from_static(wire::ACCEPT_ENCODING));
+    response
 }
 
 /// Write the answer: headers, the message and trailers, or, for an error,
@@ -340,18 +369,17 @@ fn send_reply(respond: &mut SendResponse<Bytes>, reply: Reply, max_message: usiz
         Ok(message) => message,
         Err(status) => return send_trailers_only(respond, reply.codec, &status, &reply.metadata),
     };
-    let mut builder = response_headers(reply.codec);
+    let mut response = response_head(reply.codec);
     if reply.encoding == Encoding::Gzip {
-        builder = builder.header("grpc-encoding", "gzip");
+        response.headers_mut().insert(wire::names::ENCODING, HeaderValue::from_static("gzip"));
     }
-    let Ok(mut response) = builder.body(()) else { return };
     put_metadata(response.headers_mut(), &reply.metadata);
     let Ok(mut stream) = respond.send_response(response, false) else { return };
     if stream.send_data(message, false).is_err() {
         return;
     }
     let mut trailers = HeaderMap::new();
-    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    trailers.insert(wire::names::STATUS, HeaderValue::from_static("0"));
     let _ = stream.send_trailers(trailers);
 }
 
@@ -379,7 +407,7 @@ pub(crate) fn send_trailers_only(
     status: &Status,
     metadata: &Metadata,
 ) {
-    let Ok(mut response) = response_headers(codec).body(()) else { return };
+    let mut response = response_head(codec);
     put_metadata(response.headers_mut(), metadata);
     put_status(response.headers_mut(), status);
     let _ = respond.send_response(response, true);
@@ -389,22 +417,5 @@ pub(crate) fn send_trailers_only(
 fn send_http_error(respond: &mut SendResponse<Bytes>, status: StatusCode) {
     if let Ok(response) = Response::builder().status(status).body(()) {
         let _ = respond.send_response(response, true);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_become_method_names() {
-        assert_eq!(
-            full_method_name("/helloworld.Greeter/SayHello").as_deref(),
-            Some("helloworld.Greeter.SayHello")
-        );
-        assert_eq!(full_method_name("/Calculator/Add").as_deref(), Some("Calculator.Add"));
-        for bad in ["", "/", "/Calculator", "/Calculator/", "//Add", "/a/b/c", "Calculator/Add"] {
-            assert_eq!(full_method_name(bad), None, "{bad}");
-        }
     }
 }

@@ -22,7 +22,7 @@ use prost_types::{DescriptorProto, FileDescriptorProto, FileDescriptorSet};
 use super::send_trailers_only;
 use crate::codec::Codec;
 use crate::metadata::Metadata;
-use crate::protocol::grpc::{Encoding, MessageDecoder};
+use crate::protocol::grpc::{self as wire, Encoding, MessageDecoder};
 use crate::server::ServerShared;
 use crate::service::Schema;
 use crate::status::Status;
@@ -288,7 +288,7 @@ pub(crate) async fn serve(
         return send_trailers_only(&mut respond, codec, &status, &Metadata::new());
     }
     let index = server.reflection.get_or_init(|| Index::build(server));
-    let Ok(response) = super::response_headers(codec).body(()) else { return };
+    let response = super::response_head(codec);
     let Ok(mut stream) = respond.send_response(response, false) else { return };
     let mut decoder = MessageDecoder::new(64 * 1024);
     let mut sent = HashSet::new();
@@ -330,7 +330,7 @@ pub(crate) async fn serve(
     let mut trailers = HeaderMap::new();
     match outcome {
         Ok(()) => {
-            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            trailers.insert(wire::names::STATUS, HeaderValue::from_static("0"));
         }
         Err(status) => crate::protocol::grpc::put_status(&mut trailers, &status),
     }
