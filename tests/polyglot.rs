@@ -7,48 +7,14 @@
 //! grpcio-reflection); `COURIER_TEST_PYTHON` may name another interpreter.
 //! Without it these tests fail, they do not skip.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use courier::{Channel, Code};
 use courier_tests::interop::{EchoRequest, FailRequest, InteropClient, SleepRequest};
+use courier_tests::python::{PythonServer, python, python_stubs, tests_dir};
 use courier_tests::start_server;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-
-fn tests_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn python() -> PathBuf {
-    let python = std::env::var_os("COURIER_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| tests_dir().join("../target/pyenv/bin/python"));
-    assert!(
-        python.exists(),
-        "no Python with grpcio at {}: run ./scripts/test.sh (it creates target/pyenv), or set COURIER_TEST_PYTHON",
-        python.display()
-    );
-    python
-}
-
-/// Python stubs for `proto/interop.proto`, generated now with grpcio-tools.
-async fn python_stubs() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let output = Command::new(python())
-        .args(["-m", "grpc_tools.protoc", "-I"])
-        .arg(tests_dir().join("proto"))
-        .arg(format!("--python_out={}", dir.path().display()))
-        .arg(format!("--grpc_python_out={}", dir.path().display()))
-        .arg("interop.proto")
-        .output()
-        .await
-        .expect("run grpc_tools.protoc");
-    assert!(output.status.success(), "protoc failed: {}", String::from_utf8_lossy(&output.stderr));
-    dir
-}
 
 /// Run a script from `python/` and parse the JSON it prints.
 async fn run_python(script: &str, args: &[&str]) -> Value {
@@ -107,41 +73,6 @@ async fn python_grpcio_calls_a_courier_proto_service() {
     assert_eq!(reflection["file"], "interop.proto");
     assert_eq!(reflection["methods"], json!(["Echo", "Fail", "Sleep"]));
     assert_eq!(reflection["message_file"], "interop.proto");
-}
-
-/// A Python grpcio server of the interop service, stopped when dropped.
-struct PythonServer {
-    child: tokio::process::Child,
-    port: u16,
-    _stubs: tempfile::TempDir,
-}
-
-impl PythonServer {
-    async fn start() -> PythonServer {
-        let stubs = python_stubs().await;
-        let mut child = Command::new(python())
-            .arg(tests_dir().join("python/interop_server.py"))
-            .arg(stubs.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the Python server");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        tokio::time::timeout(Duration::from_secs(30), BufReader::new(stdout).read_line(&mut line))
-            .await
-            .expect("the Python server starts")
-            .expect("read its port");
-        let port = line.trim().parse().unwrap_or_else(|_| panic!("a port, got {line:?}"));
-        PythonServer { child, port, _stubs: stubs }
-    }
-}
-
-impl Drop for PythonServer {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,9 +55,10 @@ enum Command {
         #[arg(long, env = "COURIER_REGISTRY", default_value = "courier://127.0.0.1:7600")]
         registry: String,
     },
-    /// Load-test a method: concurrency, duration or count, optional rate
-    /// limit; prints latency percentiles and a histogram.
-    Bench(bench::BenchArgs),
+    /// Load-test a method of a courier or gRPC service: concurrency,
+    /// duration or count, optional rate limit; prints latency percentiles
+    /// and a histogram.
+    Bench(Box<bench::BenchArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -68,7 +69,7 @@ fn main() -> std::process::ExitCode {
         Command::Ls { service, registry } => {
             registry_cmd::ls(&registry, service.as_deref()).map_err(Into::into)
         }
-        Command::Bench(args) => bench::run(args).map_err(Into::into),
+        Command::Bench(args) => bench::run(*args).map_err(Into::into),
     };
     match result {
         Ok(code) => code,

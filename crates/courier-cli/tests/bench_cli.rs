@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 use std::process::{Command, Output};
 
-use courier_tests::{Calc, CalculatorServer, ProbeImpl, ProbeServer};
+use courier_tests::interop::InteropServer;
+use courier_tests::python::{PythonServer, tests_dir};
+use courier_tests::{Calc, CalculatorServer, InteropImpl, ProbeImpl, ProbeServer};
 
 fn server() -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -13,6 +15,7 @@ fn server() -> SocketAddr {
             let listening = courier::Server::builder()
                 .add_service(CalculatorServer::new(Calc))
                 .add_service(ProbeServer::new(ProbeImpl::default()))
+                .add_service(InteropServer::new(InteropImpl))
                 .bind("127.0.0.1:0")
                 .await
                 .expect("bind");
@@ -127,4 +130,83 @@ fn bad_json_and_unreachable_servers_are_reported() {
     let output = courier(&["bench", &format!("127.0.0.1:{port}"), "-m", "Calculator.Add", "-n", "1"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("could not connect"));
+}
+
+#[test]
+fn grpc_targets_are_benchmarked_with_protobuf_found_by_reflection() {
+    let addr = server();
+    let target = format!("grpc://{addr}");
+    let args = [
+        "bench",
+        &target,
+        "-m",
+        "interop.Interop/Echo",
+        "-D",
+        r#"{"message":"over gRPC"}"#,
+        "-n",
+        "200",
+        "-q",
+    ];
+    let output = courier(&args);
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(text.contains("Count:        200"), "{text}");
+    assert!(text.contains(&format!("interop.Interop.Echo at grpc://{addr}")), "{text}");
+    assert!(text.contains(r#""message":"over gRPC""#), "the sample reply is shown as JSON: {text}");
+
+    // A serde service has no .proto: it is called with application/grpc+json.
+    let output = courier(&[
+        "bench",
+        &addr.to_string(),
+        "--grpc",
+        "-m",
+        "Calculator.Add",
+        "-D",
+        r#"{"a":2,"b":3}"#,
+        "-n",
+        "50",
+        "-q",
+    ]);
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(text.contains("Sample reply: 5"), "{text}");
+
+    // Arguments that do not fit the message are one clear error.
+    let output =
+        courier(&["bench", &target, "-m", "interop.Interop.Echo", "-D", r#"{"nope":1}"#, "-n", "5", "-q"]);
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("do not fit interop.EchoRequest"), "{err}");
+}
+
+#[test]
+fn a_foreign_grpc_server_is_benchmarked_with_proto_files() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let python = runtime.block_on(PythonServer::start());
+    let target = format!("grpc://127.0.0.1:{}", python.port);
+    let proto = tests_dir().join("proto/interop.proto");
+    let include = tests_dir().join("proto");
+    let output = courier(&[
+        "bench",
+        &target,
+        "--proto",
+        &proto.display().to_string(),
+        "-I",
+        &include.display().to_string(),
+        "-m",
+        "interop.Interop.Echo",
+        "-D",
+        r#"{"message":"to Python"}"#,
+        "-n",
+        "100",
+        "-c",
+        "4",
+        "-q",
+    ]);
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(text.contains("Count:        100"), "{text}");
+    assert!(text.contains(r#""message":"to Python""#), "{text}");
+    assert!(text.contains("[Ok]") && text.contains("100 responses"), "{text}");
+    drop(python);
 }

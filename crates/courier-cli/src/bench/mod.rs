@@ -1,4 +1,9 @@
-//! `courier bench`: load-test one method of a courier service.
+//! `courier bench`: load-test one method of a courier or gRPC service.
+//!
+//! A `host:port` (or `courier://host:port`) target is called over courier's
+//! native protocol with JSON arguments; a `grpc://host:port` target (or
+//! `--grpc`) over gRPC, the JSON turned into the method's protobuf message
+//! using `--proto` files or the server's reflection service (see `grpc`).
 //!
 //! Opens the connections, checks the method with one probe call, then keeps
 //! `--concurrency` calls in flight until `--duration` passes or
@@ -8,6 +13,7 @@
 //! its stall (the "coordinated omission" wrk2 corrects for).
 
 mod engine;
+mod grpc;
 mod report;
 
 use std::path::PathBuf;
@@ -23,11 +29,24 @@ use crate::duration;
 /// Options of `courier bench`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct BenchArgs {
-    /// The server, `host:port` (courier's native protocol).
+    /// The server: `host:port` or `courier://host:port` (courier's native
+    /// protocol), `grpc://host:port` (gRPC).
     target: String,
-    /// The method to call, `Service.Method` (e.g. `Calculator.Add`).
+    /// The method to call, `Service.Method` (e.g. `Calculator.Add`,
+    /// `helloworld.Greeter.SayHello` or `helloworld.Greeter/SayHello`).
     #[arg(long, short = 'm')]
     method: String,
+    /// Call over gRPC (same as a `grpc://` target).
+    #[arg(long)]
+    grpc: bool,
+    /// gRPC: `.proto` files defining the method (default: ask the server's
+    /// reflection service); repeatable.
+    #[arg(long = "proto")]
+    protos: Vec<PathBuf>,
+    /// gRPC: where the `.proto` files' imports are found; repeatable
+    /// (default: the current directory).
+    #[arg(long = "import-path", short = 'I')]
+    import_paths: Vec<PathBuf>,
     /// The arguments as JSON, e.g. `{"a":1,"b":2}`; `{}` for none.
     #[arg(long, short = 'D', conflicts_with = "data_file", default_value = "{}")]
     data: String,
@@ -85,6 +104,14 @@ pub(crate) enum BenchError {
     Connect(#[from] courier::ConnectError),
     #[error("the probe call to {method} failed, so no load was started: {status}")]
     Probe { method: String, status: courier::Status },
+    #[error("`{0}` is not a method name: use Service.Method")]
+    Method(String),
+    #[error("the arguments do not fit {message}: {reason}")]
+    Arguments { message: String, reason: String },
+    #[error("reading the .proto files: {0}")]
+    Proto(String),
+    #[error("asking the server for its .proto files (reflection): {0}")]
+    Reflection(String),
 }
 
 pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, BenchError> {
@@ -108,21 +135,39 @@ pub(crate) fn run(args: BenchArgs) -> Result<ExitCode, BenchError> {
     runtime.block_on(bench(args, body))
 }
 
-async fn bench(args: BenchArgs, body: Bytes) -> Result<ExitCode, BenchError> {
-    let target = args.target.strip_prefix("courier://").unwrap_or(&args.target).to_owned();
+async fn bench(mut args: BenchArgs, json: Bytes) -> Result<ExitCode, BenchError> {
+    let (target, use_grpc) =
+        match (args.target.strip_prefix("grpc://"), args.target.strip_prefix("courier://")) {
+            (Some(grpc), _) => (grpc.to_owned(), true),
+            (None, Some(native)) => (native.to_owned(), args.grpc),
+            (None, None) => (args.target.clone(), args.grpc),
+        };
     let mut options = CallOptions::new().with_codec(Codec::Json).with_timeout(args.timeout);
     for (key, value) in &args.metadata {
         options = options.with_metadata(key, value.clone());
     }
     let mut channels = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
-        channels.push(Channel::builder(target.clone()).connect().await?);
+        let builder = Channel::builder(target.clone());
+        let builder = if use_grpc { builder.grpc() } else { builder };
+        channels.push(builder.connect().await?);
     }
+    let (body, encoding) = if use_grpc {
+        let (service, method) =
+            grpc::split_method(&args.method).ok_or_else(|| BenchError::Method(args.method.clone()))?;
+        let sources = grpc::Sources { protos: args.protos.clone(), import_paths: args.import_paths.clone() };
+        let encoding = grpc::encoding(&channels[0], &sources, service, method, &options).await?;
+        args.method = format!("{service}.{method}");
+        options = options.with_codec(encoding.codec());
+        (encoding.encode(&json)?, Some(encoding))
+    } else {
+        (json, None)
+    };
     // One call first: a wrong method or arguments that do not fit should be
     // one clear error, not a million identical ones. Other failures (the
     // method's own errors, timeouts) are worth measuring, so the load runs.
     let sample = match channels[0].unary_bytes(&args.method, body.clone(), &options).await {
-        Ok(reply) => reply,
+        Ok(reply) => encoding.as_ref().map_or_else(|| reply.clone(), |encoding| encoding.show(&reply)),
         Err(status) if matches!(status.code(), Code::Unimplemented | Code::InvalidArgument) => {
             return Err(BenchError::Probe { method: args.method.clone(), status });
         }
@@ -146,6 +191,7 @@ async fn bench(args: BenchArgs, body: Bytes) -> Result<ExitCode, BenchError> {
     let outcome = engine::run(channels, plan, Arc::clone(&progress.counters)).await;
     progress.finish();
     let ok = outcome.statuses.get(&Code::Ok).copied().unwrap_or(0);
-    report::print(&target, &args.method, &outcome, &sample);
+    let shown = if use_grpc { format!("grpc://{target}") } else { target };
+    report::print(&shown, &args.method, &outcome, &sample);
     Ok(if ok == 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -22,6 +22,10 @@ use prost_types::{DescriptorProto, FileDescriptorProto, FileDescriptorSet};
 use super::send_trailers_only;
 use crate::codec::Codec;
 use crate::metadata::Metadata;
+use crate::protocol::grpc::reflection::{
+    Answer, ErrorResponse, ExtensionNumberResponse, FileDescriptorResponse, ListServiceResponse, Request,
+    ServerReflectionRequest, ServerReflectionResponse, ServiceResponse,
+};
 use crate::protocol::grpc::{self as wire, Encoding, MessageDecoder};
 use crate::server::ServerShared;
 use crate::service::Schema;
@@ -33,104 +37,6 @@ const V1ALPHA: &str = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectio
 /// Whether `path` is the reflection method (either version).
 pub(crate) fn handles(path: &str) -> bool {
     path == V1 || path == V1ALPHA
-}
-
-/// `ServerReflectionRequest`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct ServerReflectionRequest {
-    #[prost(string, tag = "1")]
-    pub(crate) host: String,
-    #[prost(oneof = "Request", tags = "3, 4, 5, 6, 7")]
-    pub(crate) message_request: Option<Request>,
-}
-
-/// `ServerReflectionRequest.message_request`.
-#[derive(Clone, PartialEq, prost::Oneof)]
-pub(crate) enum Request {
-    #[prost(string, tag = "3")]
-    FileByFilename(String),
-    #[prost(string, tag = "4")]
-    FileContainingSymbol(String),
-    #[prost(message, tag = "5")]
-    FileContainingExtension(ExtensionRequest),
-    #[prost(string, tag = "6")]
-    AllExtensionNumbersOfType(String),
-    #[prost(string, tag = "7")]
-    ListServices(String),
-}
-
-/// `ExtensionRequest`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct ExtensionRequest {
-    #[prost(string, tag = "1")]
-    pub(crate) containing_type: String,
-    #[prost(int32, tag = "2")]
-    pub(crate) extension_number: i32,
-}
-
-/// `ServerReflectionResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct ServerReflectionResponse {
-    #[prost(string, tag = "1")]
-    pub(crate) valid_host: String,
-    #[prost(message, optional, tag = "2")]
-    pub(crate) original_request: Option<ServerReflectionRequest>,
-    #[prost(oneof = "Answer", tags = "4, 5, 6, 7")]
-    pub(crate) message_response: Option<Answer>,
-}
-
-/// `ServerReflectionResponse.message_response` (variant names as in the
-/// `.proto`).
-#[derive(Clone, PartialEq, prost::Oneof)]
-#[allow(clippy::enum_variant_names)]
-pub(crate) enum Answer {
-    #[prost(message, tag = "4")]
-    FileDescriptorResponse(FileDescriptorResponse),
-    #[prost(message, tag = "5")]
-    AllExtensionNumbersResponse(ExtensionNumberResponse),
-    #[prost(message, tag = "6")]
-    ListServicesResponse(ListServiceResponse),
-    #[prost(message, tag = "7")]
-    ErrorResponse(ErrorResponse),
-}
-
-/// `FileDescriptorResponse`: encoded `FileDescriptorProto`s.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct FileDescriptorResponse {
-    #[prost(bytes = "vec", repeated, tag = "1")]
-    pub(crate) file_descriptor_proto: Vec<Vec<u8>>,
-}
-
-/// `ExtensionNumberResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct ExtensionNumberResponse {
-    #[prost(string, tag = "1")]
-    pub(crate) base_type_name: String,
-    #[prost(int32, repeated, tag = "2")]
-    pub(crate) extension_number: Vec<i32>,
-}
-
-/// `ListServiceResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct ListServiceResponse {
-    #[prost(message, repeated, tag = "1")]
-    pub(crate) service: Vec<ServiceResponse>,
-}
-
-/// `ServiceResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct ServiceResponse {
-    #[prost(string, tag = "1")]
-    pub(crate) name: String,
-}
-
-/// `ErrorResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct ErrorResponse {
-    #[prost(int32, tag = "1")]
-    pub(crate) error_code: i32,
-    #[prost(string, tag = "2")]
-    pub(crate) error_message: String,
 }
 
 /// What reflection can tell about one server, built on first use.

@@ -9,6 +9,8 @@
 //! turns those into values and back; the server and client in `server/grpc`
 //! and `client/grpc` move them over h2.
 
+pub mod reflection;
+
 use std::io::{Read, Write};
 use std::time::Duration;
 
