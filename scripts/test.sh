@@ -59,28 +59,46 @@ step "examples"
 cargo run --locked -q -p courier-examples --example calculator
 cargo run --locked -q -p courier-examples --example echo
 cargo run --locked -q -p courier-examples --example helloworld
-# The calculator again as two processes: a server, and a client against it.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cargo run --locked -q -p courier-examples --example calculator -- serve "127.0.0.1:$port" &
-server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  sleep 0.1
-done
+# Examples as separate processes: a server, and clients against it. The
+# Python ones are the README's polyglot section, run as written there.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+serve_example() { # name port: start the example's server and wait for its port
+  cargo run --locked -q -p courier-examples --example "$1" -- serve "127.0.0.1:$2" &
+  server=$!
+  trap 'kill $server 2>/dev/null || true' EXIT
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return
+    sleep 0.1
+  done
+}
+stop_example() {
+  kill -INT "$server"
+  wait "$server"
+  trap - EXIT
+}
+port=$(free_port)
+serve_example calculator "$port"
 cargo run --locked -q -p courier-examples --example calculator -- client "127.0.0.1:$port"
-kill -INT $server
-wait $server
-trap - EXIT
+"$pyenv/bin/python" examples/polyglot/jsonrpc_client.py 127.0.0.1 "$port"
+stop_example
+port=$(free_port)
+serve_example helloworld "$port"
+stubs=$(mktemp -d)
+"$pyenv/bin/python" -m grpc_tools.protoc -I examples/proto --python_out="$stubs" --grpc_python_out="$stubs" helloworld.proto
+PYTHONPATH="$stubs" "$pyenv/bin/python" examples/polyglot/greeter_client.py "127.0.0.1:$port"
+curl -sS --fail-with-body -d '{"name":"curl"}' "http://127.0.0.1:$port/helloworld.Greeter/SayHello"
+echo
+rm -rf "$stubs"
+stop_example
 
 step "benchmark harness smoke run (tiny durations; the real run is scripts/bench.sh)"
 cargo run --locked -q -p courier-bench -- run --duration 0.3 --warmup 0.1 --repeats 1 \
   --scenarios ping-pong,pipelined --idle-connections 20 > target/bench-smoke.md
-for system in courier-bin courier-json tonic tarpc raw; do
+for system in courier-bin courier-json courier-grpc tonic tarpc raw; do
   grep -q "| $system |" target/bench-smoke.md || { echo "bench smoke run: no row for $system"; exit 1; }
 done
 
-step "fuzz target builds"
+step "fuzz targets build"
 cargo build --quiet --manifest-path fuzz/Cargo.toml
 
 step "all checks passed"

@@ -42,14 +42,16 @@
 //!
 //! ## Layout (the path of one call)
 //!
-//! - [`service`]: the [`Service`] trait generated servers implement, and
+//! - [`service`](mod@service): the [`Service`] trait generated servers implement, and
 //!   descriptors.
 //! - [`codec`]: arguments and results to bytes ([`Codec::Binary`],
-//!   [`Codec::Json`]).
-//! - [`protocol`]: sans-IO wire formats ([`protocol::native`]).
+//!   [`Codec::Json`], [`Codec::Protobuf`] for `.proto` services).
+//! - [`protocol`]: sans-IO wire formats ([`protocol::native`], gRPC's
+//!   framing, JSON-RPC, protocol sniffing).
 //! - `transport`: frames over TCP (coalesced writer, reader, keepalive).
-//! - [`server`]: accept, route, limit, run, shut down.
-//! - [`client`]: channels, connection pools, call options.
+//! - [`server`]: accept, tell the protocol, route, limit, run, shut down;
+//!   native, gRPC, JSON-RPC and HTTP/JSON on one port.
+//! - [`client`]: channels (native or gRPC), connection pools, call options.
 //! - [`blocking`]: synchronous clients.
 //! - [`discovery`] (also [`registry`]): registries by URL, instances,
 //!   leases and watches.
@@ -57,12 +59,19 @@
 //!
 //! ## Feature flags
 //!
+//! - `grpc` (on by default): gRPC over HTTP/2 on every listener (with the
+//!   health and reflection services) and the [`Channel`] gRPC mode, through
+//!   h2. Implies `protobuf`.
+//! - `http-json` (on by default): HTTP/1.1 with JSON bodies on every
+//!   listener, through hyper.
+//! - `protobuf` (on by default): [`Codec::Protobuf`], for services
+//!   generated from `.proto` files by `courier-build`.
 //! - `etcd` (off by default): the `etcd://` registry backend, through the
 //!   `etcd-client` crate. Building it needs `protoc`
 //!   (`apt-get install protobuf-compiler`).
 //!
-//! The native protocol, both codecs, the blocking client and the `mem://`
-//! and `courier://` registries are always built.
+//! The native protocol, JSON-RPC, the binary and JSON codecs, the blocking
+//! client and the `mem://` and `courier://` registries are always built.
 
 // Lets `#[courier::service]` (whose output names `::courier::...`) be used
 // inside this crate too, for the registry's own API.

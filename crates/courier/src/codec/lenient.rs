@@ -16,7 +16,7 @@ use serde::de::{
 use serde_json::{Map, Value};
 
 /// Decode `bytes` as `T`, matching field names leniently.
-pub(crate) fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
+pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
     let value: Value = serde_json::from_slice(bytes)?;
     T::deserialize(Lenient(value))
 }

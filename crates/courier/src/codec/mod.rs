@@ -13,7 +13,7 @@
 
 pub mod binary;
 pub mod json;
-pub(crate) mod lenient;
+pub mod lenient;
 #[cfg(feature = "protobuf")]
 pub mod protobuf;
 

@@ -1,7 +1,7 @@
 //! The bundled registry's API, itself a courier service.
 //!
 //! The server side lives in the `courier-registry` crate (it adds
-//! persistence); the `courier://` backend ([`super::remote`]) calls it.
+//! persistence); the `courier://` backend (`remote`) calls it.
 //! Watches are long polls: each call returns the events after a revision,
 //! waiting up to `wait_ms` for some, so the native protocol's plain
 //! request/response is enough and a lost connection just means the next

@@ -1,6 +1,6 @@
 //! Surviving failing instances.
 //!
-//! - [`outlier`]: passive health checking. An instance whose calls fail to
+//! - `outlier`: passive health checking. An instance whose calls fail to
 //!   reach it several times in a row is ejected for a while, then tried
 //!   again.
 

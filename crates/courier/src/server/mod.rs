@@ -12,20 +12,20 @@
 //! ```
 //!
 //! Every listener serves every protocol courier speaks, on one port:
-//! [`dispatch`] reads a connection's first bytes and hands it to the
+//! `dispatch` reads a connection's first bytes and hands it to the
 //! native protocol, gRPC, JSON-RPC or HTTP/JSON.
 //!
-//! - [`router`]: `Service.Method` to a service and method index.
-//! - [`dispatch`]: protocol sniffing, and which protocols are switched on.
-//! - [`connection`]: one native connection (reader, call tasks, writer).
+//! - `router`: `Service.Method` to a service and method index.
+//! - `dispatch`: protocol sniffing, and which protocols are switched on.
+//! - `connection`: one native connection (reader, call tasks, writer).
 //! - `grpc`: one gRPC connection over h2, plus the health and reflection
 //!   services (feature `grpc`).
-//! - [`jsonrpc`]: one JSON-RPC 1.0 connection.
+//! - `jsonrpc`: one JSON-RPC 1.0 connection.
 //! - `http`: one HTTP/1.1 connection with JSON bodies (feature
 //!   `http-json`).
-//! - [`call`]: one call (deadline, panic isolation, reply encoding).
-//! - [`limits`]: per-server and per-connection concurrency limits.
-//! - [`registration`]: keeping the services registered in a registry.
+//! - `call`: one call (deadline, panic isolation, reply encoding).
+//! - `limits`: per-server and per-connection concurrency limits.
+//! - `registration`: keeping the services registered in a registry.
 
 mod call;
 mod connection;

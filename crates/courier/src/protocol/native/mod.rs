@@ -22,7 +22,7 @@
 //! ping, pong, cancel (the caller gave up on a call id) and goaway (the sender
 //! is shutting down or closing the connection for an error). Calls are
 //! matched by call id; responses may arrive in any order. The metadata of each
-//! kind is described in [`meta`].
+//! kind is described in `meta`.
 //!
 //! The payload length is checked against the receiver's limit *before* any
 //! buffer grows for it, so a peer cannot make us allocate more than
