@@ -248,7 +248,8 @@ pub fn parse_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {
         return None;
     }
-    let (digits, unit) = value.split_at(value.len() - 1);
+    // Not `split_at`: the last character may be several bytes long.
+    let (digits, unit) = value.split_at_checked(value.len() - 1)?;
     if !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -517,7 +518,7 @@ mod tests {
         assert_eq!(parse_timeout("5S"), Some(Duration::from_secs(5)));
         assert_eq!(parse_timeout("7n"), Some(Duration::from_nanos(7)));
         assert_eq!(parse_timeout("99999999u"), Some(Duration::from_micros(99_999_999)));
-        for bad in ["", "m", "100", "123456789m", "1x", "-1S", "1.5S"] {
+        for bad in ["", "m", "100", "123456789m", "1x", "-1S", "1.5S", "ۄ", "1ۄ"] {
             assert_eq!(parse_timeout(bad), None, "{bad}");
         }
         assert_eq!(format_timeout(Duration::from_millis(50)), "50000000n");
