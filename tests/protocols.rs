@@ -397,6 +397,85 @@ async fn reflection_v1_lists_services_and_health_watch_ends_at_shutdown() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_client_that_asks_without_reading_gets_no_more_than_its_window() {
+    // A reflection stream asked 300,000 times by a client that never reads
+    // an answer: the server must stop taking requests once the client's
+    // window is full of answers, not buffer 300,000 answers.
+    let (server, _) = start_server(|b| b).await;
+    let addr = server.local_addr();
+    let bystander = Bystander::start(addr).await;
+    // h2 guards against peers sending many small frames the application
+    // leaves unread; this client leaves them unread on purpose.
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (client, connection) =
+        h2::client::Builder::new().data_frame_budget(1 << 30).handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let request = Request::builder()
+        .method("POST")
+        .uri("http://test/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+        .header("content-type", "application/grpc")
+        .body(())
+        .expect("request");
+    let mut sender = client.clone().ready().await.expect("ready");
+    let (response, mut stream) = sender.send_request(request, false).expect("send");
+    let mut response = Some(response);
+    const ASKS: usize = 300_000;
+    let batch: Bytes = [0u8, 0, 0, 0, 2, 0x3a, 0].repeat(1000).into();
+    let mut sent = 0;
+    let mut stalled = false;
+    while sent < ASKS {
+        stream.reserve_capacity(batch.len());
+        let granted = tokio::time::timeout(Duration::from_secs(1), async {
+            while stream.capacity() < batch.len() {
+                match std::future::poll_fn(|task| stream.poll_capacity(task)).await {
+                    Some(Ok(_)) => {}
+                    other => {
+                        let response = response.take().expect("once").await.expect("response");
+                        let (parts, mut body) = response.into_parts();
+                        while let Some(Ok(_)) = body.data().await {}
+                        panic!("the stream failed: {other:?} {parts:?} {:?}", body.trailers().await)
+                    }
+                }
+            }
+        })
+        .await;
+        if granted.is_err() {
+            stalled = true;
+            break;
+        }
+        stream.send_data(batch.clone(), false).expect("send");
+        sent += 1000;
+    }
+    assert!(stalled, "the server kept reading requests while no answer could be sent");
+    assert!(sent * 7 <= 2 << 20, "{sent} requests were taken in before the server stopped");
+    // Once the client reads, every request taken in is answered.
+    let mut recv = response.expect("unread").await.expect("response").into_body();
+    let mut answers = 0;
+    let mut decoder = BytesMut::new();
+    while answers < sent {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), recv.data())
+            .await
+            .expect("answers keep coming")
+            .expect("more data")
+            .expect("data");
+        let _ = recv.flow_control().release_capacity(chunk.len());
+        decoder.extend_from_slice(&chunk);
+        while decoder.len() >= 5 {
+            let len = u32::from_be_bytes([decoder[1], decoder[2], decoder[3], decoder[4]]) as usize;
+            if decoder.len() < 5 + len {
+                break;
+            }
+            let _ = decoder.split_to(5 + len);
+            answers += 1;
+        }
+    }
+    assert_eq!(answers, sent);
+    bystander.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocols_can_be_switched_off_and_strangers_are_closed() {
     let (server, _) =
         start_server(|b| b.disable_protocol(Protocol::JsonRpc).handshake_timeout(Duration::from_millis(300)))

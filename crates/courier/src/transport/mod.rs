@@ -9,7 +9,11 @@
 //! - [`tcp`]: socket options and lingering close.
 //! - [`rewind`]: hand the bytes read while sniffing back to the protocol
 //!   that gets the connection.
+//! - `h2_send` (feature `grpc`): write to an HTTP/2 stream within the
+//!   peer's flow-control window instead of buffering without bound.
 
+#[cfg(feature = "grpc")]
+pub(crate) mod h2_send;
 pub(crate) mod keepalive;
 pub(crate) mod reader;
 pub(crate) mod rewind;

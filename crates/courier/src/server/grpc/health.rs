@@ -9,14 +9,14 @@
 use bytes::{Bytes, BytesMut};
 use h2::RecvStream;
 use h2::server::SendResponse;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 use prost::Message as _;
 use tokio::sync::watch;
 
-use super::{read_unary, request_encoding, send_trailers_only};
+use super::{read_unary, request_encoding, send_data, send_ok_trailers, send_trailers_only};
 use crate::codec::Codec;
 use crate::metadata::Metadata;
-use crate::protocol::grpc::{self as wire, Encoding};
+use crate::protocol::grpc::Encoding;
 use crate::server::ServerShared;
 use crate::status::Status;
 
@@ -113,13 +113,13 @@ pub(crate) async fn serve(
             let status = Status::not_found(format!("unknown service `{}`", request.service));
             return send_trailers_only(&mut respond, codec, &status, &Metadata::new());
         };
-        return send_one(&mut respond, codec, current);
+        return send_one(&mut respond, codec, current).await;
     }
     // Watch: now, then at the shutdown.
     let response = super::response_head(codec);
     let Ok(mut stream) = respond.send_response(response, false) else { return };
     let Ok(first) = encode(codec, current.unwrap_or(ServingStatus::ServiceUnknown)) else { return };
-    if stream.send_data(first, false).is_err() {
+    if send_data(&mut stream, first).await.is_err() {
         return;
     }
     if !stopping {
@@ -131,27 +131,23 @@ pub(crate) async fn serve(
         }
         if current.is_some() {
             let Ok(last) = encode(codec, ServingStatus::NotServing) else { return };
-            if stream.send_data(last, false).is_err() {
+            if send_data(&mut stream, last).await.is_err() {
                 return;
             }
         }
     }
-    let mut trailers = HeaderMap::new();
-    trailers.insert(wire::names::STATUS, HeaderValue::from_static("0"));
-    let _ = stream.send_trailers(trailers);
+    send_ok_trailers(&mut stream);
 }
 
-fn send_one(respond: &mut SendResponse<Bytes>, codec: Codec, status: ServingStatus) {
+async fn send_one(respond: &mut SendResponse<Bytes>, codec: Codec, status: ServingStatus) {
     let message = match encode(codec, status) {
         Ok(message) => message,
         Err(status) => return send_trailers_only(respond, codec, &status, &Metadata::new()),
     };
     let response = super::response_head(codec);
     let Ok(mut stream) = respond.send_response(response, false) else { return };
-    if stream.send_data(message, false).is_ok() {
-        let mut trailers = HeaderMap::new();
-        trailers.insert(wire::names::STATUS, HeaderValue::from_static("0"));
-        let _ = stream.send_trailers(trailers);
+    if send_data(&mut stream, message).await.is_ok() {
+        send_ok_trailers(&mut stream);
     }
 }
 

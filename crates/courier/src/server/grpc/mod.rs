@@ -32,7 +32,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use h2::server::SendResponse;
-use h2::{Ping, RecvStream};
+use h2::{Ping, RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
@@ -46,6 +46,7 @@ use crate::metadata::Metadata;
 use crate::protocol::grpc::{self as wire, Encoding, MessageDecoder, metadata_of, put_metadata, put_status};
 use crate::service::BoxFuture;
 use crate::status::Status;
+pub(crate) use crate::transport::h2_send::send_data;
 
 /// Stream (per call) and connection flow-control windows. Larger than
 /// HTTP/2's 64 KiB default so a multi-megabyte message is not throttled
@@ -186,10 +187,10 @@ async fn call(
         return health::serve(path, &parts.headers, codec, body, respond, &server, shutdown).await;
     }
     if reflection::handles(path) {
-        return reflection::serve(codec, body, respond, &server).await;
+        return reflection::serve(codec, body, respond, &server, shutdown).await;
     }
     let reply = answer(&parts.headers, path, codec, body, &mut respond, &server, peer, shutdown).await;
-    send_reply(&mut respond, reply, server.config.max_frame_size);
+    send_reply(&mut respond, reply, server.config.max_frame_size).await;
 }
 
 /// Route, read, run.
@@ -363,8 +364,9 @@ pub(crate) fn response_head(codec: Codec) -> Response<()> {
 }
 
 /// Write the answer: headers, the message and trailers, or, for an error,
-/// one trailers-only response.
-fn send_reply(respond: &mut SendResponse<Bytes>, reply: Reply, max_message: usize) {
+/// one trailers-only response. The message goes out as the client's
+/// flow-control window allows (see `transport::h2_send`).
+async fn send_reply(respond: &mut SendResponse<Bytes>, reply: Reply, max_message: usize) {
     let message = match reply.outcome.and_then(|body| frame_message(&body, reply.encoding, max_message)) {
         Ok(message) => message,
         Err(status) => return send_trailers_only(respond, reply.codec, &status, &reply.metadata),
@@ -375,9 +377,13 @@ fn send_reply(respond: &mut SendResponse<Bytes>, reply: Reply, max_message: usiz
     }
     put_metadata(response.headers_mut(), &reply.metadata);
     let Ok(mut stream) = respond.send_response(response, false) else { return };
-    if stream.send_data(message, false).is_err() {
-        return;
+    if send_data(&mut stream, message).await.is_ok() {
+        send_ok_trailers(&mut stream);
     }
+}
+
+/// End a stream with `grpc-status: 0`.
+pub(crate) fn send_ok_trailers(stream: &mut SendStream<Bytes>) {
     let mut trailers = HeaderMap::new();
     trailers.insert(wire::names::STATUS, HeaderValue::from_static("0"));
     let _ = stream.send_trailers(trailers);

@@ -19,7 +19,9 @@ use http::{HeaderMap, HeaderValue};
 use prost::Message as _;
 use prost_types::{DescriptorProto, FileDescriptorProto, FileDescriptorSet};
 
-use super::send_trailers_only;
+use tokio::sync::watch;
+
+use super::{send_data, send_trailers_only};
 use crate::codec::Codec;
 use crate::metadata::Metadata;
 use crate::protocol::grpc::reflection::{
@@ -182,12 +184,15 @@ impl Index {
 }
 
 /// Serve one reflection stream: an answer per request, until the client
-/// ends its side.
+/// ends its side or the server shuts down. The next request is read only
+/// once the last answer is on its way (within the client's flow-control
+/// window), so a client that asks without reading cannot pile answers up.
 pub(crate) async fn serve(
     codec: Codec,
     mut body: RecvStream,
     mut respond: SendResponse<Bytes>,
     server: &ServerShared,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     if codec != Codec::Protobuf {
         let status = Status::invalid_argument("server reflection speaks protobuf only");
@@ -198,41 +203,26 @@ pub(crate) async fn serve(
     let Ok(mut stream) = respond.send_response(response, false) else { return };
     let mut decoder = MessageDecoder::new(64 * 1024);
     let mut sent = HashSet::new();
-    let outcome: Result<(), Status> = async {
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk.map_err(|err| Status::cancelled(err.to_string()))?;
-            let _ = body.flow_control().release_capacity(chunk.len());
-            decoder.push(&chunk);
+    let answering = async {
+        loop {
             while let Some(message) =
                 decoder.next_message().map_err(|err| Status::invalid_argument(err.to_string()))?
             {
-                if message.compressed {
-                    return Err(Status::unimplemented("compressed reflection requests are not supported"));
-                }
-                let request = ServerReflectionRequest::decode(&message.data[..]).map_err(|err| {
-                    Status::invalid_argument(format!("malformed reflection request: {err}"))
-                })?;
-                let answer = match &request.message_request {
-                    Some(asked) => index.answer(asked, &mut sent),
-                    None => Answer::ErrorResponse(ErrorResponse {
-                        error_code: crate::status::Code::InvalidArgument.as_u32() as i32,
-                        error_message: "the request asks nothing".to_owned(),
-                    }),
-                };
-                let response = ServerReflectionResponse {
-                    valid_host: request.host.clone(),
-                    original_request: Some(request),
-                    message_response: Some(answer),
-                };
-                let mut encoded = BytesMut::new();
-                response.encode(&mut encoded).map_err(|err| Status::internal(err.to_string()))?;
-                let framed = super::frame_message(&encoded, Encoding::Identity, usize::MAX)?;
-                stream.send_data(framed, false).map_err(|err| Status::cancelled(err.to_string()))?;
+                let framed = respond_to(index, &message, &mut sent)?;
+                send_data(&mut stream, framed).await.map_err(|err| Status::cancelled(err.to_string()))?;
             }
+            let Some(chunk) = body.data().await else { break };
+            let chunk = chunk.map_err(|err| Status::cancelled(err.to_string()))?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            decoder.push(&chunk);
         }
         decoder.finish().map_err(|err| Status::invalid_argument(err.to_string()))
-    }
-    .await;
+    };
+    // A tool holding its stream open must not hold up a graceful shutdown.
+    let outcome = tokio::select! {
+        outcome = answering => outcome,
+        _ = shutdown.wait_for(|stop| *stop) => Ok(()),
+    };
     let mut trailers = HeaderMap::new();
     match outcome {
         Ok(()) => {
@@ -241,6 +231,30 @@ pub(crate) async fn serve(
         Err(status) => crate::protocol::grpc::put_status(&mut trailers, &status),
     }
     let _ = stream.send_trailers(trailers);
+}
+
+/// One request's answer, framed.
+fn respond_to(index: &Index, message: &wire::Message, sent: &mut HashSet<String>) -> Result<Bytes, Status> {
+    if message.compressed {
+        return Err(Status::unimplemented("compressed reflection requests are not supported"));
+    }
+    let request = ServerReflectionRequest::decode(&message.data[..])
+        .map_err(|err| Status::invalid_argument(format!("malformed reflection request: {err}")))?;
+    let answer = match &request.message_request {
+        Some(asked) => index.answer(asked, sent),
+        None => Answer::ErrorResponse(ErrorResponse {
+            error_code: crate::status::Code::InvalidArgument.as_u32() as i32,
+            error_message: "the request asks nothing".to_owned(),
+        }),
+    };
+    let response = ServerReflectionResponse {
+        valid_host: request.host.clone(),
+        original_request: Some(request),
+        message_response: Some(answer),
+    };
+    let mut encoded = BytesMut::new();
+    response.encode(&mut encoded).map_err(|err| Status::internal(err.to_string()))?;
+    super::frame_message(&encoded, Encoding::Identity, usize::MAX)
 }
 
 #[cfg(test)]
