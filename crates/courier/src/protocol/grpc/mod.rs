@@ -93,6 +93,9 @@ pub enum GrpcError {
     UndeclaredCompression,
 }
 
+/// The most a decoder reserves ahead of bytes that have arrived.
+const RESERVE_STEP: usize = 64 * 1024;
+
 /// Splits a stream of body chunks into messages, checking each declared
 /// length against the limit before buffering it.
 #[derive(Debug)]
@@ -126,8 +129,11 @@ impl MessageDecoder {
             return Err(GrpcError::TooLarge { len, max: self.max_message });
         }
         if self.buf.len() < PREFIX_LEN + len {
-            // Room for the whole message once, rather than growing in steps.
-            self.buf.reserve(PREFIX_LEN + len - self.buf.len());
+            // Room for the rest, but at most a step at a time: a declared
+            // length is a claim, and a peer could declare the limit on
+            // many streams and send nothing more. Beyond the step the
+            // buffer grows as bytes actually arrive.
+            self.buf.reserve((PREFIX_LEN + len - self.buf.len()).min(RESERVE_STEP));
             return Ok(None);
         }
         self.buf.advance(PREFIX_LEN);
@@ -149,8 +155,13 @@ impl MessageDecoder {
             PREFIX_LEN - self.buf.len()
         } else {
             let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
-            PREFIX_LEN + len - self.buf.len()
+            // Zero when a whole message is still buffered (the caller did
+            // not take it): nothing was cut short.
+            (PREFIX_LEN + len).saturating_sub(self.buf.len())
         };
+        if missing == 0 {
+            return Ok(());
+        }
         Err(GrpcError::Truncated { missing })
     }
 }
@@ -505,10 +516,26 @@ mod tests {
     }
 
     #[test]
-    fn a_huge_declared_length_allocates_nothing() {
+    fn a_huge_declared_length_reserves_one_step_not_the_declared_length() {
         let mut decoder = MessageDecoder::new(usize::MAX);
         decoder.push(&[0, 0xff, 0xff, 0xff, 0xff]);
         assert_eq!(decoder.next_message(), Ok(None));
+        assert!(decoder.buf.capacity() <= PREFIX_LEN + RESERVE_STEP, "{}", decoder.buf.capacity());
+        // A small message is still buffered in one go.
+        let mut decoder = MessageDecoder::new(usize::MAX);
+        decoder.push(&[0, 0, 0, 0x10, 0]);
+        assert_eq!(decoder.next_message(), Ok(None));
+        assert!(decoder.buf.capacity() >= PREFIX_LEN + 0x1000);
+    }
+
+    #[test]
+    fn finishing_with_a_whole_message_unread_is_not_truncation() {
+        let mut decoder = MessageDecoder::new(1024);
+        decoder.push(&[0, 0, 0, 0, 1, b'x', 0, 0]);
+        assert_eq!(decoder.finish(), Ok(()));
+        let mut decoder = MessageDecoder::new(1024);
+        decoder.push(&[0, 0, 0, 0, 3, b'x']);
+        assert_eq!(decoder.finish(), Err(GrpcError::Truncated { missing: 2 }));
     }
 
     #[test]
