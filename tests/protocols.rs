@@ -205,6 +205,73 @@ async fn json_rpc_bad_requests_cost_one_reply_and_bad_streams_one_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_rpc_answers_what_go_clients_can_read() {
+    let (server, state) = start_server(|b| b).await;
+    let mut rpc = JsonRpc::connect(server.local_addr()).await;
+    // Go's client fails a reply whose result is null and whose error is
+    // null; a method returning nothing answers `{}`.
+    let reply = rpc.call("Probe.Record", json!(7), 2).await;
+    assert_eq!(reply, json!({"id": 2, "result": {}, "error": null}));
+    assert!(state.wait_until(Duration::from_secs(5), |s| s.recorded() == [7]).await);
+    let reply = rpc.call("Probe.Fail", json!({"code": 5, "message": "no such thing"}), 3).await;
+    assert_eq!(reply, json!({"id": 3, "result": null, "error": "no such thing"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_rpc_client_that_stops_reading_holds_no_call_slots_and_is_let_go() {
+    // A client asks for 3,000 replies of 16 KiB and reads none. Buffers
+    // take a few MiB of them; the rest wait. Waiting replies must not keep
+    // the server's call slots (1,100 here) from other clients, the server
+    // must stop reading the client's requests once 1,024 replies wait, and
+    // once its replies have not moved for a keepalive interval the client
+    // is disconnected.
+    let (server, _) =
+        start_server(|b| b.max_concurrent_calls(1100).keepalive_interval(Some(Duration::from_secs(1)))).await;
+    let addr = server.local_addr();
+    let bystander = Bystander::start(addr).await;
+    // A small receive buffer (loopback's can otherwise grow to 32 MiB and
+    // hold every reply).
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
+    let stream = socket.connect(addr).await.expect("connect");
+    let (mut read, mut write) = stream.into_split();
+    const ASKS: usize = 3000;
+    let asking = tokio::spawn(async move {
+        for id in 0..ASKS {
+            let request = format!(r#"{{"method":"Probe.Sized","params":[16384],"id":{id}}}"#);
+            if write.write_all(request.as_bytes()).await.is_err() {
+                return id;
+            }
+        }
+        ASKS
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let probe = ProbeClient::connect(addr.to_string()).await.expect("connect");
+    for i in 0..20 {
+        let text = format!("meanwhile {i}");
+        assert_eq!(probe.echo(text.clone()).await.expect("the server still has slots"), text);
+    }
+    // The stalled connection is closed: what it can still read ends.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut received = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            match read.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the server let the stalled connection go");
+    let replies = received.iter().filter(|&&b| b == b'\n').count();
+    assert!(replies < ASKS, "{replies} replies: the server kept answering a client that did not read");
+    let _ = asking.await;
+    bystander.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_messages_are_refused_in_every_protocol() {
     let (server, _) = start_server(|b| b.max_frame_size(64 * 1024)).await;
     let addr = server.local_addr();

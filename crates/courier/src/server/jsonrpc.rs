@@ -9,6 +9,14 @@
 //! objects end it, after an error reply with a null id (Go's server closes
 //! too: it cannot tell where the next request starts).
 //!
+//! A peer that stops reading: every request takes a slot in the reply
+//! queue before it is read, so once 1,024 replies wait, its requests wait
+//! in its own socket; a call gives its concurrency slot back as soon as its
+//! reply is encoded; and a write that makes no progress for the keepalive
+//! interval ends the connection and cancels the calls still running on it.
+//! A method returning nothing answers `{}`: Go's client fails a reply
+//! whose result and error are both null.
+//!
 //! Arguments: Go sends one parameter, the argument struct; it becomes the
 //! method's arguments as they are (one argument, or an object of named
 //! arguments); as many parameters as the method has arguments fill them
@@ -24,8 +32,9 @@ use serde_json::{Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::sync::mpsc::{self, OwnedPermit};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::limits::Limit;
 use super::{ServerShared, call};
@@ -36,11 +45,15 @@ use crate::service::ArgDescriptor;
 use crate::status::Status;
 use crate::transport::tcp;
 
-/// Replies waiting for the writer; past this, calls wait to hand theirs
-/// over and the reader stops taking requests (the peer is not reading).
-const REPLY_QUEUE: usize = 1024;
+/// Requests taken in and not yet written back, per connection. Each takes a
+/// slot in the reply queue before it is read, so a peer that stops reading
+/// replies stops having its requests read once this many are waiting.
+const REPLY_SLOTS: usize = 1024;
 /// How long the last replies may take to flush when the connection ends.
 const FLUSH_GRACE: Duration = Duration::from_secs(5);
+
+/// A slot in the reply queue: a reply can always be handed over at once.
+type ReplySlot = OwnedPermit<Vec<u8>>;
 
 /// Serve one JSON-RPC connection.
 pub(crate) async fn serve(
@@ -51,44 +64,50 @@ pub(crate) async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (mut read, write) = stream.into_split();
-    let (replies, queued) = mpsc::channel::<Vec<u8>>(REPLY_QUEUE);
-    let writer = tokio::spawn(write_replies(write, queued));
+    let (replies, queued) = mpsc::channel::<Vec<u8>>(REPLY_SLOTS);
     let config = &server.config;
+    let mut writer = WriterTask(tokio::spawn(write_replies(write, queued, config.keepalive_interval)));
     let per_connection = Limit::new(config.max_concurrent_calls_per_connection);
     let mut buf = sniffed;
     let mut splitter = Splitter::default();
     let mut calls = JoinSet::new();
+    let mut slot: Option<ReplySlot> = None;
     let mut reading = true;
     let mut stream_failed = false;
+    let mut writer_ended = false;
     let mut drain_deadline = None;
     loop {
         while reading {
-            match splitter.next_object(&buf, config.max_frame_size) {
+            // Every request is answered, so it needs its reply's slot first.
+            if slot.is_none() {
+                match replies.clone().try_reserve_owned() {
+                    Ok(reserved) => slot = Some(reserved),
+                    // Full: wait for the writer below, reading nothing.
+                    Err(_) => break,
+                }
+            }
+            let next = splitter.next_object(&buf, config.max_frame_size);
+            if matches!(next, Ok(None)) {
+                break;
+            }
+            let Some(reply) = slot.take() else { break };
+            match next {
                 Ok(Some((start, end))) => {
                     let request = buf.split_to(end);
                     splitter.consumed(end);
                     match parse_request(&request[start..]) {
                         Ok(request) => {
-                            start_call(
-                                request,
-                                &server,
-                                &per_connection,
-                                &replies,
-                                &mut calls,
-                                peer,
-                                &shutdown,
-                            )
-                            .await;
+                            start_call(request, reply, &server, &per_connection, &mut calls, peer, &shutdown);
                         }
                         Err((err, id)) => {
-                            let _ = replies.send(encode_response(&id, Err(&err.to_string()))).await;
+                            reply.send(encode_response(&id, Err(&err.to_string())));
                         }
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {}
                 Err(err) => {
                     tracing::debug!(%peer, %err, "closing JSON-RPC connection");
-                    let _ = replies.send(encode_response(&Value::Null, Err(&err.to_string()))).await;
+                    reply.send(encode_response(&Value::Null, Err(&err.to_string())));
                     reading = false;
                     stream_failed = true;
                 }
@@ -104,7 +123,7 @@ pub(crate) async fn serve(
             }
         };
         tokio::select! {
-            read_result = read.read_buf(&mut buf), if reading => match read_result {
+            read_result = read.read_buf(&mut buf), if reading && slot.is_some() => match read_result {
                 // The client is done sending: answer what it asked, then close.
                 Ok(0) => reading = false,
                 Ok(_) => {}
@@ -114,7 +133,20 @@ pub(crate) async fn serve(
                     break;
                 }
             },
+            reserved = replies.clone().reserve_owned(), if reading && slot.is_none() => {
+                slot = reserved.ok();
+            }
             Some(_) = calls.join_next(), if !calls.is_empty() => {}
+            written = &mut writer.0 => {
+                // The peer is gone or stopped taking replies: nobody is left
+                // to answer, so stop the calls.
+                writer_ended = true;
+                if let Ok(Err(err)) = written {
+                    tracing::debug!(%peer, %err, "closing JSON-RPC connection: replies cannot be written");
+                }
+                calls.abort_all();
+                break;
+            }
             changed = shutdown.changed(), if drain_deadline.is_none() => {
                 if changed.is_err() || *shutdown.borrow() {
                     // Take no more requests; finish the ones started.
@@ -130,9 +162,10 @@ pub(crate) async fn serve(
         }
     }
     while calls.join_next().await.is_some() {}
-    drop(replies);
-    if let Ok(Err(err)) =
-        tokio::time::timeout(FLUSH_GRACE, writer).await.map(|joined| joined.unwrap_or(Ok(())))
+    drop((replies, slot));
+    if !writer_ended
+        && let Ok(Err(err)) =
+            tokio::time::timeout(FLUSH_GRACE, &mut writer.0).await.map(|joined| joined.unwrap_or(Ok(())))
     {
         tracing::debug!(%peer, %err, "could not send the last JSON-RPC replies");
     }
@@ -142,10 +175,22 @@ pub(crate) async fn serve(
     }
 }
 
-/// Write replies as they come, every reply ready in one write.
+/// The writer's task, aborted if the connection ends without it.
+struct WriterTask(JoinHandle<std::io::Result<()>>);
+
+impl Drop for WriterTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Write replies as they come, every reply ready in one write. A write that
+/// makes no progress for `stall` (the keepalive interval) means the peer is
+/// not reading: the connection is given up.
 async fn write_replies(
     mut write: OwnedWriteHalf,
     mut queued: mpsc::Receiver<Vec<u8>>,
+    stall: Option<Duration>,
 ) -> std::io::Result<()> {
     let mut batch = Vec::new();
     while let Some(reply) = queued.recv().await {
@@ -154,17 +199,29 @@ async fn write_replies(
         while let Ok(more) = queued.try_recv() {
             batch.extend_from_slice(&more);
         }
-        write.write_all(&batch).await?;
+        let mut rest = &batch[..];
+        while !rest.is_empty() {
+            let written = match stall {
+                Some(stall) => tokio::time::timeout(stall, write.write(rest)).await.map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "the peer stopped reading replies")
+                })??,
+                None => write.write(rest).await?,
+            };
+            if written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            rest = &rest[written..];
+        }
     }
     write.shutdown().await
 }
 
 /// Check a request and start it, or answer it with why not.
-async fn start_call(
+fn start_call(
     request: Request,
+    reply: ReplySlot,
     server: &Arc<ServerShared>,
     per_connection: &Arc<Limit>,
-    replies: &mpsc::Sender<Vec<u8>>,
     calls: &mut JoinSet<()>,
     peer: SocketAddr,
     shutdown: &watch::Receiver<bool>,
@@ -190,7 +247,7 @@ async fn start_call(
     let (route, body, permits) = match admitted {
         Ok(admitted) => admitted,
         Err(status) => {
-            let _ = replies.send(encode_response(&id, Err(error_text(&status)))).await;
+            reply.send(encode_response(&id, Err(error_text(&status))));
             return;
         }
     };
@@ -199,15 +256,20 @@ async fn start_call(
         .with_peer(Some(peer))
         .with_shutdown(shutdown.clone());
     let handler = route.service.call(route.index, cx, body.into());
-    let replies = replies.clone();
+    // Go's client takes a null result for a missing one and fails the call;
+    // a method returning nothing answers `{}`, as a Go method would.
+    let returns_nothing = route.method.output == "()";
     calls.spawn(async move {
-        let _permits = permits;
         let outcome = call::run(handler, None, None).await;
-        let reply = match &outcome {
+        // The call is done; what is left is only a reply waiting to be
+        // written, which holds no concurrency slot.
+        drop(permits);
+        let encoded = match &outcome {
+            Ok(_) if returns_nothing => encode_response(&id, Ok(b"{}")),
             Ok(result) => encode_response(&id, Ok(result)),
             Err(status) => encode_response(&id, Err(error_text(status))),
         };
-        let _ = replies.send(reply).await;
+        reply.send(encoded);
     });
 }
 
