@@ -572,3 +572,59 @@ async fn protocols_can_be_switched_off_and_strangers_are_closed() {
     let calc = CalculatorClient::new(grpc_channel(grpc_only.local_addr()).await);
     assert_eq!(calc.add(2, 2).await.expect("gRPC is on"), 4);
 }
+
+/// A bare HTTP/2 server whose first connection says GOAWAY (last stream 0:
+/// nothing processed) at once, and whose later connections echo gRPC
+/// messages. Returns its address and a count of connections accepted.
+async fn goaway_first_server() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else { return };
+                if first {
+                    conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+                }
+                while let Some(Ok((request, mut respond))) = conn.accept().await {
+                    tokio::spawn(async move {
+                        let mut body = request.into_body();
+                        let mut echoed = BytesMut::new();
+                        while let Some(Ok(chunk)) = body.data().await {
+                            let _ = body.flow_control().release_capacity(chunk.len());
+                            echoed.extend_from_slice(&chunk);
+                        }
+                        let response = http::Response::builder()
+                            .header("content-type", "application/grpc+json")
+                            .body(())
+                            .expect("response");
+                        let Ok(mut stream) = respond.send_response(response, false) else { return };
+                        let _ = stream.send_data(echoed.freeze(), false);
+                        let mut trailers = HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                        let _ = stream.send_trailers(trailers);
+                    });
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_client_moves_a_call_refused_by_goaway_to_a_new_connection() {
+    let (addr, accepted) = goaway_first_server().await;
+    for round in 0..2 {
+        let probe = ProbeClient::new(grpc_channel(addr).await);
+        let reply = probe.echo(format!("round {round}")).await.expect("the call moves to a fresh connection");
+        assert_eq!(reply, format!("round {round}"));
+        // The client kept using the working connection.
+        assert_eq!(probe.echo("again".into()).await.expect("again"), "again");
+    }
+    // Round 0: the refusing connection and its replacement; round 1: one.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+}

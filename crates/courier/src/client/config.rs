@@ -40,11 +40,18 @@ pub struct ChannelBuilder {
     pub(crate) addr: String,
     pub(crate) config: ChannelConfig,
     grpc: bool,
+    /// Whether `keepalive_interval` was chosen (gRPC mode defaults to none).
+    keepalive_chosen: bool,
 }
 
 impl ChannelBuilder {
     pub(crate) fn new(addr: impl Into<String>) -> ChannelBuilder {
-        ChannelBuilder { addr: addr.into(), config: ChannelConfig::default(), grpc: false }
+        ChannelBuilder {
+            addr: addr.into(),
+            config: ChannelConfig::default(),
+            grpc: false,
+            keepalive_chosen: false,
+        }
     }
 
     /// Connections to open to the address; calls are spread across them
@@ -65,8 +72,14 @@ impl ChannelBuilder {
     /// Ping the server after this much silence; if the ping is not answered
     /// within the same time the connection is declared dead and its calls
     /// fail with `Unavailable`. Default 30 s; `None` disables pings.
+    ///
+    /// In gRPC mode the default is no pings, and pings go out only while
+    /// calls are in flight, as grpc-go's clients do: grpc-go servers close
+    /// connections that ping more often than their enforcement policy
+    /// allows (every 5 minutes by default) with `too_many_pings`.
     pub fn keepalive_interval(mut self, interval: Option<Duration>) -> ChannelBuilder {
         self.config.keepalive_interval = interval;
+        self.keepalive_chosen = true;
         self
     }
 
@@ -106,26 +119,61 @@ impl ChannelBuilder {
         self
     }
 
+    /// The settings as built: gRPC mode has its own keepalive default.
+    fn into_config(self) -> (String, ChannelConfig, bool) {
+        let mut config = self.config;
+        if self.grpc && !self.keepalive_chosen {
+            config.keepalive_interval = None;
+        }
+        (self.addr, config, self.grpc)
+    }
+
     /// A channel that connects on its first call.
     pub fn build_lazy(self) -> Channel {
+        let (addr, config, grpc) = self.into_config();
         #[cfg(feature = "grpc")]
-        if self.grpc {
-            return Channel::grpc(super::grpc::GrpcChannel::new(self.addr, self.config));
+        if grpc {
+            return Channel::grpc(super::grpc::GrpcChannel::new(addr, config));
         }
-        Channel::direct(Direct::new(self.addr, self.config))
+        let _ = grpc;
+        Channel::direct(Direct::new(addr, config))
     }
 
     /// A channel with its first connection established, so a wrong address
     /// or a server that is down shows up here rather than at the first call.
     pub async fn connect(self) -> Result<Channel, ConnectError> {
+        let (addr, config, grpc) = self.into_config();
         #[cfg(feature = "grpc")]
-        if self.grpc {
-            let grpc = super::grpc::GrpcChannel::new(self.addr, self.config);
+        if grpc {
+            let grpc = super::grpc::GrpcChannel::new(addr, config);
             grpc.connect_now().await?;
             return Ok(Channel::grpc(grpc));
         }
-        let direct = Direct::new(self.addr, self.config);
+        let _ = grpc;
+        let direct = Direct::new(addr, config);
         direct.connect_now().await?;
         Ok(Channel::direct(direct))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepalive_defaults_differ_by_protocol_and_a_choice_is_kept() {
+        let native = ChannelBuilder::new("127.0.0.1:1").into_config().1;
+        assert_eq!(native.keepalive_interval, Some(Duration::from_secs(30)));
+        #[cfg(feature = "grpc")]
+        {
+            let grpc = ChannelBuilder::new("127.0.0.1:1").grpc().into_config().1;
+            assert_eq!(grpc.keepalive_interval, None, "grpc-go punishes frequent pings");
+            let chosen = ChannelBuilder::new("127.0.0.1:1")
+                .keepalive_interval(Some(Duration::from_secs(600)))
+                .grpc()
+                .into_config()
+                .1;
+            assert_eq!(chosen.keepalive_interval, Some(Duration::from_secs(600)));
+        }
     }
 }

@@ -17,7 +17,7 @@ use crate::status::Status;
 
 /// How often one call may move to a new connection because the one it
 /// picked went away without processing it.
-const MAX_DRAIN_RETRIES: usize = 3;
+pub(crate) const MAX_DRAIN_RETRIES: usize = 3;
 
 /// Why an attempt on one address failed.
 pub(crate) enum AttemptError {

@@ -3,14 +3,17 @@
 //!
 //! The same [`Pool`] as the native client keeps the connections (opened
 //! lazily, reopened with backoff); each connection is an h2 client whose
-//! driver task also sends keepalive pings. A call is one stream: request
+//! driver task also sends keepalive pings (off by default, and only while
+//! calls are in flight: grpc-go servers punish idle pings). A call the
+//! server refused unprocessed (GOAWAY, REFUSED_STREAM) moves to a fresh
+//! connection. A call is one stream: request
 //! headers (`content-type` from the codec, `grpc-timeout` from the
 //! deadline, metadata), one length-prefixed message, then the response's
 //! message and `grpc-status` trailers, or a trailers-only error. Dropping
 //! the call resets its stream, which the server sees as a cancel.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -22,7 +25,7 @@ use tokio::net::TcpStream;
 
 use super::ConnectError;
 use super::config::ChannelConfig;
-use super::direct::AttemptError;
+use super::direct::{AttemptError, MAX_DRAIN_RETRIES};
 use super::options::CallOptions;
 use super::pool::{Connect, Pool};
 use crate::codec::Codec;
@@ -39,6 +42,8 @@ const CONNECTION_WINDOW: u32 = 4 << 20;
 pub(crate) struct GrpcConnection {
     send: SendRequest<Bytes>,
     closed: Arc<AtomicBool>,
+    /// Calls in flight; keepalive pings only while there are some.
+    active: Arc<AtomicUsize>,
     /// The `:authority` of every request, parsed once.
     authority: Authority,
 }
@@ -67,7 +72,9 @@ impl Connect for GrpcConnection {
                 Err(_) => return Err(ConnectError::Timeout { addr, timeout }),
             };
             let closed = Arc::new(AtomicBool::new(false));
+            let active = Arc::new(AtomicUsize::new(0));
             let ping_pong = connection.ping_pong();
+            let pinging = active.clone();
             let driver_closed = closed.clone();
             let keepalive_interval = config.keepalive_interval;
             tokio::spawn(async move {
@@ -77,7 +84,7 @@ impl Connect for GrpcConnection {
                             tracing::debug!(%err, "gRPC connection ended");
                         }
                     }
-                    () = keepalive(ping_pong, keepalive_interval) => {
+                    () = keepalive(ping_pong, keepalive_interval, pinging) => {
                         tracing::info!("gRPC connection: the server stopped answering pings");
                     }
                 }
@@ -85,7 +92,7 @@ impl Connect for GrpcConnection {
             });
             let authority = Authority::try_from(addr.as_str())
                 .map_err(|err| ConnectError::Handshake { addr: addr.clone(), reason: err.to_string() })?;
-            Ok(GrpcConnection { send, closed, authority })
+            Ok(GrpcConnection { send, closed, active, authority })
         })
     }
 
@@ -95,12 +102,16 @@ impl Connect for GrpcConnection {
 }
 
 /// Resolves when a ping goes unanswered for `interval`; never without one.
-async fn keepalive(ping_pong: Option<h2::PingPong>, interval: Option<Duration>) {
+/// No pings while no call is in flight (see `ChannelBuilder::keepalive_interval`).
+async fn keepalive(ping_pong: Option<h2::PingPong>, interval: Option<Duration>, active: Arc<AtomicUsize>) {
     let (Some(mut ping_pong), Some(interval)) = (ping_pong, interval) else {
         return std::future::pending().await;
     };
     loop {
         tokio::time::sleep(interval).await;
+        if active.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
         match tokio::time::timeout(interval, ping_pong.ping(Ping::opaque())).await {
             Ok(Ok(_)) => {}
             Ok(Err(_)) => return std::future::pending().await,
@@ -152,17 +163,67 @@ impl GrpcChannel {
             AttemptError::NotSent(Status::invalid_argument(format!("`{method}` is not `Service.Method`")))
         })?;
 
-        let connection = self.pool.connection().await.map_err(AttemptError::NotSent)?;
-        let request = build_request(&connection.authority, path, codec, options, deadline)
-            .map_err(AttemptError::NotSent)?;
-        let mut send =
-            connection.send.clone().ready().await.map_err(|err| AttemptError::NotSent(lost(&err)))?;
-        let (response, mut stream) =
-            send.send_request(request, false).map_err(|err| AttemptError::NotSent(lost(&err)))?;
-        stream.send_data(message.freeze(), true).map_err(|err| sent_error(&err))?;
-        let response = response.await.map_err(|err| sent_error(&err))?;
-        read_reply(response, max_message).await.map_err(AttemptError::Failed)
+        let message = message.freeze();
+        // A connection the server is closing refuses new streams unprocessed
+        // (GOAWAY, REFUSED_STREAM); such a call moves to a fresh connection.
+        let mut refused = None;
+        for _ in 0..MAX_DRAIN_RETRIES {
+            let connection = self.pool.connection().await.map_err(AttemptError::NotSent)?;
+            let request = build_request(&connection.authority, path.clone(), codec, options, deadline)
+                .map_err(AttemptError::NotSent)?;
+            match attempt(&connection, request, message.clone(), max_message).await {
+                Err(Attempt::Refused(status)) => {
+                    connection.closed.store(true, Ordering::Release);
+                    refused = Some(status);
+                }
+                Err(Attempt::Failed(err)) => return Err(err),
+                Ok(reply) => return Ok(reply),
+            }
+        }
+        Err(AttemptError::NotSent(refused.unwrap_or_else(|| {
+            Status::unavailable(format!("every connection to {} is shutting down", self.pool.addr))
+        })))
     }
+}
+
+/// Counts a call in flight on a connection while it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicUsize) -> InFlight<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How one try on one connection failed.
+enum Attempt {
+    /// The server never processed the call: try a fresh connection.
+    Refused(Status),
+    /// The call failed for good.
+    Failed(AttemptError),
+}
+
+/// Send one request on `connection` and read its reply.
+async fn attempt(
+    connection: &GrpcConnection,
+    request: Request<()>,
+    message: Bytes,
+    max_message: usize,
+) -> Result<Bytes, Attempt> {
+    let _active = InFlight::enter(&connection.active);
+    let mut send = connection.send.clone().ready().await.map_err(|err| Attempt::Refused(lost(&err)))?;
+    let (response, mut stream) =
+        send.send_request(request, false).map_err(|err| Attempt::Refused(lost(&err)))?;
+    stream.send_data(message, true).map_err(|err| sent_error(&err))?;
+    let response = response.await.map_err(|err| sent_error(&err))?;
+    read_reply(response, max_message).await.map_err(|status| Attempt::Failed(AttemptError::Failed(status)))
 }
 
 /// `package.Service.Method` to `/package.Service/Method`.
@@ -213,16 +274,23 @@ fn lost(err: &h2::Error) -> Status {
     Status::unavailable(format!("the gRPC connection is gone: {err}"))
 }
 
-/// A failure after the request went out: a stream the server refused
-/// (`REFUSED_STREAM`, or beyond a GOAWAY's last stream) never ran.
-fn sent_error(err: &h2::Error) -> AttemptError {
+/// A failure after the request went out. A stream the server refused
+/// never ran: `REFUSED_STREAM`, or a graceful GOAWAY whose last stream is
+/// below it. (A GOAWAY with an error code also fails streams the server
+/// may have run, so it is not taken as proof.)
+fn sent_error(err: &h2::Error) -> Attempt {
     if err.reason() == Some(Reason::REFUSED_STREAM) {
-        return AttemptError::NotSent(Status::unavailable(format!("the server refused the stream: {err}")));
+        return Attempt::Refused(Status::unavailable(format!("the server refused the stream: {err}")));
+    }
+    if err.is_go_away() && err.is_remote() && err.reason() == Some(Reason::NO_ERROR) {
+        return Attempt::Refused(Status::unavailable(format!("the server is shutting down: {err}")));
     }
     if err.reason() == Some(Reason::CANCEL) {
-        return AttemptError::Failed(Status::cancelled(format!("the server cancelled the call: {err}")));
+        return Attempt::Failed(AttemptError::Failed(Status::cancelled(format!(
+            "the server cancelled the call: {err}"
+        ))));
     }
-    AttemptError::Failed(Status::unavailable(format!("the gRPC call failed: {err}")))
+    Attempt::Failed(AttemptError::Failed(Status::unavailable(format!("the gRPC call failed: {err}"))))
 }
 
 /// The response's one message, or the status it carries.

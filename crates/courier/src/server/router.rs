@@ -70,6 +70,7 @@ impl Router {
 
     /// The route for a URL path (`/Service/Method`), or `Unimplemented`
     /// saying what exists instead.
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
     pub(crate) fn route_path(&self, path: &str) -> Result<&Route, Status> {
         if let Some(route) = self.paths.get(path) {
             return Ok(route);

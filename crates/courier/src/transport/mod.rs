@@ -16,6 +16,7 @@
 pub(crate) mod h2_send;
 pub(crate) mod keepalive;
 pub(crate) mod reader;
+#[cfg(any(feature = "grpc", feature = "http-json"))]
 pub(crate) mod rewind;
 pub(crate) mod tcp;
 pub(crate) mod write_queue;
