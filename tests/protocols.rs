@@ -272,6 +272,15 @@ async fn a_json_rpc_client_that_stops_reading_holds_no_call_slots_and_is_let_go(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http_connection_stays_usable_past_the_handshake_timeout() {
+    let (server, _) = start_server(|b| b.handshake_timeout(Duration::from_millis(300))).await;
+    let mut stream = TcpStream::connect(server.local_addr()).await.expect("connect");
+    assert_eq!(http_post(&mut stream, "/Calculator/Add", r#"{"a":1,"b":2}"#).await, (200, "3".to_owned()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(http_post(&mut stream, "/Calculator/Add", r#"{"a":2,"b":2}"#).await, (200, "4".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_messages_are_refused_in_every_protocol() {
     let (server, _) = start_server(|b| b.max_frame_size(64 * 1024)).await;
     let addr = server.local_addr();

@@ -8,7 +8,8 @@
 //! `"error"` holding a service's own error. `GET /` lists the services and
 //! their methods. Request headers other than HTTP's own become the call's
 //! metadata; `x-courier-timeout-ms` sets its deadline; response metadata
-//! comes back as headers. Connections are kept alive.
+//! comes back as headers. Connections are kept alive, for 60 s between
+//! requests.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,6 +31,12 @@ use crate::context::Context;
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
 
+/// How long a kept-alive connection may sit between requests. hyper's
+/// header-read timeout also runs while it waits for the next request, so
+/// this is that timeout; the handshake timeout would close idle
+/// connections a client pool expects to reuse after 5 s.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The header that sets a call's deadline, in milliseconds.
 pub(crate) const TIMEOUT_HEADER: &str = "x-courier-timeout-ms";
 
@@ -48,7 +55,7 @@ pub(crate) async fn serve<T>(
     builder
         .keep_alive(true)
         .timer(TokioTimer::new())
-        .header_read_timeout(config.handshake_timeout)
+        .header_read_timeout(IDLE_TIMEOUT.max(config.handshake_timeout))
         .max_buf_size(config.max_metadata_size.max(8192));
     let handler_server = server.clone();
     let handler_shutdown = shutdown.clone();
