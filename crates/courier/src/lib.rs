@@ -48,7 +48,8 @@
 //!   [`Codec::Json`], [`Codec::Protobuf`] for `.proto` services).
 //! - [`protocol`]: sans-IO wire formats ([`protocol::native`], gRPC's
 //!   framing, JSON-RPC, protocol sniffing).
-//! - `transport`: frames over TCP (coalesced writer, reader, keepalive).
+//! - `transport`: frames over TCP (coalesced writer, reader, keepalive),
+//!   sniffed bytes replayed, HTTP/2 writes within the flow-control window.
 //! - [`server`]: accept, tell the protocol, route, limit, run, shut down;
 //!   native, gRPC, JSON-RPC and HTTP/JSON on one port.
 //! - [`client`]: channels (native or gRPC), connection pools, call options.
