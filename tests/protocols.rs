@@ -32,6 +32,10 @@ async fn serde_services_answer_over_grpc_json() {
         probe.with_metadata("x-token", "abc").header("x-token".into()).await.expect("header"),
         Some("abc".into())
     );
+    // Metadata HTTP/2 cannot carry (connection-specific headers) is left
+    // out rather than failing the call, or the connection.
+    let probe_keep_alive = probe.with_metadata("keep-alive", "timeout=5");
+    assert_eq!(probe_keep_alive.header("keep-alive".into()).await.expect("still called"), None);
     let err = probe.fail(5, "no such thing".into()).await.expect_err("fails");
     assert_eq!((err.code(), err.message()), (Code::NotFound, "no such thing"));
     let err = probe.with_timeout(Duration::from_millis(50)).sleep(2000).await.expect_err("deadline");

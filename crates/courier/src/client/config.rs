@@ -33,6 +33,10 @@ impl Default for ChannelConfig {
     }
 }
 
+/// The gRPC mode's keepalive interval: grpc-go's servers accept one ping
+/// per 5 minutes by default.
+const GRPC_KEEPALIVE: Duration = Duration::from_secs(300);
+
 /// Configures a [`Channel`] to one address.
 #[derive(Clone, Debug)]
 #[must_use = "a builder does nothing until built"]
@@ -73,10 +77,10 @@ impl ChannelBuilder {
     /// within the same time the connection is declared dead and its calls
     /// fail with `Unavailable`. Default 30 s; `None` disables pings.
     ///
-    /// In gRPC mode the default is no pings, and pings go out only while
-    /// calls are in flight, as grpc-go's clients do: grpc-go servers close
-    /// connections that ping more often than their enforcement policy
-    /// allows (every 5 minutes by default) with `too_many_pings`.
+    /// In gRPC mode the default is 5 minutes, and pings go out only while
+    /// calls are in flight: grpc-go servers close connections that ping
+    /// more often than their enforcement policy allows (once per 5 minutes
+    /// by default), or at all while idle, with `too_many_pings`.
     pub fn keepalive_interval(mut self, interval: Option<Duration>) -> ChannelBuilder {
         self.config.keepalive_interval = interval;
         self.keepalive_chosen = true;
@@ -123,7 +127,7 @@ impl ChannelBuilder {
     fn into_config(self) -> (String, ChannelConfig, bool) {
         let mut config = self.config;
         if self.grpc && !self.keepalive_chosen {
-            config.keepalive_interval = None;
+            config.keepalive_interval = Some(GRPC_KEEPALIVE);
         }
         (self.addr, config, self.grpc)
     }
@@ -167,7 +171,7 @@ mod tests {
         #[cfg(feature = "grpc")]
         {
             let grpc = ChannelBuilder::new("127.0.0.1:1").grpc().into_config().1;
-            assert_eq!(grpc.keepalive_interval, None, "grpc-go punishes frequent pings");
+            assert_eq!(grpc.keepalive_interval, Some(GRPC_KEEPALIVE), "grpc-go punishes frequent pings");
             let chosen = ChannelBuilder::new("127.0.0.1:1")
                 .keepalive_interval(Some(Duration::from_secs(600)))
                 .grpc()

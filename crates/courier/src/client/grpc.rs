@@ -3,8 +3,9 @@
 //!
 //! The same [`Pool`] as the native client keeps the connections (opened
 //! lazily, reopened with backoff); each connection is an h2 client whose
-//! driver task also sends keepalive pings (off by default, and only while
-//! calls are in flight: grpc-go servers punish idle pings). A call the
+//! driver task also sends keepalive pings (every 5 minutes by default, and
+//! only while calls are in flight: grpc-go servers punish frequent or idle
+//! pings). A call the
 //! server refused unprocessed (GOAWAY, REFUSED_STREAM) moves to a fresh
 //! connection. A call is one stream: request
 //! headers (`content-type` from the codec, `grpc-timeout` from the
@@ -172,8 +173,10 @@ impl GrpcChannel {
             let request = build_request(&connection.authority, path.clone(), codec, options, deadline)
                 .map_err(AttemptError::NotSent)?;
             match attempt(&connection, request, message.clone(), max_message).await {
-                Err(Attempt::Refused(status)) => {
-                    connection.closed.store(true, Ordering::Release);
+                Err(Attempt::Refused { status, retire }) => {
+                    if retire {
+                        connection.closed.store(true, Ordering::Release);
+                    }
                     refused = Some(status);
                 }
                 Err(Attempt::Failed(err)) => return Err(err),
@@ -205,7 +208,13 @@ impl Drop for InFlight<'_> {
 /// How one try on one connection failed.
 enum Attempt {
     /// The server never processed the call: try a fresh connection.
-    Refused(Status),
+    Refused {
+        status: Status,
+        /// Whether the connection is going away (GOAWAY, closed) rather
+        /// than refusing just this stream (REFUSED_STREAM: over the
+        /// server's stream limit, which says nothing about the connection).
+        retire: bool,
+    },
     /// The call failed for good.
     Failed(AttemptError),
 }
@@ -218,9 +227,8 @@ async fn attempt(
     max_message: usize,
 ) -> Result<Bytes, Attempt> {
     let _active = InFlight::enter(&connection.active);
-    let mut send = connection.send.clone().ready().await.map_err(|err| Attempt::Refused(lost(&err)))?;
-    let (response, mut stream) =
-        send.send_request(request, false).map_err(|err| Attempt::Refused(lost(&err)))?;
+    let mut send = connection.send.clone().ready().await.map_err(|err| not_sent(&err))?;
+    let (response, mut stream) = send.send_request(request, false).map_err(|err| not_sent(&err))?;
     stream.send_data(message, true).map_err(|err| sent_error(&err))?;
     let response = response.await.map_err(|err| sent_error(&err))?;
     read_reply(response, max_message).await.map_err(|status| Attempt::Failed(AttemptError::Failed(status)))
@@ -270,8 +278,19 @@ fn build_request(
 }
 
 /// Why a connection could not take a call: nothing was sent.
-fn lost(err: &h2::Error) -> Status {
-    Status::unavailable(format!("the gRPC connection is gone: {err}"))
+fn not_sent(err: &h2::Error) -> Attempt {
+    // h2 reports what it refuses to send (a header HTTP/2 forbids, say)
+    // as an error with no reason that is not I/O: the call's own fault,
+    // which another connection would refuse the same way.
+    if !err.is_io() && !err.is_go_away() && !err.is_reset() && err.reason().is_none() {
+        return Attempt::Failed(AttemptError::NotSent(Status::invalid_argument(format!(
+            "the request cannot be sent over HTTP/2: {err}"
+        ))));
+    }
+    Attempt::Refused {
+        status: Status::unavailable(format!("the gRPC connection is gone: {err}")),
+        retire: true,
+    }
 }
 
 /// A failure after the request went out. A stream the server refused
@@ -280,10 +299,16 @@ fn lost(err: &h2::Error) -> Status {
 /// may have run, so it is not taken as proof.)
 fn sent_error(err: &h2::Error) -> Attempt {
     if err.reason() == Some(Reason::REFUSED_STREAM) {
-        return Attempt::Refused(Status::unavailable(format!("the server refused the stream: {err}")));
+        return Attempt::Refused {
+            status: Status::unavailable(format!("the server refused the stream: {err}")),
+            retire: false,
+        };
     }
     if err.is_go_away() && err.is_remote() && err.reason() == Some(Reason::NO_ERROR) {
-        return Attempt::Refused(Status::unavailable(format!("the server is shutting down: {err}")));
+        return Attempt::Refused {
+            status: Status::unavailable(format!("the server is shutting down: {err}")),
+            retire: true,
+        };
     }
     if err.reason() == Some(Reason::CANCEL) {
         return Attempt::Failed(AttemptError::Failed(Status::cancelled(format!(

@@ -49,6 +49,8 @@ use crate::transport::tcp;
 /// slot in the reply queue before it is read, so a peer that stops reading
 /// replies stops having its requests read once this many are waiting.
 const REPLY_SLOTS: usize = 1024;
+/// Replies gathered into one write, in bytes (one reply may exceed it).
+const BATCH_BYTES: usize = 256 * 1024;
 /// How long the last replies may take to flush when the connection ends.
 const FLUSH_GRACE: Duration = Duration::from_secs(5);
 
@@ -194,9 +196,19 @@ async fn write_replies(
 ) -> std::io::Result<()> {
     let mut batch = Vec::new();
     while let Some(reply) = queued.recv().await {
+        // A big buffer left by a burst of large replies is not kept for the
+        // life of the connection.
+        if batch.capacity() > BATCH_BYTES * 2 {
+            batch = Vec::new();
+        }
         batch.clear();
         batch.extend_from_slice(&reply);
-        while let Ok(more) = queued.try_recv() {
+        // Gather what is ready, up to a bound: taking a reply out of the
+        // queue frees its slot, so gathering without one would let a
+        // non-reading peer's replies pile up beyond the queue.
+        while batch.len() < BATCH_BYTES
+            && let Ok(more) = queued.try_recv()
+        {
             batch.extend_from_slice(&more);
         }
         let mut rest = &batch[..];

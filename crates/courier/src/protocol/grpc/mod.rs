@@ -146,23 +146,22 @@ impl MessageDecoder {
         self.buf.len()
     }
 
-    /// At the end of the body: an error if a message was cut short.
+    /// At the end of the body: an error if a message was cut short
+    /// (whole messages not yet taken are stepped over).
     pub fn finish(&self) -> Result<(), GrpcError> {
-        if self.buf.is_empty() {
-            return Ok(());
+        let mut rest = &self.buf[..];
+        while !rest.is_empty() {
+            if rest.len() < PREFIX_LEN {
+                return Err(GrpcError::Truncated { missing: PREFIX_LEN - rest.len() });
+            }
+            let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+            let end = PREFIX_LEN.saturating_add(len);
+            match rest.get(end..) {
+                Some(after) => rest = after,
+                None => return Err(GrpcError::Truncated { missing: end - rest.len() }),
+            }
         }
-        let missing = if self.buf.len() < PREFIX_LEN {
-            PREFIX_LEN - self.buf.len()
-        } else {
-            let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
-            // Zero when a whole message is still buffered (the caller did
-            // not take it): nothing was cut short.
-            (PREFIX_LEN + len).saturating_sub(self.buf.len())
-        };
-        if missing == 0 {
-            return Ok(());
-        }
-        Err(GrpcError::Truncated { missing })
+        Ok(())
     }
 }
 
@@ -421,7 +420,9 @@ pub fn encode_base64(value: &[u8]) -> String {
 pub fn is_reserved_header(name: &str) -> bool {
     name.starts_with("grpc-")
         || name.starts_with(':')
-        || matches!(name, "content-type" | "te" | "content-length" | "connection" | "host" | "user-agent")
+        || matches!(name, "content-type" | "te" | "content-length" | "host" | "user-agent")
+        // Connection-specific headers, which HTTP/2 forbids (RFC 9113 §8.2.2).
+        || matches!(name, "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade")
 }
 
 /// Request metadata: every header that is not gRPC's or HTTP's own. Values
@@ -531,8 +532,12 @@ mod tests {
     #[test]
     fn finishing_with_a_whole_message_unread_is_not_truncation() {
         let mut decoder = MessageDecoder::new(1024);
-        decoder.push(&[0, 0, 0, 0, 1, b'x', 0, 0]);
+        decoder.push(&[0, 0, 0, 0, 1, b'x', 0, 0, 0, 0, 0]);
         assert_eq!(decoder.finish(), Ok(()));
+        // ...but a partial one after it is.
+        let mut decoder = MessageDecoder::new(1024);
+        decoder.push(&[0, 0, 0, 0, 1, b'x', 0, 0]);
+        assert_eq!(decoder.finish(), Err(GrpcError::Truncated { missing: 3 }));
         let mut decoder = MessageDecoder::new(1024);
         decoder.push(&[0, 0, 0, 0, 3, b'x']);
         assert_eq!(decoder.finish(), Err(GrpcError::Truncated { missing: 2 }));

@@ -113,13 +113,13 @@ pub(crate) async fn serve(
             let status = Status::not_found(format!("unknown service `{}`", request.service));
             return send_trailers_only(&mut respond, codec, &status, &Metadata::new());
         };
-        return send_one(&mut respond, codec, current).await;
+        return send_one(&mut respond, codec, current, server.config.keepalive_interval).await;
     }
     // Watch: now, then at the shutdown.
     let response = super::response_head(codec);
     let Ok(mut stream) = respond.send_response(response, false) else { return };
     let Ok(first) = encode(codec, current.unwrap_or(ServingStatus::ServiceUnknown)) else { return };
-    if send_data(&mut stream, first).await.is_err() {
+    if send_data(&mut stream, first, server.config.keepalive_interval).await.is_err() {
         return;
     }
     if !stopping {
@@ -131,7 +131,7 @@ pub(crate) async fn serve(
         }
         if current.is_some() {
             let Ok(last) = encode(codec, ServingStatus::NotServing) else { return };
-            if send_data(&mut stream, last).await.is_err() {
+            if send_data(&mut stream, last, server.config.keepalive_interval).await.is_err() {
                 return;
             }
         }
@@ -139,14 +139,19 @@ pub(crate) async fn serve(
     send_ok_trailers(&mut stream);
 }
 
-async fn send_one(respond: &mut SendResponse<Bytes>, codec: Codec, status: ServingStatus) {
+async fn send_one(
+    respond: &mut SendResponse<Bytes>,
+    codec: Codec,
+    status: ServingStatus,
+    stall: Option<std::time::Duration>,
+) {
     let message = match encode(codec, status) {
         Ok(message) => message,
         Err(status) => return send_trailers_only(respond, codec, &status, &Metadata::new()),
     };
     let response = super::response_head(codec);
     let Ok(mut stream) = respond.send_response(response, false) else { return };
-    if send_data(&mut stream, message).await.is_ok() {
+    if send_data(&mut stream, message, stall).await.is_ok() {
         send_ok_trailers(&mut stream);
     }
 }

@@ -37,9 +37,9 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use super::ServerShared;
 use super::call;
 use super::inline::InlinePolicy;
+use super::{ServerConfig, ServerShared};
 use crate::codec::Codec;
 use crate::context::Context;
 use crate::metadata::Metadata;
@@ -190,7 +190,7 @@ async fn call(
         return reflection::serve(codec, body, respond, &server, shutdown).await;
     }
     let reply = answer(&parts.headers, path, codec, body, &mut respond, &server, peer, shutdown).await;
-    send_reply(&mut respond, reply, server.config.max_frame_size).await;
+    send_reply(&mut respond, reply, &server.config).await;
 }
 
 /// Route, read, run.
@@ -366,7 +366,8 @@ pub(crate) fn response_head(codec: Codec) -> Response<()> {
 /// Write the answer: headers, the message and trailers, or, for an error,
 /// one trailers-only response. The message goes out as the client's
 /// flow-control window allows (see `transport::h2_send`).
-async fn send_reply(respond: &mut SendResponse<Bytes>, reply: Reply, max_message: usize) {
+async fn send_reply(respond: &mut SendResponse<Bytes>, reply: Reply, config: &ServerConfig) {
+    let max_message = config.max_frame_size;
     let message = match reply.outcome.and_then(|body| frame_message(&body, reply.encoding, max_message)) {
         Ok(message) => message,
         Err(status) => return send_trailers_only(respond, reply.codec, &status, &reply.metadata),
@@ -377,7 +378,7 @@ async fn send_reply(respond: &mut SendResponse<Bytes>, reply: Reply, max_message
     }
     put_metadata(response.headers_mut(), &reply.metadata);
     let Ok(mut stream) = respond.send_response(response, false) else { return };
-    if send_data(&mut stream, message).await.is_ok() {
+    if send_data(&mut stream, message, config.keepalive_interval).await.is_ok() {
         send_ok_trailers(&mut stream);
     }
 }

@@ -184,7 +184,7 @@ impl Index {
 }
 
 /// Serve one reflection stream: an answer per request, until the client
-/// ends its side or the server shuts down. The next request is read only
+/// ends its side or the server shuts down (`UNAVAILABLE`, between answers). The next request is read only
 /// once the last answer is on its way (within the client's flow-control
 /// window), so a client that asks without reading cannot pile answers up.
 pub(crate) async fn serve(
@@ -203,26 +203,34 @@ pub(crate) async fn serve(
     let Ok(mut stream) = respond.send_response(response, false) else { return };
     let mut decoder = MessageDecoder::new(64 * 1024);
     let mut sent = HashSet::new();
-    let answering = async {
+    let stall = server.config.keepalive_interval;
+    let outcome: Result<(), Status> = async {
         loop {
             while let Some(message) =
                 decoder.next_message().map_err(|err| Status::invalid_argument(err.to_string()))?
             {
                 let framed = respond_to(index, &message, &mut sent)?;
-                send_data(&mut stream, framed).await.map_err(|err| Status::cancelled(err.to_string()))?;
+                send_data(&mut stream, framed, stall)
+                    .await
+                    .map_err(|err| Status::cancelled(err.to_string()))?;
             }
-            let Some(chunk) = body.data().await else { break };
+            // Between answers (never halfway through one), a shutdown ends
+            // the stream: a tool holding it open must not hold up the drain.
+            let chunk = tokio::select! {
+                biased;
+                chunk = body.data() => chunk,
+                _ = shutdown.wait_for(|stop| *stop) => {
+                    return Err(Status::unavailable("the server is shutting down"));
+                }
+            };
+            let Some(chunk) = chunk else { break };
             let chunk = chunk.map_err(|err| Status::cancelled(err.to_string()))?;
             let _ = body.flow_control().release_capacity(chunk.len());
             decoder.push(&chunk);
         }
         decoder.finish().map_err(|err| Status::invalid_argument(err.to_string()))
-    };
-    // A tool holding its stream open must not hold up a graceful shutdown.
-    let outcome = tokio::select! {
-        outcome = answering => outcome,
-        _ = shutdown.wait_for(|stop| *stop) => Ok(()),
-    };
+    }
+    .await;
     let mut trailers = HeaderMap::new();
     match outcome {
         Ok(()) => {
