@@ -466,8 +466,26 @@ async fn reflection_v1_lists_services_and_health_watch_ends_at_shutdown() {
     let mut recv = response.await.expect("response").into_body();
     let first = recv.data().await.expect("a message").expect("data");
     assert_eq!(&first[..], &[0, 0, 0, 0, 2, 0x08, 1], "SERVING");
+    // And a reflection stream a tool holds open: it ends UNAVAILABLE.
+    let request = Request::builder()
+        .method("POST")
+        .uri("http://test/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+        .header("content-type", "application/grpc")
+        .body(())
+        .expect("request");
+    let mut sender = client.clone().ready().await.expect("ready");
+    let (reflection, mut asking) = sender.send_request(request, false).expect("send");
+    asking.send_data(Bytes::from_static(&[0, 0, 0, 0, 2, 0x3a, 0]), false).expect("ask");
+    let mut reflection = reflection.await.expect("response").into_body();
+    let answer = reflection.data().await.expect("an answer").expect("data");
+    assert!(answer.len() > 5, "a list of services");
     let started = Instant::now();
     let shutdown = tokio::spawn(server.shutdown());
+    while let Some(chunk) = reflection.data().await {
+        chunk.expect("data");
+    }
+    let trailers = reflection.trailers().await.expect("trailers").expect("some");
+    assert_eq!(trailers["grpc-status"], "14", "UNAVAILABLE: {trailers:?}");
     let mut rest = BytesMut::new();
     while let Some(chunk) = recv.data().await {
         rest.extend_from_slice(&chunk.expect("data"));
@@ -643,4 +661,39 @@ async fn the_grpc_client_moves_a_call_refused_by_goaway_to_a_new_connection() {
     }
     // Round 0: the refusing connection and its replacement; round 1: one.
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_reply_the_client_grants_no_window_for_is_reset_after_a_keepalive_interval() {
+    let (server, _) = start_server(|b| b.keepalive_interval(Some(Duration::from_millis(500)))).await;
+    let client = h2_client(server.local_addr()).await;
+    let request = Request::builder()
+        .method("POST")
+        .uri("http://test/Probe/Sized")
+        .header("content-type", "application/grpc+json")
+        .body(())
+        .expect("request");
+    let mut sender = client.clone().ready().await.expect("ready");
+    let (response, mut stream) = sender.send_request(request, false).expect("send");
+    // 1 MiB asked for; the client's 64 KiB window is never given back.
+    stream
+        .send_data(Bytes::from_static(&[0, 0, 0, 0, 7, b'1', b'0', b'4', b'8', b'5', b'7', b'6']), true)
+        .expect("body");
+    let mut body = response.await.expect("response").into_body();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut received = 0;
+    let outcome = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match body.data().await {
+                Some(Ok(chunk)) => received += chunk.len(),
+                Some(Err(err)) => break Err(err),
+                None => break Ok(()),
+            }
+        }
+    })
+    .await
+    .expect("the server reset the stream rather than waiting for window forever");
+    let err = outcome.expect_err("the stream was reset");
+    assert_eq!(err.reason(), Some(h2::Reason::CANCEL), "{err}");
+    assert!(received < 1 << 20, "{received} bytes arrived");
 }
