@@ -6,30 +6,57 @@
 #
 # Tests start their own servers (and their own etcd) on free 127.0.0.1
 # ports with temporary directories. The real peers they need are installed
-# here when missing, so nothing is ever skipped silently:
-#   - etcd and etcdctl (Debian's etcd-server, etcd-client) for the etcd tests;
-#   - protoc (protobuf-compiler), which etcd-client's build needs;
+# here when missing, so nothing is ever skipped silently. Every package is
+# installed with --no-install-recommends, so each one named here is checked
+# by a command or a file it must provide, not only by its main command:
+#   - etcd and etcdctl (etcd-server, etcd-client) for the etcd tests;
+#   - protoc (protobuf-compiler) and the well-known types it imports
+#     (libprotobuf-dev: google/protobuf/descriptor.proto), which
+#     etcd-client's build script needs;
 #   - curl, for the HTTP/JSON tests;
-#   - Python's grpcio (and its tools, health and reflection packages) in a
-#     virtualenv under target/pyenv, for the gRPC interop tests.
+#   - Go with grpc-go and etcd's 3.4 client (golang-go,
+#     golang-google-grpc-dev, golang-etcd-server-dev), built in GOPATH mode
+#     by the tests that run real Go clients;
+#   - python3-venv, and Python's grpcio (and its tools, health and
+#     reflection packages) in a virtualenv under target/pyenv, for the gRPC
+#     interop tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 started=$SECONDS
 step() { printf '\n==> %s (%ds)\n' "$*" "$((SECONDS - started))"; }
 
-missing=()
-command -v etcd >/dev/null || missing+=(etcd-server)
-command -v etcdctl >/dev/null || missing+=(etcd-client)
-command -v protoc >/dev/null || missing+=(protobuf-compiler)
-command -v curl >/dev/null || missing+=(curl)
-python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+gocode=/usr/share/gocode/src
+need_command() { command -v "$2" >/dev/null || missing+=("$1"); } # package command
+need_file() { [ -e "$2" ] || missing+=("$1"); }                   # package file
+check_requirements() { # fills $missing with the packages to install
+  missing=()
+  need_command etcd-server etcd
+  need_command etcd-client etcdctl
+  need_command protobuf-compiler protoc
+  need_file libprotobuf-dev /usr/include/google/protobuf/descriptor.proto
+  need_file libprotobuf-dev /usr/include/google/protobuf/struct.proto
+  need_command curl curl
+  need_command golang-go go
+  need_file golang-google-grpc-dev "$gocode/google.golang.org/grpc/balancer/roundrobin/roundrobin.go"
+  need_file golang-etcd-server-dev "$gocode/go.etcd.io/etcd/clientv3/naming/resolver/resolver.go"
+  python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u | sed '/^$/d')
+}
+check_requirements
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing the real peers the tests need: ${missing[*]}"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # Check again: a package that installed but lacks what we rely on (a
+  # renamed file, a split package) fails here, not deep in a build.
+  check_requirements
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "still missing after installing: ${missing[*]}" >&2
+    exit 1
+  fi
 fi
 
 # Pinned, so every run talks to the same peer.
