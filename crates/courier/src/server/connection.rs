@@ -32,7 +32,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 
 use super::call;
-use super::limits::{Limit, Permit};
+use super::admission::{CallPermits, ConnectionSlots};
 use super::{ServerConfig, ServerShared};
 use crate::codec::Codec;
 use crate::context::Context;
@@ -266,7 +266,7 @@ async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> End {
     let config = &server.config;
-    let per_connection = Limit::new(config.max_concurrent_calls_per_connection);
+    let slots = server.admission.connection();
     let mut keepalive = config.keepalive_interval.map(|interval| Keepalive::new(interval, Instant::now()));
     let keepalive_timer =
         tokio::time::sleep_until(keepalive.as_ref().map_or_else(far_future, Keepalive::deadline).into());
@@ -296,7 +296,7 @@ async fn run(
                 frame,
                 conn,
                 server,
-                &per_connection,
+                &slots,
                 peer,
                 &mut drain,
                 &mut last_call_id,
@@ -414,7 +414,7 @@ async fn handle_frame(
     frame: Frame,
     conn: &Arc<Conn>,
     server: &Arc<ServerShared>,
-    per_connection: &Arc<Limit>,
+    slots: &ConnectionSlots,
     peer: SocketAddr,
     drain: &mut Drain,
     last_call_id: &mut u32,
@@ -443,7 +443,7 @@ async fn handle_frame(
                 }
                 return None;
             }
-            start_call(frame, conn, server, per_connection, peer, budget, shutdown).await;
+            start_call(frame, conn, server, slots, peer, budget, shutdown).await;
         }
         FrameKind::Cancel => {
             let entry = conn.calls().remove(&frame.header.call_id);
@@ -500,7 +500,7 @@ struct Admitted {
     route: super::router::Route,
     deadline: Option<Duration>,
     metadata: Metadata,
-    permits: (Permit, Permit),
+    permits: CallPermits,
 }
 
 /// Check a request before starting it; on refusal, the codec to answer in
@@ -508,7 +508,7 @@ struct Admitted {
 fn admit(
     frame: &Frame,
     server: &ServerShared,
-    per_connection: &Arc<Limit>,
+    slots: &ConnectionSlots,
 ) -> Result<Admitted, (Codec, Status)> {
     let config: &ServerConfig = &server.config;
     let Some(codec) = Codec::from_id(frame.header.codec) else {
@@ -540,30 +540,13 @@ fn admit(
     }
     let route = server.router.route(head.method).map_err(|status| (codec, status))?.clone();
     route.check_codec(codec).map_err(|status| (codec, status))?;
-    let connection_permit = per_connection.try_acquire().ok_or_else(|| {
-        (
-            codec,
-            Status::resource_exhausted(format!(
-                "too many concurrent calls on this connection (limit {})",
-                per_connection.max()
-            )),
-        )
-    })?;
-    let server_permit = server.limit.try_acquire().ok_or_else(|| {
-        (
-            codec,
-            Status::resource_exhausted(format!(
-                "the server is at its limit of {} concurrent calls",
-                server.limit.max()
-            )),
-        )
-    })?;
+    let permits = server.admission.admit(slots, route.method.full_name).map_err(|status| (codec, status))?;
     Ok(Admitted {
         codec,
         route,
         deadline: head.deadline,
         metadata: head.headers.collect(),
-        permits: (connection_permit, server_permit),
+        permits,
     })
 }
 
@@ -571,14 +554,14 @@ async fn start_call(
     frame: Frame,
     conn: &Arc<Conn>,
     server: &Arc<ServerShared>,
-    per_connection: &Arc<Limit>,
+    slots: &ConnectionSlots,
     peer: SocketAddr,
     budget: &Budget,
     shutdown: &watch::Receiver<bool>,
 ) {
     let call_id = frame.header.call_id;
     let one_way = frame.header.kind == FrameKind::OneWay;
-    let Admitted { codec, route, deadline, metadata, permits } = match admit(&frame, server, per_connection) {
+    let Admitted { codec, route, deadline, metadata, permits } = match admit(&frame, server, slots) {
         Ok(admitted) => admitted,
         Err((codec, status)) => {
             if one_way {

@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
+use super::admission::ConnectionSlots;
 use super::{ServerShared, call};
 use crate::codec::Codec;
 use crate::context::Context;
@@ -59,10 +60,12 @@ pub(crate) async fn serve<T>(
         .max_buf_size(config.max_metadata_size.max(8192));
     let handler_server = server.clone();
     let handler_shutdown = shutdown.clone();
+    let slots = Arc::new(server.admission.connection());
     let service = hyper::service::service_fn(move |request| {
         let server = handler_server.clone();
         let shutdown = handler_shutdown.clone();
-        async move { Ok::<_, Infallible>(handle(request, &server, peer, shutdown).await) }
+        let slots = slots.clone();
+        async move { Ok::<_, Infallible>(handle(request, &server, &slots, peer, shutdown).await) }
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
@@ -87,6 +90,7 @@ type Reply = Response<Full<Bytes>>;
 async fn handle(
     request: Request<Incoming>,
     server: &ServerShared,
+    slots: &ConnectionSlots,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) -> Reply {
@@ -152,14 +156,9 @@ async fn handle(
     };
     // No body means no arguments.
     let body = if body.iter().all(u8::is_ascii_whitespace) { Bytes::from_static(b"{}") } else { body };
-    let Some(_permit) = server.limit.try_acquire() else {
-        return error_reply(
-            StatusCode::TOO_MANY_REQUESTS,
-            &Status::resource_exhausted(format!(
-                "the server is at its limit of {} concurrent calls",
-                server.limit.max()
-            )),
-        );
+    let _permits = match server.admission.admit(slots, route.method.full_name) {
+        Ok(permits) => permits,
+        Err(status) => return error_reply(http_status_of(status.code()), &status),
     };
     let mut cx = Context::new(route.method.full_name, Codec::Json)
         .with_deadline(deadline)

@@ -36,7 +36,7 @@ use tokio::sync::mpsc::{self, OwnedPermit};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::limits::Limit;
+use super::admission::ConnectionSlots;
 use super::{ServerShared, call};
 use crate::codec::Codec;
 use crate::context::Context;
@@ -69,7 +69,7 @@ pub(crate) async fn serve(
     let (replies, queued) = mpsc::channel::<Vec<u8>>(REPLY_SLOTS);
     let config = &server.config;
     let mut writer = WriterTask(tokio::spawn(write_replies(write, queued, config.keepalive_interval)));
-    let per_connection = Limit::new(config.max_concurrent_calls_per_connection);
+    let slots = server.admission.connection();
     let mut buf = sniffed;
     let mut splitter = Splitter::default();
     let mut calls = JoinSet::new();
@@ -99,7 +99,7 @@ pub(crate) async fn serve(
                     splitter.consumed(end);
                     match parse_request(&request[start..]) {
                         Ok(request) => {
-                            start_call(request, reply, &server, &per_connection, &mut calls, peer, &shutdown);
+                            start_call(request, reply, &server, &slots, &mut calls, peer, &shutdown);
                         }
                         Err((err, id)) => {
                             reply.send(encode_response(&id, Err(&err.to_string())));
@@ -233,7 +233,7 @@ fn start_call(
     request: Request,
     reply: ReplySlot,
     server: &Arc<ServerShared>,
-    per_connection: &Arc<Limit>,
+    slots: &ConnectionSlots,
     calls: &mut JoinSet<()>,
     peer: SocketAddr,
     shutdown: &watch::Receiver<bool>,
@@ -242,19 +242,8 @@ fn start_call(
     let admitted = (|| {
         let route = server.router.route(&method)?.clone();
         let body = arguments(route.method.args, params)?;
-        let connection_permit = per_connection.try_acquire().ok_or_else(|| {
-            Status::resource_exhausted(format!(
-                "too many concurrent calls on this connection (limit {})",
-                per_connection.max()
-            ))
-        })?;
-        let server_permit = server.limit.try_acquire().ok_or_else(|| {
-            Status::resource_exhausted(format!(
-                "the server is at its limit of {} concurrent calls",
-                server.limit.max()
-            ))
-        })?;
-        Ok::<_, Status>((route, body, (connection_permit, server_permit)))
+        let permits = server.admission.admit(slots, route.method.full_name)?;
+        Ok::<_, Status>((route, body, permits))
     })();
     let (route, body, permits) = match admitted {
         Ok(admitted) => admitted,

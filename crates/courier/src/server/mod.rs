@@ -23,10 +23,27 @@
 //! - `jsonrpc`: one JSON-RPC 1.0 connection.
 //! - `http`: one HTTP/1.1 connection with JSON bodies (feature
 //!   `http-json`).
+//! - `admission`: the concurrency slots every call takes, on every
+//!   protocol (server-wide, per connection, or a method's own).
+//! - `budget`: the server-wide memory budget for requests being received
+//!   and calls in flight.
 //! - `call`: one call (deadline, panic isolation, reply encoding).
-//! - `limits`: per-server and per-connection concurrency limits.
+//! - `limits`: the counter behind every concurrency limit.
+//! - `accept`: the listener loop (connection cap, accept errors).
+//! - `stats`: counters of what was refused or closed, and why.
 //! - `registration`: keeping the services registered in a registry.
+//!
+//! What a server protects itself with, whatever its peers do: a cap on
+//! open connections (those beyond it are closed at once), a handshake
+//! timeout for a connection's first bytes, progress timeouts for a request
+//! that has started arriving (no gap over 20 s, about 60 s in all for a
+//! trickle; see [`ServerBuilder::request_timeout`]), concurrency limits
+//! (server-wide, per connection and per method), and a memory budget
+//! across every request being received and every call in flight.
 
+mod accept;
+mod admission;
+mod budget;
 mod call;
 mod connection;
 mod dispatch;
@@ -39,6 +56,7 @@ mod jsonrpc;
 mod limits;
 mod registration;
 mod router;
+mod stats;
 
 use std::future::Future;
 use std::io;
@@ -50,7 +68,9 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+pub use admission::MethodLimit;
 pub use router::DuplicateService;
+pub use stats::ServerStats;
 
 pub use crate::protocol::sniff::Protocol;
 
@@ -89,6 +109,14 @@ pub(crate) struct ServerConfig {
     pub(crate) keepalive_interval: Option<Duration>,
     pub(crate) write_high_water: usize,
     pub(crate) protocols: dispatch::Protocols,
+    /// Connections open at once; `None` until set (then derived from the
+    /// open-file limit when the server starts).
+    pub(crate) max_connections: Option<usize>,
+    /// Bytes of requests being received and calls in flight; `None` for
+    /// the default (see `budget::default_budget`).
+    pub(crate) memory_budget: Option<usize>,
+    pub(crate) request_timeouts: crate::transport::progress::RequestTimeouts,
+    pub(crate) method_limits: std::collections::HashMap<String, MethodLimit>,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +131,10 @@ impl Default for ServerConfig {
             keepalive_interval: Some(Duration::from_secs(60)),
             write_high_water: 4 * 1024 * 1024,
             protocols: dispatch::Protocols::default(),
+            max_connections: None,
+            memory_budget: None,
+            request_timeouts: crate::transport::progress::RequestTimeouts::default(),
+            method_limits: std::collections::HashMap::new(),
         }
     }
 }
@@ -151,7 +183,11 @@ impl RegistrationOptions {
 pub(crate) struct ServerShared {
     pub(crate) router: router::Router,
     pub(crate) config: ServerConfig,
-    pub(crate) limit: Arc<limits::Limit>,
+    /// The concurrency slots every call takes.
+    pub(crate) admission: admission::Admission,
+    /// The memory budget every request's bytes are reserved against.
+    pub(crate) budget: Arc<budget::MemoryBudget>,
+    pub(crate) stats: Arc<stats::Stats>,
     /// What gRPC reflection answers from, built on first use.
     #[cfg(feature = "grpc")]
     pub(crate) reflection: std::sync::OnceLock<grpc::reflection::Index>,
@@ -201,6 +237,65 @@ impl ServerBuilder {
     /// Calls running at once on one connection. Default 1,000.
     pub fn max_concurrent_calls_per_connection(mut self, limit: usize) -> ServerBuilder {
         self.config.max_concurrent_calls_per_connection = limit;
+        self
+    }
+
+    /// Give one method (`"Service.Method"`) concurrency pools of its own:
+    /// its calls take their slots from these instead of the server-wide
+    /// and per-connection ones, so a flood of them (long polls, say) cannot
+    /// take the capacity every other method needs. Over its limit, a call
+    /// is refused with `ResourceExhausted` at once.
+    pub fn method_limit(mut self, method: impl Into<String>, limit: MethodLimit) -> ServerBuilder {
+        self.config.method_limits.insert(method.into(), limit);
+        self
+    }
+
+    /// Connections open at once. Connections beyond it are accepted and
+    /// closed at once (counted in [`ServerStats::connections_refused`] and
+    /// logged), so a flood of connections neither locks out the ones
+    /// already open nor leaves new ones hanging in the listen queue.
+    /// Default: 10,000, or less where the process's open-file limit
+    /// (`ulimit -n`) would run out first: a tenth of that limit (at least
+    /// 32 descriptors) is kept for everything else the process opens.
+    pub fn max_connections(mut self, limit: usize) -> ServerBuilder {
+        self.config.max_connections = Some(limit);
+        self
+    }
+
+    /// The memory budget across every connection: bytes of requests being
+    /// received plus those of calls in flight. A request that would take
+    /// the server past it is refused with `ResourceExhausted` (its bytes
+    /// are not kept), and other callers go on being served. Default 1 GiB,
+    /// or a quarter of the memory the process may use (its cgroup's limit,
+    /// or the machine's memory) if that is less.
+    pub fn memory_budget(mut self, bytes: usize) -> ServerBuilder {
+        self.config.memory_budget = Some(bytes);
+        self
+    }
+
+    /// How long a request that has started arriving may take in all:
+    /// 60 s by default, extended by a second for every
+    /// [`request_min_rate`](ServerBuilder::request_min_rate) bytes received,
+    /// so a large request on a slow link still arrives while a trickle is
+    /// cut off. An overdue request's connection is closed (on HTTP/2, its
+    /// stream is reset), logged and counted. Idle time *between* requests
+    /// is not limited by this (see [`keepalive_interval`](ServerBuilder::keepalive_interval)).
+    pub fn request_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.request_timeouts.timeout = timeout;
+        self
+    }
+
+    /// The longest a started request may go without a byte arriving.
+    /// Default 20 s.
+    pub fn request_stall_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.request_timeouts.stall = timeout;
+        self
+    }
+
+    /// Bytes per second that earn a started request one more second beyond
+    /// [`request_timeout`](ServerBuilder::request_timeout). Default 32 KiB.
+    pub fn request_min_rate(mut self, bytes_per_second: u64) -> ServerBuilder {
+        self.config.request_timeouts.min_rate = bytes_per_second;
         self
     }
 
@@ -317,10 +412,22 @@ impl ServerBuilder {
             return Err(err.into());
         }
         let local_addr = listener.local_addr().map_err(ServeError::Accept)?;
+        let stats = Arc::new(stats::Stats::default());
+        let mut config = self.config;
+        config.max_connections = Some(config.max_connections.unwrap_or_else(accept::default_max_connections));
+        let budget =
+            budget::MemoryBudget::new(config.memory_budget.unwrap_or_else(budget::default_budget), stats.clone());
         let shared = Arc::new(ServerShared {
-            limit: limits::Limit::new(self.config.max_concurrent_calls),
+            admission: admission::Admission::new(
+                config.max_concurrent_calls,
+                config.max_concurrent_calls_per_connection,
+                &config.method_limits,
+                stats.clone(),
+            ),
+            budget,
+            stats,
             router: self.router,
-            config: self.config,
+            config,
             #[cfg(feature = "grpc")]
             reflection: std::sync::OnceLock::new(),
         });
@@ -333,11 +440,16 @@ impl ServerBuilder {
     }
 
     /// Bind and serve until `signal` completes, then shut down gracefully.
-    pub async fn serve_with_shutdown(
+    /// Any future will do, whatever it returns: `tokio::signal::ctrl_c()`
+    /// as it is, a oneshot receiver, or `async {}` blocks.
+    pub async fn serve_with_shutdown<F>(
         self,
         addr: impl ToSocketAddrs + std::fmt::Display,
-        signal: impl Future<Output = ()> + Send,
-    ) -> Result<(), ServeError> {
+        signal: F,
+    ) -> Result<(), ServeError>
+    where
+        F: Future + Send,
+    {
         self.bind(addr).await?.serve_with_shutdown(signal).await
     }
 }
@@ -356,6 +468,12 @@ impl Listening {
         self.local_addr
     }
 
+    /// A live view of the server's counters (connections, refusals,
+    /// timeouts, memory budget); keep it to read them while it serves.
+    pub fn stats(&self) -> StatsHandle {
+        StatsHandle(self.shared.stats.clone())
+    }
+
     /// The names of the services this server offers.
     pub fn service_names(&self) -> Vec<&'static str> {
         self.shared.router.services().iter().map(|s| s.descriptor().name).collect()
@@ -363,16 +481,21 @@ impl Listening {
 
     /// Serve until the process ends.
     pub async fn serve(self) -> Result<(), ServeError> {
-        self.serve_with_shutdown(std::future::pending()).await
+        self.serve_with_shutdown(std::future::pending::<()>()).await
     }
 
     /// Serve until `signal` completes. Then: stop accepting (new connections
     /// are refused), send every connection a goaway, let in-flight calls
-    /// finish within the drain timeout, and close.
-    pub async fn serve_with_shutdown(
-        self,
-        signal: impl Future<Output = ()> + Send,
-    ) -> Result<(), ServeError> {
+    /// finish within the drain timeout, and close. `signal`'s output is
+    /// ignored (an error from `ctrl_c()` also means "stop").
+    pub async fn serve_with_shutdown<F>(self, signal: F) -> Result<(), ServeError>
+    where
+        F: Future + Send,
+    {
+        // Whatever the signal says, it means "stop".
+        let signal = async move {
+            let _ = signal.await;
+        };
         let Listening { listener, shared, local_addr, registration } = self;
         // Registered only once the listener is bound: consumers never see an
         // address that refuses them.
@@ -382,24 +505,22 @@ impl Listening {
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
+        let max_connections = shared.config.max_connections.unwrap_or_else(accept::default_max_connections);
+        let mut acceptor = accept::Acceptor::new(listener, max_connections, shared.stats.clone());
         tokio::pin!(signal);
         let result = loop {
             tokio::select! {
                 () = &mut signal => break Ok(()),
-                accepted = listener.accept() => match accepted {
+                accepted = acceptor.next() => match accepted {
                     Ok((stream, peer)) => {
-                        connections.spawn(dispatch::serve(stream, peer, shared.clone(), shutdown_rx.clone()));
+                        let open = shared.stats.connection_opened();
+                        let serve = dispatch::serve(stream, peer, shared.clone(), shutdown_rx.clone());
+                        connections.spawn(async move {
+                            let _open = open;
+                            serve.await;
+                        });
                     }
-                    Err(err) => match accept_error(&err) {
-                        AcceptError::PeerGone => tracing::debug!(%err, "accept: peer went away"),
-                        AcceptError::OutOfResources => {
-                            // Out of file descriptors or memory: back off
-                            // instead of spinning, and keep serving who we have.
-                            tracing::warn!(%err, "accept failed; retrying shortly");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        AcceptError::Fatal => break Err(ServeError::Accept(err)),
-                    },
+                    Err(err) => break Err(ServeError::Accept(err)),
                 },
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
@@ -410,7 +531,7 @@ impl Listening {
             registrations.stop().await;
         }
         // Stop accepting: dropping the listener makes new connects fail.
-        drop(listener);
+        drop(acceptor);
         let _ = shutdown_tx.send(true);
         // Connections enforce the drain timeout themselves; this bound only
         // guards against one stuck in a write to a peer that never reads.
@@ -428,33 +549,23 @@ impl Listening {
     /// Serve in a background task; the handle shuts it down.
     pub fn start(self) -> ServerHandle {
         let local_addr = self.local_addr;
+        let stats = self.stats();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(self.serve_with_shutdown(async move {
             let _ = stop_rx.await;
         }));
-        ServerHandle { local_addr, stop: Some(stop_tx), task }
+        ServerHandle { local_addr, stats, stop: Some(stop_tx), task }
     }
 }
 
-enum AcceptError {
-    /// The connection died before we took it; nothing to do.
-    PeerGone,
-    /// Descriptors or memory ran out; retry after a pause.
-    OutOfResources,
-    /// The listener itself is broken.
-    Fatal,
-}
+/// A live view of a server's counters (see [`Listening::stats`]).
+#[derive(Clone, Debug)]
+pub struct StatsHandle(Arc<stats::Stats>);
 
-fn accept_error(err: &io::Error) -> AcceptError {
-    use io::ErrorKind::*;
-    match err.kind() {
-        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock | TimedOut => {
-            AcceptError::PeerGone
-        }
-        OutOfMemory => AcceptError::OutOfResources,
-        // EMFILE, ENFILE, ENOBUFS, ENOMEM have no stable ErrorKind.
-        _ if matches!(err.raw_os_error(), Some(23 | 24 | 105 | 12)) => AcceptError::OutOfResources,
-        _ => AcceptError::Fatal,
+impl StatsHandle {
+    /// The counters, now.
+    pub fn get(&self) -> ServerStats {
+        self.0.snapshot()
     }
 }
 
@@ -467,6 +578,7 @@ fn accept_error(err: &io::Error) -> AcceptError {
 #[must_use = "dropping the handle shuts the server down"]
 pub struct ServerHandle {
     local_addr: SocketAddr,
+    stats: StatsHandle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
 }
@@ -475,6 +587,11 @@ impl ServerHandle {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The server's counters, now.
+    pub fn stats(&self) -> ServerStats {
+        self.stats.get()
     }
 
     /// Shut down gracefully and wait until every connection is closed.

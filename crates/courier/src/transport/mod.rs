@@ -15,6 +15,7 @@
 #[cfg(feature = "grpc")]
 pub(crate) mod h2_send;
 pub(crate) mod keepalive;
+pub(crate) mod progress;
 pub(crate) mod reader;
 #[cfg(any(feature = "grpc", feature = "http-json"))]
 pub(crate) mod rewind;

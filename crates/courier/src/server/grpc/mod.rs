@@ -37,6 +37,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
+use super::admission::ConnectionSlots;
 use super::call;
 use super::inline::InlinePolicy;
 use super::{ServerConfig, ServerShared};
@@ -87,6 +88,7 @@ pub(crate) async fn serve<T>(
     let keepalive = keepalive(conn.ping_pong(), config.keepalive_interval);
     tokio::pin!(keepalive);
     let mut calls = FuturesUnordered::new();
+    let slots = Arc::new(server.admission.connection());
     let mut draining: Option<tokio::time::Instant> = None;
     let drain_timer = tokio::time::sleep(Duration::from_secs(u64::from(u32::MAX)));
     tokio::pin!(drain_timer);
@@ -94,7 +96,7 @@ pub(crate) async fn serve<T>(
         tokio::select! {
             accepted = conn.accept() => match accepted {
                 Some(Ok((request, respond))) => {
-                    calls.push(call(request, respond, server.clone(), peer, shutdown.clone()));
+                    calls.push(call(request, respond, server.clone(), slots.clone(), peer, shutdown.clone()));
                 }
                 Some(Err(err)) => {
                     if !err.is_io() && !err.is_go_away() {
@@ -168,6 +170,7 @@ async fn call(
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     server: Arc<ServerShared>,
+    slots: Arc<ConnectionSlots>,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -189,7 +192,7 @@ async fn call(
     if reflection::handles(path) {
         return reflection::serve(codec, body, respond, &server, shutdown).await;
     }
-    let reply = answer(&parts.headers, path, codec, body, &mut respond, &server, peer, shutdown).await;
+    let reply = answer(&parts.headers, path, codec, body, &mut respond, &server, &slots, peer, shutdown).await;
     send_reply(&mut respond, reply, &server.config).await;
 }
 
@@ -202,6 +205,7 @@ async fn answer(
     mut body: RecvStream,
     respond: &mut SendResponse<Bytes>,
     server: &ServerShared,
+    slots: &ConnectionSlots,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) -> Reply {
@@ -239,14 +243,9 @@ async fn answer(
     };
     // The slot is taken once the request is here: a client that sends its
     // request slowly holds only its own stream's flow-control window.
-    let Some(_permit) = server.limit.try_acquire() else {
-        return Reply::error(
-            codec,
-            Status::resource_exhausted(format!(
-                "the server is at its limit of {} concurrent calls",
-                server.limit.max()
-            )),
-        );
+    let _permits = match server.admission.admit(slots, route.method.full_name) {
+        Ok(permits) => permits,
+        Err(status) => return Reply::error(codec, status),
     };
     let mut cx = Context::new(route.method.full_name, codec)
         .with_deadline(deadline)
