@@ -103,6 +103,12 @@ impl Splitter {
     pub fn consumed(&mut self, end: usize) {
         self.scanned -= end;
     }
+
+    /// Whether an object has started and not yet ended (in the bytes
+    /// scanned so far): the peer is in the middle of a request.
+    pub fn in_object(&self) -> bool {
+        self.start.is_some()
+    }
 }
 
 /// One request, as the server sees it.

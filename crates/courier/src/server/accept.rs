@@ -194,7 +194,7 @@ mod tests {
     fn the_default_cap_stays_under_the_open_file_limit() {
         let cap = default_max_connections();
         let files = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-        assert!(cap >= 1 && cap <= DEFAULT_MAX_CONNECTIONS, "{cap}");
+        assert!((1..=DEFAULT_MAX_CONNECTIONS).contains(&cap), "{cap}");
         if let Some(files) = files {
             assert!((cap as u64) < files, "{cap} connections must leave descriptors spare of {files}");
         }

@@ -132,7 +132,10 @@ impl Admission {
             self.stats.call_refused();
             return Err(Status::resource_exhausted(match whose {
                 Some(method) => {
-                    format!("too many concurrent {method} calls on this connection (limit {})", connection.max())
+                    format!(
+                        "too many concurrent {method} calls on this connection (limit {})",
+                        connection.max()
+                    )
                 }
                 None => format!("too many concurrent calls on this connection (limit {})", connection.max()),
             }));
@@ -184,7 +187,10 @@ mod tests {
             .map(|slots| admission.admit(slots, "Registry.Watch").expect("one watch per connection"))
             .collect();
         let err = admission.admit(&a, "Registry.Watch").expect_err("one per connection");
-        assert!(err.message().contains("concurrent Registry.Watch calls on this connection (limit 1)"), "{err}");
+        assert!(
+            err.message().contains("concurrent Registry.Watch calls on this connection (limit 1)"),
+            "{err}"
+        );
         // The watches took nothing from the shared pools.
         let _calls: Vec<_> = (0..2).map(|_| admission.admit(&a, "Registry.Renew").expect("renew")).collect();
         let _one_more = admission.admit(&b, "Registry.Renew").expect("the server's third slot");

@@ -96,6 +96,7 @@ pub(crate) struct Reservation {
 
 impl Reservation {
     /// How many bytes this holds.
+    #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }

@@ -31,18 +31,21 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 
-use super::call;
 use super::admission::{CallPermits, ConnectionSlots};
+use super::budget::Reservation;
+use super::call;
 use super::{ServerConfig, ServerShared};
 use crate::codec::Codec;
 use crate::context::Context;
 use crate::metadata::Metadata;
 use crate::protocol::native::{
-    Frame, FrameEncoder, FrameError, FrameKind, GoAway, PING_LEN, PREFACE, RequestHead, encode_ping,
+    Frame, FrameEncoder, FrameError, FrameHeader, FrameKind, GoAway, HEADER_LEN, PING_LEN, PREFACE,
+    RequestHead, encode_ping,
 };
 use crate::status::{Code, Status};
 use crate::transport::keepalive::{Keepalive, Verdict};
-use crate::transport::reader::{FrameReader, ReadError};
+use crate::transport::progress::Progress;
+use crate::transport::reader::{FrameReader, Partial, ReadError};
 use crate::transport::tcp;
 use crate::transport::write_queue::{Flusher, WriteQueue};
 
@@ -56,6 +59,10 @@ const LINGER_BYTES: usize = 32 * 1024 * 1024;
 /// Request headers beyond this count are refused: each costs far more in
 /// memory than its two bytes on the wire.
 const MAX_HEADERS: usize = 256;
+/// The largest payload a frame other than a request may declare (pings
+/// carry 8 bytes, goaways a short message): a bigger one is a protocol
+/// error as soon as its header arrives, before its bytes are buffered.
+const MAX_CONTROL_PAYLOAD: u32 = 64 * 1024;
 
 /// A running call, by call id.
 struct CallEntry {
@@ -276,6 +283,15 @@ async fn run(
 
     let mut drain = Drain::default();
     let mut last_call_id = 0u32;
+    // The request being received, if one is partly here: its progress (it
+    // must keep arriving) and the budget reserved for it.
+    let timeouts = config.request_timeouts;
+    let mut progress = Progress::default();
+    let mut received = reader.received();
+    let mut reserved: Option<(u32, Reservation)> = None;
+    let progress_timer = tokio::time::sleep_until(far_future().into());
+    tokio::pin!(progress_timer);
+    let mut progress_deadline: Option<Instant> = None;
 
     loop {
         // 1. Handle every complete frame already read, while there is room
@@ -292,8 +308,15 @@ async fn run(
                 Ok(None) => break,
                 Err(err) => return read_error(err, conn, last_call_id, peer),
             };
+            // A frame arrived whole: whatever follows is a new request.
+            progress.complete();
+            let reservation = match reserved.take() {
+                Some((call_id, reservation)) if call_id == frame.header.call_id => Some(reservation),
+                _ => None,
+            };
             if let Some(end) = handle_frame(
                 frame,
+                reservation,
                 conn,
                 server,
                 &slots,
@@ -310,6 +333,31 @@ async fn run(
         }
         if drain.acked && conn.calls().is_empty() {
             return End::Drained;
+        }
+        // What is left in the buffer is part of a request (or of a frame we
+        // are throwing away): it must keep arriving, and its bytes must fit
+        // the server's budget before they are buffered.
+        if stopped_full {
+            // We stopped reading, not the peer: nothing is overdue.
+            progress.complete();
+        } else {
+            match reader.partial() {
+                Partial::Nothing => progress.complete(),
+                Partial::Header | Partial::Discarding => progress.start(Instant::now()),
+                Partial::Frame(header) => {
+                    progress.start(Instant::now());
+                    if let Some(end) =
+                        reserve_partial(&header, &mut reserved, reader, conn, server, last_call_id)
+                    {
+                        return end;
+                    }
+                }
+            }
+        }
+        let deadline = progress.deadline(&timeouts);
+        if deadline != progress_deadline {
+            progress_deadline = deadline;
+            progress_timer.as_mut().reset(deadline.unwrap_or_else(far_future).into());
         }
 
         // 2. Flush what the socket takes now.
@@ -340,6 +388,16 @@ async fn run(
             }
             () = conn.idle.notified(), if drain.acked => {}
             () = &mut drain_timer, if drain.started => return End::DrainTimeout,
+            () = &mut progress_timer, if progress_deadline.is_some() => {
+                if let Err(overdue) = progress.check(Instant::now(), &timeouts) {
+                    server.stats.request_timed_out();
+                    return End::Error {
+                        code: Code::DeadlineExceeded,
+                        message: format!("closing the connection: {overdue}"),
+                        last_call_id,
+                    };
+                }
+            }
             () = &mut keepalive_timer, if keepalive.is_some() => {
                 let Some(state) = keepalive.as_mut() else { continue };
                 match state.tick(reader.last_read(), &conn.queue) {
@@ -356,7 +414,11 @@ async fn run(
             // A call task queued its reply.
             () = conn.queue.queued(), if flushed => {}
             read = reader.read_more(), if can_read => match read {
-                Ok(true) => {}
+                Ok(true) => {
+                    let now = reader.received();
+                    progress.received(usize::try_from(now - received).unwrap_or(usize::MAX), Instant::now());
+                    received = now;
+                }
                 Ok(false) => return End::PeerClosed,
                 Err(err) => return read_error(err, conn, last_call_id, peer),
             },
@@ -408,10 +470,49 @@ fn read_error(err: ReadError, conn: &Conn, last_call_id: u32, peer: SocketAddr) 
     }
 }
 
+/// Reserve the server's budget for a request whose header has arrived and
+/// whose payload is on its way, before its bytes are buffered. A request
+/// that does not fit is refused with `ResourceExhausted` and stepped over
+/// (its bytes are read and dropped); the connection goes on. A frame of
+/// another kind that claims a large payload is a protocol error at once.
+fn reserve_partial(
+    header: &FrameHeader,
+    reserved: &mut Option<(u32, Reservation)>,
+    reader: &mut FrameReader,
+    conn: &Conn,
+    server: &ServerShared,
+    last_call_id: u32,
+) -> Option<End> {
+    if !matches!(header.kind, FrameKind::Request | FrameKind::OneWay) {
+        if header.payload_len > MAX_CONTROL_PAYLOAD {
+            return Some(protocol_error(
+                format!("a {:?} frame of {} bytes", header.kind, header.payload_len),
+                last_call_id,
+            ));
+        }
+        return None;
+    }
+    if reserved.as_ref().is_some_and(|(call_id, _)| *call_id == header.call_id) {
+        return None;
+    }
+    match server.budget.reserve(HEADER_LEN + header.payload_len as usize) {
+        Ok(reservation) => *reserved = Some((header.call_id, reservation)),
+        Err(status) => {
+            tracing::debug!(call_id = header.call_id, %status, "refusing a request over the memory budget");
+            if header.kind == FrameKind::Request {
+                conn.reject(header.call_id, Codec::from_id(header.codec).unwrap_or_default(), status);
+            }
+            reader.skip_partial(header);
+        }
+    }
+    None
+}
+
 /// Act on one frame; `Some` ends the connection.
 #[allow(clippy::too_many_arguments)]
 async fn handle_frame(
     frame: Frame,
+    reservation: Option<Reservation>,
     conn: &Arc<Conn>,
     server: &Arc<ServerShared>,
     slots: &ConnectionSlots,
@@ -443,7 +544,7 @@ async fn handle_frame(
                 }
                 return None;
             }
-            start_call(frame, conn, server, slots, peer, budget, shutdown).await;
+            start_call(frame, reservation, conn, server, slots, peer, budget, shutdown).await;
         }
         FrameKind::Cancel => {
             let entry = conn.calls().remove(&frame.header.call_id);
@@ -501,12 +602,16 @@ struct Admitted {
     deadline: Option<Duration>,
     metadata: Metadata,
     permits: CallPermits,
+    /// The request's bytes, held against the server's budget until the call
+    /// is done.
+    memory: Reservation,
 }
 
 /// Check a request before starting it; on refusal, the codec to answer in
 /// and the status to send.
 fn admit(
     frame: &Frame,
+    reservation: Option<Reservation>,
     server: &ServerShared,
     slots: &ConnectionSlots,
 ) -> Result<Admitted, (Codec, Status)> {
@@ -541,17 +646,21 @@ fn admit(
     let route = server.router.route(head.method).map_err(|status| (codec, status))?.clone();
     route.check_codec(codec).map_err(|status| (codec, status))?;
     let permits = server.admission.admit(slots, route.method.full_name).map_err(|status| (codec, status))?;
-    Ok(Admitted {
-        codec,
-        route,
-        deadline: head.deadline,
-        metadata: head.headers.collect(),
-        permits,
-    })
+    // Whole frames that arrived in one read are reserved here; larger ones
+    // were reserved when their header arrived.
+    let memory = match reservation {
+        Some(reservation) => reservation,
+        None => {
+            server.budget.reserve(HEADER_LEN + frame.meta.len() + frame.body.len()).map_err(|s| (codec, s))?
+        }
+    };
+    Ok(Admitted { codec, route, deadline: head.deadline, metadata: head.headers.collect(), permits, memory })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn start_call(
     frame: Frame,
+    reservation: Option<Reservation>,
     conn: &Arc<Conn>,
     server: &Arc<ServerShared>,
     slots: &ConnectionSlots,
@@ -561,17 +670,18 @@ async fn start_call(
 ) {
     let call_id = frame.header.call_id;
     let one_way = frame.header.kind == FrameKind::OneWay;
-    let Admitted { codec, route, deadline, metadata, permits } = match admit(&frame, server, slots) {
-        Ok(admitted) => admitted,
-        Err((codec, status)) => {
-            if one_way {
-                tracing::debug!(%peer, %status, "dropping one-way call");
-            } else {
-                conn.reject(call_id, codec, status);
+    let Admitted { codec, route, deadline, metadata, permits, memory } =
+        match admit(&frame, reservation, server, slots) {
+            Ok(admitted) => admitted,
+            Err((codec, status)) => {
+                if one_way {
+                    tracing::debug!(%peer, %status, "dropping one-way call");
+                } else {
+                    conn.reject(call_id, codec, status);
+                }
+                return;
             }
-            return;
-        }
-    };
+        };
     // A deadline too far away to represent is no deadline.
     let deadline = deadline.and_then(|remaining| Instant::now().checked_add(remaining));
     let mut cx = Context::new(route.method.full_name, codec)
@@ -597,7 +707,7 @@ async fn start_call(
             // A handler whose drop panics must not take the connection down.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(handler)));
             answer_inline(conn, call_id, one_way, codec, &outcome, &response_metadata.take(), max_frame_size);
-            drop(permits);
+            drop((permits, memory));
             return;
         }
     }
@@ -610,7 +720,7 @@ async fn start_call(
     let mut calls = conn.calls();
     let task = tokio::spawn(async move {
         let _forget = Forget { conn: task_conn.clone(), call_id, task: tokio::task::id() };
-        let _permits = permits;
+        let _held = (permits, memory);
         let outcome = call::run(handler, deadline, timing).await;
         if !one_way {
             let headers = response_metadata.take();

@@ -16,9 +16,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
@@ -26,11 +26,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::admission::ConnectionSlots;
+use super::budget::Reservation;
 use super::{ServerShared, call};
 use crate::codec::Codec;
 use crate::context::Context;
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
+use crate::transport::progress::Progress;
+use crate::transport::watched::{HeadWatch, Watched};
 
 /// How long a kept-alive connection may sit between requests. hyper's
 /// header-read timeout also runs while it waits for the next request, so
@@ -61,19 +64,34 @@ pub(crate) async fn serve<T>(
     let handler_server = server.clone();
     let handler_shutdown = shutdown.clone();
     let slots = Arc::new(server.admission.connection());
+    // hyper parses the heads; we watch that a head which has started keeps
+    // arriving (hyper's header timeout also covers idle time between
+    // requests, so it cannot be the 20 s stall limit).
+    let heads = HeadWatch::default();
+    let handler_heads = heads.clone();
     let service = hyper::service::service_fn(move |request| {
         let server = handler_server.clone();
         let shutdown = handler_shutdown.clone();
         let slots = slots.clone();
-        async move { Ok::<_, Infallible>(handle(request, &server, &slots, peer, shutdown).await) }
+        let handling = handler_heads.handling();
+        async move {
+            let reply = handle(request, &server, &slots, peer, shutdown).await;
+            drop(handling);
+            Ok::<_, Infallible>(reply)
+        }
     });
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let connection = builder.serve_connection(TokioIo::new(Watched::new(io, heads.clone())), service);
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {
             if let Err(err) = result {
                 tracing::debug!(%peer, %err, "HTTP connection ended");
             }
+            return;
+        }
+        overdue = heads.overdue(config.request_timeouts) => {
+            server.stats.request_timed_out();
+            tracing::info!(%peer, %overdue, "closing HTTP connection: a request head is overdue");
             return;
         }
         _ = shutdown.wait_for(|stop| *stop) => {}
@@ -138,21 +156,14 @@ async fn handle(
         },
     };
     let metadata = metadata_of(request.headers());
-    let limit = server.config.max_frame_size;
-    let body = match Limited::new(request.into_body(), limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return error_reply(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &Status::resource_exhausted(format!("the body exceeds this server's limit of {limit} bytes")),
-            );
-        }
-        Err(err) => {
-            return error_reply(
-                StatusCode::BAD_REQUEST,
-                &Status::invalid_argument(format!("could not read the body: {err}")),
-            );
-        }
+    let content_length = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let (body, _memory) = match read_body(request.into_body(), content_length, server).await {
+        Ok(read) => read,
+        Err(reply) => return reply,
     };
     // No body means no arguments.
     let body = if body.iter().all(u8::is_ascii_whitespace) { Bytes::from_static(b"{}") } else { body };
@@ -180,6 +191,80 @@ async fn handle(
             response
         }
     }
+}
+
+/// Read a request body within the frame limit, its bytes reserved against
+/// the server's budget (a declared length up front, before any is read),
+/// arriving steadily (see `transport::progress`). A refusal is the reply to
+/// send; a request whose body is not read to its end closes the connection
+/// once answered.
+async fn read_body(
+    mut body: Incoming,
+    content_length: Option<u64>,
+    server: &ServerShared,
+) -> Result<(Bytes, Reservation), Reply> {
+    let limit = server.config.max_frame_size;
+    let too_large = || {
+        closing(error_reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &Status::resource_exhausted(format!("the body exceeds this server's limit of {limit} bytes")),
+        ))
+    };
+    let over_budget = |status: Status| closing(error_reply(http_status_of(status.code()), &status));
+    let mut memory = server.budget.empty();
+    if let Some(declared) = content_length {
+        let declared = usize::try_from(declared).unwrap_or(usize::MAX);
+        if declared > limit {
+            return Err(too_large());
+        }
+        memory.grow_to(declared).map_err(over_budget)?;
+    }
+    let timeouts = server.config.request_timeouts;
+    let mut progress = Progress::default();
+    progress.start(Instant::now());
+    let mut collected = BytesMut::new();
+    loop {
+        let frame = match progress.deadline(&timeouts) {
+            None => body.frame().await,
+            Some(deadline) => match tokio::time::timeout_at(deadline.into(), body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) => match progress.check(Instant::now(), &timeouts) {
+                    Err(overdue) => {
+                        server.stats.request_timed_out();
+                        tracing::info!(%overdue, "closing HTTP connection: a request body is overdue");
+                        return Err(closing(error_reply(
+                            StatusCode::REQUEST_TIMEOUT,
+                            &Status::deadline_exceeded(format!("request not received in time: {overdue}")),
+                        )));
+                    }
+                    Ok(()) => continue,
+                },
+            },
+        };
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(|err| {
+            error_reply(
+                StatusCode::BAD_REQUEST,
+                &Status::invalid_argument(format!("could not read the body: {err}")),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else { continue }; // trailers
+        progress.received(data.len(), Instant::now());
+        if collected.len() + data.len() > limit {
+            return Err(too_large());
+        }
+        memory.grow_to(collected.len() + data.len()).map_err(over_budget)?;
+        collected.extend_from_slice(&data);
+    }
+    memory.shrink_to(collected.len());
+    Ok((collected.freeze(), memory))
+}
+
+/// A reply after which the connection is closed (its request's body was
+/// not read to the end, so the next request's start is unknown).
+fn closing(mut reply: Reply) -> Reply {
+    reply.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    reply
 }
 
 /// `/Service/Method` to `Service.Method`.

@@ -37,12 +37,14 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::admission::ConnectionSlots;
+use super::budget::Reservation;
 use super::{ServerShared, call};
 use crate::codec::Codec;
 use crate::context::Context;
 use crate::protocol::jsonrpc::{Request, Splitter, encode_response, parse_request};
 use crate::service::ArgDescriptor;
 use crate::status::Status;
+use crate::transport::progress::Progress;
 use crate::transport::tcp;
 
 /// Requests taken in and not yet written back, per connection. Each takes a
@@ -78,6 +80,11 @@ pub(crate) async fn serve(
     let mut stream_failed = false;
     let mut writer_ended = false;
     let mut drain_deadline = None;
+    // The bytes read and not yet handed to calls are held against the
+    // server's budget; a request partly here must keep arriving.
+    let mut memory = server.budget.empty();
+    let timeouts = config.request_timeouts;
+    let mut progress = Progress::default();
     loop {
         while reading {
             // Every request is answered, so it needs its reply's slot first.
@@ -97,9 +104,12 @@ pub(crate) async fn serve(
                 Ok(Some((start, end))) => {
                     let request = buf.split_to(end);
                     splitter.consumed(end);
+                    progress.complete();
+                    // The request's share of what was reserved goes with it.
+                    let held = memory.split_off(end);
                     match parse_request(&request[start..]) {
                         Ok(request) => {
-                            start_call(request, reply, &server, &slots, &mut calls, peer, &shutdown);
+                            start_call(request, held, reply, &server, &slots, &mut calls, peer, &shutdown);
                         }
                         Err((err, id)) => {
                             reply.send(encode_response(&id, Err(&err.to_string())));
@@ -115,9 +125,36 @@ pub(crate) async fn serve(
                 }
             }
         }
+        // A request partly here: its bytes must fit the budget, and it
+        // must keep arriving. Between requests neither applies.
+        if reading && !stream_failed {
+            // Waiting for the writer (the peer is not reading our
+            // replies) is not the peer being slow to send.
+            if splitter.in_object() && slot.is_some() {
+                progress.start(std::time::Instant::now());
+            } else {
+                progress.complete();
+            }
+            if let Err(status) = memory.grow_to(buf.len()) {
+                // It cannot be stepped over (its end is not known until it
+                // is read): refuse it and close, as for a broken stream.
+                tracing::info!(%peer, %status, "closing JSON-RPC connection: a request does not fit the memory budget");
+                refuse_stream(&replies, &mut slot, &status).await;
+                buf = BytesMut::new();
+                memory.shrink_to(0);
+                reading = false;
+                stream_failed = true;
+            }
+        }
         if !reading && calls.is_empty() {
             break;
         }
+        let overdue = async {
+            match progress.deadline(&timeouts) {
+                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         let drain = async {
             match drain_deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -128,7 +165,7 @@ pub(crate) async fn serve(
             read_result = read.read_buf(&mut buf), if reading && slot.is_some() => match read_result {
                 // The client is done sending: answer what it asked, then close.
                 Ok(0) => reading = false,
-                Ok(_) => {}
+                Ok(n) => progress.received(n, std::time::Instant::now()),
                 Err(err) => {
                     tracing::debug!(%peer, %err, "JSON-RPC connection failed");
                     calls.abort_all();
@@ -156,6 +193,18 @@ pub(crate) async fn serve(
                     drain_deadline = Some(tokio::time::Instant::now() + config.drain_timeout);
                 }
             }
+            () = overdue, if reading => {
+                if let Err(overdue) = progress.check(std::time::Instant::now(), &timeouts) {
+                    server.stats.request_timed_out();
+                    tracing::info!(%peer, %overdue, "closing JSON-RPC connection: its request is overdue");
+                    let status = Status::deadline_exceeded(format!("request not received in time: {overdue}"));
+                    refuse_stream(&replies, &mut slot, &status).await;
+                    buf = BytesMut::new();
+                    memory.shrink_to(0);
+                    reading = false;
+                    stream_failed = true;
+                }
+            }
             () = drain => {
                 tracing::info!(%peer, "drain timeout: cancelling JSON-RPC calls still running");
                 calls.abort_all();
@@ -174,6 +223,20 @@ pub(crate) async fn serve(
     if stream_failed {
         // Let the error reply arrive before the close (see `tcp::linger`).
         tcp::linger(read, Duration::from_secs(2), 1 << 20).await;
+    }
+}
+
+/// Answer a stream we stop reading with a null-id error, as for bytes that
+/// are not JSON (the request's own id is not known until it is read).
+async fn refuse_stream(replies: &mpsc::Sender<Vec<u8>>, slot: &mut Option<ReplySlot>, status: &Status) {
+    let reply = match slot.take() {
+        Some(reply) => Some(reply),
+        None => {
+            tokio::time::timeout(FLUSH_GRACE, replies.clone().reserve_owned()).await.ok().and_then(Result::ok)
+        }
+    };
+    if let Some(reply) = reply {
+        reply.send(encode_response(&Value::Null, Err(error_text(status))));
     }
 }
 
@@ -229,8 +292,10 @@ async fn write_replies(
 }
 
 /// Check a request and start it, or answer it with why not.
+#[allow(clippy::too_many_arguments)]
 fn start_call(
     request: Request,
+    mut memory: Reservation,
     reply: ReplySlot,
     server: &Arc<ServerShared>,
     slots: &ConnectionSlots,
@@ -243,7 +308,10 @@ fn start_call(
         let route = server.router.route(&method)?.clone();
         let body = arguments(route.method.args, params)?;
         let permits = server.admission.admit(slots, route.method.full_name)?;
-        Ok::<_, Status>((route, body, permits))
+        // What the call holds while it runs is its arguments.
+        memory.grow_to(body.len())?;
+        memory.shrink_to(body.len());
+        Ok::<_, Status>((route, body, (permits, memory)))
     })();
     let (route, body, permits) = match admitted {
         Ok(admitted) => admitted,

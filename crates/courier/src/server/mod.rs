@@ -415,8 +415,10 @@ impl ServerBuilder {
         let stats = Arc::new(stats::Stats::default());
         let mut config = self.config;
         config.max_connections = Some(config.max_connections.unwrap_or_else(accept::default_max_connections));
-        let budget =
-            budget::MemoryBudget::new(config.memory_budget.unwrap_or_else(budget::default_budget), stats.clone());
+        let budget = budget::MemoryBudget::new(
+            config.memory_budget.unwrap_or_else(budget::default_budget),
+            stats.clone(),
+        );
         let shared = Arc::new(ServerShared {
             admission: admission::Admission::new(
                 config.max_concurrent_calls,
@@ -497,11 +499,24 @@ impl Listening {
             let _ = signal.await;
         };
         let Listening { listener, shared, local_addr, registration } = self;
+        // The one line an operator looks for: where, and speaking what.
+        let protocols: Vec<&str> = Protocol::ALL
+            .into_iter()
+            .filter(|p| shared.config.protocols.contains(*p))
+            .filter(|p| match p {
+                Protocol::Grpc => cfg!(feature = "grpc"),
+                Protocol::HttpJson => cfg!(feature = "http-json"),
+                Protocol::Native | Protocol::JsonRpc => true,
+            })
+            .map(Protocol::name)
+            .collect();
+        let services: Vec<&str> = shared.router.services().iter().map(|s| s.descriptor().name).collect();
+        tracing::info!(addr = %local_addr, protocols = %protocols.join(","), services = %services.join(","), "listening");
         // Registered only once the listener is bound: consumers never see an
         // address that refuses them.
         let registrations = registration.map(|config| {
             let services: Vec<_> = shared.router.services().iter().map(|s| s.descriptor()).collect();
-            registration::Registrations::start(&config, &services, local_addr)
+            registration::Registrations::start(&config, &services, local_addr, shared.config.protocols)
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut connections = JoinSet::new();

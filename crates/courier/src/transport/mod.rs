@@ -6,6 +6,9 @@
 //!   coalescing is what makes many small calls cheap.
 //! - [`reader`]: reads into a buffer and splits frames off it, zero-copy.
 //! - [`keepalive`]: the sans-IO ping/timeout state machine.
+//! - [`progress`]: the sans-IO progress of a partly received request (it
+//!   must keep arriving); `watched` (feature `http-json`) feeds it from a
+//!   stream whose parser is not ours.
 //! - [`tcp`]: socket options and lingering close.
 //! - [`rewind`]: hand the bytes read while sniffing back to the protocol
 //!   that gets the connection.
@@ -20,4 +23,6 @@ pub(crate) mod reader;
 #[cfg(any(feature = "grpc", feature = "http-json"))]
 pub(crate) mod rewind;
 pub(crate) mod tcp;
+#[cfg(feature = "http-json")]
+pub(crate) mod watched;
 pub(crate) mod write_queue;

@@ -26,7 +26,11 @@ pub(crate) struct RequestTimeouts {
 
 impl Default for RequestTimeouts {
     fn default() -> RequestTimeouts {
-        RequestTimeouts { stall: Duration::from_secs(20), timeout: Duration::from_secs(60), min_rate: 32 * 1024 }
+        RequestTimeouts {
+            stall: Duration::from_secs(20),
+            timeout: Duration::from_secs(60),
+            min_rate: 32 * 1024,
+        }
     }
 }
 
@@ -93,6 +97,7 @@ impl Progress {
         self.current = None;
     }
 
+    #[cfg_attr(not(feature = "http-json"), allow(dead_code))]
     pub(crate) fn in_progress(&self) -> bool {
         self.current.is_some()
     }

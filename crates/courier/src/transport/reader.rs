@@ -6,7 +6,9 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 use tokio::net::tcp::OwnedReadHalf;
 
-use crate::protocol::native::{Frame, FrameDecoder, FrameError, PREFACE, check_preface};
+use crate::protocol::native::{
+    Frame, FrameDecoder, FrameError, FrameHeader, HEADER_LEN, PREFACE, check_preface,
+};
 
 /// The read buffer starts this small so idle connections stay cheap, and
 /// grows (up to the frame limit) only when frames need it.
@@ -29,6 +31,19 @@ pub(crate) enum ReadError {
     TruncatedFrame,
 }
 
+/// What the buffer holds beyond the complete frames taken from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Partial {
+    /// Nothing: the peer is between frames.
+    Nothing,
+    /// Part of a frame header.
+    Header,
+    /// A frame whose header has arrived and whose payload has not (all).
+    Frame(FrameHeader),
+    /// The rest of a refused frame, being read and thrown away.
+    Discarding,
+}
+
 pub(crate) struct FrameReader {
     io: OwnedReadHalf,
     buf: BytesMut,
@@ -39,6 +54,8 @@ pub(crate) struct FrameReader {
     read_chunk: usize,
     /// Bytes still to throw away (a frame we refused but can step over).
     discard: u64,
+    /// Bytes read in all (for request progress).
+    received: u64,
 }
 
 impl FrameReader {
@@ -51,12 +68,48 @@ impl FrameReader {
             last_read: Instant::now(),
             read_chunk: INITIAL_CAPACITY,
             discard: 0,
+            received: 0,
         }
     }
 
     /// When bytes last arrived (for keepalive).
     pub(crate) fn last_read(&self) -> Instant {
         self.last_read
+    }
+
+    /// Bytes read since the connection started.
+    pub(crate) fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// What is buffered beyond the frames taken so far; call it after
+    /// [`FrameReader::decode_buffered`] said `None`.
+    pub(crate) fn partial(&self) -> Partial {
+        if self.discard > 0 {
+            return Partial::Discarding;
+        }
+        match self.buf.first_chunk::<HEADER_LEN>() {
+            None if self.buf.is_empty() => Partial::Nothing,
+            None => Partial::Header,
+            // A header that does not parse is an error the next decode
+            // reports; until then it is only part of a frame.
+            Some(bytes) => FrameHeader::parse(bytes, self.decoder.max_frame_size())
+                .map_or(Partial::Header, Partial::Frame),
+        }
+    }
+
+    /// Throw away the partly received frame at the front of the buffer
+    /// (whose header is `header`): what has arrived now, and the rest as it
+    /// arrives. The connection goes on with the frame after it.
+    pub(crate) fn skip_partial(&mut self, header: &FrameHeader) {
+        let whole = HEADER_LEN as u64 + u64::from(header.payload_len);
+        let have = self.buf.len().min(usize::try_from(whole).unwrap_or(usize::MAX));
+        self.buf.advance(have);
+        self.discard = self.discard.saturating_add(whole - have as u64);
+        if self.buf.is_empty() {
+            // What was reserved for the frame is not needed any more.
+            self.buf = BytesMut::new();
+        }
     }
 
     /// Read and check the peer's preface.
@@ -106,6 +159,7 @@ impl FrameReader {
                 Ok(n) => {
                     if n > 0 {
                         self.last_read = Instant::now();
+                        self.received += n as u64;
                     }
                     self.read_chunk = if n == space {
                         (self.read_chunk * 2).min(MAX_READ_CHUNK)

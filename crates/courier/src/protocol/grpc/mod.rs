@@ -141,6 +141,15 @@ impl MessageDecoder {
         Ok(Some(Message { compressed: flag == 1, data }))
     }
 
+    /// The declared length (prefix included) of the message being
+    /// received, once its prefix has arrived and until it is taken; the
+    /// length is not checked here ([`MessageDecoder::next_message`] does).
+    pub fn pending_len(&self) -> Option<usize> {
+        let prefix = self.buf.first_chunk::<PREFIX_LEN>()?;
+        let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+        Some(PREFIX_LEN.saturating_add(len))
+    }
+
     /// Bytes buffered that do not (yet) form a message.
     pub fn buffered(&self) -> usize {
         self.buf.len()

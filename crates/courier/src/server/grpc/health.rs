@@ -99,7 +99,7 @@ pub(crate) async fn serve(
 ) {
     let request = async {
         let encoding = request_encoding(headers)?;
-        let bytes = read_unary(&mut body, encoding, server.config.max_frame_size).await?;
+        let (bytes, _memory) = read_unary(&mut body, encoding, server).await?;
         decode(codec, &bytes)
     };
     let request = match request.await {

@@ -38,6 +38,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::admission::ConnectionSlots;
+use super::budget::Reservation;
 use super::call;
 use super::inline::InlinePolicy;
 use super::{ServerConfig, ServerShared};
@@ -48,6 +49,7 @@ use crate::protocol::grpc::{self as wire, Encoding, MessageDecoder, metadata_of,
 use crate::service::BoxFuture;
 use crate::status::Status;
 pub(crate) use crate::transport::h2_send::send_data;
+use crate::transport::progress::Progress;
 
 /// Stream (per call) and connection flow-control windows. Larger than
 /// HTTP/2's 64 KiB default so a multi-megabyte message is not throttled
@@ -192,7 +194,8 @@ async fn call(
     if reflection::handles(path) {
         return reflection::serve(codec, body, respond, &server, shutdown).await;
     }
-    let reply = answer(&parts.headers, path, codec, body, &mut respond, &server, &slots, peer, shutdown).await;
+    let reply =
+        answer(&parts.headers, path, codec, body, &mut respond, &server, &slots, peer, shutdown).await;
     send_reply(&mut respond, reply, &server.config).await;
 }
 
@@ -228,8 +231,7 @@ async fn answer(
             None => return Reply::error(codec, Status::invalid_argument("malformed grpc-timeout header")),
         },
     };
-    let max_message = server.config.max_frame_size;
-    let read = read_unary(&mut body, encoding, max_message);
+    let read = read_unary(&mut body, encoding, server);
     let request = match deadline {
         None => read.await,
         Some(deadline) => match tokio::time::timeout_at(deadline.into(), read).await {
@@ -237,7 +239,7 @@ async fn answer(
             Err(_) => Err(Status::deadline_exceeded("the deadline passed before the request arrived")),
         },
     };
-    let request = match request {
+    let (request, _memory) = match request {
         Ok(request) => request,
         Err(status) => return Reply::error(codec, status),
     };
@@ -311,20 +313,54 @@ pub(crate) fn request_encoding(headers: &HeaderMap) -> Result<Encoding, Status> 
     }
 }
 
-/// Read a unary call's one request message.
+/// Read a unary call's one request message, with its bytes reserved
+/// against the server's memory budget (held until the call is done). The
+/// message must keep arriving (see `transport::progress`): a stream whose
+/// body stalls or trickles is answered with an error, which resets it.
 pub(crate) async fn read_unary(
     body: &mut RecvStream,
     encoding: Encoding,
-    max_message: usize,
-) -> Result<Bytes, Status> {
+    server: &ServerShared,
+) -> Result<(Bytes, Reservation), Status> {
+    let max_message = server.config.max_frame_size;
+    let timeouts = server.config.request_timeouts;
     let mut decoder = MessageDecoder::new(max_message);
+    let mut memory = server.budget.empty();
     let mut message = None;
-    while let Some(chunk) = body.data().await {
+    // The stream's headers are here; its body must follow.
+    let mut progress = Progress::default();
+    progress.start(Instant::now());
+    loop {
+        let next = match progress.deadline(&timeouts) {
+            None => body.data().await,
+            Some(deadline) => match tokio::time::timeout_at(deadline.into(), body.data()).await {
+                Ok(next) => next,
+                Err(_) => match progress.check(Instant::now(), &timeouts) {
+                    Err(overdue) => {
+                        server.stats.request_timed_out();
+                        tracing::info!(%overdue, "resetting a gRPC stream: its request is overdue");
+                        return Err(Status::deadline_exceeded(format!(
+                            "request not received in time: {overdue}"
+                        )));
+                    }
+                    Ok(()) => continue,
+                },
+            },
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|err| Status::cancelled(format!("the request stream failed: {err}")))?;
+        progress.received(chunk.len(), Instant::now());
         // Give the window back as the bytes are taken in; the decoder's
-        // limit bounds what they can add up to.
+        // limit and the budget bound what they can add up to.
         let _ = body.flow_control().release_capacity(chunk.len());
         decoder.push(&chunk);
+        // Reserve what the message says it will take as soon as its prefix
+        // is here, before its bytes are buffered.
+        if let Some(declared) = decoder.pending_len()
+            && declared <= max_message.saturating_add(5)
+        {
+            memory.grow_to(message.as_ref().map_or(0, |m: &wire::Message| m.data.len()) + declared)?;
+        }
         while let Some(next) = decoder.next_message().map_err(decode_error)? {
             if message.replace(next).is_some() {
                 return Err(Status::unimplemented(
@@ -335,7 +371,14 @@ pub(crate) async fn read_unary(
     }
     decoder.finish().map_err(decode_error)?;
     let message = message.ok_or_else(|| Status::unimplemented("the request carried no message"))?;
-    wire::decompress(message, encoding, max_message).map_err(decode_error)
+    let compressed = message.compressed;
+    let bytes = wire::decompress(message, encoding, max_message).map_err(decode_error)?;
+    if compressed {
+        // What the call holds now is the inflated message.
+        memory.grow_to(bytes.len())?;
+        memory.shrink_to(bytes.len());
+    }
+    Ok((bytes, memory))
 }
 
 fn decode_error(err: wire::GrpcError) -> Status {
