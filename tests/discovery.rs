@@ -14,17 +14,13 @@ use courier::registry::{
     Instance, Lease, Registration, Registry, RegistryError, Revision, Snapshot, WatchStream,
 };
 use courier::service::BoxFuture;
+use courier_tests::registry_flood::WatchFlood;
 use courier_tests::{ChildServer, ProbeClient, Proxy, WhoamiClient, eventually, free_port, start_provider};
 
 /// An in-process courier registry (the real server, on disk in `dir`).
 async fn registry_server(dir: &std::path::Path) -> courier::ServerHandle {
     let registry = courier_registry::open(dir).await.expect("open registry");
-    courier::Server::builder()
-        .add_service(registry.into_service())
-        .bind("127.0.0.1:0")
-        .await
-        .expect("bind")
-        .start()
+    registry.add_to(courier::Server::builder()).bind("127.0.0.1:0").await.expect("bind").start()
 }
 
 async fn connect(addr: SocketAddr) -> Registry {
@@ -638,4 +634,244 @@ async fn consistent_hashing_sends_equal_keys_to_the_same_instance() {
         *owners.entry(first).or_insert(0) += 1;
     }
     assert_eq!(owners.len(), 3, "keys spread over every instance: {owners:?}");
+}
+
+/// The lease ids of the `Whoami` instances, sorted.
+async fn lease_ids(registry: &Registry) -> Vec<u64> {
+    let registrations = tokio::time::timeout(Duration::from_secs(10), registry.registrations(Some("Whoami")))
+        .await
+        .expect("registrations within 10 s")
+        .expect("registrations");
+    let mut leases: Vec<u64> = registrations.iter().map(|r| r.lease).collect();
+    leases.sort_unstable();
+    leases
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_flood_costs_no_lease_and_fails_no_call() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let registry_handle = registry_server(dir.path()).await;
+    let addr = registry_handle.local_addr();
+    let registry = connect(addr).await;
+    let _providers = [
+        start_provider(&registry, "p1", |b| b).await,
+        start_provider(&registry, "p2", |b| b).await,
+        start_provider(&registry, "p3", |b| b).await,
+    ];
+    let consumer = discover(&registry, Balance::RoundRobin).await;
+    assert!(eventually(Duration::from_secs(5), || known(&consumer) == 3).await, "three providers discovered");
+    let leases = lease_ids(&registry).await;
+    assert_eq!(leases.len(), 3);
+    let load = Load::start(&consumer, 2);
+    let (stop_watching, smallest) = watch_smallest_view(&consumer);
+
+    // The issue's flood: 11 connections with 1,000 watches each, more than
+    // the server's 10,000 shared concurrency slots.
+    let flood = WatchFlood::start(addr, 11, 1000).await;
+    assert!(
+        eventually(Duration::from_secs(30), || flood.refused() >= 11 * 500).await,
+        "the flood is refused beyond its share: {} refused",
+        flood.refused()
+    );
+    let flooded_at = Instant::now();
+
+    // While it lasts: a new consumer discovers the service, and registry
+    // calls answer.
+    let newcomer = discover(&registry, Balance::RoundRobin).await;
+    let discovered = eventually(Duration::from_secs(10), || known(&newcomer) == 3).await;
+    let started = Instant::now();
+    let registry_calls: Result<(), RegistryError> = async {
+        let extra =
+            registry.register(Instance::new("Other", "127.0.0.1:7999"), Duration::from_secs(30)).await?;
+        registry.list("Whoami").await?;
+        registry.deregister(&extra).await
+    }
+    .await;
+    let registry_calls_took = started.elapsed();
+    // Hold the flood for well over two TTLs (2 s): renewals must get through.
+    let held = flood.waiting();
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(flooded_at.elapsed())).await;
+    let (refused, failed) = (flood.refused(), flood.failed());
+    flood.stop();
+
+    let leases_after = lease_ids(&registry).await;
+    let (calls, failures) = load.finish().await;
+    stop_watching.store(true, Ordering::SeqCst);
+    let smallest = smallest.await.expect("watcher");
+    eprintln!(
+        "watch flood (11 x 1,000): {held} watches held, {refused} refused, {failed} failed otherwise; \
+         leases lost: {}; consumer calls: {calls}, failed: {failures}; smallest view: {smallest}; \
+         register + list + deregister during the flood: {registry_calls:?} in {registry_calls_took:?}; \
+         a new consumer discovered every provider: {discovered}",
+        leases.iter().filter(|lease| !leases_after.contains(lease)).count()
+    );
+    assert_eq!(registry_calls, Ok(()), "registry calls work during the flood");
+    assert!(discovered, "a consumer starting during the flood discovers every provider");
+    assert_eq!(leases_after, leases, "no provider lost its lease (none registered again)");
+    assert_eq!(failures, 0, "no call failed");
+    assert!(calls > 100, "calls kept flowing: {calls}");
+    assert_eq!(smallest, 3, "the consumer never lost an instance");
+    assert_eq!(failed, 0, "the flood's watches were refused, not failed otherwise");
+    assert!(held <= 11 * 256, "at most 256 watches per connection: {held} held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_whose_watch_is_refused_keeps_its_instances_and_catches_up_later() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cache = tempfile::tempdir().expect("cache dir");
+    // Room for four watches in all.
+    let server = courier_registry::open(dir.path())
+        .await
+        .expect("open registry")
+        .watch_limit(courier::MethodLimit::new(4))
+        .add_to(courier::Server::builder())
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .start();
+    let registry = connect(server.local_addr()).await;
+    let _first = start_provider(&registry, "first", |b| b).await;
+    {
+        let earlier = WhoamiClient::discover(&registry, "Whoami").cache_dir(cache.path()).build().await;
+        let earlier = earlier.expect("discover");
+        assert!(eventually(Duration::from_secs(5), || known(&earlier) == 1).await);
+    }
+    // Someone holds every watch slot.
+    let flood = WatchFlood::start(server.local_addr(), 1, 8).await;
+    assert!(
+        eventually(Duration::from_secs(10), || flood.refused() >= 4 && flood.waiting() == 4).await,
+        "the flood holds the four watches"
+    );
+    let refused_before = server.stats().calls_refused;
+    let consumer = WhoamiClient::discover(&registry, "Whoami")
+        .cache_dir(cache.path())
+        .initial_wait(Duration::from_secs(1))
+        .build()
+        .await
+        .expect("discover");
+    // Its watches are refused: it keeps what its cache file said, calls
+    // work, and it keeps asking (with backoff, not in a tight loop).
+    let second = start_provider(&registry, "second", |b| b).await;
+    let asked =
+        eventually(Duration::from_secs(10), || server.stats().calls_refused >= refused_before + 3).await;
+    assert!(asked, "the consumer keeps trying to watch");
+    assert_eq!(known(&consumer), 1, "it cannot hear of the second provider while refused");
+    for _ in 0..20 {
+        assert_eq!(consumer.name().await.expect("calls go to the cached instance"), "first");
+    }
+    // The flood ends: it watches again and catches up.
+    flood.stop();
+    assert!(
+        eventually(Duration::from_secs(15), || known(&consumer) == 2).await,
+        "the consumer caught up once it could watch again"
+    );
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_larger_than_a_frame_is_listed_and_discovered_whole() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let registry_handle = registry_server(dir.path()).await;
+    let registry = connect(registry_handle.local_addr()).await;
+    let revision_before = registry.list("Big").await.expect("list").revision;
+    // 300 instances of about 60 KB each (under the 64 KiB limit): 18 MB,
+    // more than a 16 MiB frame.
+    let count = 300usize;
+    let instance = |i: usize| {
+        Instance::new("Big", format!("10.9.{}.{}:9000", i / 250, i % 250))
+            .with_id(format!("big-{i:03}"))
+            .with_metadata("blob", "x".repeat(60_000))
+    };
+    let next = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let (registry, next) = (registry.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= count {
+                        return;
+                    }
+                    registry.register(instance(i), Duration::from_secs(300)).await.expect("register");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+
+    let started = Instant::now();
+    let listed = registry.list("Big").await.expect("a listing of more than a frame");
+    let listing = started.elapsed();
+    assert_eq!(listed.instances.len(), count);
+    let total: usize = listed.instances.iter().map(Instance::encoded_len).sum();
+    assert!(total > 16 << 20, "the service adds up to {total} bytes");
+    let ids: BTreeSet<&str> = listed.instances.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids.len(), count, "no instance listed twice");
+    assert_eq!(registry.registrations(Some("Big")).await.expect("registrations").len(), count);
+    assert_eq!(registry.registrations(None).await.expect("every registration").len(), count);
+
+    // A new consumer discovers all of them.
+    let started = Instant::now();
+    let consumer = courier::Channel::discover(&registry, "Big").no_cache().build().await.expect("discover");
+    let discovered =
+        eventually(Duration::from_secs(20), || consumer.instances().is_some_and(|i| i.len() == count)).await;
+    let discovering = started.elapsed();
+    assert!(discovered, "the consumer knows {:?} of {count}", consumer.instances().map(|i| i.len()));
+
+    // A watcher behind by the last 50 registrations (3 MB of events) gets
+    // every one of them, over several polls.
+    let last_50 = revision_before + (count as u64 - 50);
+    let mut watch = registry.watch("Big", Some(last_50)).await.expect("watch");
+    let mut added = BTreeSet::new();
+    while added.len() < 50 {
+        let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("the watch is open")
+            .expect("no watch error");
+        match event {
+            courier::registry::WatchEvent::Add { instance, .. } => {
+                added.insert(instance.id);
+            }
+            other => panic!("expected the last 50 additions, got {:?}", other.revision()),
+        }
+    }
+    eprintln!(
+        "a service of {count} instances, {:.1} MB: listed in {listing:?}, discovered by a new consumer in {discovering:?}",
+        total as f64 / 1e6
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_name_the_protocols_the_server_answers() {
+    let registry = courier::registry::connect("mem://").await.expect("registry");
+    let _all = start_provider(&registry, "all", |b| b).await;
+    let _some = start_provider(&registry, "some", |b| {
+        b.disable_protocol(courier::Protocol::JsonRpc).disable_protocol(courier::Protocol::HttpJson)
+    })
+    .await;
+    // Both register as soon as they are bound; wait for it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let protocols = loop {
+        let mut protocols: Vec<Vec<String>> =
+            registry.list("Whoami").await.expect("list").instances.into_iter().map(|i| i.protocols).collect();
+        protocols.sort();
+        if protocols.len() == 2 || Instant::now() >= deadline {
+            break protocols;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        protocols,
+        vec![
+            vec!["courier".to_owned(), "grpc".to_owned()],
+            vec!["courier".to_owned(), "grpc".to_owned(), "jsonrpc".to_owned(), "http".to_owned()],
+        ],
+        "what each server switched on (all four are compiled into the tests)"
+    );
+    // Consumers that speak the native protocol use both.
+    let client = discover(&registry, Balance::RoundRobin).await;
+    assert!(eventually(Duration::from_secs(5), || known(&client) == 2).await);
 }

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use courier_tests::{
-    CalculatorClient, EtcdServer, WhoamiClient, eventually, registry_contract, start_provider,
+    CalculatorClient, EtcdServer, WhoamiClient, eventually, registry_contract, registry_ownership_contract,
+    start_provider,
 };
 
 #[tokio::test]
@@ -12,11 +13,35 @@ async fn mem_registry_follows_the_contract() {
     registry_contract(&registry, "mem").await;
 }
 
+#[tokio::test]
+async fn mem_registry_refuses_takeovers_and_oversized_instances() {
+    let registry = courier::registry::connect("mem://").await.expect("connect");
+    registry_ownership_contract(&registry, "mem").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn courier_registry_refuses_takeovers_and_oversized_instances() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = courier_registry::open(dir.path())
+        .await
+        .expect("open")
+        .add_to(courier::Server::builder())
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .start();
+    let registry =
+        courier::registry::connect(&format!("courier://{}", server.local_addr())).await.expect("connect");
+    registry_ownership_contract(&registry, "courier").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn courier_registry_follows_the_contract() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = courier::Server::builder()
-        .add_service(courier_registry::open(dir.path()).await.expect("open").into_service())
+    let server = courier_registry::open(dir.path())
+        .await
+        .expect("open")
+        .add_to(courier::Server::builder())
         .bind("127.0.0.1:0")
         .await
         .expect("bind")
@@ -92,7 +117,10 @@ async fn etcd_entries_interoperate_with_etcdctl_and_the_grpc_go_layout() {
     let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON value");
     assert_eq!(value["Op"], 0);
     assert_eq!(value["Addr"], provider_addr.as_str());
-    assert_eq!(value["Metadata"]["courier"]["version"], "1.0.0");
+    // grpc-go hashes `Metadata`: null, as its own endpoints manager writes
+    // it; courier's fields sit beside it.
+    assert_eq!(value.get("Metadata"), Some(&serde_json::Value::Null), "{value}");
+    assert_eq!(value["courier"]["version"], "1.0.0");
     // And it is under a lease: deregistering removes it.
     provider.shutdown().await.expect("graceful shutdown");
     let gone = eventually(Duration::from_secs(5), || {

@@ -73,8 +73,9 @@ async fn demo() -> Result<ExitCode, DemoError> {
 
     // The registry, embedded: the same server `courier registry serve` runs.
     let data = tempfile::Builder::new().prefix("courier-demo-").tempdir().map_err(DemoError::TempDir)?;
-    let registry_server = courier::Server::builder()
-        .add_service(courier_registry::open(data.path()).await?.into_service())
+    let registry_server = courier_registry::open(data.path())
+        .await?
+        .add_to(courier::Server::builder())
         .bind("127.0.0.1:0")
         .await?
         .start();

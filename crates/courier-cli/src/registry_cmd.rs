@@ -18,6 +18,11 @@ pub(crate) enum RegistryCommand {
         /// Where to keep the registry's state.
         #[arg(long, default_value = "courier-registry-data")]
         data_dir: PathBuf,
+        /// Start an empty registry even if the data file is empty (0 bytes,
+        /// truncated). Without it, such a file is refused: starting from it
+        /// would forget every registration without a word.
+        #[arg(long)]
+        allow_empty_data: bool,
     },
 }
 
@@ -40,10 +45,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, RegistryCmdError> {
 
 pub(crate) fn run(command: RegistryCommand) -> Result<ExitCode, RegistryCmdError> {
     match command {
-        RegistryCommand::Serve { listen, data_dir } => runtime()?.block_on(async move {
-            let registry = courier_registry::open(&data_dir).await?;
-            let listening =
-                courier::Server::builder().add_service(registry.into_service()).bind(listen).await?;
+        RegistryCommand::Serve { listen, data_dir, allow_empty_data } => runtime()?.block_on(async move {
+            let registry = courier_registry::OpenOptions::new()
+                .allow_empty_data(allow_empty_data)
+                .open(&data_dir)
+                .await?;
+            // `add_to`, not `add_service`: it gives long-polling watches and
+            // renewals pools of their own.
+            let listening = registry.add_to(courier::Server::builder()).bind(listen).await?;
             println!(
                 "courier registry serving at courier://{} (data in {}); Ctrl-C stops",
                 listening.local_addr(),

@@ -9,8 +9,17 @@
 //! oneshot; the thread takes everything waiting, applies it in one write
 //! transaction, commits (durably, redb's default), and answers them all. A
 //! burst of registrations costs one disk sync, not one each.
+//!
+//! Opening is careful about what it finds: no data file is a first start
+//! (said in the log); a data file of 0 bytes is a file that was truncated
+//! or never written, and opening it as an empty registry would silently
+//! forget every registration, so it is refused
+//! ([`PersistError::EmptyDataFile`]) unless the operator says to start
+//! empty. Records that cannot be read, or that break today's limits (an
+//! instance over `MAX_INSTANCE_BYTES`), are skipped with a warning each;
+//! their providers find their leases holding nothing and register again.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use courier::discovery::store::{Change, Registration, Store};
@@ -23,6 +32,9 @@ const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
 /// The most changes one transaction takes.
 const MAX_BATCH: usize = 4096;
+
+/// The database file in the data directory.
+pub(crate) const DATA_FILE: &str = "registry.redb";
 
 /// Why the registry's state could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +49,19 @@ pub enum PersistError {
     /// The writer thread is gone.
     #[error("the registry's writer stopped")]
     WriterGone,
+    /// The data file exists but is empty: opening it would start an empty
+    /// registry and forget every registration without a word.
+    #[error(
+        "the registry data file {} is empty (0 bytes): it was truncated or never completely written, \
+         and opening it would forget every registration. Restore it from a backup, or start an empty \
+         registry on purpose (`courier registry serve --allow-empty-data`, or \
+         `OpenOptions::allow_empty_data`)",
+        path.display()
+    )]
+    EmptyDataFile {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 fn db_error(err: impl std::fmt::Display) -> PersistError {
@@ -51,9 +76,31 @@ pub(crate) struct Persistence {
 
 impl Persistence {
     /// Open the database in `dir`, load the store, start the writer thread.
-    pub(crate) fn open(dir: &Path) -> Result<(Persistence, Store), PersistError> {
+    /// An empty (0-byte) data file is refused unless `allow_empty`.
+    pub(crate) fn open(dir: &Path, allow_empty: bool) -> Result<(Persistence, Store), PersistError> {
         std::fs::create_dir_all(dir)?;
-        let db = Database::create(dir.join("registry.redb")).map_err(db_error)?;
+        let path = dir.join(DATA_FILE);
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() == 0 => {
+                if !allow_empty {
+                    let err = PersistError::EmptyDataFile { path };
+                    tracing::error!("{err}");
+                    return Err(err);
+                }
+                tracing::warn!(
+                    path = %path.display(),
+                    "the registry data file is empty (0 bytes); starting an empty registry as asked: \
+                     every provider registers again when its renewal finds its lease unknown"
+                );
+                // redb writes a fresh database over the empty file.
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(path = %path.display(), "no registry data file yet: starting an empty registry");
+            }
+            Err(err) => return Err(err.into()),
+        }
+        let db = Database::create(&path).map_err(db_error)?;
         let store = load(&db)?;
         let (writer, batches) = mpsc::unbounded_channel();
         std::thread::Builder::new()
@@ -117,7 +164,17 @@ fn load(db: &Database) -> Result<Store, PersistError> {
     for entry in txn.open_table(REGISTRATIONS).map_err(db_error)?.iter().map_err(db_error)? {
         let (key, value) = entry.map_err(db_error)?;
         match serde_json::from_slice::<Registration>(value.value()) {
-            Ok(registration) => registrations.push(registration),
+            Ok(registration) => match registration.instance.validate() {
+                Ok(()) => registrations.push(registration),
+                // Accepted before today's limits (an instance too large to
+                // deliver, say): serving it would break every answer about
+                // its service.
+                Err(reason) => tracing::warn!(
+                    key = %key.value().replace('\u{0}', "/"),
+                    %reason,
+                    "skipping a registry record that breaks the registry's limits"
+                ),
+            },
             // One bad record must not keep the registry from starting; the
             // instance re-registers when its lease is not found.
             Err(err) => {

@@ -1,10 +1,15 @@
 //! The `RegistryApi` handlers: apply to the in-memory registry, make the
-//! change durable, then tell watchers.
+//! change durable, then tell watchers. Answers come in pages of about
+//! [`PAGE_BYTES`], so no service is too large to list or watch.
 
 use std::time::Duration;
 
-use courier::discovery::protocol::{LeaseGrant, MAX_WATCH_WAIT_MS, RegistryApi, status_of};
-use courier::discovery::{Instance, Registration, Revision, Snapshot, WatchEvent};
+use courier::discovery::protocol::{
+    LeaseGrant, ListPage, MAX_WATCH_WAIT_MS, PAGE_BYTES, PageToken, RegistrationsPage, RegistrationsToken,
+    RegistryApi, WatchPage, status_of,
+};
+use courier::discovery::store::{RemovalCause, StoreError};
+use courier::discovery::{Instance, Revision};
 use courier::{Context, Status};
 
 use crate::RegistryServer;
@@ -16,12 +21,20 @@ fn unavailable(err: crate::PersistError) -> Status {
 impl RegistryApi for RegistryServer {
     async fn register(&self, instance: Instance, ttl_ms: u64) -> Result<LeaseGrant, Status> {
         let mut receipt = None;
-        let (lease, outcome) = self
-            .local
-            .register_with(instance, Duration::from_millis(ttl_ms), |outcome| {
-                receipt = Some(self.persistence.enqueue(outcome.changes.clone()));
-            })
-            .map_err(status_of)?;
+        let (service, id, addr) = (instance.service.clone(), instance.id.clone(), instance.addr.clone());
+        let registered = self.local.register_with(instance, Duration::from_millis(ttl_ms), |outcome| {
+            receipt = Some(self.persistence.enqueue(outcome.changes.clone()));
+        });
+        let (lease, outcome) = match registered {
+            Ok(registered) => registered,
+            Err(err) => {
+                // Refusals are the caller's to report; here they are only
+                // worth a look when debugging (a provider retrying
+                // `AlreadyExists` asks again every few seconds).
+                tracing::debug!(%service, instance = %id, %addr, %err, "registration refused");
+                return Err(status_of(err));
+            }
+        };
         let durable = match receipt {
             Some(receipt) => receipt.durable().await,
             None => Ok(()),
@@ -34,17 +47,26 @@ impl RegistryApi for RegistryServer {
             }) {
                 self.local.publish(&undo);
             }
+            tracing::warn!(%service, instance = %id, %err, "registration not saved; refused");
             return Err(unavailable(err));
         }
         // Watchers hear of it only once it is on disk.
         self.local.publish(&outcome);
+        tracing::info!(%service, instance = %id, %addr, lease = lease.id, ttl_ms, "instance registered");
         Ok(LeaseGrant { id: lease.id, ttl_ms })
     }
 
     async fn keep_alive(&self, lease: u64) -> Result<u64, Status> {
         // Not persisted: every lease gets a fresh TTL when the registry starts.
-        let ttl = self.local.keep_alive(lease).map_err(status_of)?;
-        Ok(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+        match self.local.renew(lease) {
+            Ok(ttl) => Ok(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+            // Gone, or alive but holding nothing: either way the provider
+            // must register again. Keep the store's words; it logs them.
+            Err(err @ (StoreError::LeaseNotFound(_) | StoreError::LeaseHoldsNothing(_))) => {
+                Err(Status::not_found(err.to_string()))
+            }
+            Err(err) => Err(status_of(err.into())),
+        }
     }
 
     async fn deregister(&self, lease: u64) -> Result<(), Status> {
@@ -56,33 +78,55 @@ impl RegistryApi for RegistryServer {
         // Tell watchers at once: the instance is gone from memory either way,
         // and consumers should stop calling it now.
         self.local.publish(&outcome);
+        for removed in outcome.removed.iter().filter(|r| r.cause == RemovalCause::Revoked) {
+            tracing::info!(
+                service = %removed.service,
+                instance = %removed.id,
+                addr = %removed.addr,
+                lease,
+                "instance deregistered"
+            );
+        }
         match receipt {
             Some(receipt) => receipt.durable().await.map_err(unavailable),
             None => Ok(()),
         }
     }
 
-    async fn list(&self, service: String) -> Snapshot {
-        self.local.list(&service)
+    async fn list(&self, service: String, page: Option<PageToken>) -> ListPage {
+        let after = page.as_ref().map(|token| token.after_id.as_str());
+        let (instances, next, revision) = self.local.instances_page(&service, after, PAGE_BYTES);
+        // Every page of a listing carries its first page's revision: the
+        // one the caller may resume a watch from.
+        let revision = page.map_or(revision, |token| token.revision);
+        ListPage { instances, revision, next: next.map(|after_id| PageToken { revision, after_id }) }
     }
 
-    async fn watch(
-        &self,
-        cx: &Context,
-        service: String,
-        after: Option<Revision>,
-        wait_ms: u64,
-    ) -> Vec<WatchEvent> {
+    async fn watch(&self, cx: &Context, service: String, after: Option<Revision>, wait_ms: u64) -> WatchPage {
         let wait = Duration::from_millis(wait_ms.min(MAX_WATCH_WAIT_MS));
-        tokio::select! {
-            events = self.local.wait_events(&service, after, wait) => events,
+        let page = tokio::select! {
+            page = self.local.wait_events_page(&service, after, wait, PAGE_BYTES) => page,
             // Shutting down: end the long poll now (empty: nothing changed)
             // rather than hold up the drain; the client polls again.
-            () = cx.shutdown() => Vec::new(),
-        }
+            () = cx.shutdown() => return WatchPage { events: Vec::new(), next: None },
+        };
+        let next = match (page.more_after, page.events.last()) {
+            (Some(after_id), Some(reset)) => Some(PageToken { revision: reset.revision(), after_id }),
+            _ => None,
+        };
+        WatchPage { events: page.events, next }
     }
 
-    async fn registrations(&self, service: Option<String>) -> Vec<Registration> {
-        self.local.registrations(service.as_deref())
+    async fn registrations(
+        &self,
+        service: Option<String>,
+        page: Option<RegistrationsToken>,
+    ) -> RegistrationsPage {
+        let after = page.as_ref().map(|token| (token.service.as_str(), token.id.as_str()));
+        let (registrations, next) = self.local.registrations_page(service.as_deref(), after, PAGE_BYTES);
+        RegistrationsPage {
+            registrations,
+            next: next.map(|(service, id)| RegistrationsToken { service, id }),
+        }
     }
 }

@@ -6,12 +6,7 @@ use courier::registry::{Instance, RegistryError};
 
 async fn serve(data_dir: &std::path::Path) -> courier::ServerHandle {
     let registry = courier_registry::open(data_dir).await.expect("open the registry");
-    courier::Server::builder()
-        .add_service(registry.into_service())
-        .bind("127.0.0.1:0")
-        .await
-        .expect("bind")
-        .start()
+    registry.add_to(courier::Server::builder()).bind("127.0.0.1:0").await.expect("bind").start()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,4 +64,120 @@ async fn an_unreachable_registry_is_unavailable_not_a_hang() {
         .expect("no hang")
         .expect_err("nothing listens");
     assert!(matches!(err, RegistryError::Unavailable(_)), "{err}");
+}
+
+/// The registry's database file in `dir`.
+fn data_file(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("registry.redb")
+}
+
+/// Wait until nothing holds the database in `dir` open (a stopped
+/// registry's writer thread lets go within a second or so), then open it.
+async fn open_db_when_free(dir: &std::path::Path) -> redb::Database {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match redb::Database::create(data_file(dir)) {
+            Ok(db) => return db,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => panic!("the stopped registry still holds its database after 10 s: {err}"),
+        }
+    }
+}
+
+/// Stop the registry `server` in `dir` and wait until its database is
+/// closed, then change the database with `edit`.
+async fn stop_and_edit(
+    server: courier::ServerHandle,
+    dir: &std::path::Path,
+    edit: impl FnOnce(redb::Database),
+) {
+    server.abort();
+    edit(open_db_when_free(dir).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_data_file_is_refused_unless_asked_for() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = serve(dir.path()).await;
+    let registry =
+        courier::registry::connect(&format!("courier://{}", server.local_addr())).await.expect("connect");
+    registry
+        .register(Instance::new("Kept", "127.0.0.1:9100"), Duration::from_secs(60))
+        .await
+        .expect("register");
+    stop_and_edit(server, dir.path(), drop).await;
+    // Truncated to nothing (a full disk, a bad copy, an operator's `>`).
+    std::fs::File::create(data_file(dir.path())).expect("truncate the data file");
+
+    let err = match courier_registry::open(dir.path()).await {
+        Ok(_) => panic!("an empty data file must not open as an empty registry"),
+        Err(err) => err,
+    };
+    assert!(
+        matches!(&err, courier_registry::PersistError::EmptyDataFile { path } if *path == data_file(dir.path()))
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("is empty (0 bytes)")
+            && message.contains("registry.redb")
+            && message.contains("--allow-empty-data"),
+        "{message}"
+    );
+    assert_eq!(std::fs::metadata(data_file(dir.path())).expect("still there").len(), 0, "left as found");
+
+    // Told to, it starts empty.
+    let empty = courier_registry::OpenOptions::new()
+        .allow_empty_data(true)
+        .open(dir.path())
+        .await
+        .expect("an empty registry when asked for");
+    assert!(empty.local().registrations(None).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_whose_instance_was_lost_is_not_renewed_so_its_provider_registers_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = serve(dir.path()).await;
+    let registry =
+        courier::registry::connect(&format!("courier://{}", server.local_addr())).await.expect("connect");
+    let lost = registry
+        .register(Instance::new("Lossy", "127.0.0.1:9100"), Duration::from_secs(60))
+        .await
+        .expect("register");
+    let kept = registry
+        .register(Instance::new("Lossy", "127.0.0.1:9101"), Duration::from_secs(60))
+        .await
+        .expect("register");
+    // The first instance's record is lost while the registry is down; its
+    // lease's record is not.
+    stop_and_edit(server, dir.path(), |db| {
+        let registrations: redb::TableDefinition<'_, &str, &[u8]> =
+            redb::TableDefinition::new("registrations");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut table = txn.open_table(registrations).expect("table");
+            let removed = table.remove("Lossy\u{0}127.0.0.1:9100").expect("remove");
+            assert!(removed.is_some(), "the record was there");
+        }
+        txn.commit().expect("commit");
+    })
+    .await;
+
+    let server = serve(dir.path()).await;
+    let registry =
+        courier::registry::connect(&format!("courier://{}", server.local_addr())).await.expect("connect");
+    assert_eq!(
+        registry.keep_alive(&lost).await,
+        Err(RegistryError::LeaseNotFound(lost.id)),
+        "renewing a lease that holds nothing fails, so the provider registers again"
+    );
+    registry.keep_alive(&kept).await.expect("the intact lease renews");
+    // And registering again works: the id is free.
+    registry
+        .register(Instance::new("Lossy", "127.0.0.1:9100"), Duration::from_secs(60))
+        .await
+        .expect("registered again");
+    assert_eq!(registry.list("Lossy").await.expect("list").instances.len(), 2);
 }

@@ -1,4 +1,9 @@
 //! [`Instance`]: one running copy of a service, as registries know it.
+//!
+//! Registries refuse an instance over [`MAX_INSTANCE_BYTES`] (its JSON
+//! form, metadata included): every consumer of a service receives every
+//! instance of it, so one provider's oversized metadata would otherwise
+//! make the service's answers too large to deliver.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,7 +32,9 @@ pub struct Instance {
     pub id: String,
     /// Where to call it, `host:port`.
     pub addr: String,
-    /// Protocols offered on that address (`courier`, later `grpc`, ...).
+    /// Protocols offered on that address: `courier` (native), `grpc`,
+    /// `jsonrpc`, `http`. An empty list (entries written by other tools)
+    /// is taken to mean `courier`.
     #[serde(default)]
     pub protocols: Vec<String>,
     /// Relative share of calls for weighted balancing (default 1).
@@ -46,6 +53,35 @@ pub struct Instance {
 
 fn default_weight() -> u32 {
     1
+}
+
+/// The largest instance a registry accepts, measured as its JSON encoding
+/// (the largest of the forms it travels and is stored in), metadata
+/// included. A registry answer then holds at least dozens of instances
+/// within a frame, and a page of them stays small.
+pub const MAX_INSTANCE_BYTES: usize = 64 * 1024;
+
+/// Counts the bytes written to it; measures an encoding without keeping it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The length of `value`'s JSON encoding, without building it.
+pub(crate) fn json_len(value: &impl Serialize) -> usize {
+    let mut counter = Counter(0);
+    // Serializing these types cannot fail (string keys only); a failure
+    // would only mean a short count, which the callers' limits tolerate.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
 }
 
 impl Instance {
@@ -118,7 +154,22 @@ impl Instance {
         if semver::Version::parse(&self.version).is_err() {
             return Err(format!("invalid version `{}`: expected semver such as 1.2.0", self.version));
         }
+        let size = self.encoded_len();
+        if size > MAX_INSTANCE_BYTES {
+            let metadata = json_len(&self.metadata);
+            return Err(format!(
+                "instance `{}` of `{}` is {size} bytes (as JSON, {metadata} of them metadata), over the \
+                 limit of {MAX_INSTANCE_BYTES}: keep large data out of the registry",
+                self.id, self.service
+            ));
+        }
         Ok(())
+    }
+
+    /// The length of this instance's JSON encoding, what
+    /// [`MAX_INSTANCE_BYTES`] limits.
+    pub fn encoded_len(&self) -> usize {
+        json_len(self)
     }
 
     /// Whether this instance's version satisfies `requirement` (`^1.2`).
@@ -145,6 +196,24 @@ mod tests {
         assert!(Instance::new("", "h:1").validate().is_err());
         assert!(Instance::new("a/b", "h:1").validate().is_err());
         assert!(Instance::new("Calculator", "h:1").with_version("one").validate().is_err());
+    }
+
+    #[test]
+    fn oversized_instances_are_refused_with_their_size() {
+        let at_limit = |extra: usize| {
+            let base = Instance::new("Calculator", "127.0.0.1:9000").with_metadata("blob", "");
+            let room = MAX_INSTANCE_BYTES - base.encoded_len();
+            base.with_metadata("blob", "x".repeat(room + extra))
+        };
+        assert_eq!(at_limit(0).encoded_len(), MAX_INSTANCE_BYTES);
+        assert!(at_limit(0).validate().is_ok(), "exactly at the limit is fine");
+        let err = at_limit(1).validate().expect_err("one byte over");
+        assert!(err.contains(&format!("{} bytes", MAX_INSTANCE_BYTES + 1)), "{err}");
+        assert!(err.contains("metadata") && err.contains("limit of 65536"), "{err}");
+        // Escaping counts: control characters take six bytes each in JSON.
+        let escaped = Instance::new("Calculator", "127.0.0.1:9000")
+            .with_metadata("blob", "\u{1}".repeat(MAX_INSTANCE_BYTES / 6 + 1));
+        assert!(escaped.validate().is_err());
     }
 
     #[test]

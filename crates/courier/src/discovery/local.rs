@@ -2,10 +2,15 @@
 //! machine. It is the `mem://` backend, and the engine of the bundled
 //! registry server (which adds persistence around it).
 //!
-//! A background task expires leases; each watch runs a small task that sends
-//! the store's events to the watcher and sleeps until its service changes.
-//! The tasks hold only weak references, so dropping every handle to the
-//! registry ends them.
+//! A background task expires leases (logging, at INFO, each instance that
+//! goes and why); each watch runs a small task that sends the store's
+//! events to the watcher and sleeps until its service changes. The tasks
+//! hold only weak references, so dropping every handle to the registry
+//! ends them.
+//!
+//! The `*_page` methods read within a byte budget, for the registry
+//! server's answers (see [`Store::instances_page`]); in process, `mem://`
+//! has no frames to fit and reads everything at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -13,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, mpsc};
 
-use super::store::{Outcome, Store};
+use super::store::{EventsPage, Outcome, RemovalCause, Store, StoreError};
 use super::{
     Instance, Lease, Registration, RegistryBackend, RegistryError, Revision, Snapshot, WatchEvent,
     WatchStream,
@@ -69,20 +74,27 @@ impl Shared {
         }
     }
 
-    /// Events for a watcher at `after`, waiting up to `wait` for some.
-    async fn wait_events(&self, service: &str, after: Option<Revision>, wait: Duration) -> Vec<WatchEvent> {
+    /// Events for a watcher at `after`, in about `budget` bytes, waiting
+    /// up to `wait` for some.
+    async fn wait_events(
+        &self,
+        service: &str,
+        after: Option<Revision>,
+        wait: Duration,
+        budget: usize,
+    ) -> EventsPage {
         let notify = self.notify_for(service);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let changed = notify.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let events = self.store().events_after(service, after);
-            if !events.is_empty() {
-                return events;
+            let page = self.store().events_page(service, after, budget);
+            if !page.events.is_empty() {
+                return page;
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return Vec::new();
+                return EventsPage::default();
             }
         }
     }
@@ -106,12 +118,30 @@ impl Shared {
             if !outcome.changes.is_empty() {
                 shared.publish(&outcome);
             }
+            log_expired(&outcome);
             shared.forget_idle_services();
             // Wake at least once a second, so a dropped registry is noticed
             // (the strong reference held here ends with this iteration).
             let sleep_for =
                 next.map_or(Duration::from_secs(1), |at| at.saturating_duration_since(Instant::now()));
             let _ = tokio::time::timeout(sleep_for.min(Duration::from_secs(1)), wake).await;
+        }
+    }
+}
+
+/// Say which instances expired, and why (operators ask "where did my
+/// instance go?").
+fn log_expired(outcome: &Outcome) {
+    for removed in &outcome.removed {
+        if let RemovalCause::Expired { ttl } = removed.cause {
+            tracing::info!(
+                service = %removed.service,
+                instance = %removed.id,
+                addr = %removed.addr,
+                lease = removed.lease,
+                ?ttl,
+                "instance expired: its lease was not renewed within its TTL"
+            );
         }
     }
 }
@@ -174,7 +204,13 @@ impl LocalRegistry {
 
     /// Renew a lease; returns its TTL.
     pub fn keep_alive(&self, lease: u64) -> Result<Duration, RegistryError> {
-        Ok(self.shared.store().keep_alive(lease, Instant::now())?)
+        Ok(self.renew(lease)?)
+    }
+
+    /// [`LocalRegistry::keep_alive`] with the store's own error, which
+    /// tells a lease that is gone from one that holds nothing any more.
+    pub fn renew(&self, lease: u64) -> Result<Duration, StoreError> {
+        self.shared.store().keep_alive(lease, Instant::now())
     }
 
     /// Revoke a lease (applied, not yet published).
@@ -207,6 +243,32 @@ impl LocalRegistry {
         self.shared.store().registrations(service)
     }
 
+    /// A page of the instances of `service` after `after_id`, in about
+    /// `budget` bytes; the id to go on after, if more are left; and the
+    /// current revision. See [`Store::instances_page`].
+    pub fn instances_page(
+        &self,
+        service: &str,
+        after_id: Option<&str>,
+        budget: usize,
+    ) -> (Vec<Instance>, Option<String>, Revision) {
+        let store = self.shared.store();
+        let (instances, next) = store.instances_page(service, after_id, budget);
+        (instances, next, store.revision())
+    }
+
+    /// A page of the registrations (of one service, if given) after
+    /// `after` (a service and an id), in about `budget` bytes; and where to
+    /// go on, if more are left.
+    pub fn registrations_page(
+        &self,
+        service: Option<&str>,
+        after: Option<(&str, &str)>,
+        budget: usize,
+    ) -> (Vec<Registration>, Option<(String, String)>) {
+        self.shared.store().registrations_page(service, after, budget)
+    }
+
     /// Events for a watcher that has seen up to `after`, waiting up to
     /// `wait` for some (a long poll); empty if nothing changed meanwhile.
     pub async fn wait_events(
@@ -215,7 +277,20 @@ impl LocalRegistry {
         after: Option<Revision>,
         wait: Duration,
     ) -> Vec<WatchEvent> {
-        self.shared.wait_events(service, after, wait).await
+        self.shared.wait_events(service, after, wait, usize::MAX).await.events
+    }
+
+    /// [`LocalRegistry::wait_events`] in about `budget` bytes: the events
+    /// that fit, or a `Reset` with the instances that fit and the id to
+    /// go on after (see [`Store::events_page`]).
+    pub async fn wait_events_page(
+        &self,
+        service: &str,
+        after: Option<Revision>,
+        wait: Duration,
+        budget: usize,
+    ) -> EventsPage {
+        self.shared.wait_events(service, after, wait, budget).await
     }
 
     /// A stream of the events of `service` after `after`.
@@ -234,7 +309,7 @@ fn spawn_watch(shared: &Arc<Shared>, service: &str, after: Option<Revision>) -> 
         loop {
             let Some(shared) = weak.upgrade() else { return };
             let events = tokio::select! {
-                events = shared.wait_events(&service, after, Duration::from_secs(1)) => events,
+                page = shared.wait_events(&service, after, Duration::from_secs(1), usize::MAX) => page.events,
                 () = tx.closed() => return,
             };
             drop(shared);

@@ -4,13 +4,23 @@
 //! The channel connects lazily, so `connect` succeeds while the registry is
 //! down (a consumer can then start from its disk cache); calls fail with
 //! [`RegistryError::Unavailable`] until it is back.
+//!
+//! Listings arrive in pages, and a `Reset` too large for one answer comes
+//! with a token for the rest of its set: this client reads every page
+//! before it hands over a listing or a `Reset`, so callers see whole sets,
+//! as from every other backend. A watch refused because the registry is at
+//! its limit of watches (`ResourceExhausted`) ends like a lost watch; the
+//! consumer keeps what it knows and watches again after a backoff.
 
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::protocol::RegistryApiClient;
-use super::{Instance, Lease, Registration, RegistryBackend, RegistryError, Revision, Snapshot, WatchStream};
+use super::protocol::{PageToken, RegistrationsToken, RegistryApiClient};
+use super::{
+    Instance, Lease, Registration, RegistryBackend, RegistryError, Revision, Snapshot, WatchEvent,
+    WatchStream,
+};
 use crate::client::{Backoff, Channel};
 use crate::service::BoxFuture;
 use crate::status::{Code, Status};
@@ -47,12 +57,42 @@ fn error_of(status: Status) -> RegistryError {
     }
 }
 
+/// A registry whose pages do not move forward is broken (or hostile):
+/// stop rather than ask for the same page forever.
+fn stuck(what: &str) -> RegistryError {
+    RegistryError::Unavailable(format!("the registry's pages of {what} do not advance"))
+}
+
+/// The rest of a listing of `service`, from `token` on.
+async fn rest_of(
+    client: &RegistryApiClient,
+    service: &str,
+    mut token: PageToken,
+    instances: &mut Vec<Instance>,
+) -> Result<(), RegistryError> {
+    loop {
+        let page = client.list(service.to_owned(), Some(token.clone())).await.map_err(error_of)?;
+        instances.extend(page.instances);
+        match page.next {
+            Some(next) if next.after_id > token.after_id => token = next,
+            Some(_) => return Err(stuck("instances")),
+            None => return Ok(()),
+        }
+    }
+}
+
 impl RegistryBackend for RemoteRegistry {
     fn register(&self, instance: Instance, ttl: Duration) -> BoxFuture<'_, Result<Lease, RegistryError>> {
         Box::pin(async move {
             let (service, instance_id) = (instance.service.clone(), instance.id.clone());
             let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-            let grant = self.client.register(instance, ttl_ms).await.map_err(error_of)?;
+            let grant = match self.client.register(instance, ttl_ms).await {
+                Ok(grant) => grant,
+                Err(status) if status.code() == Code::AlreadyExists => {
+                    return Err(RegistryError::AlreadyExists { service, id: instance_id });
+                }
+                Err(status) => return Err(error_of(status)),
+            };
             Ok(Lease { id: grant.id, ttl: Duration::from_millis(grant.ttl_ms), service, instance_id })
         })
     }
@@ -78,7 +118,14 @@ impl RegistryBackend for RemoteRegistry {
     }
 
     fn list<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<Snapshot, RegistryError>> {
-        Box::pin(async move { self.client.list(service.to_owned()).await.map_err(error_of) })
+        Box::pin(async move {
+            let first = self.client.list(service.to_owned(), None).await.map_err(error_of)?;
+            let mut instances = first.instances;
+            if let Some(token) = first.next {
+                rest_of(&self.client, service, token, &mut instances).await?;
+            }
+            Ok(Snapshot { instances, revision: first.revision })
+        })
     }
 
     fn watch<'a>(
@@ -89,13 +136,34 @@ impl RegistryBackend for RemoteRegistry {
         Box::pin(async move {
             let (tx, rx) = mpsc::channel(256);
             let client = self.client.with_timeout(WATCH_WAIT + CALL_TIMEOUT);
+            let list_client = self.client.clone();
             let service = service.to_owned();
             let wait_ms = u64::try_from(WATCH_WAIT.as_millis()).unwrap_or(u64::MAX);
             tokio::spawn(async move {
                 let mut after = after;
                 loop {
+                    let page = async {
+                        let page = client.watch(service.clone(), after, wait_ms).await.map_err(error_of)?;
+                        let mut events = page.events;
+                        // A `Reset` too large for one answer: read the rest of
+                        // its set before handing it on, so the watcher never
+                        // takes part of a set for all of it.
+                        if let Some(token) = page.next {
+                            match events.last_mut() {
+                                Some(WatchEvent::Reset { instances, .. }) => {
+                                    rest_of(&list_client, &service, token, instances).await?;
+                                }
+                                _ => {
+                                    return Err(RegistryError::Unavailable(
+                                        "the registry sent a page token without a Reset".to_owned(),
+                                    ));
+                                }
+                            }
+                        }
+                        Ok(events)
+                    };
                     let events = tokio::select! {
-                        events = client.watch(service.clone(), after, wait_ms) => events,
+                        events = page => events,
                         () = tx.closed() => return,
                     };
                     match events {
@@ -107,10 +175,12 @@ impl RegistryBackend for RemoteRegistry {
                                 }
                             }
                         }
-                        Err(status) => {
-                            // The watch is lost; the watcher re-watches from
-                            // the last revision it saw.
-                            let _ = tx.send(Err(error_of(status))).await;
+                        Err(err) => {
+                            // The watch is lost (or refused: the registry is
+                            // at its limit of watches); the watcher keeps
+                            // what it knows and re-watches from the last
+                            // revision it saw, after a backoff.
+                            let _ = tx.send(Err(err)).await;
                             return;
                         }
                     }
@@ -124,6 +194,24 @@ impl RegistryBackend for RemoteRegistry {
         &'a self,
         service: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<Registration>, RegistryError>> {
-        Box::pin(async move { self.client.registrations(service.map(str::to_owned)).await.map_err(error_of) })
+        Box::pin(async move {
+            let mut registrations = Vec::new();
+            let mut token: Option<RegistrationsToken> = None;
+            loop {
+                let page = self
+                    .client
+                    .registrations(service.map(str::to_owned), token.clone())
+                    .await
+                    .map_err(error_of)?;
+                registrations.extend(page.registrations);
+                match (page.next, &token) {
+                    (None, _) => return Ok(registrations),
+                    (Some(next), Some(last)) if (&next.service, &next.id) <= (&last.service, &last.id) => {
+                        return Err(stuck("registrations"));
+                    }
+                    (Some(next), _) => token = Some(next),
+                }
+            }
+        })
     }
 }

@@ -5,17 +5,46 @@
 //! changes to persist (the registry server writes them to disk before it
 //! answers) and the services whose watchers to wake. The in-process `mem://`
 //! backend and the bundled registry server both run on it.
+//!
+//! Rules it keeps:
+//!
+//! - An instance id belongs to the lease that registered it: registering
+//!   an id another live lease holds is refused
+//!   ([`StoreError::AlreadyExists`]), never silently moved, and renewing a
+//!   lease that holds no instance any more (its record was lost) fails
+//!   ([`StoreError::LeaseHoldsNothing`]), so its provider registers again.
+//! - Instances are limited in size at registration
+//!   ([`super::instance::MAX_INSTANCE_BYTES`]), and whatever a service
+//!   adds up to, it can be read in pages of a byte budget
+//!   ([`Store::instances_page`], [`Store::events_page`],
+//!   [`Store::registrations_page`]): no answer has to exceed a frame.
+//! - Memory per service is bounded: its event log keeps at most
+//!   [`EVENT_LOG_LEN`] events and [`EVENT_LOG_BYTES`] bytes.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::instance::json_len;
 use super::{Instance, WatchEvent};
 
 /// How many events each service keeps for watchers that resume; a watcher
 /// further behind gets a fresh `Reset`.
 pub const EVENT_LOG_LEN: usize = 1024;
+
+/// How many bytes of events (as JSON) each service's log keeps at most:
+/// a log of large instances is shorter, so a service cannot hold many
+/// megabytes of history. A watcher further behind gets a fresh `Reset`.
+pub const EVENT_LOG_BYTES: usize = 4 * 1024 * 1024;
+
+/// What an event adds to its instance's (or id's) JSON size, at most
+/// (`{"Update":{"instance":..,"revision":18446744073709551615}}`).
+const EVENT_OVERHEAD: usize = 64;
+
+/// What a registration adds to its instance's JSON size, at most.
+const REGISTRATION_OVERHEAD: usize = 96;
 
 /// One registered instance with its lease.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +89,36 @@ pub struct Outcome {
     pub changes: Vec<Change>,
     /// Services whose event logs grew.
     pub touched: Vec<String>,
+    /// Instances removed, and why (for logs).
+    pub removed: Vec<Removal>,
+}
+
+/// An instance a mutation removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removal {
+    /// Its service.
+    pub service: String,
+    /// Its id.
+    pub id: String,
+    /// Its address.
+    pub addr: String,
+    /// The lease it was registered under.
+    pub lease: u64,
+    /// Why it went.
+    pub cause: RemovalCause,
+}
+
+/// Why an instance was removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RemovalCause {
+    /// Its lease was not renewed within its TTL.
+    Expired {
+        /// The lease's TTL.
+        ttl: Duration,
+    },
+    /// Its lease was revoked (the provider deregistered).
+    Revoked,
 }
 
 /// Why a store operation failed.
@@ -75,6 +134,18 @@ pub enum StoreError {
     /// The TTL is out of range.
     #[error("invalid TTL {0:?}: must be between 1 s and 1 h")]
     InvalidTtl(Duration),
+    /// Another live lease holds this instance id.
+    #[error("instance `{id}` of `{service}` is already registered under another live lease")]
+    AlreadyExists {
+        /// The service.
+        service: String,
+        /// The instance id.
+        id: String,
+    },
+    /// The lease is alive but holds no instance any more (its record was
+    /// lost): renewing it would keep nothing registered.
+    #[error("lease {0} holds no instance any more (its registration was lost); register again")]
+    LeaseHoldsNothing(u64),
 }
 
 #[derive(Debug)]
@@ -84,10 +155,33 @@ struct Lease {
     keys: Vec<(String, String)>,
 }
 
+/// A registration with the size of its instance as JSON, measured once.
+#[derive(Debug)]
+struct Held {
+    registration: Registration,
+    bytes: usize,
+}
+
+impl Held {
+    fn new(registration: Registration) -> Held {
+        let bytes = registration.instance.encoded_len();
+        Held { registration, bytes }
+    }
+}
+
+/// An event with its size as JSON (at most).
+#[derive(Debug)]
+struct Logged {
+    event: WatchEvent,
+    bytes: usize,
+}
+
 #[derive(Debug, Default)]
 struct Service {
-    instances: BTreeMap<String, Registration>,
-    log: VecDeque<WatchEvent>,
+    instances: BTreeMap<String, Held>,
+    log: VecDeque<Logged>,
+    /// The bytes of the events in `log`.
+    log_bytes: usize,
     /// The highest revision dropped from the front of `log`: a watcher that
     /// has not seen it cannot be caught up from the log.
     dropped_through: u64,
@@ -101,7 +195,8 @@ pub struct Store {
     revision: u64,
     next_lease: u64,
     leases: HashMap<u64, Lease>,
-    services: HashMap<String, Service>,
+    /// In name order, so listings of every service page by name.
+    services: BTreeMap<String, Service>,
     /// Watchers that saw nothing at or after this revision cannot be caught
     /// up from the event logs: set on restore (the logs are not persisted).
     floor: u64,
@@ -141,7 +236,10 @@ impl Store {
     /// Rebuild from persisted state. Every lease gets a fresh TTL from `now`,
     /// as etcd's lessor does on a leader change: downtime of the registry
     /// must not evict the instances it knew. `last_lease` is the highest
-    /// lease id ever granted, so ids are never reused.
+    /// lease id ever granted, so ids are never reused. Registrations are
+    /// taken as given: check them first ([`Instance::validate`]) if they
+    /// may predate today's limits. A lease left holding no registration
+    /// answers renewals with [`StoreError::LeaseHoldsNothing`].
     pub fn restore(
         revision: u64,
         last_lease: u64,
@@ -165,12 +263,7 @@ impl Store {
                 // A registration whose lease was lost is dropped.
                 None => continue,
             }
-            store
-                .services
-                .entry(key.0)
-                .or_default()
-                .instances
-                .insert(registration.instance.id.clone(), registration);
+            store.services.entry(key.0).or_default().instances.insert(key.1, Held::new(registration));
         }
         store
     }
@@ -192,20 +285,24 @@ impl Store {
         if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
             return Err(StoreError::InvalidTtl(ttl));
         }
+        // Registered instances always belong to a live lease (a lease that
+        // goes takes its instances with it), so an id present is an id
+        // held. Moving it to the new lease would leave the first provider
+        // renewing a lease that holds nothing, succeeding, and never
+        // noticing: refuse instead, and let the caller retry once the
+        // other lease is gone.
+        if self.services.get(&instance.service).is_some_and(|s| s.instances.contains_key(&instance.id)) {
+            return Err(StoreError::AlreadyExists { service: instance.service, id: instance.id });
+        }
         let mut outcome = Outcome::default();
         self.next_lease += 1;
         let lease_id = self.next_lease;
         let key = (instance.service.clone(), instance.id.clone());
-        // Re-registering the same instance moves it to the new lease.
-        if let Some(previous) = self.services.get(&key.0).and_then(|s| s.instances.get(&key.1)) {
-            let old = previous.lease;
-            if let Some(lease) = self.leases.get_mut(&old) {
-                lease.keys.retain(|k| *k != key);
-            }
-        }
         self.leases.insert(lease_id, Lease { ttl, expires_at: now + ttl, keys: vec![key.clone()] });
         outcome.changes.push(Change::PutLease { id: lease_id, ttl });
-        let registration = Registration { instance, lease: lease_id, registered_unix_ms: now_unix_ms };
+        let held = Held::new(Registration { instance, lease: lease_id, registered_unix_ms: now_unix_ms });
+        let registration = held.registration.clone();
+        let event_bytes = held.bytes + EVENT_OVERHEAD;
         // A service new (or new again) cannot catch up a watcher that may
         // have missed the end of its previous life.
         let pruned_through = self.pruned_through;
@@ -214,14 +311,10 @@ impl Store {
             .entry(key.0.clone())
             .or_insert_with(|| Service { dropped_through: pruned_through, ..Service::default() });
         service.emptied_at = None;
-        let existed = service.instances.insert(key.1.clone(), registration.clone()).is_some();
+        service.instances.insert(key.1.clone(), held);
         self.revision += 1;
-        let event = if existed {
-            WatchEvent::Update { instance: registration.instance.clone(), revision: self.revision }
-        } else {
-            WatchEvent::Add { instance: registration.instance.clone(), revision: self.revision }
-        };
-        push_event(service, event);
+        let event = WatchEvent::Add { instance: registration.instance.clone(), revision: self.revision };
+        push_event(service, event, event_bytes);
         outcome.changes.push(Change::Put(registration));
         outcome.changes.push(Change::Revision(self.revision));
         outcome.touched.push(key.0);
@@ -229,9 +322,14 @@ impl Store {
         Ok((lease_id, outcome))
     }
 
-    /// Renew a lease for another TTL.
+    /// Renew a lease for another TTL. A lease that holds no instance any
+    /// more is not renewed ([`StoreError::LeaseHoldsNothing`]): its
+    /// provider must hear that it is no longer registered.
     pub fn keep_alive(&mut self, lease: u64, now: Instant) -> Result<Duration, StoreError> {
         let entry = self.leases.get_mut(&lease).ok_or(StoreError::LeaseNotFound(lease))?;
+        if entry.keys.is_empty() {
+            return Err(StoreError::LeaseHoldsNothing(lease));
+        }
         entry.expires_at = now + entry.ttl;
         Ok(entry.ttl)
     }
@@ -241,7 +339,7 @@ impl Store {
         let entry = self.leases.remove(&lease).ok_or(StoreError::LeaseNotFound(lease))?;
         let mut outcome = Outcome::default();
         outcome.changes.push(Change::DeleteLease(lease));
-        self.remove_keys(entry.keys, &mut outcome);
+        self.remove_keys(entry.keys, lease, RemovalCause::Revoked, &mut outcome);
         Ok(outcome)
     }
 
@@ -254,20 +352,33 @@ impl Store {
         for id in expired {
             if let Some(lease) = self.leases.remove(&id) {
                 outcome.changes.push(Change::DeleteLease(id));
-                self.remove_keys(lease.keys, &mut outcome);
+                let cause = RemovalCause::Expired { ttl: lease.ttl };
+                self.remove_keys(lease.keys, id, cause, &mut outcome);
             }
         }
         (outcome, self.leases.values().map(|lease| lease.expires_at).min())
     }
 
-    fn remove_keys(&mut self, keys: Vec<(String, String)>, outcome: &mut Outcome) {
+    fn remove_keys(
+        &mut self,
+        keys: Vec<(String, String)>,
+        lease: u64,
+        cause: RemovalCause,
+        outcome: &mut Outcome,
+    ) {
         for (service_name, id) in keys {
             let Some(service) = self.services.get_mut(&service_name) else { continue };
-            if service.instances.remove(&id).is_none() {
-                continue;
-            }
+            let Some(held) = service.instances.remove(&id) else { continue };
+            outcome.removed.push(Removal {
+                service: service_name.clone(),
+                id: id.clone(),
+                addr: held.registration.instance.addr,
+                lease,
+                cause,
+            });
             self.revision += 1;
-            push_event(service, WatchEvent::Remove { id: id.clone(), revision: self.revision });
+            let bytes = json_len(&id) + EVENT_OVERHEAD;
+            push_event(service, WatchEvent::Remove { id: id.clone(), revision: self.revision }, bytes);
             if service.instances.is_empty() {
                 service.emptied_at = Some(self.revision);
                 self.emptied.push_back((self.revision, service_name.clone()));
@@ -296,26 +407,89 @@ impl Store {
         }
     }
 
-    /// The instances of `service` and the current revision.
+    /// The instances of `service` (in id order) and the current revision.
     pub fn list(&self, service: &str) -> (Vec<Instance>, u64) {
-        let instances = self
-            .services
-            .get(service)
-            .map(|s| s.instances.values().map(|r| r.instance.clone()).collect())
-            .unwrap_or_default();
+        let (instances, _) = self.instances_page(service, None, usize::MAX);
         (instances, self.revision)
     }
 
-    /// Every registration, optionally of one service.
+    /// A page of the instances of `service`: those with ids after
+    /// `after_id` (all, if `None`), in id order, as many as fit in
+    /// `budget` bytes of JSON (at least one, if any is left). Returns them
+    /// and, if more are left, the id to continue after.
+    ///
+    /// Pages are read from the state as it is when each is asked for, so
+    /// a listing in pages that a change overtakes may already show that
+    /// change in its later pages; read from the revision of its first
+    /// page, the events after that revision bring it up to date whatever
+    /// it saw (each event states an instance's whole state).
+    pub fn instances_page(
+        &self,
+        service: &str,
+        after_id: Option<&str>,
+        budget: usize,
+    ) -> (Vec<Instance>, Option<String>) {
+        let Some(entry) = self.services.get(service) else { return (Vec::new(), None) };
+        let lower = after_id.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut page: Vec<Instance> = Vec::new();
+        let mut used = 0usize;
+        for held in entry.instances.range::<str, _>((lower, Bound::Unbounded)).map(|(_, held)| held) {
+            if let Some(last) = page.last()
+                && used.saturating_add(held.bytes) > budget
+            {
+                let next = last.id.clone();
+                return (page, Some(next));
+            }
+            used = used.saturating_add(held.bytes);
+            page.push(held.registration.instance.clone());
+        }
+        (page, None)
+    }
+
+    /// Every registration, optionally of one service, in (service, id)
+    /// order.
     pub fn registrations(&self, service: Option<&str>) -> Vec<Registration> {
-        let mut out: Vec<Registration> = self
-            .services
-            .iter()
-            .filter(|(name, _)| service.is_none_or(|wanted| wanted == name.as_str()))
-            .flat_map(|(_, s)| s.instances.values().cloned())
-            .collect();
-        out.sort_by(|a, b| (&a.instance.service, &a.instance.id).cmp(&(&b.instance.service, &b.instance.id)));
-        out
+        self.registrations_page(service, None, usize::MAX).0
+    }
+
+    /// A page of [`Store::registrations`]: those after `after` (a service
+    /// and an id), as many as fit in `budget` bytes (at least one, if any
+    /// is left); and where to continue, if more are left.
+    pub fn registrations_page(
+        &self,
+        service: Option<&str>,
+        after: Option<(&str, &str)>,
+        budget: usize,
+    ) -> (Vec<Registration>, Option<(String, String)>) {
+        let services: Box<dyn Iterator<Item = (&String, &Service)> + '_> = match (service, after) {
+            (Some(name), _) => Box::new(self.services.get_key_value(name).into_iter()),
+            (None, Some((name, _))) => {
+                Box::new(self.services.range::<str, _>((Bound::Included(name), Bound::Unbounded)))
+            }
+            (None, None) => Box::new(self.services.iter()),
+        };
+        let mut page: Vec<Registration> = Vec::new();
+        let mut used = 0usize;
+        for (name, entry) in services {
+            let lower = match after {
+                Some((after_service, after_id)) if after_service == name.as_str() => {
+                    Bound::Excluded(after_id)
+                }
+                _ => Bound::Unbounded,
+            };
+            for held in entry.instances.range::<str, _>((lower, Bound::Unbounded)).map(|(_, held)| held) {
+                let bytes = held.bytes + REGISTRATION_OVERHEAD;
+                if let Some(last) = page.last()
+                    && used.saturating_add(bytes) > budget
+                {
+                    let next = (last.instance.service.clone(), last.instance.id.clone());
+                    return (page, Some(next));
+                }
+                used = used.saturating_add(bytes);
+                page.push(held.registration.clone());
+            }
+        }
+        (page, None)
     }
 
     /// The TTL of a lease, if it exists.
@@ -327,36 +501,78 @@ impl Store {
     /// needs next: the events since, or a `Reset` when the log no longer
     /// reaches back that far (or `after` is `None`). Empty when up to date.
     pub fn events_after(&self, service: &str, after: Option<u64>) -> Vec<WatchEvent> {
-        let reset = || {
-            let (instances, revision) = self.list(service);
-            vec![WatchEvent::Reset { instances, revision }]
+        self.events_page(service, after, usize::MAX).events
+    }
+
+    /// [`Store::events_after`] in about `budget` bytes of JSON (at least
+    /// one event, if any): the events that fit (the watcher asks again
+    /// from the last one's revision for the rest), or a `Reset` with the
+    /// instances that fit and the id to continue the set after (see
+    /// [`Store::instances_page`]; the rest belongs to the `Reset`, at its
+    /// revision).
+    pub fn events_page(&self, service: &str, after: Option<u64>, budget: usize) -> EventsPage {
+        if self.needs_reset(service, after) {
+            let (instances, more_after) = self.instances_page(service, None, budget);
+            return EventsPage {
+                events: vec![WatchEvent::Reset { instances, revision: self.revision }],
+                more_after,
+            };
+        }
+        let (Some(after), Some(entry)) = (after, self.services.get(service)) else {
+            return EventsPage::default();
         };
-        let Some(after) = after else { return reset() };
-        if after > self.revision {
-            // From the future: the watcher talked to another registry (or one
-            // that lost data). Start it over.
-            return reset();
+        let first = entry.log.partition_point(|logged| logged.event.revision() <= after);
+        let mut events = Vec::new();
+        let mut used = 0usize;
+        for logged in entry.log.range(first..) {
+            if !events.is_empty() && used.saturating_add(logged.bytes) > budget {
+                break;
+            }
+            used = used.saturating_add(logged.bytes);
+            events.push(logged.event.clone());
         }
-        if after < self.floor {
-            return reset();
+        EventsPage { events, more_after: None }
+    }
+
+    /// Whether a watcher of `service` at `after` must start over from a
+    /// full set.
+    fn needs_reset(&self, service: &str, after: Option<u64>) -> bool {
+        let Some(after) = after else { return true };
+        // From the future: the watcher talked to another registry (or one
+        // that lost data). Start it over.
+        if after > self.revision || after < self.floor {
+            return true;
         }
-        let Some(entry) = self.services.get(service) else {
-            return if after < self.pruned_through { reset() } else { Vec::new() };
-        };
-        if after < entry.dropped_through {
-            return reset();
+        match self.services.get(service) {
+            Some(entry) => after < entry.dropped_through,
+            None => after < self.pruned_through,
         }
-        entry.log.iter().filter(|event| event.revision() > after).cloned().collect()
     }
 }
 
-fn push_event(service: &mut Service, event: WatchEvent) {
-    if service.log.len() >= EVENT_LOG_LEN
-        && let Some(dropped) = service.log.pop_front()
+/// What a watcher needs next, within a byte budget; see
+/// [`Store::events_page`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EventsPage {
+    /// The events, oldest first.
+    pub events: Vec<WatchEvent>,
+    /// If the last event is a `Reset` whose instances did not all fit: the
+    /// id of the last one in it; the rest follow from
+    /// [`Store::instances_page`].
+    pub more_after: Option<String>,
+}
+
+fn push_event(service: &mut Service, event: WatchEvent, bytes: usize) {
+    service.log.push_back(Logged { event, bytes });
+    service.log_bytes = service.log_bytes.saturating_add(bytes);
+    // The newest event always stays, so a watcher one change behind can
+    // always be caught up without a full set.
+    while service.log.len() > EVENT_LOG_LEN || (service.log_bytes > EVENT_LOG_BYTES && service.log.len() > 1)
     {
-        service.dropped_through = dropped.revision();
+        let Some(dropped) = service.log.pop_front() else { break };
+        service.log_bytes = service.log_bytes.saturating_sub(dropped.bytes);
+        service.dropped_through = dropped.event.revision();
     }
-    service.log.push_back(event);
 }
 
 #[cfg(test)]
@@ -411,14 +627,130 @@ mod tests {
     fn a_watcher_too_far_behind_gets_a_reset() {
         let t0 = Instant::now();
         let mut store = Store::new();
-        for i in 0..(EVENT_LOG_LEN + 10) {
-            store
-                .register(instance(&"x".repeat(i % 5 + 1)), Duration::from_secs(5), t0, 0)
-                .expect("register");
+        for i in 0..(EVENT_LOG_LEN / 2 + 10) {
+            let (lease, _) =
+                store.register(instance(&format!("x{i}")), Duration::from_secs(5), t0, 0).expect("register");
+            store.revoke(lease).expect("revoke");
         }
         assert!(matches!(&store.events_after("Calc", Some(1))[..], [WatchEvent::Reset { .. }]));
         let recent = store.events_after("Calc", Some(store.revision() - 3));
         assert_eq!(recent.len(), 3);
+    }
+
+    /// An instance of `Calc` with id `id` and `size` bytes of metadata.
+    fn big(id: &str, size: usize) -> Instance {
+        instance(id).with_metadata("blob", "x".repeat(size))
+    }
+
+    #[test]
+    fn the_event_log_is_bounded_in_bytes_too() {
+        let t0 = Instant::now();
+        let mut store = Store::new();
+        let size = 60 * 1024;
+        let count = EVENT_LOG_BYTES / size + 10;
+        for i in 0..count {
+            store.register(big(&format!("i{i:03}"), size), Duration::from_secs(5), t0, 0).expect("register");
+        }
+        let entry = store.services.get("Calc").expect("service");
+        assert!(entry.log_bytes <= EVENT_LOG_BYTES, "{} bytes of log", entry.log_bytes);
+        assert!(entry.log.len() < count, "old events were dropped");
+        // A watcher from before the dropped events starts over.
+        assert!(matches!(&store.events_after("Calc", Some(1))[..], [WatchEvent::Reset { .. }]));
+        assert_eq!(store.events_after("Calc", Some(store.revision() - 1)).len(), 1);
+    }
+
+    #[test]
+    fn large_services_are_read_in_pages_within_the_budget() {
+        let t0 = Instant::now();
+        let mut store = Store::new();
+        let size = 10_000;
+        for i in 0..50 {
+            store.register(big(&format!("i{i:02}"), size), Duration::from_secs(5), t0, 0).expect("register");
+        }
+        let budget = 4 * size;
+        // Listing: pages of at most the budget, in id order, nothing
+        // missed or repeated.
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let (page, next) = store.instances_page("Calc", after.as_deref(), budget);
+            let bytes: usize = page.iter().map(Instance::encoded_len).sum();
+            assert!(!page.is_empty() && bytes <= budget, "{} instances, {bytes} bytes", page.len());
+            seen.extend(page.into_iter().map(|i| i.id));
+            match next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let expected: Vec<String> = (0..50).map(|i| format!("i{i:02}")).collect();
+        assert_eq!(seen, expected);
+        // A budget smaller than one instance still makes progress.
+        let (page, next) = store.instances_page("Calc", None, 1);
+        assert_eq!((page.len(), next.as_deref()), (1, Some("i00")));
+
+        // A fresh watcher gets a partial `Reset` and where to go on from.
+        let first = store.events_page("Calc", None, budget);
+        assert!(
+            matches!(&first.events[..], [WatchEvent::Reset { instances, revision: 50 }] if instances.len() == 3),
+            "{:?}",
+            first.events.len()
+        );
+        assert_eq!(first.more_after.as_deref(), Some("i02"));
+        // A watcher behind by many events gets them in budget-sized runs.
+        let run = store.events_page("Calc", Some(10), budget);
+        assert_eq!(run.events.len(), 3, "events of about 10 KB each in a 40 KB budget");
+        assert_eq!(run.events.last().map(WatchEvent::revision), Some(13));
+        assert!(run.more_after.is_none());
+        assert_eq!(store.events_page("Calc", Some(10), usize::MAX).events.len(), 40);
+
+        // Registrations of every service page by (service, id).
+        store
+            .register(Instance::new("Aardvark", "127.0.0.1:1"), Duration::from_secs(5), t0, 0)
+            .expect("register");
+        let mut listed = Vec::new();
+        let mut after: Option<(String, String)> = None;
+        loop {
+            let (page, next) = store.registrations_page(
+                None,
+                after.as_ref().map(|(service, id)| (service.as_str(), id.as_str())),
+                budget,
+            );
+            listed.extend(page.into_iter().map(|r| (r.instance.service, r.instance.id)));
+            match next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(listed.len(), 51);
+        assert_eq!(listed[0].0, "Aardvark");
+        assert_eq!(
+            listed,
+            store
+                .registrations(None)
+                .into_iter()
+                .map(|r| (r.instance.service, r.instance.id))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(store.registrations_page(Some("Aardvark"), None, 1).0.len(), 1);
+    }
+
+    #[test]
+    fn removals_say_what_went_and_why() {
+        let t0 = Instant::now();
+        let mut store = Store::new();
+        let (a, _) = store.register(instance("a"), Duration::from_secs(2), t0, 0).expect("register");
+        let (b, _) = store.register(instance("bb"), Duration::from_secs(3), t0, 0).expect("register");
+        let revoked = store.revoke(a).expect("revoke");
+        assert_eq!(revoked.removed.len(), 1);
+        assert_eq!((revoked.removed[0].id.as_str(), revoked.removed[0].lease), ("a", a));
+        assert_eq!(revoked.removed[0].cause, RemovalCause::Revoked);
+        let (expired, _) = store.expire(t0 + Duration::from_secs(4));
+        assert_eq!(expired.removed.len(), 1);
+        assert_eq!(expired.removed[0].addr, "127.0.0.1:9002");
+        assert_eq!(
+            (expired.removed[0].lease, expired.removed[0].cause),
+            (b, RemovalCause::Expired { ttl: Duration::from_secs(3) })
+        );
     }
 
     #[test]
@@ -449,18 +781,43 @@ mod tests {
     }
 
     #[test]
-    fn re_registering_an_instance_is_an_update_under_the_new_lease() {
+    fn an_instance_held_by_a_live_lease_cannot_be_taken_over() {
         let t0 = Instant::now();
         let mut store = Store::new();
-        let (old, _) = store.register(instance("a"), Duration::from_secs(2), t0, 0).expect("register");
-        let (new, _) =
-            store.register(instance("a").with_weight(5), Duration::from_secs(2), t0, 0).expect("again");
-        assert!(matches!(&store.events_after("Calc", Some(1))[..], [WatchEvent::Update { .. }]));
-        // Revoking the old lease no longer removes the instance.
-        store.revoke(old).expect("revoke old");
-        assert_eq!(store.list("Calc").0[0].weight, 5);
-        store.revoke(new).expect("revoke new");
-        assert!(store.list("Calc").0.is_empty());
+        let (first, _) = store.register(instance("a"), Duration::from_secs(2), t0, 0).expect("register");
+        let revision = store.revision();
+        let refused = store.register(instance("a").with_weight(5), Duration::from_secs(2), t0, 0);
+        assert_eq!(
+            refused.map(|(lease, _)| lease),
+            Err(StoreError::AlreadyExists { service: "Calc".into(), id: "a".into() })
+        );
+        // Nothing changed: no revision, no lease, the first one still holds it.
+        assert_eq!(store.revision(), revision);
+        assert_eq!(store.leases.len(), 1);
+        assert_eq!(store.registrations(None)[0].lease, first);
+        assert_eq!(store.list("Calc").0[0].weight, 1);
+        assert!(store.keep_alive(first, t0).is_ok());
+        // Once the first lease is gone, the id is free.
+        store.revoke(first).expect("revoke");
+        let (second, _) =
+            store.register(instance("a").with_weight(5), Duration::from_secs(2), t0, 0).expect("free");
+        assert_eq!(store.registrations(None)[0].lease, second);
+    }
+
+    #[test]
+    fn renewing_a_lease_that_lost_its_instance_says_so() {
+        let t0 = Instant::now();
+        let mut store = Store::new();
+        let (lease, _) = store.register(instance("a"), Duration::from_secs(2), t0, 0).expect("register");
+        // Restored with the lease but not its registration (a record lost
+        // or unreadable): renewing must not pretend it is registered.
+        let mut restored = Store::restore(store.revision(), lease, [(lease, Duration::from_secs(2))], [], t0);
+        assert_eq!(restored.keep_alive(lease, t0), Err(StoreError::LeaseHoldsNothing(lease)));
+        assert_eq!(
+            super::super::RegistryError::from(StoreError::LeaseHoldsNothing(lease)),
+            super::super::RegistryError::LeaseNotFound(lease),
+            "providers take it as a lost lease and register again"
+        );
     }
 
     #[test]

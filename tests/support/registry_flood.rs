@@ -1,0 +1,123 @@
+//! A client that floods a courier registry with long-polling watches, as
+//! issue 9 found one could: many connections, each with many `Watch` calls
+//! waiting at once. Refused calls are tried again after a pause, so the
+//! flood keeps whatever the registry lets it hold for as long as it runs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use courier::discovery::protocol::{MAX_WATCH_WAIT_MS, RegistryApiClient};
+
+/// How long a refused watch waits before it is tried again: long enough
+/// that the refusals cost the registry little, short enough that the flood
+/// takes back any slot that frees up.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// What the flood saw so far.
+#[derive(Debug, Default)]
+struct Counts {
+    waiting: AtomicUsize,
+    refused: AtomicUsize,
+    failed: AtomicUsize,
+}
+
+/// Decrements `waiting` however the call ends (the task may be aborted).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn start(counter: &'a AtomicUsize) -> Waiting<'a> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Waiting(counter)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A running flood; dropping it (or [`WatchFlood::stop`]) ends it.
+pub struct WatchFlood {
+    counts: Arc<Counts>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl WatchFlood {
+    /// Open `connections` connections to the registry at `addr` and keep
+    /// `per_connection` watches waiting on each (each on a service of its
+    /// own, waiting the longest the registry allows).
+    pub async fn start(addr: SocketAddr, connections: usize, per_connection: usize) -> WatchFlood {
+        let counts = Arc::new(Counts::default());
+        let mut tasks = Vec::with_capacity(connections * per_connection);
+        for connection in 0..connections {
+            // One channel is one connection (pool size 1).
+            let channel = courier::Channel::builder(addr.to_string()).build_lazy();
+            let client = RegistryApiClient::new(channel).with_timeout(Duration::from_secs(60));
+            // Watch from the current revision, so each call waits rather
+            // than getting a full set at once.
+            let revision =
+                tokio::time::timeout(Duration::from_secs(10), client.list("Flood".to_owned(), None))
+                    .await
+                    .expect("the registry answers the flood's first call within 10 s")
+                    .expect("the flood's first call succeeds")
+                    .revision;
+            for call in 0..per_connection {
+                let (client, counts) = (client.clone(), counts.clone());
+                let service = format!("Flood{connection}x{call}");
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        let result = {
+                            let _waiting = Waiting::start(&counts.waiting);
+                            client.watch(service.clone(), Some(revision), MAX_WATCH_WAIT_MS).await
+                        };
+                        match result {
+                            Ok(_) => {}
+                            Err(status) => {
+                                let counter = if status.code() == courier::Code::ResourceExhausted {
+                                    &counts.refused
+                                } else {
+                                    &counts.failed
+                                };
+                                counter.fetch_add(1, Ordering::SeqCst);
+                                tokio::time::sleep(RETRY).await;
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+        WatchFlood { counts, tasks }
+    }
+
+    /// Watch calls sent and not answered yet (about those the registry
+    /// holds, once the refusals of a round are back).
+    pub fn waiting(&self) -> usize {
+        self.counts.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Watch calls refused with `ResourceExhausted` so far.
+    pub fn refused(&self) -> usize {
+        self.counts.refused.load(Ordering::SeqCst)
+    }
+
+    /// Watch calls that failed in any other way so far.
+    pub fn failed(&self) -> usize {
+        self.counts.failed.load(Ordering::SeqCst)
+    }
+
+    /// End the flood: every waiting call is cancelled.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for WatchFlood {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
