@@ -1,13 +1,31 @@
 //! `etcd://host:2379,host:2379`: an etcd v3 cluster (cargo feature `etcd`).
 //!
 //! The layout is the one grpc-go's etcd resolver
-//! (`go.etcd.io/etcd/client/v3/naming`) reads and writes: the key is
-//! `<service>/<addr>` and the value is
-//! `{"Op":0,"Addr":"host:port","Metadata":{...}}`, put under a lease.
-//! courier keeps its own fields (version, weight, zone, ...) inside
-//! `Metadata.courier`, so Go gRPC clients and `etcdctl` see courier's
-//! instances, and courier consumers route to entries written by others
-//! (with version `0.0.0` and no protocols when those fields are absent).
+//! (`go.etcd.io/etcd/client/v3/naming/resolver`, in 3.4
+//! `clientv3/naming/resolver`) reads and its endpoints manager writes: the
+//! key is `<service>/<addr>` and the value is
+//! `{"Op":0,"Addr":"host:port","Metadata":null,"courier":{...}}`, put under
+//! a lease. courier's own fields (version, protocols, weight, zone,
+//! metadata, state, registration time) live in the sibling key `courier`,
+//! never in `Metadata`: the resolver copies `Metadata` into grpc-go's
+//! `resolver.Address.Metadata`, and balancers such as `round_robin` use the
+//! address as a map key, so a JSON object there makes every grpc-go client
+//! of the service panic with `hash of unhashable type
+//! map[string]interface {}` (etcd-io/etcd#19700, grpc/grpc-go#8225).
+//! Go's JSON decoder ignores the unknown `courier` key, so Go clients and
+//! `etcdctl` see courier's instances as plain endpoints.
+//!
+//! Reading is lenient, so courier consumers route to entries written by
+//! others: what grpc-go's endpoints manager writes (`"Metadata":null`),
+//! hand-written `{"Addr":"host:port"}` values, `Metadata` as a string or
+//! anything else (ignored), and courier's earlier layout with its fields
+//! in `Metadata.courier` (read when the sibling key is absent). The value's
+//! keys `Op`, `Addr` and `Metadata` match case-insensitively, as Go's
+//! decoder matches them. Entries without courier's fields get version
+//! `0.0.0`, weight 1 and no protocols; malformed courier fields are
+//! ignored the same way (with a warning). A value whose `Op` is not 0 (the
+//! old grpc naming `Delete`) or that is not a JSON object names no
+//! instance.
 //!
 //! An instance's id is its key's last segment: the address for entries
 //! courier and grpc-go write, whatever another tool chose otherwise.
@@ -31,19 +49,28 @@ use crate::service::BoxFuture;
 /// Timeout of every etcd request.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One endpoint, as grpc-go's naming package writes it.
-#[derive(Debug, Serialize, Deserialize)]
-struct Endpoint {
-    #[serde(rename = "Op", default)]
+/// The sibling key of `Op`/`Addr`/`Metadata` that holds [`CourierFields`].
+const COURIER_KEY: &str = "courier";
+
+/// A value as courier writes it: grpc-go's endpoint plus courier's fields.
+#[derive(Debug, Serialize)]
+struct EndpointOut<'a> {
+    #[serde(rename = "Op")]
     op: u8,
-    #[serde(rename = "Addr", default)]
-    addr: String,
-    #[serde(rename = "Metadata", default, skip_serializing_if = "serde_json::Value::is_null")]
-    metadata: serde_json::Value,
+    #[serde(rename = "Addr")]
+    addr: &'a str,
+    /// Always `null`, as grpc-go's own endpoints manager writes it: grpc-go
+    /// hashes this value (see the module docs), so it must never be an
+    /// object. Written rather than omitted so the value reads the same as
+    /// one Go wrote.
+    #[serde(rename = "Metadata")]
+    metadata: Option<&'a str>,
+    courier: &'a CourierFields,
 }
 
-/// courier's fields, under `Metadata.courier`.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// courier's fields, under the value's `courier` key (formerly under
+/// `Metadata.courier`).
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
 struct CourierFields {
     version: Option<String>,
     #[serde(default)]
@@ -56,6 +83,81 @@ struct CourierFields {
     state: InstanceState,
     #[serde(default)]
     registered_unix_ms: u64,
+}
+
+/// The value courier writes for `instance`.
+fn encode(instance: &Instance, registered_unix_ms: u64) -> Result<Vec<u8>, serde_json::Error> {
+    let fields = CourierFields {
+        version: Some(instance.version.clone()),
+        protocols: instance.protocols.clone(),
+        weight: Some(instance.weight),
+        zone: instance.zone.clone(),
+        metadata: instance.metadata.clone(),
+        state: instance.state,
+        registered_unix_ms,
+    };
+    serde_json::to_vec(&EndpointOut { op: 0, addr: &instance.addr, metadata: None, courier: &fields })
+}
+
+/// Field `name` of a JSON object as Go's `encoding/json` finds it for a
+/// struct field: the exact key, else one equal ignoring (ASCII) case.
+fn go_field<'a>(
+    object: &'a serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Option<&'a serde_json::Value> {
+    object
+        .get(name)
+        .or_else(|| object.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value))
+}
+
+/// The instance the value under `key` describes, with its registration
+/// time (0 when unknown), if it describes one.
+fn decode(key: &str, value: &[u8]) -> Option<(Instance, u64)> {
+    use serde_json::Value;
+
+    let (service, id) = split_key(key)?;
+    let Ok(Value::Object(entry)) = serde_json::from_slice::<Value>(value) else { return None };
+    // Go's decoder leaves a null field at its zero value and rejects a
+    // wrongly typed one (the resolver then skips the entry); do the same.
+    let op = match go_field(&entry, "Op") {
+        None | Some(Value::Null) => 0,
+        Some(op) => op.as_u64()?,
+    };
+    if op != 0 {
+        return None;
+    }
+    let addr = match go_field(&entry, "Addr") {
+        None | Some(Value::Null) => "",
+        Some(addr) => addr.as_str()?,
+    };
+    // The value's address wins; a key suffix is the address when the value
+    // names none.
+    let addr = if addr.is_empty() { id.to_owned() } else { addr.to_owned() };
+    // courier's fields: the sibling key, else the layout courier wrote
+    // before (`Metadata.courier`); a `Metadata` that is a string, null or
+    // anything else is somebody else's and not ours to read.
+    let fields = entry
+        .get(COURIER_KEY)
+        .or_else(|| go_field(&entry, "Metadata").and_then(Value::as_object).and_then(|m| m.get(COURIER_KEY)));
+    let fields: CourierFields = match fields {
+        None => CourierFields::default(),
+        Some(fields) => CourierFields::deserialize(fields).unwrap_or_else(|err| {
+            tracing::warn!(%key, %err, "etcd entry with malformed courier fields; routing to it with defaults");
+            CourierFields::default()
+        }),
+    };
+    let instance = Instance {
+        service: service.to_owned(),
+        version: fields.version.unwrap_or_else(|| "0.0.0".to_owned()),
+        id: id.to_owned(),
+        addr,
+        protocols: fields.protocols,
+        weight: fields.weight.unwrap_or(1),
+        zone: fields.zone,
+        metadata: fields.metadata,
+        state: fields.state,
+    };
+    Some((instance, fields.registered_unix_ms))
 }
 
 pub(crate) struct EtcdRegistry {
@@ -101,31 +203,7 @@ fn split_key(key: &str) -> Option<(&str, &str)> {
 
 /// The instance a key/value describes, if it describes one.
 fn parse(kv: &KeyValue) -> Option<(Instance, u64)> {
-    let (service, id) = split_key(kv.key_str().ok()?)?;
-    let endpoint: Endpoint = serde_json::from_slice(kv.value()).ok()?;
-    if endpoint.op != 0 {
-        return None;
-    }
-    // The value's address wins; a key suffix is the address when the value
-    // names none.
-    let addr = if endpoint.addr.is_empty() { id.to_owned() } else { endpoint.addr };
-    let fields: CourierFields = endpoint
-        .metadata
-        .get("courier")
-        .and_then(|c| serde_json::from_value(c.clone()).ok())
-        .unwrap_or_default();
-    let instance = Instance {
-        service: service.to_owned(),
-        version: fields.version.unwrap_or_else(|| "0.0.0".to_owned()),
-        id: id.to_owned(),
-        addr,
-        protocols: fields.protocols,
-        weight: fields.weight.unwrap_or(1),
-        zone: fields.zone,
-        metadata: fields.metadata,
-        state: fields.state,
-    };
-    Some((instance, fields.registered_unix_ms))
+    decode(kv.key_str().ok()?, kv.value())
 }
 
 /// A lease TTL in etcd's whole seconds, rounded up (never below one).
@@ -315,22 +393,8 @@ impl RegistryBackend for std::sync::Arc<EtcdRegistry> {
             }
             let mut client = self.client().await?;
             let grant = timed(client.lease_grant(lease_seconds(ttl), None)).await?;
-            let fields = CourierFields {
-                version: Some(instance.version.clone()),
-                protocols: instance.protocols.clone(),
-                weight: Some(instance.weight),
-                zone: instance.zone.clone(),
-                metadata: instance.metadata.clone(),
-                state: instance.state,
-                registered_unix_ms: unix_ms(),
-            };
-            let endpoint = Endpoint {
-                op: 0,
-                addr: instance.addr.clone(),
-                metadata: serde_json::json!({ "courier": fields }),
-            };
             let value =
-                serde_json::to_vec(&endpoint).map_err(|err| RegistryError::Rejected(err.to_string()))?;
+                encode(&instance, unix_ms()).map_err(|err| RegistryError::Rejected(err.to_string()))?;
             let key = format!("{}/{}", instance.service, instance.addr);
             timed(client.put(key, value, Some(PutOptions::new().with_lease(grant.id())))).await?;
             Ok(Lease {
@@ -428,6 +492,155 @@ mod tests {
         assert_eq!(lease_seconds(Duration::from_secs(2)), 2);
         assert_eq!(lease_seconds(Duration::from_millis(2001)), 3);
         assert_eq!(lease_seconds(Duration::ZERO), 1);
+    }
+
+    fn instance(addr: &str) -> Instance {
+        let mut instance = Instance::new("Calculator", addr);
+        instance.version = "1.2.0".to_owned();
+        instance.protocols = ["courier", "grpc", "jsonrpc", "http"].map(str::to_owned).to_vec();
+        instance.weight = 3;
+        instance.zone = Some("eu-1".to_owned());
+        instance.metadata.insert("team".to_owned(), "blue".to_owned());
+        instance.state = InstanceState::Draining;
+        instance
+    }
+
+    fn json(value: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(value).expect("valid JSON")
+    }
+
+    /// What a consumer sees for an entry courier did not write: defaults.
+    fn foreign(service: &str, id: &str, addr: &str) -> Instance {
+        let mut instance = Instance::new(service, addr);
+        instance.id = id.to_owned();
+        instance.protocols = Vec::new();
+        instance
+    }
+
+    #[test]
+    fn courier_writes_null_metadata_and_its_fields_beside_it() {
+        let value = json(&encode(&instance("127.0.0.1:7000"), 1234).expect("encode"));
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "Op": 0,
+                "Addr": "127.0.0.1:7000",
+                // Present and null, exactly as grpc-go's endpoints manager
+                // writes it: grpc-go hashes it.
+                "Metadata": null,
+                "courier": {
+                    "version": "1.2.0",
+                    "protocols": ["courier", "grpc", "jsonrpc", "http"],
+                    "weight": 3,
+                    "zone": "eu-1",
+                    "metadata": {"team": "blue"},
+                    "state": "draining",
+                    "registered_unix_ms": 1234,
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn what_courier_writes_reads_back_whole() {
+        for protocols in [vec![], vec!["courier".to_owned()], vec!["grpc".to_owned(), "http".to_owned()]] {
+            let mut written = instance("127.0.0.1:7000");
+            written.protocols = protocols;
+            let value = encode(&written, 99).expect("encode");
+            assert_eq!(decode("Calculator/127.0.0.1:7000", &value), Some((written, 99)));
+        }
+    }
+
+    #[test]
+    fn the_earlier_layout_with_fields_in_metadata_is_still_read() {
+        let value = br#"{"Op":0,"Addr":"127.0.0.1:7000","Metadata":{"courier":{
+            "version":"1.2.0","protocols":["courier","grpc","jsonrpc","http"],"weight":3,"zone":"eu-1",
+            "metadata":{"team":"blue"},"state":"draining","registered_unix_ms":1234}}}"#;
+        assert_eq!(decode("Calculator/127.0.0.1:7000", value), Some((instance("127.0.0.1:7000"), 1234)));
+    }
+
+    #[test]
+    fn the_sibling_key_wins_over_the_earlier_layout() {
+        let value = br#"{"Addr":"127.0.0.1:7000","Metadata":{"courier":{"version":"0.1.0"}},
+            "courier":{"version":"2.0.0"}}"#;
+        let (read, _) = decode("Calculator/127.0.0.1:7000", value).expect("an instance");
+        assert_eq!(read.version, "2.0.0");
+    }
+
+    #[test]
+    fn entries_written_by_others_are_routed_to_with_defaults() {
+        let addr = "127.0.0.1:7000";
+        let key = "Calculator/127.0.0.1:7000";
+        let values: &[&[u8]] = &[
+            // grpc-go's endpoints manager.
+            br#"{"Op":0,"Addr":"127.0.0.1:7000","Metadata":null}"#,
+            // etcdctl by hand.
+            br#"{"Addr":"127.0.0.1:7000"}"#,
+            // Metadata as a string (what grpc-go can hash), or anything else.
+            br#"{"Op":0,"Addr":"127.0.0.1:7000","Metadata":"zone=eu-1"}"#,
+            br#"{"Addr":"127.0.0.1:7000","Metadata":42}"#,
+            br#"{"Addr":"127.0.0.1:7000","Metadata":["a","b"]}"#,
+            br#"{"Addr":"127.0.0.1:7000","Metadata":{"zone":"eu-1","courier":"not an object"}}"#,
+            br#"{"Addr":"127.0.0.1:7000","Metadata":{"zone":"eu-1"}}"#,
+            // No address in the value: the key's suffix is the address.
+            br#"{"Op":0,"Metadata":null}"#,
+            br#"{"Addr":"","Metadata":null}"#,
+            br#"{"Op":null,"Addr":null}"#,
+            // courier's fields malformed: ignored, the address still routed.
+            br#"{"Addr":"127.0.0.1:7000","courier":{"weight":"heavy","version":"9.9.9"}}"#,
+            br#"{"Addr":"127.0.0.1:7000","courier":"1.2.0"}"#,
+        ];
+        for value in values {
+            let read = decode(key, value);
+            let shown = String::from_utf8_lossy(value);
+            assert_eq!(read, Some((foreign("Calculator", addr, addr), 0)), "{shown}");
+        }
+    }
+
+    #[test]
+    fn field_names_match_ignoring_case_as_go_matches_them() {
+        let read = decode(
+            "Calculator/e1",
+            br#"{"op":0,"ADDR":"10.0.0.1:50051","metadata":{"courier":{"weight":4}}}"#,
+        );
+        let mut expected = foreign("Calculator", "e1", "10.0.0.1:50051");
+        expected.weight = 4;
+        assert_eq!(read, Some((expected, 0)));
+        // The exact name wins over a case-insensitive one.
+        let read = decode("Calculator/e1", br#"{"addr":"10.0.0.2:1","Addr":"10.0.0.1:50051"}"#);
+        assert_eq!(read.map(|(instance, _)| instance.addr), Some("10.0.0.1:50051".to_owned()));
+        assert_eq!(decode("Calculator/e1", br#"{"oP":1,"Addr":"10.0.0.1:50051"}"#), None);
+    }
+
+    #[test]
+    fn an_entry_keyed_by_name_is_that_instance() {
+        let read = decode("svc/grpc/e1", br#"{"Addr":"10.0.0.1:50051","Metadata":"m"}"#);
+        assert_eq!(read, Some((foreign("svc/grpc", "e1", "10.0.0.1:50051"), 0)));
+    }
+
+    #[test]
+    fn values_that_name_no_instance_are_skipped() {
+        let key = "Calculator/127.0.0.1:7000";
+        let values: &[&[u8]] = &[
+            // grpc's old naming `Delete`.
+            br#"{"Op":1,"Addr":"127.0.0.1:7000"}"#,
+            // Types Go's decoder rejects (the resolver skips the entry).
+            br#"{"Op":"add","Addr":"127.0.0.1:7000"}"#,
+            br#"{"Op":-1,"Addr":"127.0.0.1:7000"}"#,
+            br#"{"Addr":7000}"#,
+            // Not a JSON object.
+            b"127.0.0.1:7000",
+            b"",
+            b"null",
+            br#"["127.0.0.1:7000"]"#,
+            br#""127.0.0.1:7000""#,
+            br#"{"Addr":"127.0.0.1:7000""#,
+        ];
+        for value in values {
+            assert_eq!(decode(key, value), None, "{}", String::from_utf8_lossy(value));
+        }
+        assert_eq!(decode("no-slash", br#"{"Addr":"127.0.0.1:7000"}"#), None);
+        assert_eq!(decode("Calculator/", br#"{"Addr":"127.0.0.1:7000"}"#), None);
     }
 
     #[test]
