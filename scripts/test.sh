@@ -17,7 +17,7 @@
 #   - Go with grpc-go and etcd's 3.4 client (golang-go,
 #     golang-google-grpc-dev, golang-etcd-server-dev), built in GOPATH mode
 #     by the tests that run real Go clients;
-#   - python3-venv, and Python's grpcio (and its tools, health and
+#   - python3 and python3-venv, and Python's grpcio (and its tools, health and
 #     reflection packages) in a virtualenv under target/pyenv, for the gRPC
 #     interop tests.
 set -euo pipefail
@@ -40,6 +40,7 @@ check_requirements() { # fills $missing with the packages to install
   need_command golang-go go
   need_file golang-google-grpc-dev "$gocode/google.golang.org/grpc/balancer/roundrobin/roundrobin.go"
   need_file golang-etcd-server-dev "$gocode/go.etcd.io/etcd/clientv3/naming/resolver/resolver.go"
+  need_command python3 python3
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u | sed '/^$/d')
 }

@@ -13,6 +13,8 @@ use courier::{Context, ServerBuilder, ServerHandle, Status};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+pub mod registry_flood;
+
 /// Why a calculation failed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
 pub enum CalcError {
@@ -405,6 +407,8 @@ impl ChildServer {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read the server's first line");
         assert!(line.starts_with("listening on "), "unexpected server output: {line:?}");
+        // What it actually bound (the address asked for may be port 0).
+        let addr = line["listening on ".len()..].trim().parse().unwrap_or(addr);
         ChildServer { child, addr }
     }
 
@@ -524,6 +528,55 @@ pub async fn registry_contract(registry: &courier::registry::Registry, prefix: &
 
     registry.deregister(&lease_a).await.expect("deregister a");
     registry.deregister(&lease_d).await.expect("deregister d");
+}
+
+/// What a registry must refuse, run against `registry` (`mem://` and the
+/// courier registry; see `tests/registry.rs`): an instance id another live
+/// lease holds is never silently moved (`AlreadyExists`), and instances
+/// over the size limit are refused (`Rejected`, `InvalidArgument` on the
+/// wire) while those at it are fine. Service names are prefixed with
+/// `prefix`.
+pub async fn registry_ownership_contract(registry: &courier::registry::Registry, prefix: &str) {
+    use courier::discovery::instance::MAX_INSTANCE_BYTES;
+    use courier::registry::{Instance, RegistryError};
+
+    let service = format!("{prefix}Owned");
+    let ttl = Duration::from_secs(5);
+    let first = Instance::new(service.clone(), "127.0.0.1:7101").with_id("shared-id").with_weight(1);
+    let lease = registry.register(first.clone(), ttl).await.expect("register the first");
+
+    // Another provider with the same id, while the first lease lives.
+    let second = Instance::new(service.clone(), "127.0.0.1:7102").with_id("shared-id").with_weight(9);
+    let refused = registry.register(second.clone(), ttl).await;
+    assert_eq!(
+        refused.map(|lease| lease.id),
+        Err(RegistryError::AlreadyExists { service: service.clone(), id: "shared-id".to_owned() }),
+        "a live lease's instance is not taken over"
+    );
+    // The first still holds it, unchanged, and renewing it still means
+    // something.
+    let listed = registry.list(&service).await.expect("list");
+    assert_eq!(listed.instances, vec![first.clone()]);
+    registry.keep_alive(&lease).await.expect("the first lease still holds its instance");
+    // Once it is gone, the id is free.
+    registry.deregister(&lease).await.expect("deregister");
+    let taken = registry.register(second.clone(), ttl).await.expect("the id is free now");
+    assert_eq!(registry.list(&service).await.expect("list").instances, vec![second]);
+    registry.deregister(&taken).await.expect("deregister");
+
+    // Size: the 9 MiB of metadata is refused with the reason; an
+    // instance right at the limit is accepted.
+    let huge = Instance::new(service.clone(), "127.0.0.1:7103").with_metadata("blob", "x".repeat(9 << 20));
+    match registry.register(huge, ttl).await {
+        Err(RegistryError::Rejected(reason)) => {
+            assert!(reason.contains("over the limit of 65536") && reason.contains("metadata"), "{reason}");
+        }
+        other => panic!("a 9 MiB instance must be rejected, got {other:?}"),
+    }
+    let base = Instance::new(service.clone(), "127.0.0.1:7104").with_metadata("blob", "");
+    let fitting = base.clone().with_metadata("blob", "x".repeat(MAX_INSTANCE_BYTES - base.encoded_len()));
+    let lease = registry.register(fitting, ttl).await.expect("an instance at the limit is accepted");
+    registry.deregister(&lease).await.expect("deregister");
 }
 
 async fn next_event(watch: &mut courier::registry::WatchStream) -> courier::registry::WatchEvent {
@@ -648,6 +701,8 @@ impl Bystander {
         calls
     }
 }
+
+pub mod go;
 
 /// Python peers: the virtualenv `scripts/test.sh` creates under
 /// `target/pyenv` (grpcio and its tools), stubs generated from

@@ -4,9 +4,11 @@
 //! courier-test-server ADDR                                  # Calculator, Probe, Whoami
 //! courier-test-server ADDR --registry URL --name NAME [--ttl-ms N]   # ... and register them
 //! courier-test-server ADDR --registry-data DIR              # the courier registry instead
+//! ... [--memory-budget BYTES] [--max-connections N] [--request-timeout-ms N] [--request-stall-ms N]
 //! ```
 //!
-//! Prints `listening on ADDR` once bound.
+//! Prints `listening on ADDR` once bound. Logs go to stderr, at INFO unless
+//! `RUST_LOG` says otherwise, as in courier's own binaries.
 
 use std::io::Write;
 use std::time::Duration;
@@ -19,12 +21,17 @@ fn flag(args: &[String], name: &str) -> Option<String> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let addr = args.first().cloned().unwrap_or_else(|| "127.0.0.1:0".to_owned());
     let builder = match flag(&args, "--registry-data") {
-        Some(dir) => {
-            courier::Server::builder().add_service(courier_registry::open(dir).await?.into_service())
-        }
+        Some(dir) => courier_registry::open(dir).await?.add_to(courier::Server::builder()),
         None => {
             let name = flag(&args, "--name").unwrap_or_else(|| "child".to_owned());
             let mut builder = courier::Server::builder()
@@ -39,14 +46,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             builder
         }
     };
+    // Server limits, for the tests of a server protecting itself.
+    let number = |name: &str| flag(&args, name).and_then(|value| value.parse::<u64>().ok());
+    let mut builder = builder;
+    if let Some(bytes) = number("--memory-budget") {
+        builder = builder.memory_budget(usize::try_from(bytes)?);
+    }
+    if let Some(limit) = number("--max-connections") {
+        builder = builder.max_connections(usize::try_from(limit)?);
+    }
+    if let Some(ms) = number("--request-timeout-ms") {
+        builder = builder.request_timeout(Duration::from_millis(ms));
+    }
+    if let Some(ms) = number("--request-stall-ms") {
+        builder = builder.request_stall_timeout(Duration::from_millis(ms));
+    }
     let listening = builder.bind(addr).await?;
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on {}", listening.local_addr())?;
     stdout.flush()?;
-    listening
-        .serve_with_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    listening.serve_with_shutdown(tokio::signal::ctrl_c()).await?;
     Ok(())
 }

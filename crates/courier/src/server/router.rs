@@ -91,7 +91,13 @@ impl Router {
         }
         // The name is echoed back: keep what a peer can make us send small.
         let full_name = shorten(full_name);
-        let (service_name, method_name) = full_name.rsplit_once('.').unwrap_or(("", &full_name));
+        let Some((service_name, method_name)) = full_name.rsplit_once('.') else {
+            let offered: Vec<&str> = self.services.iter().map(|s| s.descriptor().name).collect();
+            return Err(Status::unimplemented(format!(
+                "`{full_name}` is not a method name: call `Service.Method` (this server offers: {})",
+                offered.join(", ")
+            )));
+        };
         match self.services.iter().find(|s| s.descriptor().name == service_name) {
             Some(service) => {
                 let offered: Vec<&str> = service.descriptor().methods.iter().map(|m| m.name).collect();
@@ -131,6 +137,13 @@ mod tests {
         assert!(err.message().contains("unknown service `Calculator`"), "{err}");
         let err = router.route_path("/not-a-method").err().expect("not a method path");
         assert!(err.message().contains("not a /Service/Method path"), "{err}");
+    }
+
+    #[test]
+    fn a_name_without_a_service_says_how_to_name_a_method() {
+        let router = Router::default();
+        let err = router.route("KvGet").err().expect("not a method name");
+        assert!(err.message().contains("`KvGet` is not a method name: call `Service.Method`"), "{err}");
     }
 
     #[test]

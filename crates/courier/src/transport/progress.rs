@@ -147,6 +147,19 @@ mod tests {
     }
 
     #[test]
+    fn the_defaults_are_20_s_without_a_byte_and_60_s_for_a_trickle() {
+        let defaults = RequestTimeouts::default();
+        assert_eq!((defaults.stall, defaults.timeout), (Duration::from_secs(20), Duration::from_secs(60)));
+        let t0 = Instant::now();
+        let mut trickle = Progress::default();
+        trickle.start(t0);
+        for s in (10..=60).step_by(10) {
+            trickle.received(1, at(t0, s));
+        }
+        assert!(trickle.check(at(t0, 60), &defaults).is_err(), "a trickle is cut off at 60 s");
+    }
+
+    #[test]
     fn idle_between_requests_is_never_overdue() {
         let progress = Progress::default();
         assert!(progress.deadline(&T).is_none());
