@@ -42,8 +42,21 @@ impl Calculator for Calc {
     }
 }
 
+/// Logs to stderr, INFO unless `RUST_LOG` says otherwise: where the server
+/// listens, and anything courier has to report.
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] => {
@@ -65,11 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .bind(addr.to_string())
                 .await?;
             say(format!("serving Calculator on {} (Ctrl-C stops)", listening.local_addr()));
-            listening
-                .serve_with_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await?;
+            listening.serve_with_shutdown(tokio::signal::ctrl_c()).await?;
         }
         ["client", addr] => run_client(addr).await?,
         _ => {

@@ -40,8 +40,21 @@ fn spawn_server(addr: &str) -> Result<std::net::SocketAddr, Box<dyn std::error::
     Ok(local)
 }
 
+/// Logs to stderr, INFO unless `RUST_LOG` says otherwise: where the server
+/// listens, and anything courier has to report.
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
 #[allow(clippy::print_stdout)]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (addr, words) = match args.first().map(String::as_str) {
         None => (spawn_server("127.0.0.1:0")?.to_string(), vec!["hello".to_owned(), "courier".to_owned()]),

@@ -46,8 +46,21 @@ async fn run_clients(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Logs to stderr, INFO unless `RUST_LOG` says otherwise: where the server
+/// listens, and anything courier has to report.
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] => {
@@ -67,11 +80,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .bind(addr.to_string())
                 .await?;
             println!("serving helloworld.Greeter on {} (Ctrl-C stops)", listening.local_addr());
-            listening
-                .serve_with_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await?;
+            listening.serve_with_shutdown(tokio::signal::ctrl_c()).await?;
         }
         ["client", addr] => run_clients(addr).await?,
         _ => {

@@ -16,6 +16,12 @@
 //! - `registry_cmd`: `courier registry serve` and `courier ls`.
 //! - `duration`: parsing `10s`, `500ms`, `2m`.
 //!
+//! ## Output
+//!
+//! Command output goes to stdout (scripts parse it); logs go to stderr,
+//! at INFO unless `RUST_LOG` says otherwise (`RUST_LOG=warn` for quiet,
+//! `RUST_LOG=courier=debug` for the library's detail).
+//!
 //! ## Feature flags
 //!
 //! - `etcd` (off by default): accept `etcd://` registry URLs (building it
@@ -61,11 +67,33 @@ enum Command {
     Bench(Box<bench::BenchArgs>),
 }
 
+/// Log to stderr, INFO by default, `RUST_LOG` honoured. Stderr, because
+/// stdout carries command output that scripts and tests parse.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
+        .from_env_lossy();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person watching, not for a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let result: Result<std::process::ExitCode, Box<dyn std::error::Error>> = match cli.command {
         Command::Demo => demo::run().map_err(Into::into),
         Command::Registry(command) => registry_cmd::run(command).map_err(Into::into),
+        // The library's message names the feature for a crate depending on
+        // courier; someone running this binary needs to rebuild it instead.
+        Command::Ls { registry, .. } if registry.starts_with("etcd://") && !cfg!(feature = "etcd") => {
+            Err("etcd:// registries need courier-cli's `etcd` feature: \
+                 cargo install courier-cli --features etcd (building it needs protoc)"
+                .into())
+        }
         Command::Ls { service, registry } => {
             registry_cmd::ls(&registry, service.as_deref()).map_err(Into::into)
         }

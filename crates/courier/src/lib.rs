@@ -40,6 +40,14 @@
 //! Methods returning `Result<T, E>` with a serde error type send `E` back
 //! inside the [`Status`]; [`Status::app_error`] gives it back typed.
 //!
+//! Over JSON (HTTP/JSON, JSON-RPC, the JSON codec, gRPC+JSON) arguments are
+//! an object, `{"a":10,"b":20}`, except that a method with one argument
+//! takes the argument itself, `"k1"`, as Go's net/rpc does. For those, an
+//! object whose one key names the argument, `{"key":"k1"}`, is accepted
+//! too, but only when the body does not decode as the argument itself; a
+//! body of neither shape is refused with a message that names the
+//! argument, its type and the shape expected.
+//!
 //! ## Layout (the path of one call)
 //!
 //! - [`service`](mod@service): the [`Service`] trait generated servers implement, and
@@ -78,6 +86,7 @@
 // inside this crate too, for the registry's own API.
 extern crate self as courier;
 
+mod arguments;
 pub mod balance;
 pub mod blocking;
 pub mod client;
@@ -117,27 +126,11 @@ pub mod __private {
     pub use bytes::{Bytes, BytesMut};
     pub use serde;
 
+    pub use crate::arguments::{decode_arg, decode_args};
     pub use crate::service::{ArgDescriptor, BoxFuture};
 
     use crate::codec::Codec;
     use crate::status::{Code, Status};
-
-    /// Decode a method's arguments in the call's codec, or explain why they
-    /// do not decode. JSON-RPC calls match field names as Go does.
-    pub fn decode_args<T: serde::de::DeserializeOwned>(
-        cx: &crate::Context,
-        body: &[u8],
-        method: &str,
-    ) -> Result<T, Status> {
-        let decoded = if cx.codec() == Codec::Json && cx.lenient_json() {
-            crate::codec::lenient::from_slice(body).map_err(|err| err.to_string())
-        } else {
-            cx.codec().decode(body).map_err(|err| err.to_string())
-        };
-        decoded.map_err(|err| {
-            Status::invalid_argument(format!("the arguments of {method} do not decode: {err}"))
-        })
-    }
 
     /// Encode a method's result.
     pub fn encode_result<T: serde::Serialize + ?Sized>(
@@ -269,4 +262,23 @@ macro_rules! include_protos {
     () => {
         include!(concat!(env!("OUT_DIR"), "/courier_protos.rs"));
     };
+}
+
+#[cfg(test)]
+mod tests {
+    /// Without the feature, an `etcd://` URL says which crate's feature to
+    /// turn on, and how, rather than only that something is missing.
+    #[cfg(not(feature = "etcd"))]
+    #[tokio::test]
+    async fn etcd_without_its_feature_says_how_to_turn_it_on() {
+        let err = crate::registry::connect("etcd://127.0.0.1:2379").await.expect_err("not built");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "etcd:// needs courier's `etcd` feature: in Cargo.toml, courier = {{ version = \"{}\", \
+                 features = [\"etcd\"] }}",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+    }
 }

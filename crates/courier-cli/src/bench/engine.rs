@@ -48,12 +48,12 @@ pub(crate) struct Outcome {
     pub(crate) elapsed: Duration,
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid constant bounds")
 }
 
 impl Outcome {
-    fn new() -> Outcome {
+    pub(crate) fn new() -> Outcome {
         Outcome {
             histogram: histogram(),
             statuses: BTreeMap::new(),

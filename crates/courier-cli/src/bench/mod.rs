@@ -104,7 +104,7 @@ pub(crate) enum BenchError {
     Connect(#[from] courier::ConnectError),
     #[error("the probe call to {method} failed, so no load was started: {status}")]
     Probe { method: String, status: courier::Status },
-    #[error("`{0}` is not a method name: use Service.Method")]
+    #[error("`{0}` is not a method name: use Service.Method (e.g. Calculator.Add)")]
     Method(String),
     #[error("the arguments do not fit {message}: {reason}")]
     Arguments { message: String, reason: String },
@@ -142,6 +142,11 @@ async fn bench(mut args: BenchArgs, json: Bytes) -> Result<ExitCode, BenchError>
             (None, Some(native)) => (native.to_owned(), args.grpc),
             (None, None) => (args.target.clone(), args.grpc),
         };
+    // Check the name before connecting: `KvGet` would otherwise reach the
+    // server and come back as an unknown service named ``.
+    let (service, method) =
+        grpc::split_method(&args.method).ok_or_else(|| BenchError::Method(args.method.clone()))?;
+    args.method = format!("{service}.{method}");
     let mut options = CallOptions::new().with_codec(Codec::Json).with_timeout(args.timeout);
     for (key, value) in &args.metadata {
         options = options.with_metadata(key, value.clone());
@@ -157,7 +162,6 @@ async fn bench(mut args: BenchArgs, json: Bytes) -> Result<ExitCode, BenchError>
             grpc::split_method(&args.method).ok_or_else(|| BenchError::Method(args.method.clone()))?;
         let sources = grpc::Sources { protos: args.protos.clone(), import_paths: args.import_paths.clone() };
         let encoding = grpc::encoding(&channels[0], &sources, service, method, &options).await?;
-        args.method = format!("{service}.{method}");
         options = options.with_codec(encoding.codec());
         (encoding.encode(&json)?, Some(encoding))
     } else {

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::engine::{Counters, Outcome, Plan, Stop};
@@ -99,23 +100,8 @@ pub(crate) fn summary(target: &str, method: &str, outcome: &Outcome, sample: &By
     let _ = writeln!(out, "  Sample reply: {shown}{ellipsis}");
 
     if total > 0 {
-        // Ten even buckets from the fastest call to p99.9, and one for the
-        // tail up to the slowest: with linear buckets up to the maximum, a
-        // few slow calls would squeeze everything else into one bar.
         let _ = writeln!(out, "\nResponse time histogram:");
-        let (min, top, max) = (h.min(), h.value_at_percentile(99.9), h.max());
-        let buckets = 10u64;
-        let width = (top.saturating_sub(min) / buckets).max(1);
-        let mut rows = Vec::new();
-        let mut low = min;
-        for i in 0..buckets {
-            let high = if i + 1 == buckets { top } else { low + width - 1 };
-            rows.push((high, h.count_between(low, high)));
-            low = high + 1;
-        }
-        if max > top {
-            rows.push((max, h.count_between(top + 1, max)));
-        }
+        let rows = histogram_rows(h);
         let biggest = rows.iter().map(|(_, c)| *c).max().unwrap_or(1).max(1);
         for (high, count) in rows {
             let bar = "#".repeat(((count as f64 / biggest as f64) * 40.0).round() as usize);
@@ -144,8 +130,109 @@ pub(crate) fn summary(target: &str, method: &str, outcome: &Outcome, sample: &By
     out
 }
 
+/// Rows of the latency histogram, `(upper bound, calls)`, in which every
+/// call recorded is counted exactly once.
+///
+/// Ten even buckets from the fastest call to p99.9, and one for the tail up
+/// to the slowest: with linear buckets up to the maximum, a few slow calls
+/// would squeeze everything else into one bar. With ten or fewer distinct
+/// latencies up to p99.9 (a handful of calls), one row each instead.
+///
+/// Each recorded value is placed in one row. (Asking the histogram for the
+/// count between two bounds would not do: it counts whole internal buckets
+/// that overlap the range, so neighbouring rows shared calls and the rows
+/// added up to more calls than were made.)
+fn histogram_rows(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+    const BUCKETS: u64 = 10;
+    if h.is_empty() {
+        return Vec::new();
+    }
+    // Both are values the histogram reports for whole internal buckets, so
+    // every recorded value is either at most `top` or in the tail.
+    let top = h.value_at_percentile(99.9);
+    let recorded: Vec<(u64, u64)> =
+        h.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect();
+    let (body, tail): (Vec<_>, Vec<_>) = recorded.into_iter().partition(|(value, _)| *value <= top);
+    let mut rows = if body.len() as u64 <= BUCKETS {
+        body
+    } else {
+        let low = h.min();
+        let width = (top.saturating_sub(low) / BUCKETS).saturating_add(1);
+        let mut rows: Vec<(u64, u64)> = (0..BUCKETS)
+            .map(|i| (if i + 1 == BUCKETS { top } else { low + (i + 1) * width - 1 }, 0))
+            .collect();
+        for (value, count) in body {
+            let index = (value.saturating_sub(low) / width).min(BUCKETS - 1);
+            rows[index as usize].1 += count;
+        }
+        rows
+    };
+    if !tail.is_empty() {
+        rows.push((h.max(), tail.iter().map(|(_, count)| count).sum()));
+    }
+    rows
+}
+
 pub(crate) fn print(target: &str, method: &str, outcome: &Outcome, sample: &Bytes) {
     let mut stdout = std::io::stdout();
     let _ = stdout.write_all(summary(target, method, outcome, sample).as_bytes());
     let _ = stdout.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use courier::Code;
+
+    use super::*;
+    use crate::bench::engine::histogram;
+
+    fn recorded(values: impl IntoIterator<Item = u64>) -> Histogram<u64> {
+        let mut h = histogram();
+        for value in values {
+            h.saturating_record(value);
+        }
+        h
+    }
+
+    fn calls(rows: &[(u64, u64)]) -> u64 {
+        rows.iter().map(|(_, count)| count).sum()
+    }
+
+    #[test]
+    fn every_call_is_counted_in_exactly_one_row() {
+        // 2,000 calls from 1 us to 2 ms, and a slow one beyond p99.9.
+        let h = recorded((1..=2000).map(|us| us * 1000).chain([80_000_000]));
+        let rows = histogram_rows(&h);
+        assert_eq!(calls(&rows), 2001, "{rows:?}");
+        assert_eq!(rows.len(), 11, "ten buckets and the tail: {rows:?}");
+        // Even buckets over an even spread: about 200 calls each.
+        for (high, count) in &rows[..10] {
+            assert!((185..=215).contains(count), "{high}: {count} in {rows:?}");
+        }
+        assert_eq!(rows[10].0, h.max(), "{rows:?}");
+        assert!(rows.windows(2).all(|pair| pair[0].0 < pair[1].0), "bounds ascend: {rows:?}");
+    }
+
+    #[test]
+    fn a_few_distinct_latencies_get_one_row_each() {
+        let h = recorded([1_000_000; 7].into_iter().chain([2_000_000; 3]));
+        let rows = histogram_rows(&h);
+        assert_eq!(rows.iter().map(|(_, count)| *count).collect::<Vec<_>>(), vec![7, 3], "{rows:?}");
+    }
+
+    #[test]
+    fn one_call_makes_one_row_of_one() {
+        let mut outcome = Outcome::new();
+        outcome.histogram.saturating_record(1_234_567);
+        outcome.statuses.insert(Code::Ok, 1);
+        let text = summary("127.0.0.1:9000", "Calculator.Add", &outcome, &Bytes::from_static(b"3"));
+        let histogram = text
+            .split("Response time histogram:\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .expect("a histogram");
+        let rows: Vec<&str> = histogram.lines().collect();
+        assert_eq!(rows.len(), 1, "{text}");
+        assert!(rows[0].contains("[        1]"), "{text}");
+    }
 }

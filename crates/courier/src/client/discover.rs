@@ -238,7 +238,17 @@ impl Watcher {
         // registry is down right now.
         let mut view = match self.cache_file.as_deref().and_then(|path| cache::load(path, &self.service)) {
             Some(cached) => {
-                tracing::info!(service = %self.service, instances = cached.instances().len(), "starting from the registry cache file");
+                // Say how old it is: instances cached a week ago are a guess.
+                let path = self.cache_file.as_deref().unwrap_or_else(|| std::path::Path::new(""));
+                let written = std::fs::metadata(path)
+                    .and_then(|meta| meta.modified())
+                    .ok()
+                    .and_then(|time| time.elapsed().ok())
+                    .map_or_else(
+                        || "at an unknown time".to_owned(),
+                        |age| format!("{} s ago", age.as_secs()),
+                    );
+                tracing::info!(service = %self.service, instances = cached.instances().len(), path = %path.display(), "using the registry cache file written {written}");
                 if !self.publish(&cached) {
                     return;
                 }
@@ -300,14 +310,15 @@ impl Watcher {
                             }
                         }
                         Some(Err(err)) => break err.to_string(),
-                        None => break "the watch ended".to_owned(),
+                        None => break "the registry watch ended".to_owned(),
                     }
                 },
                 Err(err) => err.to_string(),
             };
             // Keep routing to what we know; tell callers why if we know nothing.
             tracing::debug!(service = %self.service, reason = %lost, "registry watch lost; retrying");
-            if !self.note_error(Some(format!("the registry is unreachable: {lost}"))) {
+            // `lost` already says what failed ("the registry is unreachable: ..").
+            if !self.note_error(Some(lost)) {
                 return;
             }
             // Having told the builder nothing yet, stop making it wait: the

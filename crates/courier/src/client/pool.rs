@@ -68,6 +68,9 @@ impl<C: Connect> Pool<C> {
             self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len()
         };
         let slot = &self.slots[index];
+        // A caller that waited for an attempt gets that attempt's error; the
+        // retry hint is for callers turned away during the backoff.
+        let mut waited = false;
         loop {
             let notify = {
                 let mut state = lock(slot);
@@ -78,6 +81,7 @@ impl<C: Connect> Pool<C> {
                     // The connection worked before, so reconnect at once.
                     SlotState::Ready(_) | SlotState::Idle => self.start_connect(&mut state, index, 0),
                     SlotState::Connecting(notify) => notify.clone(),
+                    SlotState::Failed { error, .. } if waited => return Err(error.clone()),
                     SlotState::Failed { error, retry_at, .. } if Instant::now() < *retry_at => {
                         let wait = retry_at.saturating_duration_since(Instant::now());
                         return Err(Status::new(
@@ -100,6 +104,7 @@ impl<C: Connect> Pool<C> {
             if matches!(&*lock(slot), SlotState::Connecting(n) if Arc::ptr_eq(n, &notify)) {
                 notified.await;
             }
+            waited = true;
         }
     }
 

@@ -130,7 +130,10 @@ pub enum RegistryError {
         reason: String,
     },
     /// The backend for this scheme is not built into this binary.
-    #[error("the `{scheme}://` registry needs courier's `{feature}` cargo feature")]
+    #[error(
+        "{scheme}:// needs courier's `{feature}` feature: in Cargo.toml, courier = {{ version = \"{version}\", features = [\"{feature}\"] }}",
+        version = env!("CARGO_PKG_VERSION")
+    )]
     NotBuilt {
         /// The URL scheme.
         scheme: String,
@@ -146,12 +149,24 @@ pub enum RegistryError {
     /// The registry refused the request.
     #[error("the registry refused the request: {0}")]
     Rejected(String),
+    /// The instance's id is held by another live lease (another process
+    /// with the same id, or this one's earlier lease not expired yet).
+    #[error("instance `{id}` of `{service}` is already registered under another live lease")]
+    AlreadyExists {
+        /// The service.
+        service: String,
+        /// The instance id.
+        id: String,
+    },
 }
 
 impl From<store::StoreError> for RegistryError {
     fn from(err: store::StoreError) -> RegistryError {
         match err {
-            store::StoreError::LeaseNotFound(id) => RegistryError::LeaseNotFound(id),
+            store::StoreError::LeaseNotFound(id) | store::StoreError::LeaseHoldsNothing(id) => {
+                RegistryError::LeaseNotFound(id)
+            }
+            store::StoreError::AlreadyExists { service, id } => RegistryError::AlreadyExists { service, id },
             other => RegistryError::Rejected(other.to_string()),
         }
     }
