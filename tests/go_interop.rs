@@ -74,6 +74,7 @@ async fn a_grpc_go_client_resolves_courier_providers_through_etcd_and_round_robi
         .last()
         .and_then(|line| serde_json::from_str(line).ok())
         .unwrap_or_else(|| panic!("a summary line, got {:?}; stderr: {}", output.stdout, output.stderr));
+    eprintln!("grpc-go round_robin through etcd over two courier providers: {summary:?}");
     assert!(summary.failures.is_empty(), "no call failed: {summary:?}");
     let names: Vec<&str> = summary.answers.keys().map(String::as_str).collect();
     assert_eq!(names, ["provider-a", "provider-b"], "both providers answered: {summary:?}");
