@@ -1,0 +1,259 @@
+//! The test services: a calculator, a probe whose handlers report what
+//! happened to them, the `.proto`-defined interop service, and `Whoami`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use courier::{Context, Status};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+/// Why a calculation failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum CalcError {
+    /// `b` was zero.
+    #[error("division by zero")]
+    DivisionByZero,
+}
+
+/// The classic net/rpc calculator.
+#[courier::service(version = "1.0.0")]
+pub trait Calculator {
+    /// `a + b`.
+    async fn add(&self, a: i64, b: i64) -> i64;
+    /// `a / b`.
+    #[courier(idempotent)]
+    async fn div(&self, a: f64, b: f64) -> Result<f64, CalcError>;
+}
+
+/// The calculator implementation.
+pub struct Calc;
+
+impl Calculator for Calc {
+    async fn add(&self, a: i64, b: i64) -> i64 {
+        a.wrapping_add(b)
+    }
+
+    async fn div(&self, a: f64, b: f64) -> Result<f64, CalcError> {
+        if b == 0.0 { Err(CalcError::DivisionByZero) } else { Ok(a / b) }
+    }
+}
+
+/// A service whose handlers let tests observe the server side.
+#[courier::service]
+pub trait Probe {
+    /// Return `message`.
+    async fn echo(&self, message: String) -> String;
+    /// Sleep, then return `millis`. Counts starts, finishes and handlers
+    /// dropped before finishing.
+    async fn sleep(&self, millis: u64) -> u64;
+    /// Panic with `message`.
+    async fn panic(&self, message: String) -> u32;
+    /// The value of request header `key`.
+    async fn header(&self, cx: &Context, key: String) -> Option<String>;
+    /// Milliseconds left before the call's deadline.
+    async fn deadline_ms(&self, cx: &Context) -> Option<u64>;
+    /// The caller's TCP port (tells connections apart).
+    async fn peer_port(&self, cx: &Context) -> u16;
+    /// A string of `len` bytes.
+    async fn sized(&self, len: u64) -> String;
+    /// Fail with the given status code and message.
+    async fn fail(&self, code: u32, message: String) -> Result<(), Status>;
+    /// Record `value` (one-way: no reply).
+    #[courier(one_way)]
+    async fn record(&self, value: u64);
+    /// Everything recorded so far.
+    async fn recorded(&self) -> Vec<u64>;
+    /// Block the thread for `millis` (synchronous work, no `.await`).
+    async fn busy(&self, millis: u64) -> u64;
+    /// Wait `millis`, then return `message`; safe to run twice.
+    #[courier(idempotent)]
+    async fn slow_echo(&self, message: String, millis: u64) -> String;
+    /// Wait `millis`, then record `value` (one-way).
+    #[courier(one_way)]
+    async fn record_later(&self, value: u64, millis: u64);
+}
+
+/// What the probe's handlers saw.
+#[derive(Default)]
+pub struct ProbeState {
+    started: AtomicUsize,
+    finished: AtomicUsize,
+    dropped: AtomicUsize,
+    changed: Notify,
+    recorded: Mutex<Vec<u64>>,
+}
+
+impl ProbeState {
+    /// Wait until `condition` holds, up to `timeout`; returns whether it did.
+    pub async fn wait_until(&self, timeout: Duration, condition: impl Fn(&ProbeState) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if condition(self) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline.into(), changed).await.is_err() {
+                return condition(self);
+            }
+        }
+    }
+
+    /// `sleep` handlers started so far.
+    pub fn started(&self) -> usize {
+        self.started.load(Ordering::SeqCst)
+    }
+
+    /// `sleep` handlers that completed.
+    pub fn finished(&self) -> usize {
+        self.finished.load(Ordering::SeqCst)
+    }
+
+    /// `sleep` handlers dropped before completing.
+    pub fn dropped(&self) -> usize {
+        self.dropped.load(Ordering::SeqCst)
+    }
+
+    /// Values received by `record`.
+    pub fn recorded(&self) -> Vec<u64> {
+        self.recorded.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn bump(&self, counter: &AtomicUsize) {
+        counter.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+}
+
+/// The probe implementation.
+#[derive(Clone, Default)]
+pub struct ProbeImpl {
+    /// Shared with the test.
+    pub state: Arc<ProbeState>,
+}
+
+/// Marks a sleep handler dropped unless it finished.
+struct DropWatch {
+    state: Arc<ProbeState>,
+    finished: bool,
+}
+
+impl Drop for DropWatch {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.state.bump(&self.state.dropped);
+        }
+    }
+}
+
+impl Probe for ProbeImpl {
+    async fn echo(&self, message: String) -> String {
+        message
+    }
+
+    async fn sleep(&self, millis: u64) -> u64 {
+        let mut watch = DropWatch { state: self.state.clone(), finished: false };
+        self.state.bump(&self.state.started);
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        watch.finished = true;
+        self.state.bump(&self.state.finished);
+        millis
+    }
+
+    async fn panic(&self, message: String) -> u32 {
+        panic!("{message}")
+    }
+
+    async fn header(&self, cx: &Context, key: String) -> Option<String> {
+        cx.metadata().get(&key).map(str::to_owned)
+    }
+
+    async fn deadline_ms(&self, cx: &Context) -> Option<u64> {
+        cx.remaining().map(|left| left.as_millis() as u64)
+    }
+
+    async fn peer_port(&self, cx: &Context) -> u16 {
+        cx.peer_addr().map_or(0, |addr| addr.port())
+    }
+
+    async fn sized(&self, len: u64) -> String {
+        "x".repeat(len as usize)
+    }
+
+    async fn fail(&self, code: u32, message: String) -> Result<(), Status> {
+        Err(Status::new(courier::Code::from_u32(code), message))
+    }
+
+    async fn record(&self, value: u64) {
+        self.state.recorded.lock().unwrap_or_else(|p| p.into_inner()).push(value);
+        self.state.changed.notify_waiters();
+    }
+
+    async fn recorded(&self) -> Vec<u64> {
+        self.state.recorded.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    async fn busy(&self, millis: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(millis));
+        millis
+    }
+
+    async fn slow_echo(&self, message: String, millis: u64) -> String {
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        message
+    }
+
+    async fn record_later(&self, value: u64, millis: u64) {
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        self.record(value).await;
+    }
+}
+
+courier::include_protos!();
+
+/// The `.proto`-defined service of `proto/interop.proto`.
+#[derive(Debug, Default, Clone)]
+pub struct InteropImpl;
+
+impl interop::Interop for InteropImpl {
+    async fn echo(&self, cx: &Context, request: interop::EchoRequest) -> Result<interop::EchoReply, Status> {
+        let mut metadata = std::collections::HashMap::new();
+        for key in &request.echo_metadata {
+            if let Some(value) = cx.metadata().get(key) {
+                metadata.insert(key.clone(), value.to_owned());
+                cx.set_response_metadata(format!("echo-{key}"), value);
+            }
+        }
+        Ok(interop::EchoReply { message: request.message, payload: request.payload, metadata })
+    }
+
+    async fn fail(&self, _cx: &Context, request: interop::FailRequest) -> Result<interop::Empty, Status> {
+        let code = u32::try_from(request.code).unwrap_or(2);
+        Err(Status::new(courier::Code::from_u32(code), request.message))
+    }
+
+    async fn sleep(&self, _cx: &Context, request: interop::SleepRequest) -> Result<interop::Empty, Status> {
+        tokio::time::sleep(Duration::from_millis(request.millis)).await;
+        Ok(interop::Empty {})
+    }
+}
+
+/// Says which server answered, so tests can count where calls went.
+#[courier::service(version = "1.0.0")]
+pub trait Whoami {
+    /// This server's name.
+    async fn name(&self) -> String;
+}
+
+/// A `Whoami` answering `name`.
+#[derive(Clone)]
+pub struct Named(pub String);
+
+impl Whoami for Named {
+    async fn name(&self) -> String {
+        self.0.clone()
+    }
+}
