@@ -81,6 +81,8 @@ pub struct ProbeState {
     started: AtomicUsize,
     finished: AtomicUsize,
     dropped: AtomicUsize,
+    busy_started: AtomicUsize,
+    record_later_started: AtomicUsize,
     changed: Notify,
     recorded: Mutex<Vec<u64>>,
 }
@@ -115,6 +117,16 @@ impl ProbeState {
     /// `sleep` handlers dropped before completing.
     pub fn dropped(&self) -> usize {
         self.dropped.load(Ordering::SeqCst)
+    }
+
+    /// `busy` handlers started so far (the thread is blocked from then on).
+    pub fn busy_started(&self) -> usize {
+        self.busy_started.load(Ordering::SeqCst)
+    }
+
+    /// `record_later` handlers started so far (waiting, not yet recorded).
+    pub fn record_later_started(&self) -> usize {
+        self.record_later_started.load(Ordering::SeqCst)
     }
 
     /// Values received by `record`.
@@ -197,6 +209,7 @@ impl Probe for ProbeImpl {
     }
 
     async fn busy(&self, millis: u64) -> u64 {
+        self.state.bump(&self.state.busy_started);
         std::thread::sleep(Duration::from_millis(millis));
         millis
     }
@@ -207,6 +220,7 @@ impl Probe for ProbeImpl {
     }
 
     async fn record_later(&self, value: u64, millis: u64) {
+        self.state.bump(&self.state.record_later_started);
         tokio::time::sleep(Duration::from_millis(millis)).await;
         self.record(value).await;
     }

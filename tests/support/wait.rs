@@ -37,3 +37,12 @@ pub fn rss_kib() -> u64 {
         })
         .expect("VmRSS in /proc/self/status")
 }
+
+/// The output of `future`, or a panic naming `what` once `limit` passes:
+/// a regression then fails its test instead of hanging the suite.
+pub async fn within<F: std::future::Future>(limit: Duration, what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(limit, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("{what}: not done within {limit:?}"),
+    }
+}
