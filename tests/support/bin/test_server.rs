@@ -7,6 +7,10 @@
 //! ... [--memory-budget BYTES] [--max-connections N] [--request-timeout-ms N] [--request-stall-ms N]
 //! ```
 //!
+//! With `--exit-with-stdin` it exits when its stdin closes: the test harness
+//! keeps a pipe open to it, so it dies with the test process however that
+//! ends.
+//!
 //! Prints `listening on ADDR` once bound. Logs go to stderr, at INFO unless
 //! `RUST_LOG` says otherwise, as in courier's own binaries.
 
@@ -29,6 +33,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|arg| arg == "--exit-with-stdin") {
+        std::thread::spawn(|| {
+            // Nothing is ever written: EOF (or an error) means the parent is gone.
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            std::process::exit(0);
+        });
+    }
     let addr = args.first().cloned().unwrap_or_else(|| "127.0.0.1:0".to_owned());
     let builder = match flag(&args, "--registry-data") {
         Some(dir) => courier_registry::open(dir).await?.add_to(courier::Server::builder()),

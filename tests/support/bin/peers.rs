@@ -1,0 +1,36 @@
+//! Starts child peers the way tests do, prints their process ids, and waits:
+//! `tests/harness.rs` SIGKILLs this process and checks that its peers die
+//! with it.
+//!
+//! ```text
+//! courier-test-peers TEST_SERVER_BINARY
+//! ```
+//!
+//! Prints `server PID`, `etcd-shell PID` and `etcd PID`, then `ready`, then
+//! sleeps (at most two minutes, so that nothing outlives a broken test).
+
+use std::io::Write;
+use std::time::Duration;
+
+use courier_tests::{ChildServer, EtcdServer};
+
+fn main() {
+    let binary = std::env::args().nth(1).expect("usage: courier-test-peers TEST_SERVER_BINARY");
+    let server = ChildServer::start_anywhere(&binary, &[]);
+    let etcd = EtcdServer::start();
+    let mut out = std::io::stdout();
+    let shell = etcd.shell_pid().expect("etcd's shell is running");
+    let etcd_pid = children(shell).first().copied().expect("etcd runs under its shell");
+    writeln!(out, "server {}\netcd-shell {shell}\netcd {etcd_pid}\nready", server.pid()).expect("stdout");
+    out.flush().expect("stdout");
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+/// The children of process `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|child| child.parse().ok())
+        .collect()
+}
