@@ -83,6 +83,7 @@ pub struct ProbeState {
     dropped: AtomicUsize,
     busy_started: AtomicUsize,
     record_later_started: AtomicUsize,
+    sized_started: AtomicUsize,
     changed: Notify,
     recorded: Mutex<Vec<u64>>,
 }
@@ -127,6 +128,11 @@ impl ProbeState {
     /// `record_later` handlers started so far (waiting, not yet recorded).
     pub fn record_later_started(&self) -> usize {
         self.record_later_started.load(Ordering::SeqCst)
+    }
+
+    /// `sized` handlers started so far.
+    pub fn sized_started(&self) -> usize {
+        self.sized_started.load(Ordering::SeqCst)
     }
 
     /// Values received by `record`.
@@ -192,6 +198,7 @@ impl Probe for ProbeImpl {
     }
 
     async fn sized(&self, len: u64) -> String {
+        self.state.bump(&self.state.sized_started);
         "x".repeat(len as usize)
     }
 
