@@ -1,93 +1,275 @@
-//! The behaviour every registry backend must have (`tests/registry.rs`
-//! runs it against each).
+//! The behaviour every registry backend must have. `tests/registry.rs`
+//! runs each behaviour as its own test against each backend (`mem://`, the
+//! bundled courier registry, etcd), so the first failure hides nothing.
+//!
+//! Every function takes the registry and a `prefix` for its service names.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-/// The behaviour every registry backend must have, run against `registry`.
-/// Uses service names prefixed with `prefix` so runs do not collide.
-pub async fn registry_contract(registry: &courier::registry::Registry, prefix: &str) {
-    use courier::registry::{Instance, RegistryError, WatchEvent};
+use courier::registry::{Instance, Lease, Registry, RegistryError, Revision, WatchEvent, WatchStream};
 
-    let service = format!("{prefix}Contract");
-    let instance = |port: u16| {
-        Instance::new(service.clone(), format!("127.0.0.1:{port}")).with_version("1.2.3").with_weight(2)
-    };
-    let ttl = Duration::from_secs(2);
+use crate::wait::within;
 
-    // Nothing registered yet.
-    let empty = registry.list(&service).await.expect("list");
-    assert!(empty.instances.is_empty());
+const TTL: Duration = Duration::from_secs(2);
 
-    // A watch starts with the full set, then sees every change in order.
-    let mut watch = registry.watch(&service, None).await.expect("watch");
+/// How long any one registry call may take.
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn instance(service: &str, port: u16) -> Instance {
+    Instance::new(service, format!("127.0.0.1:{port}")).with_version("1.2.3").with_weight(2)
+}
+
+async fn register(registry: &Registry, instance: Instance) -> Lease {
+    let addr = instance.addr.clone();
+    within(LIMIT, "register", registry.register(instance, TTL))
+        .await
+        .unwrap_or_else(|err| panic!("register {addr}: {err}"))
+}
+
+/// A watch starts with the full set (a `Reset`), then sees every change, in
+/// order, with increasing revisions; what is listed keeps its details.
+pub async fn contract_watch_starts_with_the_full_set_then_sees_each_change(
+    registry: &Registry,
+    prefix: &str,
+) {
+    let service = format!("{prefix}Watched");
+    let empty = within(LIMIT, "list", registry.list(&service)).await.expect("list");
+    assert!(empty.instances.is_empty(), "nothing registered yet: {empty:?}");
+
+    let mut watch = within(LIMIT, "watch", registry.watch(&service, None)).await.expect("watch");
     let first = next_event(&mut watch).await;
     assert!(matches!(&first, WatchEvent::Reset { instances, .. } if instances.is_empty()), "{first:?}");
 
-    let lease_a = registry.register(instance(7001), ttl).await.expect("register a");
-    let lease_b = registry.register(instance(7002), ttl).await.expect("register b");
+    let _a = register(registry, instance(&service, 7001)).await;
+    let _b = register(registry, instance(&service, 7002)).await;
     let added = [next_event(&mut watch).await, next_event(&mut watch).await];
-    let mut added_addrs: Vec<String> = added
+    let added_addrs: Vec<String> = added
         .iter()
         .map(|event| match event {
             WatchEvent::Add { instance, .. } => instance.addr.clone(),
             other => panic!("expected Add, got {other:?}"),
         })
         .collect();
-    added_addrs.sort();
-    assert_eq!(added_addrs, ["127.0.0.1:7001", "127.0.0.1:7002"]);
+    assert_eq!(added_addrs, ["127.0.0.1:7001", "127.0.0.1:7002"], "in the order they were registered");
+    assert!(first.revision() < added[0].revision(), "revisions increase");
     assert!(added[0].revision() < added[1].revision(), "revisions increase");
 
-    let listed = registry.list(&service).await.expect("list");
+    let listed = within(LIMIT, "list", registry.list(&service)).await.expect("list");
     assert_eq!(listed.instances.len(), 2);
     let a = listed.instances.iter().find(|i| i.addr == "127.0.0.1:7001").expect("a listed");
     assert_eq!((a.version.as_str(), a.weight), ("1.2.3", 2), "details survive the round trip");
     assert!(listed.revision >= added[1].revision());
+}
 
-    // Deregistration removes at once.
-    registry.deregister(&lease_b).await.expect("deregister");
+/// Deregistering removes the instance at once (a `Remove` with its id),
+/// and the lease is gone.
+pub async fn contract_deregistering_removes_at_once(registry: &Registry, prefix: &str) {
+    let service = format!("{prefix}Leaving");
+    let _stays = register(registry, instance(&service, 7011)).await;
+    let leaves = register(registry, instance(&service, 7012)).await;
+    let mut watch = within(LIMIT, "watch", registry.watch(&service, None)).await.expect("watch");
+    let reset = next_event(&mut watch).await;
+    assert!(matches!(&reset, WatchEvent::Reset { instances, .. } if instances.len() == 2), "{reset:?}");
+
+    within(LIMIT, "deregister", registry.deregister(&leaves)).await.expect("deregister");
     match next_event(&mut watch).await {
-        WatchEvent::Remove { id, .. } => assert_eq!(id, lease_b.instance_id),
+        WatchEvent::Remove { id, .. } => assert_eq!(id, leaves.instance_id),
         other => panic!("expected Remove, got {other:?}"),
     }
-    assert_eq!(registry.keep_alive(&lease_b).await, Err(RegistryError::LeaseNotFound(lease_b.id)));
+    let listed = within(LIMIT, "list", registry.list(&service)).await.expect("list");
+    let addrs: Vec<&str> = listed.instances.iter().map(|i| i.addr.as_str()).collect();
+    assert_eq!(addrs, ["127.0.0.1:7011"]);
+    assert_eq!(
+        within(LIMIT, "keep_alive", registry.keep_alive(&leaves)).await,
+        Err(RegistryError::LeaseNotFound(leaves.id))
+    );
+}
 
-    // A kept-alive lease outlives its TTL; an abandoned one expires.
-    let lease_c = registry.register(instance(7003), ttl).await.expect("register c");
-    let _ = next_event(&mut watch).await;
+/// A kept-alive lease outlives its TTL; an abandoned one expires (within
+/// TTL + 1.5 s) and its watchers see it go.
+pub async fn contract_a_kept_alive_lease_lives_and_an_abandoned_one_expires(
+    registry: &Registry,
+    prefix: &str,
+) {
+    let service = format!("{prefix}Leased");
+    let kept = register(registry, instance(&service, 7021)).await;
+    let abandoned = register(registry, instance(&service, 7022)).await;
+    let mut watch = within(LIMIT, "watch", registry.watch(&service, None)).await.expect("watch");
+    let _reset = next_event(&mut watch).await;
     let started = Instant::now();
-    while started.elapsed() < ttl + Duration::from_millis(1500) {
-        registry.keep_alive(&lease_a).await.expect("keep a alive");
-        tokio::time::sleep(ttl / 4).await;
+    while started.elapsed() < TTL + Duration::from_millis(1500) {
+        within(LIMIT, "keep_alive", registry.keep_alive(&kept)).await.expect("keep alive");
+        tokio::time::sleep(TTL / 4).await;
     }
-    let remaining = registry.list(&service).await.expect("list");
+    let remaining = within(LIMIT, "list", registry.list(&service)).await.expect("list");
     let addrs: Vec<&str> = remaining.instances.iter().map(|i| i.addr.as_str()).collect();
-    assert_eq!(addrs, ["127.0.0.1:7001"], "c expired within TTL + 1.5 s, a was kept alive");
+    assert_eq!(addrs, ["127.0.0.1:7021"], "the abandoned lease expired, the kept one lives");
     match next_event(&mut watch).await {
-        WatchEvent::Remove { id, .. } => assert_eq!(id, lease_c.instance_id),
-        other => panic!("expected c's Remove, got {other:?}"),
+        WatchEvent::Remove { id, .. } => assert_eq!(id, abandoned.instance_id),
+        other => panic!("expected the abandoned instance's Remove, got {other:?}"),
     }
+}
 
-    // A new watch can resume from a revision it saw.
-    let revision = remaining.revision;
-    let lease_d = registry.register(instance(7004), ttl).await.expect("register d");
-    let mut resumed = registry.watch(&service, Some(revision)).await.expect("resume");
+/// A watch resumed from a revision it saw gets exactly the changes since,
+/// in order (never a `Reset`: the backend keeps that history), then the
+/// changes that follow.
+pub async fn contract_a_resumed_watch_gets_exactly_the_changes_since(registry: &Registry, prefix: &str) {
+    let service = format!("{prefix}Resumed");
+    let first = register(registry, instance(&service, 7031)).await;
+    let seen = within(LIMIT, "list", registry.list(&service)).await.expect("list").revision;
+
+    // What happens while the watcher is away.
+    let second = register(registry, instance(&service, 7032)).await;
+    within(LIMIT, "deregister", registry.deregister(&first)).await.expect("deregister");
+    let _third = register(registry, instance(&service, 7033)).await;
+
+    let mut resumed = within(LIMIT, "resume", registry.watch(&service, Some(seen))).await.expect("resume");
+    let mut missed = Vec::new();
+    for _ in 0..3 {
+        missed.push(next_event(&mut resumed).await);
+    }
+    let described: Vec<String> = missed
+        .iter()
+        .map(|event| match event {
+            WatchEvent::Add { instance, .. } => format!("add {}", instance.addr),
+            WatchEvent::Remove { id, .. } => format!("remove {id}"),
+            other => panic!("resuming from {seen} must give the changes since, not {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        described,
+        [
+            "add 127.0.0.1:7032".to_owned(),
+            format!("remove {}", first.instance_id),
+            "add 127.0.0.1:7033".to_owned()
+        ],
+        "the three changes since revision {seen}, in order"
+    );
+    assert!(missed[0].revision() > seen, "nothing at or before the revision resumed from");
+    assert!(missed.windows(2).all(|pair| pair[0].revision() < pair[1].revision()), "{missed:?}");
+
+    // Resumed from the last change, it sees the next one, and only that.
+    let latest = missed[2].revision();
+    let mut current = within(LIMIT, "resume", registry.watch(&service, Some(latest))).await.expect("resume");
+    within(LIMIT, "deregister", registry.deregister(&second)).await.expect("deregister");
+    match next_event(&mut current).await {
+        WatchEvent::Remove { id, revision } => {
+            assert_eq!(id, second.instance_id);
+            assert!(revision > latest);
+        }
+        other => panic!("resuming from the latest revision must give the next change, got {other:?}"),
+    }
+}
+
+/// Registering an instance again (the same address, new details) is an
+/// `Update` to its watchers, and the listing has the new details once.
+/// Only for backends that allow it: etcd (the key is the address, a put
+/// replaces it). `mem://` and the courier registry refuse a second
+/// registration of a live id instead (`contract_ownership`), so no API
+/// call produces an `Update` there.
+pub async fn contract_registering_again_is_an_update(registry: &Registry, prefix: &str) {
+    let service = format!("{prefix}Updated");
+    let _old = register(registry, instance(&service, 7041)).await;
+    let mut watch = within(LIMIT, "watch", registry.watch(&service, None)).await.expect("watch");
+    let reset = next_event(&mut watch).await;
+    assert!(matches!(&reset, WatchEvent::Reset { instances, .. } if instances.len() == 1), "{reset:?}");
+
+    let changed = instance(&service, 7041).with_weight(7).with_version("1.3.0").with_zone("z9");
+    let new = register(registry, changed).await;
+    match next_event(&mut watch).await {
+        WatchEvent::Update { instance, revision } => {
+            assert_eq!((instance.weight, instance.version.as_str()), (7, "1.3.0"), "{instance:?}");
+            assert_eq!(instance.zone.as_deref(), Some("z9"));
+            assert!(revision > reset.revision());
+        }
+        other => panic!("registering 127.0.0.1:7041 again must be an Update, got {other:?}"),
+    }
+    let listed = within(LIMIT, "list", registry.list(&service)).await.expect("list");
+    assert_eq!(listed.instances.len(), 1, "one instance, not two: {listed:?}");
+    assert_eq!(listed.instances[0].weight, 7);
+    within(LIMIT, "deregister", registry.deregister(&new)).await.expect("deregister");
+}
+
+/// A watch resumed from a revision older than the backend keeps gets a
+/// complete `Reset` (exactly what a listing says), then changes again.
+/// `compact` makes the backend forget the history of `service` up to the
+/// revision it is given (etcd: `etcdctl compact`; the store backends:
+/// [`overflow_event_log`]).
+pub async fn contract_a_watch_resumed_from_before_compaction_gets_a_complete_reset(
+    registry: &Registry,
+    prefix: &str,
+    compact: impl AsyncFnOnce(String, Revision),
+) {
+    let service = format!("{prefix}Compacted");
+    let gone = register(registry, instance(&service, 7051)).await;
+    let seen = within(LIMIT, "list", registry.list(&service)).await.expect("list").revision;
+    let _stays = register(registry, instance(&service, 7052)).await;
+    within(LIMIT, "deregister", registry.deregister(&gone)).await.expect("deregister");
+    let latest = within(LIMIT, "list", registry.list(&service)).await.expect("list").revision;
+    compact(service.clone(), latest).await;
+
+    let listed = within(LIMIT, "list", registry.list(&service)).await.expect("list");
+    let mut resumed = within(LIMIT, "resume", registry.watch(&service, Some(seen))).await.expect("resume");
     match next_event(&mut resumed).await {
-        WatchEvent::Add { instance, .. } => assert_eq!(instance.addr, "127.0.0.1:7004"),
-        WatchEvent::Reset { instances, .. } => assert_eq!(instances.len(), 2, "a reset must be complete"),
-        other => panic!("expected the change since {revision}, got {other:?}"),
+        WatchEvent::Reset { instances, revision } => {
+            let ids = |instances: &[Instance]| -> BTreeSet<String> {
+                instances.iter().map(|i| i.id.clone()).collect()
+            };
+            assert_eq!(ids(&instances), ids(&listed.instances), "the Reset is the complete set");
+            assert!(!ids(&instances).contains(&gone.instance_id), "without what was removed meanwhile");
+            assert!(revision >= listed.revision, "the Reset is at least as new as the listing");
+        }
+        other => panic!("history before {latest} was compacted: expected a Reset, got {other:?}"),
     }
+    // Then changes are incremental again.
+    let after = register(registry, instance(&service, 7053)).await;
+    match next_event(&mut resumed).await {
+        WatchEvent::Add { instance, .. } => assert_eq!(instance.addr, "127.0.0.1:7053"),
+        other => panic!("expected the Add after the Reset, got {other:?}"),
+    }
+    within(LIMIT, "deregister", registry.deregister(&after)).await.expect("deregister");
+}
 
-    // Listings for `courier ls`.
-    let registrations = registry.registrations(Some(&service)).await.expect("registrations");
-    assert_eq!(registrations.len(), 2);
+/// Fill `service`'s event log past its byte bound
+/// (`courier::discovery::store::EVENT_LOG_BYTES`) with large instances,
+/// so the store backends (`mem://`, the courier registry) drop its oldest
+/// events: their way of compacting. The instances stay registered (for
+/// five minutes).
+pub async fn overflow_event_log(registry: &Registry, service: &str) {
+    const BLOB: usize = 60_000;
+    let count = courier::discovery::store::EVENT_LOG_BYTES / BLOB + 8;
+    for i in 0..count {
+        let big = Instance::new(service, format!("10.77.0.{i}:9000"))
+            .with_id(format!("filler-{i:03}"))
+            .with_metadata("blob", "x".repeat(BLOB));
+        within(LIMIT, "register a filler", registry.register(big, Duration::from_secs(300)))
+            .await
+            .expect("register a filler");
+    }
+}
+
+/// Listings for `courier ls` name every registration; nonsense is refused.
+pub async fn contract_registrations_are_listed_and_nonsense_is_refused(registry: &Registry, prefix: &str) {
+    let service = format!("{prefix}Listed");
+    let a = register(registry, instance(&service, 7061)).await;
+    let b = register(registry, instance(&service, 7062)).await;
+    let registrations =
+        within(LIMIT, "registrations", registry.registrations(Some(&service))).await.expect("registrations");
+    let mut addrs: Vec<&str> = registrations.iter().map(|r| r.instance.addr.as_str()).collect();
+    addrs.sort_unstable();
+    assert_eq!(addrs, ["127.0.0.1:7061", "127.0.0.1:7062"]);
     assert!(registrations.iter().all(|r| r.registered_unix_ms > 0));
+    let leases: BTreeSet<u64> = registrations.iter().map(|r| r.lease).collect();
+    assert_eq!(leases, BTreeSet::from([a.id, b.id]), "each under its own lease");
 
-    // Nonsense is refused.
     let bad = Instance::new(service.clone(), "no-port");
-    assert!(registry.register(bad, ttl).await.is_err());
-
-    registry.deregister(&lease_a).await.expect("deregister a");
-    registry.deregister(&lease_d).await.expect("deregister d");
+    assert!(
+        within(LIMIT, "register", registry.register(bad, TTL)).await.is_err(),
+        "an address without a port"
+    );
+    within(LIMIT, "deregister", registry.deregister(&a)).await.expect("deregister a");
+    within(LIMIT, "deregister", registry.deregister(&b)).await.expect("deregister b");
 }
 
 /// What a registry must refuse, run against `registry` (`mem://` and the
@@ -139,7 +321,8 @@ pub async fn registry_ownership_contract(registry: &courier::registry::Registry,
     registry.deregister(&lease).await.expect("deregister");
 }
 
-async fn next_event(watch: &mut courier::registry::WatchStream) -> courier::registry::WatchEvent {
+/// The next event of `watch`, within 5 s; panics if the watch ends or errs.
+pub async fn next_event(watch: &mut WatchStream) -> WatchEvent {
     tokio::time::timeout(Duration::from_secs(5), watch.next())
         .await
         .expect("an event within 5 s")
