@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use courier::{Channel, Code, Codec, Protocol};
 use courier_tests::interop::{EchoRequest, InteropClient};
-use courier_tests::{Bystander, CalcError, CalculatorClient, ProbeClient, start_server};
+use courier_tests::{
+    Bystander, CalcError, CalculatorClient, ProbeClient, ProbeState, eventually, start_server, within,
+};
 use http::{HeaderMap, Request};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -222,56 +224,183 @@ async fn json_rpc_answers_what_go_clients_can_read() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_json_rpc_client_that_stops_reading_holds_no_call_slots_and_is_let_go() {
-    // A client asks for 3,000 replies of 16 KiB and reads none. Buffers
-    // take a few MiB of them; the rest wait. Waiting replies must not keep
-    // the server's call slots (1,100 here) from other clients, the server
-    // must stop reading the client's requests once 1,024 replies wait, and
-    // once its replies have not moved for a keepalive interval the client
-    // is disconnected.
-    let (server, _) =
-        start_server(|b| b.max_concurrent_calls(1100).keepalive_interval(Some(Duration::from_secs(1)))).await;
-    let addr = server.local_addr();
-    let bystander = Bystander::start(addr).await;
+async fn json_rpc_pipelined_calls_beyond_the_limit_are_refused_at_once() {
+    // 80 pipelined 2 s sleeps against a limit of 50: 50 run, 30 are refused
+    // at once (never queued), and no more than 50 ever start.
+    const LIMIT: usize = 50;
+    const ASKS: usize = 80;
+    let (server, state) = start_server(|b| b.max_concurrent_calls(LIMIT)).await;
+    let mut rpc = JsonRpc::connect(server.local_addr()).await;
+    let requests: String =
+        (0..ASKS).map(|id| format!(r#"{{"method":"Probe.Sleep","params":[2000],"id":{id}}}"#)).collect();
+    rpc.send(requests.as_bytes()).await;
+    let mut refused = 0;
+    let mut answered = 0;
+    for _ in 0..ASKS {
+        let reply = rpc.reply().await.expect("every request is answered");
+        if reply["result"] == 2000 {
+            answered += 1;
+        } else {
+            let error = reply["error"].as_str().unwrap_or_default();
+            assert!(error.contains("at its limit of 50 concurrent calls"), "{reply}");
+            // Refusals come at once, before any sleep has finished.
+            assert_eq!(state.finished(), 0, "a refusal waited for a slot: {reply}");
+            refused += 1;
+        }
+    }
+    assert_eq!((answered, refused), (LIMIT, ASKS - LIMIT));
+    assert_eq!(state.started(), LIMIT, "no more handlers started than the limit");
+    assert_eq!(server.stats().calls_refused, (ASKS - LIMIT) as u64);
+}
+
+/// A JSON-RPC client that asks for 16 KiB replies and reads none: after it
+/// returns, the server has stopped reading its requests. Returns the
+/// connection's halves, the requests sent, and the handler starts (the
+/// requests the server took in).
+async fn stall_a_json_rpc_client(
+    addr: SocketAddr,
+    state: &ProbeState,
+) -> (tokio::net::tcp::OwnedReadHalf, tokio::net::tcp::OwnedWriteHalf, usize, usize) {
     // A small receive buffer (loopback's can otherwise grow to 32 MiB and
     // hold every reply).
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
-    let stream = socket.connect(addr).await.expect("connect");
+    let receive_buffer = socket.recv_buffer_size().expect("SO_RCVBUF") as usize;
+    let stream = within(Duration::from_secs(5), "connect", socket.connect(addr)).await.expect("connect");
+    let (read, mut write) = stream.into_split();
+    // Sent in batches of 20, each taken in before the next is sent, so the
+    // client never has more calls running than half the server's limit:
+    // nothing is refused, and every request taken in starts a handler.
+    // The stall is the first batch the server does not take in.
+    const BATCH: usize = 20;
+    const MOST: usize = 4000;
+    let mut sent = 0;
+    loop {
+        let requests: String = (sent..sent + BATCH)
+            .map(|id| format!(r#"{{"method":"Probe.Sized","params":[{REPLY}],"id":{id}}}"#))
+            .collect();
+        within(Duration::from_secs(5), "sending requests", write.write_all(requests.as_bytes()))
+            .await
+            .expect("write");
+        sent += BATCH;
+        // Generous: on a loaded machine 25 tiny handlers may take a while.
+        if !state.wait_until(Duration::from_secs(3), |s| s.sized_started() >= sent).await {
+            break;
+        }
+        assert!(sent < MOST, "the server took in {sent} requests while none of their replies was read");
+    }
+    let taken = state.sized_started();
+    // What the server can have taken in when it stops: 1,024 replies
+    // waiting in its queue, one write's batch (256 KiB) and what the
+    // kernel buffers hold (the server's send buffer, at most tcp_wmem's
+    // maximum, and ours).
+    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|text| text.split_whitespace().nth(2).and_then(|max| max.parse().ok()))
+        .expect("tcp_wmem");
+    let bound = 1024 + (256 << 10) / REPLY + 1 + (wmem_max + receive_buffer) / REPLY + 2;
+    assert!(
+        (1024..=bound).contains(&taken),
+        "{taken} requests taken in, of {sent}: the server should stop reading once 1,024 replies wait \
+         (and their bytes fill the socket buffers: at most {bound})"
+    );
+    (read, write, sent, taken)
+}
+
+/// Bytes of each reply `stall_a_json_rpc_client` asks for.
+const REPLY: usize = 16 << 10;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_rpc_client_that_stops_reading_is_no_longer_read_and_holds_no_call_slots() {
+    // No keepalive: the stalled connection is kept, so its replies can be
+    // drained afterwards.
+    let (server, state) = start_server(|b| b.max_concurrent_calls(50).keepalive_interval(None)).await;
+    let addr = server.local_addr();
+    let bystander = Bystander::start(addr).await;
+    let (mut read, write, sent, taken) = stall_a_json_rpc_client(addr, &state).await;
+    // Over a thousand replies wait; none of them holds one of the 50 call
+    // slots, so other clients are served, more calls than there are slots.
+    let probe = ProbeClient::connect(addr.to_string()).await.expect("connect");
+    for i in 0..60 {
+        let text = format!("meanwhile {i}");
+        let echoed = within(Duration::from_secs(5), "an echo", probe.echo(text.clone())).await;
+        assert_eq!(echoed.expect("the server still has slots"), text);
+    }
+    assert_eq!(server.stats().calls_refused, 0, "no call was refused");
+    assert_eq!(state.sized_started(), taken, "still not reading the stalled client");
+    // Once the client reads, everything it sent is answered.
+    drop(write);
+    let mut ids = vec![false; sent];
+    let mut decoder = Vec::new();
+    let mut chunk = vec![0u8; 256 * 1024];
+    let mut replies = 0;
+    while replies < sent {
+        let n = within(Duration::from_secs(10), "the replies keep coming", read.read(&mut chunk))
+            .await
+            .expect("read");
+        assert!(n > 0, "the server closed after {replies} of {sent} replies");
+        decoder.extend_from_slice(&chunk[..n]);
+        let mut values = serde_json::Deserializer::from_slice(&decoder).into_iter::<Value>();
+        let mut end = 0;
+        while let Some(Ok(reply)) = values.next() {
+            end = values.byte_offset();
+            let id = reply["id"].as_u64().expect("an id") as usize;
+            assert_eq!(reply["result"].as_str().map(str::len), Some(REPLY), "reply {id}");
+            assert!(!std::mem::replace(&mut ids[id], true), "reply {id} twice");
+            replies += 1;
+        }
+        decoder.drain(..end);
+    }
+    assert_eq!(state.sized_started(), sent);
+    bystander.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_rpc_connection_whose_replies_stop_moving_is_closed() {
+    let (server, _) = start_server(|b| b.keepalive_interval(Some(Duration::from_secs(1)))).await;
+    let addr = server.local_addr();
+    let bystander = Bystander::start(addr).await;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
+    let stream = within(Duration::from_secs(5), "connect", socket.connect(addr)).await.expect("connect");
     let (mut read, mut write) = stream.into_split();
+    // 3,000 replies of 16 KiB asked for (48 MiB), none read.
     const ASKS: usize = 3000;
     let asking = tokio::spawn(async move {
-        for id in 0..ASKS {
-            let request = format!(r#"{{"method":"Probe.Sized","params":[16384],"id":{id}}}"#);
-            if write.write_all(request.as_bytes()).await.is_err() {
-                return id;
-            }
-        }
-        ASKS
+        let requests: String = (0..ASKS)
+            .map(|id| format!(r#"{{"method":"Probe.Sized","params":[{REPLY}],"id":{id}}}"#))
+            .collect();
+        // The server may close before it has read them all.
+        let _ = write.write_all(requests.as_bytes()).await;
+        write
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let probe = ProbeClient::connect(addr.to_string()).await.expect("connect");
-    for i in 0..20 {
-        let text = format!("meanwhile {i}");
-        assert_eq!(probe.echo(text.clone()).await.expect("the server still has slots"), text);
-    }
-    // The stalled connection is closed: what it can still read ends.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        eventually(Duration::from_secs(5), || server.stats().connections_open == 2).await,
+        "the stalled connection was accepted"
+    );
+    // Replies that have not moved for a keepalive interval: the server
+    // closes the connection (the bystander's stays), throwing away what
+    // could not be sent.
+    assert!(
+        eventually(Duration::from_secs(15), || server.stats().connections_open == 1).await,
+        "the server still holds the stalled connection: {:?}",
+        server.stats()
+    );
     let mut received = Vec::new();
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+    let ended = within(Duration::from_secs(10), "reading to the close", async {
         let mut chunk = vec![0u8; 64 * 1024];
         loop {
             match read.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
+                Ok(0) => return "closed",
+                Err(_) => return "reset",
                 Ok(n) => received.extend_from_slice(&chunk[..n]),
             }
         }
     })
     .await;
-    assert!(ended.is_ok(), "the server let the stalled connection go");
     let replies = received.iter().filter(|&&b| b == b'\n').count();
-    assert!(replies < ASKS, "{replies} replies: the server kept answering a client that did not read");
-    let _ = asking.await;
+    assert!(replies < ASKS, "{replies} replies, then {ended}: the server answered everything");
+    drop(within(Duration::from_secs(5), "the asking task", asking).await);
     bystander.finish().await;
 }
 
@@ -499,17 +628,23 @@ async fn reflection_v1_lists_services_and_health_watch_ends_at_shutdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_client_that_asks_without_reading_gets_no_more_than_its_window() {
-    // A reflection stream asked 300,000 times by a client that never reads
-    // an answer: the server must stop taking requests once the client's
-    // window is full of answers, not buffer 300,000 answers.
+    // A reflection stream asked a million times by a client that reads
+    // answers but never gives the window back: the server must stop taking
+    // requests once the client's window is full of answers, not buffer a
+    // million answers.
     let (server, _) = start_server(|b| b).await;
     let addr = server.local_addr();
     let bystander = Bystander::start(addr).await;
     // h2 guards against peers sending many small frames the application
     // leaves unread; this client leaves them unread on purpose.
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let (client, connection) =
-        h2::client::Builder::new().data_frame_budget(1 << 30).handshake(tcp).await.expect("h2 handshake");
+    let tcp = within(Duration::from_secs(5), "connect", TcpStream::connect(addr)).await.expect("connect");
+    let (client, connection) = within(
+        Duration::from_secs(5),
+        "the h2 handshake",
+        h2::client::Builder::new().data_frame_budget(1 << 30).handshake(tcp),
+    )
+    .await
+    .expect("h2 handshake");
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -519,50 +654,92 @@ async fn a_grpc_client_that_asks_without_reading_gets_no_more_than_its_window() 
         .header("content-type", "application/grpc")
         .body(())
         .expect("request");
-    let mut sender = client.clone().ready().await.expect("ready");
+    let mut sender = within(Duration::from_secs(5), "ready", client.clone().ready()).await.expect("ready");
     let (response, mut stream) = sender.send_request(request, false).expect("send");
-    let mut response = Some(response);
-    const ASKS: usize = 300_000;
-    let batch: Bytes = [0u8, 0, 0, 0, 2, 0x3a, 0].repeat(1000).into();
-    let mut sent = 0;
-    let mut stalled = false;
-    while sent < ASKS {
-        stream.reserve_capacity(batch.len());
-        let granted = tokio::time::timeout(Duration::from_secs(1), async {
-            while stream.capacity() < batch.len() {
-                match std::future::poll_fn(|task| stream.poll_capacity(task)).await {
-                    Some(Ok(_)) => {}
-                    other => {
-                        let response = response.take().expect("once").await.expect("response");
-                        let (parts, mut body) = response.into_parts();
-                        while let Some(Ok(_)) = body.data().await {}
-                        panic!("the stream failed: {other:?} {parts:?} {:?}", body.trailers().await)
+    // ServerReflectionRequest { list_services: "" }: 7 bytes framed.
+    const ASK: &[u8] = &[0, 0, 0, 0, 2, 0x3a, 0];
+    const ASKS: usize = 1_000_000;
+    const BATCH: usize = 1000;
+    // Ask as fast as the server's flow control lets us, in a task that
+    // reports how far it got and whether it is waiting for window.
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let waiting = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asking = tokio::spawn({
+        let (sent, waiting, stop) = (sent.clone(), waiting.clone(), stop.clone());
+        async move {
+            use std::sync::atomic::Ordering::SeqCst;
+            let batch: Bytes = ASK.repeat(BATCH).into();
+            while sent.load(SeqCst) < ASKS && !stop.load(SeqCst) {
+                stream.reserve_capacity(batch.len());
+                while stream.capacity() < batch.len() {
+                    waiting.store(true, SeqCst);
+                    let granted = std::future::poll_fn(|task| stream.poll_capacity(task)).await;
+                    waiting.store(false, SeqCst);
+                    if !matches!(granted, Some(Ok(_))) {
+                        return Err(format!("the stream failed: {granted:?}"));
                     }
                 }
+                if stop.load(SeqCst) {
+                    break;
+                }
+                stream.send_data(batch.clone(), false).map_err(|err| err.to_string())?;
+                sent.fetch_add(BATCH, SeqCst);
             }
-        })
-        .await;
-        if granted.is_err() {
-            stalled = true;
-            break;
+            stream.send_data(Bytes::new(), true).map_err(|err| err.to_string())?;
+            Ok(sent.load(SeqCst))
         }
-        stream.send_data(batch.clone(), false).expect("send");
-        sent += 1000;
-    }
-    assert!(stalled, "the server kept reading requests while no answer could be sent");
-    assert!(sent * 7 <= 2 << 20, "{sent} requests were taken in before the server stopped");
+    });
+    // Read answers without giving window back, until the window (h2's
+    // default, 65,535 bytes) is full: no answer fits in what is left.
+    const CLIENT_WINDOW: usize = 65_535;
+    let response = within(Duration::from_secs(5), "the response head", response).await.expect("response");
+    let mut body = response.into_body();
+    let mut received = BytesMut::new();
+    let answer_len = within(Duration::from_secs(10), "the server fills the client's window", async {
+        let mut answer_len = usize::MAX;
+        while received.len() + answer_len.min(CLIENT_WINDOW) <= CLIENT_WINDOW {
+            let chunk = body.data().await.expect("more answers").expect("data");
+            received.extend_from_slice(&chunk);
+            if answer_len == usize::MAX && received.len() >= 5 {
+                answer_len =
+                    5 + u32::from_be_bytes([received[1], received[2], received[3], received[4]]) as usize;
+            }
+        }
+        answer_len
+    })
+    .await;
+    // The server now has no window to answer in. What it can have taken
+    // in: the answers sent, the batch it was answering (it reads the next
+    // only once the last answer is on its way), and what its own stream
+    // window (1 MiB) let us send unread.
+    let answered = received.len() / answer_len;
+    let bound = (answered + 1 + BATCH) * ASK.len() + (1 << 20);
+    within(Duration::from_secs(10), "the client uses up the server's window and waits", async {
+        // Waiting, with no room left in the server's window for a batch.
+        while !(waiting.load(std::sync::atomic::Ordering::SeqCst)
+            && sent.load(std::sync::atomic::Ordering::SeqCst) * ASK.len() + BATCH * ASK.len() > 1 << 20)
+        {
+            assert!(!asking.is_finished(), "the server took in all {ASKS} requests: {:?}", asking);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let taken = sent.load(std::sync::atomic::Ordering::SeqCst) * ASK.len();
+    assert!(
+        taken <= bound,
+        "{taken} bytes of requests taken in; {answered} answers fit the window: at most {bound}"
+    );
+    // Still so a while later: the server is not merely slow to read.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let taken = sent.load(std::sync::atomic::Ordering::SeqCst) * ASK.len();
+    assert!(taken <= bound, "{taken} bytes of requests taken in, later: at most {bound}");
     // Once the client reads, every request taken in is answered.
-    let mut recv = response.expect("unread").await.expect("response").into_body();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = body.flow_control().release_capacity(received.len());
     let mut answers = 0;
-    let mut decoder = BytesMut::new();
-    while answers < sent {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), recv.data())
-            .await
-            .expect("answers keep coming")
-            .expect("more data")
-            .expect("data");
-        let _ = recv.flow_control().release_capacity(chunk.len());
-        decoder.extend_from_slice(&chunk);
+    let mut decoder = received;
+    loop {
         while decoder.len() >= 5 {
             let len = u32::from_be_bytes([decoder[1], decoder[2], decoder[3], decoder[4]]) as usize;
             if decoder.len() < 5 + len {
@@ -571,8 +748,18 @@ async fn a_grpc_client_that_asks_without_reading_gets_no_more_than_its_window() 
             let _ = decoder.split_to(5 + len);
             answers += 1;
         }
+        let Some(chunk) = within(Duration::from_secs(10), "answers keep coming", body.data()).await else {
+            break;
+        };
+        let chunk = chunk.expect("data");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        decoder.extend_from_slice(&chunk);
     }
-    assert_eq!(answers, sent);
+    let asked =
+        within(Duration::from_secs(5), "the asking task", asking).await.expect("join").expect("asking");
+    assert_eq!(answers, asked, "every request answered");
+    let trailers = within(Duration::from_secs(5), "trailers", body.trailers()).await.expect("trailers");
+    assert_eq!(trailers.expect("some")["grpc-status"], "0");
     bystander.finish().await;
 }
 
