@@ -884,3 +884,129 @@ async fn a_grpc_reply_the_client_grants_no_window_for_is_reset_after_a_keepalive
     assert_eq!(err.reason(), Some(h2::Reason::CANCEL), "{err}");
     assert!(received < 1 << 20, "{received} bytes arrived");
 }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_timeout_header_reaches_the_handlers_context() {
+    let (server, _) = start_server(|b| b).await;
+    let addr = server.local_addr();
+    // Courier's own gRPC client: the call's timeout becomes the handler's
+    // deadline.
+    let probe = ProbeClient::new(grpc_channel(addr).await);
+    let none = within(Duration::from_secs(5), "deadline_ms", probe.deadline_ms()).await;
+    assert_eq!(none.expect("no deadline"), None);
+    let left = within(
+        Duration::from_secs(5),
+        "deadline_ms",
+        probe.with_timeout(Duration::from_secs(5)).deadline_ms(),
+    )
+    .await
+    .expect("deadline")
+    .expect("a deadline was sent");
+    assert!(left > 4_000 && left <= 5_000, "{left} ms left of 5 s");
+    // Any gRPC client: `grpc-timeout` as the spec writes it (3 seconds).
+    let client = h2_client(addr).await;
+    let headers = [("content-type", "application/grpc+json"), ("grpc-timeout", "3S")];
+    let (parts, body, trailers) =
+        raw_grpc(&client, "/Probe/DeadlineMs", &headers, Bytes::from_static(&[0, 0, 0, 0, 2, b'{', b'}']))
+            .await;
+    assert_eq!(grpc_status(&parts, &trailers), (0, String::new()));
+    let left: u64 = serde_json::from_slice(&body[5..]).expect("milliseconds left");
+    assert!(left > 2_000 && left <= 3_000, "{left} ms left of 3 s");
+}
+
+/// A native request to `Probe.Sized` for `len` bytes, JSON-encoded.
+fn native_sized_request(call_id: u32, len: usize) -> Vec<u8> {
+    use courier::protocol::native::{FrameKind, RequestHead};
+    let mut meta = BytesMut::new();
+    RequestHead::encode(&mut meta, "Probe.Sized", None, std::iter::empty());
+    let body = len.to_string();
+    let payload = u32::try_from(meta.len() + body.len()).expect("fits");
+    let mut out = Vec::new();
+    out.extend_from_slice(&payload.to_be_bytes());
+    out.extend_from_slice(&[FrameKind::Request as u8, 0, Codec::Json.id(), 0]);
+    out.extend_from_slice(&call_id.to_be_bytes());
+    out.extend_from_slice(&u32::try_from(meta.len()).expect("fits").to_be_bytes());
+    out.extend_from_slice(&meta);
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+/// A connection with a small receive buffer that sends `request` and
+/// never reads: the server's replies stop moving once the socket buffers
+/// are full. Returns it once the server has accepted it (`open` counts it).
+async fn a_client_that_stops_reading(
+    server: &courier::ServerHandle,
+    open: usize,
+    request: &[u8],
+) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
+    let mut stream = within(Duration::from_secs(5), "connect", socket.connect(server.local_addr()))
+        .await
+        .expect("connect");
+    within(Duration::from_secs(5), "sending the requests", stream.write_all(request)).await.expect("write");
+    assert!(
+        eventually(Duration::from_secs(5), || server.stats().connections_open == open).await,
+        "the connection was accepted: {:?}",
+        server.stats()
+    );
+    stream
+}
+
+/// Read until the server closes (or resets) the connection; the bytes read.
+async fn read_to_the_close(stream: &mut TcpStream) -> usize {
+    within(Duration::from_secs(10), "reading to the close", async {
+        let mut chunk = vec![0u8; 256 * 1024];
+        let mut received = 0;
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return received,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_connection_whose_replies_stop_moving_is_closed() {
+    let (server, _) = start_server(|b| b.keepalive_interval(Some(Duration::from_secs(1)))).await;
+    let bystander = Bystander::start(server.local_addr()).await;
+    // 16 replies of 1 MiB asked for, none read.
+    let mut request = courier::protocol::native::PREFACE.to_vec();
+    for call_id in 1..=16 {
+        request.extend_from_slice(&native_sized_request(call_id, 1 << 20));
+    }
+    let mut stalled = a_client_that_stops_reading(&server, 2, &request).await;
+    // Replies that have not moved for a keepalive interval (the server's
+    // ping stuck behind them): the connection is closed, the bystander's
+    // is not.
+    assert!(
+        eventually(Duration::from_secs(15), || server.stats().connections_open == 1).await,
+        "the server still holds the stalled connection: {:?}",
+        server.stats()
+    );
+    let received = read_to_the_close(&mut stalled).await;
+    assert!(received < 16 << 20, "{received} bytes: every reply was sent");
+    bystander.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_connection_whose_reply_stops_moving_is_closed() {
+    let (server, _) = start_server(|b| b.keepalive_interval(Some(Duration::from_secs(1)))).await;
+    let bystander = Bystander::start(server.local_addr()).await;
+    // A 32 MiB reply asked for, none of it read.
+    let body = (32 << 20).to_string();
+    let request = format!(
+        "POST /Probe/Sized HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stalled = a_client_that_stops_reading(&server, 2, request.as_bytes()).await;
+    assert!(
+        eventually(Duration::from_secs(15), || server.stats().connections_open == 1).await,
+        "the server still holds the stalled connection: {:?}",
+        server.stats()
+    );
+    let received = read_to_the_close(&mut stalled).await;
+    assert!(received < 32 << 20, "{received} bytes: the whole reply was sent");
+    bystander.finish().await;
+}

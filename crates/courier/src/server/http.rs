@@ -80,7 +80,10 @@ pub(crate) async fn serve<T>(
             Ok::<_, Infallible>(reply)
         }
     });
-    let connection = builder.serve_connection(TokioIo::new(Watched::new(io, heads.clone())), service);
+    // A reply that makes no progress for a keepalive interval (the peer
+    // stopped reading) ends the connection, as on the other protocols.
+    let io = Watched::new(io, heads.clone()).with_write_stall(config.keepalive_interval);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {
@@ -433,6 +436,14 @@ mod tests {
         let response = error_reply(StatusCode::INTERNAL_SERVER_ERROR, &status);
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(response.headers()[http::header::CONTENT_TYPE], "application/json");
+        let body = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(http_body_util::BodyExt::collect(response.into_body()))
+            .unwrap_or_else(|never| match never {})
+            .to_bytes();
+        let body: Value = serde_json::from_slice(&body).expect("a JSON body");
+        assert_eq!(body, json!({"code": "UNKNOWN", "message": "division by zero", "error": "DivisionByZero"}));
     }
 
     #[test]

@@ -5,12 +5,16 @@
 //! more) of the next request's head; the request handler marks when a head
 //! is complete. [`HeadWatch::overdue`] then resolves when a head that has
 //! started stops arriving, or trickles, so the connection can be closed.
+//!
+//! Writes are watched too: with a stall limit set, a write that makes no
+//! progress for that long fails (`TimedOut`), so hyper ends a connection
+//! whose peer stopped reading its replies instead of holding it forever.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
@@ -99,11 +103,44 @@ impl Drop for Handling {
 pub(crate) struct Watched<T> {
     inner: T,
     watch: HeadWatch,
+    /// How long a write may make no progress; `None`: forever.
+    write_stall: Option<Duration>,
+    /// Running while a write is pending, from when it first was.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<T> Watched<T> {
     pub(crate) fn new(inner: T, watch: HeadWatch) -> Watched<T> {
-        Watched { inner, watch }
+        Watched { inner, watch, write_stall: None, stalled: None }
+    }
+
+    /// Fail a write that makes no progress for `stall`.
+    pub(crate) fn with_write_stall(mut self, stall: Option<Duration>) -> Watched<T> {
+        self.write_stall = stall;
+        self
+    }
+
+    /// A write's outcome, failed if it has been pending for too long.
+    fn watch_write(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match polled {
+            Poll::Pending => {
+                if let Some(stall) = self.write_stall {
+                    let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        self.stalled = None;
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the peer stopped reading replies",
+                        )));
+                    }
+                }
+                Poll::Pending
+            }
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
     }
 }
 
@@ -124,7 +161,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch_write(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -132,7 +170,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch_write(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

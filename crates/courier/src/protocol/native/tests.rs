@@ -236,7 +236,9 @@ proptest! {
         prop_assert_eq!(head.application_error, app);
         prop_assert_eq!(head.message, message.as_str());
         prop_assert_eq!(head.details, &details[..]);
-        prop_assert_eq!(head.headers.len(), headers.len());
+        let decoded_headers: Vec<(String, String)> =
+            head.headers.map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        prop_assert_eq!(decoded_headers, headers);
     }
 
     #[test]
