@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use courier::protocol::native::{FrameEncoder, FrameKind, PREFACE, RequestHead};
 use courier::{CallOptions, Channel, Code, Codec};
 use courier_tests::{CalcError, CalculatorClient, ProbeClient, start_server, within};
 
@@ -198,18 +199,8 @@ async fn dropping_a_call_cancels_it_on_the_server() {
 #[tokio::test]
 async fn a_client_that_disconnects_mid_call_has_its_handler_dropped() {
     within(TEST_LIMIT, "a_client_that_disconnects_mid_call_has_its_handler_dropped", async {
-        use courier::protocol::native::{FrameEncoder, FrameKind, PREFACE, RequestHead};
-        use tokio::io::AsyncWriteExt;
-
         let (server, state) = start_server(|b| b).await;
-        let mut stream = tokio::net::TcpStream::connect(server.local_addr()).await.expect("connect");
-        let mut frame = bytes::BytesMut::from(&PREFACE[..]);
-        let mut encoder = FrameEncoder::begin(&mut frame, FrameKind::Request, Codec::Binary.id(), 1);
-        RequestHead::encode(&mut frame, "Probe.Sleep", None, std::iter::empty());
-        encoder.end_meta(&frame);
-        Codec::Binary.encode(&60_000_u64, &mut frame).expect("encode");
-        encoder.finish(&mut frame, usize::MAX).expect("finish");
-        stream.write_all(&frame).await.expect("send");
+        let stream = send_raw(server.local_addr(), FrameKind::Request, "Probe.Sleep", &60_000_u64).await;
         assert!(state.wait_until(Duration::from_secs(2), |s| s.started() == 1).await);
         drop(stream);
         assert!(
@@ -218,6 +209,26 @@ async fn a_client_that_disconnects_mid_call_has_its_handler_dropped() {
         );
     })
     .await;
+}
+
+/// Open a raw native connection to `addr` and send one call of `kind` to
+/// `method` with binary `args`; the caller hangs up by dropping the stream.
+async fn send_raw(
+    addr: std::net::SocketAddr,
+    kind: FrameKind,
+    method: &str,
+    args: &impl serde::Serialize,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut frame = bytes::BytesMut::from(&PREFACE[..]);
+    let mut encoder = FrameEncoder::begin(&mut frame, kind, Codec::Binary.id(), 1);
+    RequestHead::encode(&mut frame, method, None, std::iter::empty());
+    encoder.end_meta(&frame);
+    Codec::Binary.encode(args, &mut frame).expect("encode");
+    encoder.finish(&mut frame, usize::MAX).expect("finish");
+    stream.write_all(&frame).await.expect("send");
+    stream
 }
 
 #[tokio::test]
@@ -404,9 +415,10 @@ async fn the_descriptor_describes_the_service() {
 async fn a_one_way_call_survives_the_client_hanging_up_at_once() {
     within(TEST_LIMIT, "a_one_way_call_survives_the_client_hanging_up_at_once", async {
         let (server, state) = start_server(|b| b).await;
-        let probe = ProbeClient::connect(server.local_addr().to_string()).await.expect("connect");
-        probe.record(42).await.expect("queued");
-        drop(probe);
+        // A raw connection, so the hang-up is certain (a dropped client
+        // closes its connection whenever its pool lets go of it).
+        let stream = send_raw(server.local_addr(), FrameKind::OneWay, "Probe.Record", &42_u64).await;
+        drop(stream);
         assert!(
             state.wait_until(Duration::from_secs(2), |s| s.recorded() == [42]).await,
             "the server ran the one-way call although its caller left"
@@ -460,14 +472,16 @@ async fn a_handler_that_blocks_its_thread_does_not_hold_up_other_calls() {
 async fn a_one_way_call_still_waiting_survives_the_client_hanging_up() {
     within(TEST_LIMIT, "a_one_way_call_still_waiting_survives_the_client_hanging_up", async {
         let (server, state) = start_server(|b| b).await;
-        let probe = ProbeClient::connect(server.local_addr().to_string()).await.expect("connect");
-        probe.record_later(9, 200).await.expect("queued");
+        // A raw connection, so the hang-up is certain (a dropped client
+        // closes its connection whenever its pool lets go of it).
+        let stream =
+            send_raw(server.local_addr(), FrameKind::OneWay, "Probe.RecordLater", &(9_u64, 200_u64)).await;
         assert!(
             state.wait_until(Duration::from_secs(5), |s| s.record_later_started() == 1).await,
             "the one-way call reached its handler"
         );
         assert!(state.recorded().is_empty(), "and is still waiting when the client hangs up");
-        drop(probe);
+        drop(stream);
         assert!(
             state.wait_until(Duration::from_secs(2), |s| s.recorded() == [9]).await,
             "the one-way call finished although its caller hung up mid-way"
