@@ -20,7 +20,10 @@ fn main() {
     let etcd = EtcdServer::start();
     let mut out = std::io::stdout();
     let shell = etcd.shell_pid().expect("etcd's shell is running");
-    let etcd_pid = children(shell).first().copied().expect("etcd runs under its shell");
+    let etcd_pid = children(shell)
+        .into_iter()
+        .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "etcd"))
+        .expect("etcd runs under its shell");
     writeln!(out, "server {}\netcd-shell {shell}\netcd {etcd_pid}\nready", server.pid()).expect("stdout");
     out.flush().expect("stdout");
     std::thread::sleep(Duration::from_secs(120));
