@@ -7,32 +7,7 @@
 
 #![no_main]
 
-use courier::protocol::grpc::{
-    Encoding, MessageDecoder, codec_of_content_type, decode_message_header, decompress, parse_timeout,
-    status_from_parts,
-};
-use libfuzzer_sys::fuzz_target;
+#[path = "../bodies/grpc_decoder.rs"]
+mod body;
 
-fuzz_target!(|data: &[u8]| {
-    let mut decoder = MessageDecoder::new(64 * 1024);
-    let chunk = usize::from(data.first().copied().unwrap_or(1)).max(1);
-    'chunks: for piece in data.chunks(chunk) {
-        decoder.push(piece);
-        loop {
-            match decoder.next_message() {
-                Ok(Some(message)) => {
-                    let _ = decompress(message, Encoding::Gzip, 64 * 1024);
-                }
-                Ok(None) => break,
-                Err(_) => break 'chunks,
-            }
-        }
-    }
-    let _ = decoder.finish();
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = parse_timeout(text);
-        let _ = codec_of_content_type(text);
-    }
-    let _ = decode_message_header(data);
-    let _ = status_from_parts(u32::from(data.first().copied().unwrap_or(0)), String::new(), Some(data));
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| body::run(data));

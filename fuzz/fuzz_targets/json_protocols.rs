@@ -7,40 +7,7 @@
 
 #![no_main]
 
-use std::collections::HashMap;
+#[path = "../bodies/json_protocols.rs"]
+mod body;
 
-use courier::codec::lenient;
-use courier::protocol::jsonrpc::{Splitter, parse_request};
-use courier::protocol::sniff::sniff;
-use libfuzzer_sys::fuzz_target;
-
-#[derive(serde::Deserialize)]
-#[allow(dead_code)]
-struct Args {
-    a: i64,
-    name: Option<String>,
-    list: Vec<HashMap<String, f64>>,
-}
-
-fuzz_target!(|data: &[u8]| {
-    let _ = sniff(data);
-    let mut splitter = Splitter::default();
-    let mut buf = Vec::new();
-    let chunk = usize::from(data.first().copied().unwrap_or(1)).max(1);
-    'chunks: for piece in data.chunks(chunk) {
-        buf.extend_from_slice(piece);
-        loop {
-            match splitter.next_object(&buf, 4096) {
-                Ok(Some((start, end))) => {
-                    let _ = parse_request(&buf[start..end]);
-                    buf.drain(..end);
-                    splitter.consumed(end);
-                }
-                Ok(None) => break,
-                Err(_) => break 'chunks,
-            }
-        }
-    }
-    let _ = lenient::from_slice::<Args>(data);
-    let _ = lenient::from_slice::<serde_json::Value>(data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| body::run(data));

@@ -7,33 +7,7 @@
 
 #![no_main]
 
-use bytes::BytesMut;
-use courier::protocol::native::{FrameDecoder, GoAway, RequestHead, ResponseHead, check_preface};
-use libfuzzer_sys::fuzz_target;
+#[path = "../bodies/native_decoder.rs"]
+mod body;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = check_preface(data);
-    let decoder = FrameDecoder::new(64 * 1024);
-    // Feed the input in two pieces, as a socket might deliver it.
-    let split = data.first().map_or(0, |&b| usize::from(b)).min(data.len());
-    let mut buf = BytesMut::from(&data[..split]);
-    let mut fed_rest = false;
-    loop {
-        match decoder.decode(&mut buf) {
-            Ok(Some(frame)) => {
-                if let Ok(head) = RequestHead::decode(&frame.meta) {
-                    let _ = head.headers.count();
-                }
-                if let Ok(head) = ResponseHead::decode(&frame.meta) {
-                    let _ = head.headers.count();
-                }
-                let _ = GoAway::decode(&frame.meta);
-            }
-            Ok(None) if !fed_rest => {
-                buf.extend_from_slice(&data[split..]);
-                fed_rest = true;
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| body::run(data));
