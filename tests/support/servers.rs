@@ -130,3 +130,33 @@ impl Bystander {
         calls
     }
 }
+
+/// The bundled courier registry in this process, on disk in `dir`, on
+/// 127.0.0.1:0 (its `add_to` pools, as `courier registry serve` runs it).
+pub async fn start_registry(dir: &std::path::Path) -> ServerHandle {
+    let registry = courier_registry::open(dir).await.expect("open the registry");
+    registry.add_to(courier::Server::builder()).bind("127.0.0.1:0").await.expect("bind the registry").start()
+}
+
+/// A server with the calculator, the probe and the interop service on a
+/// thread and runtime of its own, as another program would be (for tests
+/// without a runtime: blocking clients, command-line tools). It serves
+/// until the test process ends.
+pub fn serve_on_thread() -> SocketAddr {
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().expect("server runtime");
+        runtime.block_on(async move {
+            let listening = courier::Server::builder()
+                .add_service(CalculatorServer::new(Calc))
+                .add_service(ProbeServer::new(ProbeImpl::default()))
+                .add_service(interop::InteropServer::new(InteropImpl))
+                .bind("127.0.0.1:0")
+                .await
+                .expect("bind 127.0.0.1:0");
+            addr_tx.send(listening.local_addr()).expect("send the address");
+            let _ = listening.serve().await;
+        });
+    });
+    addr_rx.recv_timeout(Duration::from_secs(30)).expect("the server thread bound an address")
+}
