@@ -13,7 +13,7 @@ use courier_tests::{
     contract_deregistering_removes_at_once, contract_registering_again_is_an_update,
     contract_registrations_are_listed_and_nonsense_is_refused,
     contract_watch_starts_with_the_full_set_then_sees_each_change, eventually, overflow_event_log,
-    registry_ownership_contract, start_provider, within,
+    registry_ownership_contract, start_provider, start_registry, within,
 };
 
 /// How long one contract test may take (the lease test alone waits 3.5 s).
@@ -39,14 +39,7 @@ async fn mem() -> Backend {
 /// The bundled registry, in this process, on disk in a temporary directory.
 async fn bundled() -> Backend {
     let data = tempfile::tempdir().expect("temp dir");
-    let server = courier_registry::open(data.path())
-        .await
-        .expect("open")
-        .add_to(courier::Server::builder())
-        .bind("127.0.0.1:0")
-        .await
-        .expect("bind")
-        .start();
+    let server = start_registry(data.path()).await;
     let url = format!("courier://{}", server.local_addr());
     let registry = courier::registry::connect(&url).await.expect("connect");
     Backend { registry, peer: Peer::Courier { _server: server, _data: data } }
