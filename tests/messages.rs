@@ -11,7 +11,10 @@ use bytes::Bytes;
 use courier::discovery::cache::{self, ServiceView};
 use courier::registry::Instance;
 use courier::{CallOptions, Channel};
-use courier_tests::{CalculatorClient, free_port};
+use courier_tests::{CalculatorClient, free_port, within};
+
+/// How long any one test may take before it fails instead of hanging.
+const TEST_LIMIT: Duration = Duration::from_secs(60);
 
 /// Everything logged in this test binary, for the tests that look for a
 /// log line (the subscriber must be global: discovery logs from its own
@@ -66,54 +69,64 @@ fn unreachable_registry() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_with_an_unreachable_registry_says_so_once() {
-    let registry = courier::registry::connect(&unreachable_registry()).await.expect("a valid URL");
-    let client = CalculatorClient::discover(&registry, "Calculator")
-        .no_cache()
-        .initial_wait(Duration::from_secs(5))
-        .build()
-        .await
-        .expect("build");
-    let status = client.with_timeout(Duration::from_secs(5)).add(1, 2).await.expect_err("no instance");
-    let message = status.message();
-    assert!(message.contains("no instance of Calculator is known"), "{message}");
-    assert_eq!(message.matches("unreachable").count(), 1, "{message}");
+    within(TEST_LIMIT, "a_consumer_with_an_unreachable_registry_says_so_once", async {
+        let registry = courier::registry::connect(&unreachable_registry()).await.expect("a valid URL");
+        let client = CalculatorClient::discover(&registry, "Calculator")
+            .no_cache()
+            .initial_wait(Duration::from_secs(5))
+            .build()
+            .await
+            .expect("build");
+        let status = client.with_timeout(Duration::from_secs(5)).add(1, 2).await.expect_err("no instance");
+        let message = status.message();
+        assert!(message.contains("no instance of Calculator is known"), "{message}");
+        assert_eq!(message.matches("unreachable").count(), 1, "{message}");
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_that_made_the_attempt_gets_its_error_without_a_retry_hint() {
-    // The call itself tried to connect and failed: "next attempt in N ms"
-    // means nothing to it (a one-shot command never makes that attempt).
-    let channel = Channel::lazy(format!("127.0.0.1:{}", free_port()));
-    let options = CallOptions::new().with_timeout(Duration::from_secs(5));
-    let status =
-        channel.unary_bytes("Calculator.Add", Bytes::new(), &options).await.expect_err("nothing listens");
-    assert!(status.message().contains("could not connect"), "{status}");
-    assert!(!status.message().contains("next attempt"), "{status}");
+    within(TEST_LIMIT, "a_call_that_made_the_attempt_gets_its_error_without_a_retry_hint", async {
+        // The call itself tried to connect and failed: "next attempt in N ms"
+        // means nothing to it (a one-shot command never makes that attempt).
+        let channel = Channel::lazy(format!("127.0.0.1:{}", free_port()));
+        let options = CallOptions::new().with_timeout(Duration::from_secs(5));
+        let status =
+            channel.unary_bytes("Calculator.Add", Bytes::new(), &options).await.expect_err("nothing listens");
+        assert!(status.message().contains("could not connect"), "{status}");
+        assert!(!status.message().contains("next attempt"), "{status}");
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_started_from_its_cache_file_says_how_old_it_is() {
-    let _ = logs();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let view = ServiceView::from_instances(vec![Instance::new("Calculator", "127.0.0.1:9")], None);
-    cache::save(&cache::cache_path(dir.path(), "Calculator"), "Calculator", &view).expect("write the cache");
+    within(TEST_LIMIT, "a_consumer_started_from_its_cache_file_says_how_old_it_is", async {
+        let _ = logs();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let view = ServiceView::from_instances(vec![Instance::new("Calculator", "127.0.0.1:9")], None);
+        cache::save(&cache::cache_path(dir.path(), "Calculator"), "Calculator", &view)
+            .expect("write the cache");
 
-    let registry = courier::registry::connect(&unreachable_registry()).await.expect("a valid URL");
-    let _client = CalculatorClient::discover(&registry, "Calculator")
-        .cache_dir(dir.path())
-        .initial_wait(Duration::from_secs(5))
-        .build()
-        .await
-        .expect("build");
-    let line =
-        logged_line(&["INFO", "using the registry cache file written", "s ago"], Duration::from_secs(10))
+        let registry = courier::registry::connect(&unreachable_registry()).await.expect("a valid URL");
+        let _client = CalculatorClient::discover(&registry, "Calculator")
+            .cache_dir(dir.path())
+            .initial_wait(Duration::from_secs(5))
+            .build()
             .await
-            .unwrap_or_else(|| {
-                panic!(
-                    "no cache log line in:\n{}",
-                    String::from_utf8_lossy(&logs().lock().unwrap_or_else(|p| p.into_inner()))
-                )
-            });
-    assert!(line.contains("service=Calculator") && line.contains("instances=1"), "{line}");
-    assert!(line.contains(&dir.path().display().to_string()), "the file is named: {line}");
+            .expect("build");
+        let line =
+            logged_line(&["INFO", "using the registry cache file written", "s ago"], Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|| {
+                    panic!(
+                        "no cache log line in:\n{}",
+                        String::from_utf8_lossy(&logs().lock().unwrap_or_else(|p| p.into_inner()))
+                    )
+                });
+        assert!(line.contains("service=Calculator") && line.contains("instances=1"), "{line}");
+        assert!(line.contains(&dir.path().display().to_string()), "the file is named: {line}");
+    })
+    .await;
 }
