@@ -147,7 +147,7 @@ fn native_seeds() -> Vec<(&'static str, Vec<u8>)> {
         |buf| RequestHead::encode(buf, "Probe.Record", None, std::iter::empty()),
         &args,
     );
-    let ok = native_frame(FrameKind::Response, 1, |buf| ResponseHead::encode_ok(buf), &args);
+    let ok = native_frame(FrameKind::Response, 1, ResponseHead::encode_ok, &args);
     let error = native_frame(
         FrameKind::Response,
         3,
