@@ -108,6 +108,72 @@ mod tests {
     }
 
     #[test]
+    fn the_hash_is_stable_across_versions() {
+        // Every consumer (of any version) must map a key to the same
+        // instance, so these values may never change: FNV-1a 64 with the
+        // murmur3 finaliser, checked against an independent computation.
+        fn reference(bytes: &[u8]) -> u64 {
+            let mut h = 14_695_981_039_346_656_037_u64; // FNV offset basis
+            for &b in bytes {
+                h = (h ^ u64::from(b)).wrapping_mul(1_099_511_628_211); // FNV prime
+            }
+            let h = (h ^ (h >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+            h ^ (h >> 33)
+        }
+        for key in [&b""[..], b"a", b"courier", b"user-42#7"] {
+            assert_eq!(hash(key), reference(key), "{key:?}");
+        }
+    }
+
+    #[test]
+    fn each_unit_of_weight_adds_its_virtual_nodes() {
+        let ring = Ring::new([("a", 1), ("b", 3), ("zero", 0), ("huge", 1000)]);
+        let count = |index| ring.points.iter().filter(|(_, i)| *i == index).count();
+        let per = POINTS_PER_WEIGHT as usize;
+        // Weight 0 still gets a place on the ring; weights are capped at 100.
+        assert_eq!((count(0), count(1), count(2), count(3)), (per, 3 * per, per, 100 * per));
+        assert!(ring.points.windows(2).all(|w| w[0] <= w[1]), "sorted");
+    }
+
+    #[test]
+    fn keys_spread_in_proportion_to_weight() {
+        let ring = Ring::new([("a", 1), ("b", 3)]);
+        let mut on_b = 0;
+        for k in 0..8_000u32 {
+            if ring.walk(hash(&k.to_be_bytes()), 2)[0] == 1 {
+                on_b += 1;
+            }
+        }
+        assert!((5_200..6_800).contains(&on_b), "{on_b} of 8000 keys on the weight-3 instance");
+    }
+
+    #[test]
+    fn a_key_on_a_point_belongs_to_that_point_s_instance() {
+        let ring = Ring::new([("a", 1), ("b", 1), ("c", 1)]);
+        for &(point, index) in ring.points.iter().step_by(17) {
+            assert_eq!(ring.walk(point, 3)[0], index, "key {point:#x}");
+        }
+        // Past the last point the walk wraps to the first.
+        let (first_point, first) = ring.points[0];
+        let last_point = ring.points[ring.points.len() - 1].0;
+        assert!(first_point > 0);
+        if last_point < u64::MAX {
+            assert_eq!(ring.walk(last_point + 1, 3)[0], first);
+        }
+    }
+
+    #[test]
+    fn a_walk_ignores_members_beyond_the_candidates_it_is_given() {
+        // The ring may be built over more members than are candidates now.
+        let ring = Ring::new([("a", 1), ("b", 1), ("c", 1), ("d", 1)]);
+        for key in [0, u64::MAX / 3, u64::MAX] {
+            let mut order = ring.walk(key, 2);
+            order.sort_unstable();
+            assert_eq!(order, vec![0, 1]);
+        }
+    }
+
+    #[test]
     fn a_walk_visits_every_candidate_once() {
         let ring = Ring::new([("a", 1), ("b", 3), ("c", 1)]);
         let mut order = ring.walk(hash(b"key"), 3);

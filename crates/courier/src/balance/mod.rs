@@ -153,6 +153,73 @@ mod tests {
     }
 
     #[test]
+    fn p2c_weighs_outstanding_calls_by_weight() {
+        // Two candidates, so both are always compared. Per unit of weight,
+        // 1 call on weight 2 is lighter than 3 calls on weight 3.
+        let list = [Candidate { weight: 2, outstanding: 1 }, Candidate { weight: 3, outstanding: 3 }];
+        assert_eq!(shares(Balance::P2c, &list, 200), vec![200, 0]);
+        // And 4 calls on weight 8 lighter than 1 on weight 1.
+        let list = [Candidate { weight: 1, outstanding: 1 }, Candidate { weight: 8, outstanding: 4 }];
+        assert_eq!(shares(Balance::P2c, &list, 200), vec![0, 200]);
+    }
+
+    #[test]
+    fn a_single_candidate_is_always_first() {
+        let picker = Picker::default();
+        let mut random = fastrand::Rng::with_seed(3);
+        let one = candidates(&[0]);
+        for policy in [Balance::RoundRobin, Balance::WeightedRandom, Balance::P2c, Balance::ConsistentHash] {
+            assert_eq!(picker.order(policy, &one, None, Some(1), &mut random), vec![0], "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn weight_zero_is_never_picked_first_while_others_have_weight() {
+        assert_eq!(shares(Balance::WeightedRandom, &candidates(&[0, 5, 0]), 500), vec![0, 500, 0]);
+        // All at zero: spread evenly rather than failing.
+        let counts = shares(Balance::WeightedRandom, &candidates(&[0, 0]), 2000);
+        assert!(counts.iter().all(|&n| (800..1200).contains(&n)), "{counts:?}");
+    }
+
+    #[test]
+    fn orders_continue_in_turn_from_the_first() {
+        let picker = Picker::default();
+        let mut random = fastrand::Rng::with_seed(5);
+        let list = candidates(&[1, 1, 1, 1]);
+        assert_eq!(picker.order(Balance::RoundRobin, &list, None, None, &mut random), vec![0, 1, 2, 3]);
+        assert_eq!(picker.order(Balance::RoundRobin, &list, None, None, &mut random), vec![1, 2, 3, 0]);
+    }
+
+    #[test]
+    fn consistent_hash_follows_the_ring_for_a_key() {
+        let picker = Picker::default();
+        let mut random = fastrand::Rng::with_seed(9);
+        let list = candidates(&[1, 1, 1]);
+        let ring = Ring::new([("a", 1), ("b", 1), ("c", 1)]);
+        for key in ["alpha", "beta", "gamma", "delta"] {
+            let key = hash_key(key.as_bytes());
+            let order = picker.order(Balance::ConsistentHash, &list, Some(&ring), Some(key), &mut random);
+            assert_eq!(order, ring.walk(key, 3));
+            // The same key, the same order, call after call.
+            for _ in 0..5 {
+                assert_eq!(
+                    picker.order(Balance::ConsistentHash, &list, Some(&ring), Some(key), &mut random),
+                    order
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_routing_hash_is_the_ring_s_hash() {
+        // Callers hash their keys with `hash_key`; the ring places its
+        // points with the same function, or keys would land anywhere.
+        for key in [&b""[..], b"k", b"user-42"] {
+            assert_eq!(hash_key(key), hash::hash(key));
+        }
+    }
+
+    #[test]
     fn p2c_avoids_the_busy_instance() {
         let mut list = candidates(&[1, 1, 1]);
         list[1].outstanding = 50;

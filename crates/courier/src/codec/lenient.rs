@@ -240,6 +240,55 @@ mod tests {
         assert_eq!(pair, Shape::Pair(1, 2));
     }
 
+    #[derive(Debug, PartialEq, Deserialize)]
+    enum Wrapped {
+        Args(Args),
+        Nothing,
+    }
+
+    #[test]
+    fn enum_variants_follow_serde_s_external_tagging() {
+        // A newtype variant's content is decoded leniently too.
+        let wrapped: Wrapped = from_slice(br#"{"Args":{"A":1,"B":2}}"#).expect("newtype variant");
+        assert_eq!(wrapped, Wrapped::Args(Args { a: 1, b: 2 }));
+        // A unit variant may be named alone or with a null, nothing else.
+        assert_eq!(from_slice::<Wrapped>(br#"{"Nothing":null}"#).expect("unit"), Wrapped::Nothing);
+        assert!(from_slice::<Wrapped>(br#"{"Nothing":5}"#).is_err(), "a unit variant carries no value");
+        // An enum object names exactly one variant.
+        assert!(from_slice::<Wrapped>(br#"{"Nothing":null,"Args":{"a":1,"b":2}}"#).is_err());
+        assert!(from_slice::<Wrapped>(b"{}").is_err());
+        assert!(from_slice::<Wrapped>(br#""Other""#).is_err());
+    }
+
+    #[test]
+    fn sequences_and_maps_report_what_is_left() {
+        let mut seq = Seq(vec![Value::from(1), Value::from(2)].into_iter());
+        assert_eq!(seq.size_hint(), Some(2));
+        assert_eq!(seq.next_element::<u8>().expect("decodes"), Some(1));
+        assert_eq!(seq.size_hint(), Some(1));
+        let map: Map<String, Value> = [("a".to_owned(), Value::from(1))].into_iter().collect();
+        let mut fields = Fields::new(map, &["A"]);
+        assert_eq!(fields.size_hint(), Some(1));
+        assert_eq!(fields.next_key::<String>().expect("decodes").as_deref(), Some("A"), "renamed");
+        assert_eq!(fields.size_hint(), Some(0));
+        assert_eq!(fields.next_value::<u8>().expect("decodes"), 1);
+        assert!(fields.next_value::<u8>().is_err(), "a value asked for twice");
+    }
+
+    #[test]
+    fn options_and_newtypes_decode_leniently() {
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct Id(Args);
+        let id: Id = from_slice(br#"{"A":3,"B":4}"#).expect("newtype struct");
+        assert_eq!(id, Id(Args { a: 3, b: 4 }));
+        let none: Option<Args> = from_slice(b"null").expect("null");
+        assert_eq!(none, None);
+        let some: Option<Args> = from_slice(br#"{"A":5,"B":6}"#).expect("object");
+        assert_eq!(some, Some(Args { a: 5, b: 6 }));
+        // A struct may come as an array of its fields, as serde_json allows.
+        assert_eq!(from_slice::<Args>(b"[7,8]").expect("array"), Args { a: 7, b: 8 });
+    }
+
     #[test]
     fn exact_names_win_and_errors_stay_errors() {
         #[derive(Debug, Deserialize)]

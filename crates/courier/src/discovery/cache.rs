@@ -236,6 +236,107 @@ mod tests {
     }
 
     #[test]
+    fn cache_file_names_keep_only_safe_characters() {
+        let dir = Path::new("/cache");
+        assert_eq!(cache_path(dir, "my-svc_v1.2"), dir.join("my-svc_v1.2.json"));
+        assert_eq!(cache_path(dir, "a/../b c:d"), dir.join("a_.._b_c_d.json"));
+    }
+
+    #[test]
+    fn the_default_cache_dir_is_under_the_user_cache() {
+        // Read, not set: the test process's own environment decides.
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")));
+        let dir = default_cache_dir("etcd://127.0.0.1:2379/a-b_c");
+        assert_eq!(dir, base.map(|base| base.join("courier/registry/etcd___127.0.0.1_2379_a-b_c")));
+    }
+
+    #[test]
+    fn updates_replace_an_instance_and_repeats_change_nothing() {
+        let mut view = ServiceView::default();
+        view.apply(WatchEvent::Add { instance: instance("a"), revision: 1 });
+        let heavier = instance("a").with_weight(9);
+        assert_eq!(
+            view.apply(WatchEvent::Update { instance: heavier.clone(), revision: 2 }),
+            Applied::Changed
+        );
+        assert_eq!(view.instances(), vec![heavier.clone()]);
+        assert_eq!(
+            view.apply(WatchEvent::Update { instance: heavier.clone(), revision: 3 }),
+            Applied::Unchanged
+        );
+        assert_eq!(view.revision(), Some(3), "even an unchanging event moves the revision");
+        assert_eq!(
+            view.apply(WatchEvent::Reset { instances: vec![heavier.clone()], revision: 4 }),
+            Applied::Unchanged
+        );
+        assert_eq!(view.apply(WatchEvent::Remove { id: "zz".into(), revision: 5 }), Applied::Unchanged);
+        assert_eq!(
+            view.apply(WatchEvent::Reset { instances: vec![instance("b")], revision: 6 }),
+            Applied::Changed
+        );
+        assert_eq!(view.instances(), vec![instance("b")]);
+    }
+
+    #[test]
+    fn a_repeated_instance_still_clears_the_suspects() {
+        let mut view = ServiceView::from_instances(vec![instance("a"), instance("bb")], Some(1));
+        assert_eq!(view.apply(WatchEvent::Reset { instances: vec![], revision: 2 }), Applied::EmptyIgnored);
+        // The registry is back and mentions `a` as we knew it: `bb` goes.
+        assert_eq!(view.apply(WatchEvent::Add { instance: instance("a"), revision: 3 }), Applied::Changed);
+        assert_eq!(view.instances(), vec![instance("a")]);
+        assert_eq!(view.confirmed(), vec![instance("a")]);
+    }
+
+    #[test]
+    fn a_second_empty_answer_does_not_restart_the_suspicion_clock() {
+        let mut view = ServiceView::from_instances(vec![instance("a")], Some(1));
+        view.apply(WatchEvent::Reset { instances: vec![], revision: 2 });
+        let since = view.suspect_since.expect("suspected");
+        view.apply(WatchEvent::Reset { instances: vec![], revision: 3 });
+        assert_eq!(view.suspect_since, Some(since));
+        assert!(!view.expire_suspects(since + SUSPECT_FOR - Duration::from_millis(1)));
+        assert_eq!(view.instances().len(), 1);
+        assert!(view.expire_suspects(since + SUSPECT_FOR + Duration::from_millis(1)));
+        assert!(view.instances().is_empty());
+        assert!(!view.expire_suspects(since + 2 * SUSPECT_FOR), "nothing left to expire");
+    }
+
+    #[test]
+    fn a_non_empty_full_set_ends_the_suspicion() {
+        let mut view = ServiceView::from_instances(vec![instance("a")], Some(1));
+        view.apply(WatchEvent::Reset { instances: vec![], revision: 2 });
+        assert_eq!(
+            view.apply(WatchEvent::Reset { instances: vec![instance("a")], revision: 3 }),
+            Applied::Unchanged
+        );
+        assert_eq!(view.confirmed(), vec![instance("a")], "confirmed again");
+        assert!(!view.expire_suspects(Instant::now() + 2 * SUSPECT_FOR));
+    }
+
+    #[test]
+    fn a_removed_suspect_is_no_longer_suspected() {
+        let mut view = ServiceView::from_instances(vec![instance("a"), instance("bb")], Some(1));
+        view.apply(WatchEvent::Reset { instances: vec![], revision: 2 });
+        assert_eq!(view.apply(WatchEvent::Remove { id: "a".into(), revision: 3 }), Applied::Changed);
+        assert!(!view.suspects.contains("a"));
+        assert_eq!(view.instances(), vec![instance("bb")]);
+    }
+
+    #[test]
+    fn save_creates_the_directory_and_a_missing_file_loads_nothing() {
+        let dir = std::env::temp_dir().join(format!("courier-cache-test-dir-{}", std::process::id()));
+        let path = cache_path(&dir.join("nested"), "Calc");
+        assert!(load(&path, "Calc").is_none());
+        let view = ServiceView::from_instances(vec![instance("a")], None);
+        save(&path, "Calc", &view).expect("save");
+        let loaded = load(&path, "Calc").expect("load");
+        assert_eq!((loaded.instances(), loaded.revision()), (vec![instance("a")], None));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn the_cache_file_round_trips_and_rejects_other_services() {
         let dir = std::env::temp_dir().join(format!("courier-cache-test-{}", std::process::id()));
         let path = cache_path(&dir, "Calc/weird name");

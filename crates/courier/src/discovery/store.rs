@@ -868,6 +868,204 @@ mod tests {
     }
 
     #[test]
+    fn a_registration_persists_its_lease_instance_and_revision() {
+        let t0 = Instant::now();
+        let mut store = Store::new();
+        let (lease, outcome) =
+            store.register(instance("a"), Duration::from_secs(7), t0, 1234).expect("register");
+        let registration = Registration { instance: instance("a"), lease, registered_unix_ms: 1234 };
+        assert_eq!(
+            outcome.changes,
+            vec![
+                Change::PutLease { id: lease, ttl: Duration::from_secs(7) },
+                Change::Put(registration),
+                Change::Revision(1)
+            ]
+        );
+        assert_eq!(store.lease_ttl(lease), Some(Duration::from_secs(7)));
+        let revoked = store.revoke(lease).expect("revoke");
+        assert_eq!(
+            revoked.changes,
+            vec![
+                Change::DeleteLease(lease),
+                Change::Delete { service: "Calc".into(), id: "a".into() },
+                Change::Revision(2)
+            ]
+        );
+        assert_eq!(store.lease_ttl(lease), None);
+        assert_eq!(store.revoke(lease).map(|_| ()), Err(StoreError::LeaseNotFound(lease)));
+    }
+
+    #[test]
+    fn the_ttl_range_is_inclusive() {
+        let t0 = Instant::now();
+        let mut store = Store::new();
+        assert!(store.register(instance("a"), MIN_TTL, t0, 0).is_ok());
+        assert!(store.register(instance("bb"), MAX_TTL, t0, 0).is_ok());
+        let just_under = MIN_TTL - Duration::from_nanos(1);
+        assert_eq!(
+            store.register(instance("c"), just_under, t0, 0).map(|_| ()),
+            Err(StoreError::InvalidTtl(just_under))
+        );
+        let just_over = MAX_TTL + Duration::from_nanos(1);
+        assert_eq!(
+            store.register(instance("c"), just_over, t0, 0).map(|_| ()),
+            Err(StoreError::InvalidTtl(just_over))
+        );
+    }
+
+    #[test]
+    fn a_lease_expires_at_the_instant_expire_reported() {
+        // The registry sleeps until the instant `expire` returns and calls
+        // it again: that call must expire the lease, or it would spin.
+        let t0 = Instant::now();
+        let mut store = Store::new();
+        store.register(instance("a"), Duration::from_secs(2), t0, 0).expect("register");
+        store.register(instance("bb"), Duration::from_secs(2), t0, 0).expect("register");
+        let (nothing, next) = store.expire(t0 + Duration::from_secs(1));
+        assert!(nothing.changes.is_empty());
+        assert_eq!(next, Some(t0 + Duration::from_secs(2)));
+        let (expired, next) = store.expire(t0 + Duration::from_secs(2));
+        assert_eq!(expired.removed.len(), 2);
+        // Both instances of one service: its watchers are woken once.
+        assert_eq!(expired.touched, vec!["Calc".to_owned()]);
+        assert_eq!(next, None, "no lease left");
+    }
+
+    #[test]
+    fn a_lease_kept_alive_holds_its_instance_for_another_ttl() {
+        let t0 = Instant::now();
+        let mut store = Store::new();
+        let (lease, _) = store.register(instance("a"), Duration::from_secs(2), t0, 0).expect("register");
+        assert_eq!(store.keep_alive(lease, t0 + Duration::from_secs(1)), Ok(Duration::from_secs(2)));
+        let (outcome, next) = store.expire(t0 + Duration::from_secs(2));
+        assert!(outcome.removed.is_empty());
+        assert_eq!(next, Some(t0 + Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn the_log_keeps_exactly_event_log_len_events() {
+        let t0 = Instant::now();
+        let mut store = Store::new();
+        for i in 0..=EVENT_LOG_LEN {
+            store.register(instance(&format!("x{i}")), Duration::from_secs(5), t0, 0).expect("register");
+        }
+        // Revisions 1..=1025: the first was dropped, the other 1024 kept.
+        assert_eq!(store.services["Calc"].log.len(), EVENT_LOG_LEN);
+        // A watcher that saw the dropped event is caught up from the log.
+        let caught_up = store.events_after("Calc", Some(1));
+        assert_eq!(caught_up.len(), EVENT_LOG_LEN);
+        assert!(matches!(caught_up[0], WatchEvent::Add { revision: 2, .. }));
+        // One that did not see it starts over.
+        assert!(matches!(&store.events_after("Calc", Some(0))[..], [WatchEvent::Reset { .. }]));
+    }
+
+    #[test]
+    fn a_restored_empty_store_starts_at_revision_zero() {
+        let store = Store::restore(0, 0, [], [], Instant::now());
+        assert_eq!(store.revision(), 0);
+        assert_eq!(Store::restore(5, 0, [], [], Instant::now()).revision(), 5 + RESTORE_REVISION_GAP);
+    }
+
+    #[test]
+    fn restore_never_reuses_a_lease_id_it_was_given() {
+        let t0 = Instant::now();
+        // The highest lease id seen may be a lease's, above `last_lease`.
+        let mut store = Store::restore(3, 2, [(9, Duration::from_secs(2))], [], t0);
+        let (lease, _) = store.register(instance("a"), Duration::from_secs(2), t0, 0).expect("register");
+        assert_eq!(lease, 10);
+    }
+
+    /// Registers `count` small `Calc` instances `i00`, `i01`, ...
+    fn filled(count: usize) -> Store {
+        let t0 = Instant::now();
+        let mut store = Store::new();
+        for i in 0..count {
+            store.register(instance(&format!("i{i:02}")), Duration::from_secs(5), t0, 0).expect("register");
+        }
+        store
+    }
+
+    #[test]
+    fn a_page_holds_as_many_as_fit_exactly_in_the_budget() {
+        let store = filled(5);
+        let sizes: Vec<usize> = store.list("Calc").0.iter().map(Instance::encoded_len).collect();
+        // A budget of exactly two instances' JSON holds both, not a third.
+        let (page, next) = store.instances_page("Calc", None, sizes[0] + sizes[1]);
+        assert_eq!((page.len(), next.as_deref()), (2, Some("i01")));
+        let (page, next) = store.instances_page("Calc", None, sizes[0] + sizes[1] - 1);
+        assert_eq!((page.len(), next.as_deref()), (1, Some("i00")));
+        let (page, next) = store.instances_page("Calc", Some("i01"), usize::MAX);
+        assert_eq!((page.len(), next), (3, None));
+
+        // Registrations are counted with their overhead, which is an upper
+        // bound of what they add to the instance's JSON.
+        let registrations = store.registrations(None);
+        for registration in &registrations {
+            let json = serde_json::to_vec(registration).expect("JSON").len();
+            assert!(json <= registration.instance.encoded_len() + REGISTRATION_OVERHEAD, "{json} bytes");
+        }
+        let cost = |r: &Registration| r.instance.encoded_len() + REGISTRATION_OVERHEAD;
+        let two = cost(&registrations[0]) + cost(&registrations[1]);
+        let (page, next) = store.registrations_page(None, None, two);
+        assert_eq!((page.len(), next), (2, Some(("Calc".to_owned(), "i01".to_owned()))));
+        let (page, _) = store.registrations_page(None, None, two - 1);
+        assert_eq!(page.len(), 1);
+        let (page, next) = store.registrations_page(Some("Calc"), Some(("Calc", "i03")), usize::MAX);
+        assert_eq!((page.len(), next), (1, None));
+
+        // Events too, with theirs.
+        let events = store.events_after("Calc", Some(0));
+        for event in &events {
+            let WatchEvent::Add { instance, .. } = event else { panic!("{event:?}") };
+            let json = serde_json::to_vec(event).expect("JSON").len();
+            assert!(json <= instance.encoded_len() + EVENT_OVERHEAD, "{json} bytes");
+        }
+        let two = sizes[0] + sizes[1] + 2 * EVENT_OVERHEAD;
+        assert_eq!(store.events_page("Calc", Some(0), two).events.len(), 2);
+        assert_eq!(store.events_page("Calc", Some(0), two - 1).events.len(), 1);
+        assert_eq!(store.events_page("Calc", Some(0), 0).events.len(), 1, "at least one");
+    }
+
+    #[test]
+    fn removal_events_are_counted_by_their_id() {
+        let t0 = Instant::now();
+        let mut store = Store::new();
+        let mut leases = Vec::new();
+        for id in ["a", "bb", "ccc"] {
+            leases.push(store.register(instance(id), Duration::from_secs(5), t0, 0).expect("register").0);
+        }
+        let seen = store.revision();
+        for lease in leases {
+            store.revoke(lease).expect("revoke");
+        }
+        let removals = store.events_after("Calc", Some(seen));
+        let cost = |event: &WatchEvent| match event {
+            WatchEvent::Remove { id, .. } => json_len(id) + EVENT_OVERHEAD,
+            other => panic!("{other:?}"),
+        };
+        for event in &removals {
+            assert!(serde_json::to_vec(event).expect("JSON").len() <= cost(event));
+        }
+        let two = cost(&removals[0]) + cost(&removals[1]);
+        assert_eq!(store.events_page("Calc", Some(seen), two).events.len(), 2);
+        assert_eq!(store.events_page("Calc", Some(seen), two - 1).events.len(), 1);
+    }
+
+    #[test]
+    fn unknown_services_have_nothing_to_list_or_watch() {
+        let store = filled(1);
+        assert_eq!(store.instances_page("Nope", None, usize::MAX), (Vec::new(), None));
+        assert!(store.registrations(Some("Nope")).is_empty());
+        // A watcher of a service never seen, up to date, waits quietly.
+        assert!(store.events_after("Nope", Some(store.revision())).is_empty());
+        assert!(matches!(
+            &store.events_after("Nope", None)[..],
+            [WatchEvent::Reset { instances, revision: 1 }] if instances.is_empty()
+        ));
+    }
+
+    #[test]
     fn invalid_registrations_are_refused() {
         let mut store = Store::new();
         let t0 = Instant::now();

@@ -70,6 +70,11 @@ impl Splitter {
                 self.depth = 1;
                 continue;
             };
+            // Before the byte is taken, so a request one byte over the limit
+            // is refused even when that byte is its closing brace.
+            if at + 1 - start > max {
+                return Err(StreamError::TooLarge { max });
+            }
             if self.in_string {
                 if self.escaped {
                     self.escaped = false;
@@ -91,9 +96,6 @@ impl Splitter {
                     }
                     _ => {}
                 }
-            }
-            if at + 1 - start > max {
-                return Err(StreamError::TooLarge { max });
             }
         }
         Ok(None)
@@ -248,6 +250,62 @@ mod tests {
         assert_eq!(err, RequestError::Shape("`params` must be an array"));
         assert_eq!(id, json!("k"));
         assert!(matches!(parse_request(b"{not json}"), Err((RequestError::Syntax(_), Value::Null))));
+    }
+
+    #[test]
+    fn back_to_back_objects_in_one_read_split_exactly() {
+        let objects = split_all(br#"{"id":1}{"id":2}[1]"#, 1000, 100);
+        // The third is not an object: the stream fails after the two.
+        assert_eq!(objects, Err(StreamError::NotAnObject { found: '[' }));
+        let objects = split_all(br#"{"id":1}{"id":2}"#, 1000, 100).expect("valid");
+        assert_eq!(objects, vec![r#"{"id":1}"#.to_owned(), r#"{"id":2}"#.to_owned()]);
+    }
+
+    #[test]
+    fn the_limit_counts_each_request_from_its_own_brace() {
+        // An object of exactly the limit is fine, one byte more is not.
+        let at_limit = format!(r#"{{"m":"{}"}}"#, "x".repeat(92));
+        assert_eq!(at_limit.len(), 100);
+        assert_eq!(split_all(at_limit.as_bytes(), 7, 100).map(|o| o.len()), Ok(1));
+        let over = format!(r#"{{"m":"{}"}}"#, "x".repeat(93));
+        assert_eq!(split_all(over.as_bytes(), 7, 100), Err(StreamError::TooLarge { max: 100 }));
+        // Whitespace before a request is not part of it.
+        let spaced = format!("{}{at_limit}", " ".repeat(60));
+        assert_eq!(split_all(spaced.as_bytes(), 7, 100).map(|o| o.len()), Ok(1));
+        // But whitespace alone may not run on past the limit.
+        assert_eq!(split_all(&[b' '; 100], 7, 100), Ok(Vec::new()));
+        assert_eq!(split_all(&[b'\n'; 101], 7, 100), Err(StreamError::TooLarge { max: 100 }));
+    }
+
+    #[test]
+    fn the_splitter_knows_when_a_request_is_half_read() {
+        let mut splitter = Splitter::default();
+        let mut buf = b"  ".to_vec();
+        assert_eq!(splitter.next_object(&buf, 100), Ok(None));
+        assert!(!splitter.in_object(), "whitespace is not a request");
+        buf.extend_from_slice(br#"{"id":[1"#);
+        assert_eq!(splitter.next_object(&buf, 100), Ok(None));
+        assert!(splitter.in_object());
+        buf.extend_from_slice(b"]}");
+        assert_eq!(splitter.next_object(&buf, 100), Ok(Some((2, 12))));
+        assert!(!splitter.in_object());
+    }
+
+    #[test]
+    fn request_shapes_go_accepts() {
+        // A bare object is taken as the one parameter.
+        let request = parse_request(br#"{"method":"A.B","params":{"a":1},"id":1}"#).expect("valid");
+        assert_eq!(request.params, vec![json!({"a": 1})]);
+        let request = parse_request(br#"{"method":"A.B","params":null}"#).expect("valid");
+        assert!(request.params.is_empty());
+        assert_eq!(request.id, Value::Null, "no id is a null id");
+        let request = parse_request(br#"{"method":"A.B","params":[1,"two"]}"#).expect("valid");
+        assert_eq!(request.params, vec![json!(1), json!("two")]);
+        assert_eq!(parse_request(b"[1]"), Err((RequestError::Shape("a request is an object"), Value::Null)));
+        assert_eq!(
+            parse_request(br#"{"method":7,"id":3}"#),
+            Err((RequestError::Shape("`method` must be a string"), json!(3)))
+        );
     }
 
     #[test]

@@ -103,6 +103,81 @@ mod tests {
     }
 
     #[test]
+    fn the_default_policy_is_three_failures_one_second_at_most_thirty() {
+        assert_eq!(
+            Ejection::default(),
+            Ejection { consecutive_failures: 3, base: Duration::from_secs(1), max: Duration::from_secs(30) }
+        );
+    }
+
+    /// Eject `health` at `at` with `policy`, failing as often as it takes.
+    fn eject(health: &Health, at: Instant, policy: &Ejection) {
+        for _ in 1..policy.consecutive_failures {
+            assert!(!health.failure(at, policy), "ejected too early");
+        }
+        assert!(health.failure(at, policy), "not ejected");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let policy =
+            Ejection { consecutive_failures: 1, base: Duration::from_secs(1), max: Duration::from_secs(5) };
+        let health = Health::default();
+        let mut at = Instant::now();
+        for expected in [1, 2, 4, 5, 5] {
+            eject(&health, at, &policy);
+            let backoff = Duration::from_secs(expected);
+            assert!(health.is_ejected(at + backoff - Duration::from_millis(1)), "{expected} s");
+            assert!(!health.is_ejected(at + backoff), "{expected} s");
+            at += backoff;
+        }
+    }
+
+    #[test]
+    fn failures_while_ejected_do_not_extend_the_ejection() {
+        let policy = Ejection::default();
+        let health = Health::default();
+        let t0 = Instant::now();
+        eject(&health, t0, &policy);
+        let during = t0 + Duration::from_millis(500);
+        for _ in 0..5 {
+            assert!(!health.failure(during, &policy), "already ejected");
+        }
+        assert!(!health.is_ejected(t0 + Duration::from_secs(1)), "still readmitted on time");
+    }
+
+    #[test]
+    fn a_success_after_readmission_forgets_one_ejection() {
+        let ms = Duration::from_millis;
+        let policy = Ejection { consecutive_failures: 1, base: ms(10), max: Duration::from_secs(1000) };
+        let health = Health::default();
+        // Two ejections over by now (10 ms, then 20 ms, a second ago).
+        let past =
+            Instant::now().checked_sub(Duration::from_secs(1)).expect("a clock a second past its epoch");
+        eject(&health, past, &policy);
+        eject(&health, past + ms(10), &policy);
+        health.success();
+        // The next ejection is as long as the second one was, not twice it.
+        let now = Instant::now();
+        eject(&health, now, &policy);
+        assert!(health.is_ejected(now + ms(19)));
+        assert!(!health.is_ejected(now + ms(20)));
+    }
+
+    #[test]
+    fn a_success_during_an_ejection_does_not_end_it() {
+        // An hour, so the machine cannot be slow enough to reach its end.
+        let hour = Duration::from_secs(3600);
+        let policy = Ejection { consecutive_failures: 3, base: hour, max: hour };
+        let health = Health::default();
+        let now = Instant::now();
+        eject(&health, now, &policy);
+        // A call already in flight when it was ejected comes back fine.
+        health.success();
+        assert!(health.is_ejected(now + hour / 2));
+    }
+
+    #[test]
     fn a_success_resets_the_count() {
         let policy = Ejection::default();
         let health = Health::default();

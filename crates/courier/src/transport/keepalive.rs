@@ -231,5 +231,36 @@ mod tests {
         let t0 = Instant::now();
         let mut ka = Keepalive::new(Duration::MAX, t0);
         assert_eq!(ka.poll(t0, t0, written(0, t0)), Action::Wait);
+        // Such an interval means no keepalive: the first ping is further off
+        // than any connection lasts.
+        assert!(ka.deadline() >= t0 + Duration::from_secs(86_400 * 300), "{:?}", ka.deadline() - t0);
+    }
+
+    #[test]
+    fn a_ping_flushed_with_more_bytes_in_one_write_is_not_a_sign_of_life() {
+        let t0 = Instant::now();
+        let mut ka = Keepalive::new(I, t0);
+        assert_eq!(ka.poll(t0 + I, t0, written(0, t0)), Action::SendPing);
+        ka.ping_queued(t0 + I, 24);
+        // The socket took the ping and the bytes after it at once: nothing
+        // was taken after the ping was written, so a pong is still due.
+        let flushed = t0 + I + Duration::from_secs(1);
+        assert_eq!(ka.poll(flushed, t0, written(5_000, flushed)), Action::Wait);
+        assert_eq!(ka.deadline(), flushed + I);
+        assert_eq!(ka.poll(flushed + I, t0, written(5_000, flushed)), Action::Dead);
+    }
+
+    #[test]
+    fn a_queued_ping_behind_a_stalled_writer_counts_from_the_latest_sign_of_life() {
+        let t0 = Instant::now();
+        let mut ka = Keepalive::new(I, t0);
+        assert_eq!(ka.poll(t0 + I, t0, written(0, t0)), Action::SendPing);
+        ka.ping_queued(t0 + I, 1_000);
+        // The writer last moved after the ping was queued: count from there.
+        let moved = t0 + I + Duration::from_secs(3);
+        assert_eq!(ka.poll(moved, t0, written(500, moved)), Action::Wait);
+        assert_eq!(ka.deadline(), moved + I);
+        assert_eq!(ka.poll(moved + I - Duration::from_millis(1), t0, written(500, moved)), Action::Wait);
+        assert_eq!(ka.poll(moved + I, t0, written(500, moved)), Action::Dead);
     }
 }

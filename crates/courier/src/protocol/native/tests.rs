@@ -253,3 +253,215 @@ proptest! {
         let _ = check_preface(&bytes);
     }
 }
+
+// ---- Boundaries and encodings pinned down by mutation testing
+// (scripts/mutants.sh, docs/MUTANTS.md). ----
+
+#[test]
+fn every_frame_kind_round_trips_through_its_header_byte() {
+    let kinds = [
+        FrameKind::Request,
+        FrameKind::Response,
+        FrameKind::OneWay,
+        FrameKind::Ping,
+        FrameKind::Pong,
+        FrameKind::Cancel,
+        FrameKind::GoAway,
+    ];
+    // The wire values are fixed by version 1 of the protocol: 1 to 7.
+    for (kind, byte) in kinds.into_iter().zip(1u8..) {
+        assert_eq!(kind as u8, byte);
+        assert_eq!(FrameKind::from_u8(byte), Some(kind), "kind byte {byte}");
+    }
+    assert_eq!(FrameKind::from_u8(0), None);
+    assert_eq!(FrameKind::from_u8(8), None);
+}
+
+#[test]
+fn a_preface_with_nonzero_reserved_bytes_is_refused() {
+    for index in [6, 7] {
+        let mut preface = PREFACE;
+        preface[index] = 1;
+        assert_eq!(check_preface(&preface), Err(FrameError::BadPreface(preface.to_vec())), "byte {index}");
+    }
+    // Seven good bytes: still waiting for the last one.
+    assert_eq!(check_preface(&PREFACE[..7]), Ok(None));
+    // Extra bytes after the preface are the first frame, not part of it.
+    let mut more = PREFACE.to_vec();
+    more.extend_from_slice(&[0xff; 4]);
+    assert_eq!(check_preface(&more), Ok(Some(())));
+}
+
+/// A header claiming `payload_len` bytes of which `meta_len` are metadata.
+fn header(payload_len: u32, meta_len: u32) -> [u8; HEADER_LEN] {
+    let mut bytes = [0; HEADER_LEN];
+    bytes[..4].copy_from_slice(&payload_len.to_be_bytes());
+    bytes[4] = FrameKind::Request as u8;
+    bytes[6] = 1;
+    bytes[8..12].copy_from_slice(&5_u32.to_be_bytes());
+    bytes[12..].copy_from_slice(&meta_len.to_be_bytes());
+    bytes
+}
+
+#[test]
+fn a_payload_of_exactly_the_limit_is_accepted_one_more_is_not() {
+    let parsed = FrameHeader::parse(&header(1000, 0), 1000).expect("at the limit");
+    assert_eq!(parsed.payload_len, 1000);
+    assert!(matches!(
+        FrameHeader::parse(&header(1001, 0), 1000),
+        Err(FrameError::TooLarge { size: 1001, limit: 1000, call_id: 5, .. })
+    ));
+}
+
+#[test]
+fn metadata_may_fill_the_whole_payload_but_not_exceed_it() {
+    let parsed = FrameHeader::parse(&header(10, 10), 1000).expect("all metadata, no body");
+    assert_eq!((parsed.meta_len, parsed.payload_len), (10, 10));
+    assert_eq!(
+        FrameHeader::parse(&header(10, 11), 1000),
+        Err(FrameError::malformed("frame header", "metadata length exceeds payload length"))
+    );
+    // Decoded, such a frame has an empty body.
+    let mut buf = BytesMut::from(&header(3, 3)[..]);
+    buf.extend_from_slice(b"abc");
+    let frame = FrameDecoder::new(1000).decode(&mut buf).expect("valid").expect("whole");
+    assert_eq!((&frame.meta[..], frame.body.len()), (&b"abc"[..], 0));
+}
+
+#[test]
+fn the_decoder_reports_its_limit() {
+    assert_eq!(FrameDecoder::new(1234).max_frame_size(), 1234);
+}
+
+#[test]
+fn the_encoder_accepts_a_payload_of_exactly_the_limit() {
+    let mut buf = BytesMut::new();
+    let mut frame = FrameEncoder::begin(&mut buf, FrameKind::Response, 2, 9);
+    buf.extend_from_slice(&[7; 40]);
+    frame.end_meta(&buf);
+    buf.extend_from_slice(&[8; 60]);
+    assert_eq!(frame.finish(&mut buf, 100), Ok(()));
+    // The header is exactly as the format says: lengths big-endian.
+    assert_eq!(&buf[..HEADER_LEN], &[0, 0, 0, 100, 2, 0, 2, 0, 0, 0, 0, 9, 0, 0, 0, 40]);
+    let decoded = FrameDecoder::new(100).decode(&mut buf).expect("valid").expect("whole");
+    assert_eq!((decoded.meta.len(), decoded.body.len()), (40, 60));
+}
+
+#[test]
+fn a_refused_frame_reports_its_kind_and_call_id() {
+    let mut buf = BytesMut::new();
+    let frame = FrameEncoder::begin(&mut buf, FrameKind::OneWay, 0, 0x0102_0304);
+    buf.extend_from_slice(&[0; 11]);
+    assert_eq!(
+        frame.finish(&mut buf, 10),
+        Err(FrameError::TooLarge {
+            call_id: 0x0102_0304,
+            kind: FrameKind::OneWay as u8,
+            size: 11,
+            limit: 10
+        })
+    );
+    assert!(buf.is_empty());
+}
+
+#[test]
+fn an_abandoned_frame_leaves_only_what_was_there_before() {
+    let mut buf = BytesMut::from(&b"earlier"[..]);
+    let frame = FrameEncoder::begin(&mut buf, FrameKind::Request, 0, 3);
+    buf.extend_from_slice(b"half a request");
+    frame.abandon(&mut buf);
+    assert_eq!(&buf[..], b"earlier");
+}
+
+#[test]
+fn control_frames_have_the_documented_encoding() {
+    let mut buf = BytesMut::new();
+    encode_ping(&mut buf, FrameKind::Pong, *b"abcdefgh");
+    assert_eq!(&buf[..HEADER_LEN], &[0, 0, 0, 8, FrameKind::Pong as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(&buf[HEADER_LEN..], b"abcdefgh");
+    let mut buf = BytesMut::new();
+    encode_cancel(&mut buf, 0x0a0b_0c0d);
+    assert_eq!(&buf[..], &[0, 0, 0, 0, FrameKind::Cancel as u8, 0, 0, 0, 0x0a, 0x0b, 0x0c, 0x0d, 0, 0, 0, 0]);
+}
+
+#[test]
+fn a_header_count_larger_than_the_bytes_allow_is_refused_by_name() {
+    // Method "a", no deadline, then a count of 2 with only 3 bytes left.
+    assert_eq!(
+        RequestHead::decode(&[1, b'a', 0, 2, 0, 0, 0]).map(|_| ()),
+        Err(FrameError::malformed("header count", "more headers than bytes"))
+    );
+}
+
+#[test]
+fn empty_header_names_and_values_use_the_minimum_two_bytes() {
+    // Two headers of an empty name and value: exactly two bytes each, the
+    // densest a header block can be.
+    let meta = [1, b'a', 0, 2, 0, 0, 0, 0];
+    let head = RequestHead::decode(&meta).expect("valid");
+    assert_eq!(head.headers.collect::<Vec<_>>(), vec![("", ""), ("", "")]);
+}
+
+#[test]
+fn header_iterators_know_how_many_are_left() {
+    let mut buf = BytesMut::new();
+    RequestHead::encode(&mut buf, "A.B", None, [("a", "1"), ("b", "2"), ("c", "3")].into_iter());
+    let mut headers = RequestHead::decode(&buf).expect("valid").headers;
+    assert_eq!(headers.len(), 3);
+    assert_eq!(headers.next(), Some(("a", "1")));
+    assert_eq!(headers.len(), 2);
+    assert_eq!(headers.size_hint(), (2, Some(2)));
+    assert_eq!(headers.by_ref().count(), 2);
+    assert_eq!(headers.len(), 0);
+    assert_eq!(headers.next(), None);
+}
+
+#[test]
+fn deadlines_are_micros_plus_one_and_saturate() {
+    let mut buf = BytesMut::new();
+    RequestHead::encode(&mut buf, "", Some(Duration::from_micros(127)), std::iter::empty());
+    // Empty method, deadline 128 as a two-byte varint, no headers.
+    assert_eq!(&buf[..], &[0, 0x80, 0x01, 0]);
+    let mut buf = BytesMut::new();
+    RequestHead::encode(&mut buf, "", Some(Duration::ZERO), std::iter::empty());
+    assert_eq!(&buf[..], &[0, 1, 0], "a zero deadline is not 'no deadline'");
+    assert_eq!(RequestHead::decode(&buf).expect("valid").deadline, Some(Duration::ZERO));
+    // Far beyond u64 microseconds: the largest deadline the format holds.
+    let mut buf = BytesMut::new();
+    RequestHead::encode(&mut buf, "", Some(Duration::MAX), std::iter::empty());
+    let head = RequestHead::decode(&buf).expect("valid");
+    assert_eq!(head.deadline, Some(Duration::from_micros(u64::MAX - 1)));
+}
+
+#[test]
+fn response_metadata_has_the_documented_encoding() {
+    let mut buf = BytesMut::new();
+    ResponseHead::encode(&mut buf, 300, true, "no", b"d", [("k", "v")].into_iter());
+    // code 300 as a varint, flags bit 0, message, details, one header.
+    assert_eq!(&buf[..], &[0xac, 0x02, 1, 2, b'n', b'o', 1, b'd', 1, 1, b'k', 1, b'v']);
+    let mut ok = BytesMut::new();
+    ResponseHead::encode_ok(&mut ok);
+    let mut explicit = BytesMut::new();
+    ResponseHead::encode(&mut explicit, 0, false, "", b"", std::iter::empty());
+    assert_eq!(ok, explicit);
+    // A status code over 32 bits is malformed, not truncated.
+    assert!(matches!(
+        ResponseHead::decode(&[0xff, 0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0]),
+        Err(FrameError::Malformed { what: "status code", .. })
+    ));
+}
+
+#[test]
+fn the_default_frame_limit_is_the_documented_16_mib() {
+    // README and `ServerConfig::max_frame_size` both promise 16 MiB.
+    assert_eq!(DEFAULT_MAX_FRAME_SIZE, 16 << 20);
+}
+
+#[test]
+fn a_partial_frame_gets_room_for_the_rest_of_it() {
+    // A 32 KiB frame whose header alone has arrived: the decoder reserves
+    // the rest, so the next read can complete it without growing again.
+    let mut buf = BytesMut::from(&header(32 << 10, 0)[..]);
+    assert_eq!(FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE).decode(&mut buf), Ok(None));
+    assert!(buf.capacity() >= HEADER_LEN + (32 << 10), "room for {} bytes", buf.capacity());
+}

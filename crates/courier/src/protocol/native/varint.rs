@@ -69,4 +69,43 @@ mod tests {
         let mut input: &[u8] = &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
         assert!(take(&mut input, "test").is_err());
     }
+
+    #[test]
+    fn errors_say_which_way_a_varint_is_wrong() {
+        let err = |bytes: &[u8]| {
+            let mut input = bytes;
+            take(&mut input, "test").expect_err("not a valid varint")
+        };
+        assert_eq!(err(&[0x80; 9]), FrameError::malformed("test", "truncated varint"));
+        // Ten or more bytes always end at the tenth: it either stops the
+        // varint (0 or 1) or overflows, however many bytes follow.
+        let overflows = FrameError::malformed("test", "varint overflows 64 bits");
+        assert_eq!(err(&[0x80; 10]), overflows);
+        assert_eq!(err(&[0xff; 11]), overflows);
+        let mut overflow = [0xff; 10];
+        overflow[9] = 0x02;
+        assert_eq!(err(&overflow), overflows);
+        // A failed read leaves the input where it was.
+        let mut input: &[u8] = &[0x80, 0x80];
+        assert!(take(&mut input, "test").is_err());
+        assert_eq!(input.len(), 2);
+    }
+
+    #[test]
+    fn the_encoding_is_little_endian_groups_of_seven_bits() {
+        let encode = |value: u64| {
+            let mut buf = Vec::new();
+            put(&mut buf, value);
+            buf
+        };
+        assert_eq!(encode(0), [0x00]);
+        assert_eq!(encode(127), [0x7f]);
+        assert_eq!(encode(128), [0x80, 0x01]);
+        assert_eq!(encode(300), [0xac, 0x02]);
+        assert_eq!(encode(u64::MAX), [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        // Only the bytes of the varint are taken.
+        let mut input: &[u8] = &[0xac, 0x02, 0x05];
+        assert_eq!(take_len(&mut input, "test"), Ok(300));
+        assert_eq!(input, [0x05]);
+    }
 }
