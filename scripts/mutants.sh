@@ -30,6 +30,8 @@
 #   scripts/mutants.sh --list              count and name the mutants only
 #   scripts/mutants.sh -F 'jsonrpc'        only mutants whose name matches
 #   scripts/mutants.sh --iterate           skip mutants caught last time
+# MUTANTS_OUT=target/mutants-2 puts the results elsewhere, so two runs on
+# different mutants (-F) can go side by side on a machine with spare cores.
 # Needs cargo-mutants: `cargo install --locked cargo-mutants` (tested with
 # 27.1.0).
 set -euo pipefail
@@ -57,7 +59,7 @@ for arg in "$@"; do
   case $arg in --list | --list-files) listing=true ;; esac
 done
 
-out=target/mutants
+out=${MUTANTS_OUT:-target/mutants}
 started=$SECONDS
 # Without debug info: the scratch copy builds everything once anyway, and
 # each mutant links faster. Only this command's builds see these settings.
