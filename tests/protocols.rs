@@ -337,6 +337,7 @@ async fn stall_a_json_rpc_client(
         "{taken} requests taken in, of {sent}: the server should stop reading once 1,024 replies wait \
          (and their bytes fill the socket buffers: at most {bound})"
     );
+    eprintln!("JSON-RPC client not reading: {taken} of {sent} requests taken in (bound {bound})");
     (read, write, sent, taken)
 }
 
@@ -805,6 +806,7 @@ async fn a_grpc_client_that_asks_without_reading_gets_no_more_than_its_window() 
             taken <= bound,
             "{taken} bytes of requests taken in; {answered} answers fit the window: at most {bound}"
         );
+        eprintln!("gRPC client granting no window: {taken} request bytes taken in, {answered} answers (bound {bound})");
         // Still so a while later: the server is not merely slow to read.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let taken = sent.load(std::sync::atomic::Ordering::SeqCst) * ASK.len();
