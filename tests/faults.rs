@@ -11,7 +11,7 @@ use courier::protocol::native::{
     Frame, FrameDecoder, FrameEncoder, FrameKind, GoAway, PREFACE, RequestHead, ResponseHead,
 };
 use courier::{Channel, Code, Codec};
-use courier_tests::{Bystander, ChildServer, ProbeClient, eventually, free_port, start_server, within};
+use courier_tests::{Bystander, ChildServer, ProbeClient, eventually, start_server, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -46,6 +46,12 @@ fn count_panics() {
 /// No panic outside the tests so far (the hook prints where one happened).
 fn assert_no_panics() {
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a task in courier panicked; its message is above");
+}
+
+/// Start a child server on a blocking thread: starting waits for its
+/// first line, which must not hold up the runtime's workers.
+async fn start_child(start: impl FnOnce() -> ChildServer + Send + 'static) -> ChildServer {
+    tokio::task::spawn_blocking(start).await.expect("the child server started")
 }
 
 /// A hand-driven connection for sending malformed bytes.
@@ -376,8 +382,10 @@ async fn killing_the_server_mid_call_fails_promptly_and_the_same_client_recovers
     within(TEST_LIMIT, "killing_the_server_mid_call_fails_promptly_and_the_same_client_recovers", async {
         count_panics();
         let binary = env!("CARGO_BIN_EXE_courier-test-server");
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let server = ChildServer::start(binary, addr);
+        // The child picks its own port (no bind-release-rebind race); it
+        // starts on a blocking thread, off the runtime's workers.
+        let server = start_child(move || ChildServer::start_anywhere(binary, &[])).await;
+        let addr = server.addr;
         let probe = ProbeClient::connect(addr.to_string()).await.expect("connect");
         assert_eq!(probe.echo("before".into()).await.expect("echo"), "before");
 
@@ -404,7 +412,7 @@ async fn killing_the_server_mid_call_fails_promptly_and_the_same_client_recovers
         assert_eq!(err.code(), Code::Unavailable, "{err}");
         assert!(failed_after < Duration::from_secs(1), "failed after {failed_after:?}");
 
-        let _restarted = ChildServer::start(binary, addr);
+        let _restarted = start_child(move || ChildServer::start(binary, addr)).await;
         assert_eq!(probe.echo("after".into()).await.expect("the same client works again"), "after");
     })
     .await;
@@ -418,8 +426,10 @@ async fn garbage_and_ping_floods_leave_the_servers_memory_bounded() {
     within(TEST_LIMIT, "garbage_and_ping_floods_leave_the_servers_memory_bounded", async {
         count_panics();
         let binary = env!("CARGO_BIN_EXE_courier-test-server");
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let server = ChildServer::start(binary, addr);
+        // The child picks its own port (no bind-release-rebind race); it
+        // starts on a blocking thread, off the runtime's workers.
+        let server = start_child(move || ChildServer::start_anywhere(binary, &[])).await;
+        let addr = server.addr;
         let bystander = Bystander::start(addr).await;
         // The baseline is taken once the server has served calls (not at an
         // arbitrary moment after starting).
