@@ -10,6 +10,14 @@
 //! transaction, commits (durably, redb's default), and answers them all. A
 //! burst of registrations costs one disk sync, not one each.
 //!
+//! Durable-through revision: changes are queued under the store's lock, so
+//! the writer commits them in revision order, and after each commit it
+//! publishes the highest revision written. Answers to `List` and `Watch`
+//! wait until it reaches their own revision ([`Persistence::durable_through`]),
+//! so no watcher is told of a change a crash could still lose: a concurrent
+//! registration applied in memory but not yet on disk stays invisible until
+//! the next group commit (a few milliseconds).
+//!
 //! Opening is careful about what it finds: no data file is a first start
 //! (said in the log); a data file of 0 bytes is a file that was truncated
 //! or never written, and opening it as an empty registry would silently
@@ -24,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use courier::discovery::store::{Change, Registration, Store};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 const REGISTRATIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("registrations");
 const LEASES: TableDefinition<'_, u64, u64> = TableDefinition::new("leases");
@@ -72,6 +80,9 @@ type Batch = (Vec<Change>, Option<oneshot::Sender<Result<(), String>>>);
 
 pub(crate) struct Persistence {
     writer: mpsc::UnboundedSender<Batch>,
+    /// The highest revision the writer has committed (or given up on: see
+    /// `write_loop`).
+    durable: watch::Receiver<u64>,
 }
 
 impl Persistence {
@@ -103,10 +114,20 @@ impl Persistence {
         let db = Database::create(&path).map_err(db_error)?;
         let store = load(&db)?;
         let (writer, batches) = mpsc::unbounded_channel();
+        // Everything the store holds now came from the disk.
+        let (durable_sender, durable) = watch::channel(store.revision());
         std::thread::Builder::new()
             .name("courier-registry-writer".into())
-            .spawn(move || write_loop(db, batches))?;
-        Ok((Persistence { writer }, store))
+            .spawn(move || write_loop(db, batches, &durable_sender))?;
+        Ok((Persistence { writer, durable }, store))
+    }
+
+    /// Wait until every change up to `revision` is on disk. Returns at once
+    /// if the writer has stopped (the registry is going away, and its
+    /// answers with it).
+    pub(crate) async fn durable_through(&self, revision: u64) {
+        let mut durable = self.durable.clone();
+        let _ = durable.wait_for(|written| *written >= revision).await;
     }
 
     /// Queue `changes` for the disk, in call order (call it under the
@@ -187,7 +208,7 @@ fn load(db: &Database) -> Result<Store, PersistError> {
     Ok(Store::restore(revision, last_lease, leases, registrations, Instant::now()))
 }
 
-fn write_loop(db: Database, mut batches: mpsc::UnboundedReceiver<Batch>) {
+fn write_loop(db: Database, mut batches: mpsc::UnboundedReceiver<Batch>, durable: &watch::Sender<u64>) {
     while let Some(first) = batches.blocking_recv() {
         let mut pending = vec![first];
         let mut count = pending[0].0.len();
@@ -204,6 +225,24 @@ fn write_loop(db: Database, mut batches: mpsc::UnboundedReceiver<Batch>) {
             write(&db, pending.iter().flat_map(|(changes, _)| changes.iter())).map_err(|err| err.to_string());
         if let Err(reason) = &result {
             tracing::error!(%reason, "could not persist registry changes");
+        }
+        // Advanced on failure too, or every watcher would wait forever: the
+        // callers whose changes failed are told so, and a registration
+        // that failed is undone in memory (and that undo published).
+        let written = pending
+            .iter()
+            .flat_map(|(changes, _)| changes.iter())
+            .filter_map(|change| match change {
+                Change::Revision(revision) => Some(*revision),
+                _ => None,
+            })
+            .max();
+        if let Some(written) = written {
+            durable.send_if_modified(|through| {
+                let advanced = written > *through;
+                *through = (*through).max(written);
+                advanced
+            });
         }
         for (_, done) in pending {
             if let Some(done) = done {

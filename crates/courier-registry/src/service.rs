@@ -1,5 +1,7 @@
 //! The `RegistryApi` handlers: apply to the in-memory registry, make the
-//! change durable, then tell watchers. Answers come in pages of about
+//! change durable, then tell watchers. Listings and watch answers wait
+//! until the disk holds everything up to their revision, so nobody hears
+//! of a change a crash could still lose. Answers come in pages of about
 //! [`PAGE_BYTES`], so no service is too large to list or watch.
 
 use std::time::Duration;
@@ -75,8 +77,9 @@ impl RegistryApi for RegistryServer {
             .local
             .revoke_with(lease, |outcome| receipt = Some(self.persistence.enqueue(outcome.changes.clone())))
             .map_err(status_of)?;
-        // Tell watchers at once: the instance is gone from memory either way,
-        // and consumers should stop calling it now.
+        // Wake watchers at once: the instance is gone from memory either
+        // way, and consumers should stop calling it as soon as the disk
+        // agrees (their answers wait for it; see `watch`).
         self.local.publish(&outcome);
         for removed in outcome.removed.iter().filter(|r| r.cause == RemovalCause::Revoked) {
             tracing::info!(
@@ -96,6 +99,7 @@ impl RegistryApi for RegistryServer {
     async fn list(&self, service: String, page: Option<PageToken>) -> ListPage {
         let after = page.as_ref().map(|token| token.after_id.as_str());
         let (instances, next, revision) = self.local.instances_page(&service, after, PAGE_BYTES);
+        self.persistence.durable_through(revision).await;
         // Every page of a listing carries its first page's revision: the
         // one the caller may resume a watch from.
         let revision = page.map_or(revision, |token| token.revision);
@@ -110,6 +114,9 @@ impl RegistryApi for RegistryServer {
             // rather than hold up the drain; the client polls again.
             () = cx.shutdown() => return WatchPage { events: Vec::new(), next: None },
         };
+        if let Some(last) = page.events.last() {
+            self.persistence.durable_through(last.revision()).await;
+        }
         let next = match (page.more_after, page.events.last()) {
             (Some(after_id), Some(reset)) => Some(PageToken { revision: reset.revision(), after_id }),
             _ => None,
