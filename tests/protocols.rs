@@ -10,7 +10,8 @@ use bytes::{Bytes, BytesMut};
 use courier::{Channel, Code, Codec, Protocol};
 use courier_tests::interop::{EchoRequest, InteropClient};
 use courier_tests::{
-    Bystander, CalcError, CalculatorClient, ProbeClient, ProbeState, eventually, start_server, within,
+    Bystander, CalcError, CalculatorClient, JsonRpc, ProbeClient, ProbeState, eventually, http_post,
+    start_server, within,
 };
 use http::{HeaderMap, Request};
 use serde_json::{Value, json};
@@ -92,82 +93,6 @@ async fn a_proto_service_answers_natively_and_over_grpc_in_protobuf_and_json() {
         assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     })
     .await;
-}
-
-/// A JSON-RPC connection driven by hand.
-struct JsonRpc {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl JsonRpc {
-    async fn connect(addr: SocketAddr) -> JsonRpc {
-        let stream = within(Duration::from_secs(5), "connect", TcpStream::connect(addr)).await;
-        JsonRpc { stream: stream.expect("connect"), buf: Vec::new() }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        within(Duration::from_secs(10), "write", self.stream.write_all(bytes)).await.expect("write");
-    }
-
-    /// The next reply, or `None` once the server closes.
-    async fn reply(&mut self) -> Option<Value> {
-        loop {
-            let mut values = serde_json::Deserializer::from_slice(&self.buf).into_iter::<Value>();
-            if let Some(Ok(value)) = values.next() {
-                let end = values.byte_offset();
-                self.buf.drain(..end);
-                return Some(value);
-            }
-            let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut chunk))
-                .await
-                .expect("the server answers or closes within 5 s")
-                .unwrap_or(0);
-            if n == 0 {
-                return None;
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    async fn call(&mut self, method: &str, params: Value, id: u64) -> Value {
-        let request = json!({"method": method, "params": [params], "id": id}).to_string();
-        self.send(request.as_bytes()).await;
-        self.reply().await.expect("a reply")
-    }
-}
-
-/// One HTTP/1.1 request on a kept-alive connection, by hand.
-async fn http_post(stream: &mut TcpStream, path: &str, body: &str) -> (u16, String) {
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    within(Duration::from_secs(10), "write", stream.write_all(request.as_bytes())).await.expect("write");
-    let mut buf = Vec::new();
-    loop {
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
-            .await
-            .expect("an answer within 5 s")
-            .expect("read");
-        assert!(n > 0, "the server closed a kept-alive connection");
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let Some((head, rest)) = text.split_once("\r\n\r\n") else { continue };
-        let length: usize = head
-            .lines()
-            .find_map(|line| {
-                line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
-            })
-            .and_then(|v| v.parse().ok())
-            .expect("a content-length");
-        if rest.len() >= length {
-            let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status");
-            return (status, rest[..length].to_owned());
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

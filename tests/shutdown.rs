@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use courier::{Channel, Code};
-use courier_tests::{ProbeClient, start_server, within};
-use serde_json::{Value, json};
+use courier_tests::{JsonRpc, ProbeClient, start_server, within};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -96,51 +96,27 @@ async fn grpc_calls_in_flight_finish_during_the_drain_and_new_clients_are_refuse
     .await;
 }
 
-/// The next JSON-RPC reply on `stream`, or `None` once the server closes.
-async fn json_rpc_reply(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Value> {
-    loop {
-        let mut values = serde_json::Deserializer::from_slice(buf).into_iter::<Value>();
-        if let Some(Ok(value)) = values.next() {
-            let end = values.byte_offset();
-            buf.drain(..end);
-            return Some(value);
-        }
-        let mut chunk = [0u8; 4096];
-        let n = within(Duration::from_secs(5), "a JSON-RPC reply or the close", stream.read(&mut chunk))
-            .await
-            .unwrap_or(0);
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_rpc_calls_in_flight_are_answered_then_the_connection_closes() {
     within(TEST_LIMIT, "json_rpc_calls_in_flight_are_answered_then_the_connection_closes", async {
         let (server, state) = start_server(|b| b).await;
         let addr = server.local_addr();
-        let mut stream =
-            within(Duration::from_secs(5), "connect", TcpStream::connect(addr)).await.expect("connect");
+        let mut rpc = JsonRpc::connect(addr).await;
         let sleep =
             |id: u64, millis: u64| json!({"method": "Probe.Sleep", "params": [millis], "id": id}).to_string();
         let asked = format!("{}{}", sleep(1, 300), sleep(2, 1500));
-        within(Duration::from_secs(5), "write", stream.write_all(asked.as_bytes())).await.expect("write");
+        rpc.send(asked.as_bytes()).await;
         assert!(state.wait_until(Duration::from_secs(5), |s| s.started() == 2).await, "both calls started");
         let shutdown = tokio::spawn(server.shutdown());
         until_refused(addr).await;
-        let mut buf = Vec::new();
-        let first = json_rpc_reply(&mut stream, &mut buf).await.expect("the short call's reply");
+        let first = rpc.reply().await.expect("the short call's reply");
         assert_eq!(first, json!({"id": 1, "result": 300, "error": null}));
         // The server stopped reading when the drain began: a request sent now
         // is not taken (the long call is still running).
-        within(Duration::from_secs(5), "write", stream.write_all(sleep(3, 0).as_bytes()))
-            .await
-            .expect("write");
-        let second = json_rpc_reply(&mut stream, &mut buf).await.expect("the long call's reply");
+        rpc.send(sleep(3, 0).as_bytes()).await;
+        let second = rpc.reply().await.expect("the long call's reply");
         assert_eq!(second, json!({"id": 2, "result": 1500, "error": null}));
-        assert_eq!(json_rpc_reply(&mut stream, &mut buf).await, None, "then the connection closes");
+        assert_eq!(rpc.reply().await, None, "then the connection closes");
         assert_eq!((state.started(), state.finished(), state.dropped()), (2, 2, 0));
         within(Duration::from_secs(5), "the JSON-RPC drain", shutdown)
             .await

@@ -10,11 +10,13 @@
 //! - `contract`: the registry contract every backend must pass.
 //! - `registry_flood`: a client that floods a registry with watches.
 //! - `wait`: waiting for conditions, free ports, memory readings.
+//! - `raw`: JSON-RPC and HTTP/1.1 clients driven by hand.
 
 pub mod contract;
 pub mod go;
 pub mod processes;
 pub mod python;
+pub mod raw;
 pub mod registry_flood;
 pub mod servers;
 pub mod services;
@@ -22,6 +24,7 @@ pub mod wait;
 
 pub use contract::*;
 pub use processes::*;
+pub use raw::*;
 pub use servers::*;
 pub use services::*;
 pub use wait::*;
