@@ -1274,7 +1274,11 @@ async fn no_watcher_sees_a_registration_that_a_sigkill_loses() {
         let lost: Vec<&String> = crash.acknowledged.difference(&crash.survivors).collect();
         assert!(lost.is_empty(), "crash {round}: acknowledged, then lost: {lost:?}");
         // Not vacuous: the watcher was told of registrations as they went.
-        assert!(crash.seen.len() >= 10, "crash {round}: the watcher saw only {} registrations", crash.seen.len());
+        assert!(
+            crash.seen.len() >= 10,
+            "crash {round}: the watcher saw only {} registrations",
+            crash.seen.len()
+        );
         let phantom: Vec<&String> = crash.seen.difference(&crash.survivors).collect();
         assert!(phantom.is_empty(), "crash {round}: a watcher saw these, the disk lost them: {phantom:?}");
     }
