@@ -154,7 +154,8 @@ pub struct EtcdServer {
 }
 
 /// Runs etcd with the arguments given, until stdin closes.
-const ETCD_UNDER_LIFELINE: &str = r#"etcd "$@" & etcd=$!; trap 'kill -9 $etcd 2>/dev/null' EXIT; cat >/dev/null"#;
+const ETCD_UNDER_LIFELINE: &str =
+    r#"etcd "$@" & etcd=$!; trap 'kill -9 $etcd 2>/dev/null' EXIT; cat >/dev/null"#;
 
 impl EtcdServer {
     /// Start etcd and wait until it answers (on a blocking thread: this
@@ -187,7 +188,8 @@ impl EtcdServer {
         self.stop();
         let port = |endpoint: &str| endpoint.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
         let client = port(&self.endpoint).expect("the endpoint has a port");
-        EtcdServer::start_on(client, self.peer_port).unwrap_or_else(|why| panic!("etcd did not restart: {why}"))
+        EtcdServer::start_on(client, self.peer_port)
+            .unwrap_or_else(|why| panic!("etcd did not restart: {why}"))
     }
 
     fn start_on(client: u16, peer: u16) -> Result<EtcdServer, String> {
@@ -224,7 +226,9 @@ impl EtcdServer {
             }
             let log = log();
             if log.contains("executable file not found") || log.contains("etcd: not found") {
-                panic!("etcd is not installed; install it with `apt-get install etcd-server` (scripts/test.sh does)");
+                panic!(
+                    "etcd is not installed; install it with `apt-get install etcd-server` (scripts/test.sh does)"
+                );
             }
             if log.contains("address already in use") {
                 server.stop();
@@ -268,9 +272,7 @@ impl EtcdServer {
     pub async fn ctl(&self, args: &[&str]) -> std::process::Output {
         let endpoint = self.endpoint.clone();
         let args: Vec<String> = args.iter().map(|&arg| arg.to_owned()).collect();
-        tokio::task::spawn_blocking(move || EtcdCtl { endpoint }.run(&args))
-        .await
-        .expect("etcdctl thread")
+        tokio::task::spawn_blocking(move || EtcdCtl { endpoint }.run(&args)).await.expect("etcdctl thread")
     }
 }
 
@@ -290,7 +292,9 @@ impl EtcdCtl {
             .output()
             .expect("run etcdctl under timeout (coreutils)");
         if output.status.code() == Some(127) {
-            panic!("etcdctl is not installed; install it with `apt-get install etcd-client` (scripts/test.sh does)");
+            panic!(
+                "etcdctl is not installed; install it with `apt-get install etcd-client` (scripts/test.sh does)"
+            );
         }
         output
     }
