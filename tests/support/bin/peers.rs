@@ -22,7 +22,9 @@ fn main() {
     let shell = etcd.shell_pid().expect("etcd's shell is running");
     let etcd_pid = children(shell)
         .into_iter()
-        .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "etcd"))
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "etcd")
+        })
         .expect("etcd runs under its shell");
     writeln!(out, "server {}\netcd-shell {shell}\netcd {etcd_pid}\nready", server.pid()).expect("stdout");
     out.flush().expect("stdout");

@@ -443,7 +443,10 @@ mod tests {
             .unwrap_or_else(|never| match never {})
             .to_bytes();
         let body: Value = serde_json::from_slice(&body).expect("a JSON body");
-        assert_eq!(body, json!({"code": "UNKNOWN", "message": "division by zero", "error": "DivisionByZero"}));
+        assert_eq!(
+            body,
+            json!({"code": "UNKNOWN", "message": "division by zero", "error": "DivisionByZero"})
+        );
     }
 
     #[test]

@@ -121,7 +121,11 @@ impl<T> Watched<T> {
     }
 
     /// A write's outcome, failed if it has been pending for too long.
-    fn watch_write(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+    fn watch_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
         match polled {
             Poll::Pending => {
                 if let Some(stall) = self.write_stall {
