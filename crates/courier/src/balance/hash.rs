@@ -170,6 +170,9 @@ mod tests {
             let mut order = ring.walk(key, 2);
             order.sort_unstable();
             assert_eq!(order, vec![0, 1]);
+            // A walk that finds too few it wants goes round the whole
+            // ring, past every member beyond the candidates.
+            assert_eq!(ring.walk_where(key, 2, 2, |i| i == 0), vec![0]);
         }
     }
 

@@ -677,6 +677,7 @@ mod tests {
             let bytes: usize = page.iter().map(Instance::encoded_len).sum();
             assert!(!page.is_empty() && bytes <= budget, "{} instances, {bytes} bytes", page.len());
             seen.extend(page.into_iter().map(|i| i.id));
+            assert!(seen.len() <= 50, "paging goes on past every instance");
             match next {
                 Some(next) => after = Some(next),
                 None => break,
@@ -715,7 +716,11 @@ mod tests {
                 after.as_ref().map(|(service, id)| (service.as_str(), id.as_str())),
                 budget,
             );
+            // At least one per page while any is left, and never more than
+            // there are: a broken cursor fails here instead of looping.
+            assert!(!page.is_empty(), "an empty page before the end");
             listed.extend(page.into_iter().map(|r| (r.instance.service, r.instance.id)));
+            assert!(listed.len() <= 51, "paging goes on past every registration");
             match next {
                 Some(next) => after = Some(next),
                 None => break,
@@ -974,6 +979,11 @@ mod tests {
         let mut store = Store::restore(3, 2, [(9, Duration::from_secs(2))], [], t0);
         let (lease, _) = store.register(instance("a"), Duration::from_secs(2), t0, 0).expect("register");
         assert_eq!(lease, 10);
+        // Leases up to `last_lease` were granted, even if none is left:
+        // their providers may still hold them, so they are not given again.
+        let mut store = Store::restore(3, 20, [(9, Duration::from_secs(2))], [], t0);
+        let (lease, _) = store.register(instance("a"), Duration::from_secs(2), t0, 0).expect("register");
+        assert_eq!(lease, 21);
     }
 
     /// Registers `count` small `Calc` instances `i00`, `i01`, ...
@@ -1025,6 +1035,28 @@ mod tests {
         assert_eq!(store.events_page("Calc", Some(0), two).events.len(), 2);
         assert_eq!(store.events_page("Calc", Some(0), two - 1).events.len(), 1);
         assert_eq!(store.events_page("Calc", Some(0), 0).events.len(), 1, "at least one");
+    }
+
+    #[test]
+    fn registration_pages_cross_services_whatever_their_ids() {
+        // The cursor's id applies to its own service only: the next service
+        // is listed from its first id, even one that sorts before the cursor.
+        let t0 = Instant::now();
+        let mut store = Store::new();
+        for (service, id) in [("A", "m1"), ("A", "m2"), ("B", "a1"), ("B", "z9")] {
+            let instance = Instance::new(service, "127.0.0.1:1").with_id(id);
+            store.register(instance, Duration::from_secs(5), t0, 0).expect("register");
+        }
+        let mut listed = Vec::new();
+        let mut after: Option<(String, String)> = None;
+        for _ in 0..4 {
+            let cursor = after.as_ref().map(|(service, id)| (service.as_str(), id.as_str()));
+            let (page, next) = store.registrations_page(None, cursor, 1);
+            listed.extend(page.into_iter().map(|r| format!("{}/{}", r.instance.service, r.instance.id)));
+            after = next;
+        }
+        assert_eq!(listed, ["A/m1", "A/m2", "B/a1", "B/z9"]);
+        assert_eq!(after, None, "the last page says it is the last");
     }
 
     #[test]

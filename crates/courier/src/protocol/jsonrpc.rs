@@ -198,6 +198,9 @@ mod tests {
         for piece in input.chunks(chunk) {
             buf.extend_from_slice(piece);
             while let Some((start, end)) = splitter.next_object(&buf, max)? {
+                // An object is at least `{}`: anything shorter would take
+                // nothing from the buffer and loop here for ever.
+                assert!(end >= start + 2, "object at {start}..{end}");
                 out.push(String::from_utf8_lossy(&buf[start..end]).into_owned());
                 buf.drain(..end);
                 splitter.consumed(end);
@@ -259,6 +262,15 @@ mod tests {
         assert_eq!(objects, Err(StreamError::NotAnObject { found: '[' }));
         let objects = split_all(br#"{"id":1}{"id":2}"#, 1000, 100).expect("valid");
         assert_eq!(objects, vec![r#"{"id":1}"#.to_owned(), r#"{"id":2}"#.to_owned()]);
+    }
+
+    #[test]
+    fn brackets_inside_strings_are_not_structure() {
+        let input = br#"{"m":"}"}{"m":"{["}{"m":"\"}"}"#;
+        for chunk in [1, 3, 1000] {
+            let objects = split_all(input, chunk, 100).expect("valid");
+            assert_eq!(objects, [r#"{"m":"}"}"#, r#"{"m":"{["}"#, r#"{"m":"\"}"}"#], "chunk {chunk}");
+        }
     }
 
     #[test]

@@ -251,6 +251,22 @@ mod tests {
     }
 
     #[test]
+    fn only_bytes_beyond_the_ping_prove_the_peer_alive() {
+        let t0 = Instant::now();
+        let mut ka = Keepalive::new(I, t0);
+        assert_eq!(ka.poll(t0 + I, t0, written(0, t0)), Action::SendPing);
+        ka.ping_queued(t0 + I, 24);
+        // The writer stamped its progress just after `tick` read the clock,
+        // so the write looks later than the moment it was first seen.
+        let seen = t0 + I + Duration::from_secs(1);
+        let stamped = seen + Duration::from_millis(1);
+        assert_eq!(ka.poll(seen, t0, written(24, stamped)), Action::Wait);
+        // Nothing beyond the ping has left since: it still waits for a pong.
+        assert_eq!(ka.poll(seen + I / 2, t0, written(24, stamped)), Action::Wait);
+        assert_eq!(ka.poll(seen + I, t0, written(24, stamped)), Action::Dead);
+    }
+
+    #[test]
     fn a_queued_ping_behind_a_stalled_writer_counts_from_the_latest_sign_of_life() {
         let t0 = Instant::now();
         let mut ka = Keepalive::new(I, t0);
