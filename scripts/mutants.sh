@@ -34,7 +34,8 @@
 # Usage: scripts/mutants.sh [extra cargo-mutants options]
 #   scripts/mutants.sh --list              count and name the mutants only
 #   scripts/mutants.sh -F 'jsonrpc'        only mutants whose name matches
-#   scripts/mutants.sh --iterate           skip mutants caught last time
+#   scripts/mutants.sh --iterate           skip mutants caught last time (the
+#                                          figures are then those re-tested)
 #   scripts/mutants.sh --shard 1/2         half of them (see MUTANTS_OUT)
 # MUTANTS_OUT=target/mutants-2 puts the results elsewhere, so two runs on
 # different mutants (-F) can go side by side on a machine with spare cores.
@@ -42,6 +43,9 @@
 # 27.1.0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The whole script is one block, read before it runs: bash reads scripts as
+# it goes, and this one runs long enough to be edited meanwhile.
+{
 
 if ! cargo mutants --version >/dev/null 2>&1; then
   echo "cargo-mutants is not installed: cargo install --locked cargo-mutants" >&2
@@ -101,5 +105,6 @@ if [ "$viable" -gt 0 ]; then
     printf "caught: %.1f %% of %d viable; with timeouts: %.1f %%\n", 100 * c / v, v, 100 * (c + t) / v }'
 fi
 echo "wall time: $(((SECONDS - started) / 60)) min $(((SECONDS - started) % 60)) s"
-[ "$missed" -gt 0 ] && echo "missed mutants: $dir/missed.txt"
+if [ "$missed" -gt 0 ]; then echo "missed mutants: $dir/missed.txt"; fi
 exit "$status"
+}
