@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use courier::protocol::native::{Frame, FrameDecoder, FrameKind, GoAway, PREFACE, ResponseHead};
 use courier::{Code, Codec};
-use courier_tests::{ChildServer, ProbeClient, start_server};
+use courier_tests::{ChildServer, ProbeClient, h2_client, start_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -320,16 +320,6 @@ async fn an_http_request_whose_head_or_body_stops_is_closed() {
         answers.push_str(&String::from_utf8_lossy(&scratch[..n]));
     }
     assert!(server.stats().requests_timed_out >= 3, "{:?}", server.stats());
-}
-
-/// A bare HTTP/2 client.
-async fn h2_client(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    client
 }
 
 /// Start a gRPC call to `Probe.Echo` (JSON) whose one message declares

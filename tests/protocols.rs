@@ -10,8 +10,8 @@ use bytes::{Bytes, BytesMut};
 use courier::{Channel, Code, Codec, Protocol};
 use courier_tests::interop::{EchoRequest, InteropClient};
 use courier_tests::{
-    Bystander, CalcError, CalculatorClient, JsonRpc, ProbeClient, ProbeState, eventually, http_post,
-    start_server, within,
+    Bystander, CalcError, CalculatorClient, JsonRpc, ProbeClient, ProbeState, eventually, h2_client,
+    http_post, start_server, within,
 };
 use http::{HeaderMap, Request};
 use serde_json::{Value, json};
@@ -427,18 +427,6 @@ async fn oversized_messages_are_refused_in_every_protocol() {
         bystander.finish().await;
     })
     .await;
-}
-
-/// A bare HTTP/2 client, to send what courier's own client never would.
-async fn h2_client(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
-    let tcp = within(Duration::from_secs(5), "connect", TcpStream::connect(addr)).await.expect("connect");
-    let (client, connection) = within(Duration::from_secs(5), "the h2 handshake", h2::client::handshake(tcp))
-        .await
-        .expect("h2 handshake");
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    client
 }
 
 /// Send one gRPC request with `body` as its raw bytes; returns the

@@ -1,6 +1,7 @@
 //! Clients driven by hand, byte by byte, for protocols courier's own
-//! client does not speak (JSON-RPC, HTTP/1.1): to send what a well-behaved
-//! client never would, and to see exactly what the server answers.
+//! client does not speak (JSON-RPC, HTTP/1.1), and a bare HTTP/2 client:
+//! to send what a well-behaved client never would, and to see exactly what
+//! the server answers.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,6 +11,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::wait::within;
+
+/// An HTTP/2 connection to `addr` (prior knowledge, no TLS), its
+/// connection task spawned; connecting and the handshake under 5 s each.
+pub async fn h2_client(addr: SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = within(Duration::from_secs(5), "connect", TcpStream::connect(addr)).await.expect("connect");
+    let (client, connection) = within(Duration::from_secs(5), "the h2 handshake", h2::client::handshake(tcp))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
 
 /// A JSON-RPC connection driven by hand.
 pub struct JsonRpc {
