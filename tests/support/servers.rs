@@ -21,13 +21,26 @@ pub async fn start_provider(
     name: &str,
     configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
 ) -> ServerHandle {
+    start_observed_provider(registry, name, configure).await.0
+}
+
+/// [`start_provider`], with what its probe's handlers saw (to wait until
+/// calls are running on this provider).
+pub async fn start_observed_provider(
+    registry: &courier::registry::Registry,
+    name: &str,
+    configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+) -> (ServerHandle, Arc<ProbeState>) {
+    let probe = ProbeImpl::default();
+    let state = probe.state.clone();
     let builder = courier::Server::builder()
         .add_service(WhoamiServer::new(Named(name.to_owned())))
         .add_service(CalculatorServer::new(Calc))
-        .add_service(ProbeServer::new(ProbeImpl::default()))
+        .add_service(ProbeServer::new(probe))
         .register_with(registry)
         .registration_ttl(Duration::from_secs(2));
-    configure(builder).bind("127.0.0.1:0").await.expect("bind").start()
+    let handle = configure(builder).bind("127.0.0.1:0").await.expect("bind").start();
+    (handle, state)
 }
 
 /// A TCP proxy to `target` that can cut everyone off, to make a server
