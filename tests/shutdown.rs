@@ -30,7 +30,8 @@ async fn two_hundred_calls_in_flight_all_succeed_and_new_connections_are_refused
         let (server, state) = start_server(|b| b).await;
         let addr = server.local_addr();
         let probe = ProbeClient::connect(addr.to_string()).await.expect("connect");
-        let calls: Vec<_> = (0..200).map(|_| probe.spawn_sleep(500)).collect();
+        // Long enough that the listener must be gone while they still run.
+        let calls: Vec<_> = (0..200).map(|_| probe.spawn_sleep(3000)).collect();
         assert!(
             state.wait_until(Duration::from_secs(5), |s| s.started() == 200).await,
             "all 200 calls reached their handlers"
@@ -41,10 +42,12 @@ async fn two_hundred_calls_in_flight_all_succeed_and_new_connections_are_refused
         until_refused(addr).await;
         let late = within(Duration::from_secs(5), "a late connect", Channel::connect(addr.to_string())).await;
         assert!(late.is_err(), "a new client cannot connect during the drain");
+        // Refused during the drain, not only once the server had finished.
+        assert_eq!(state.finished(), 0, "refused while the calls were still running");
 
         for call in calls {
             let reply = within(Duration::from_secs(5), "an in-flight call", call).await;
-            assert_eq!(reply.expect("every in-flight call succeeds"), 500);
+            assert_eq!(reply.expect("every in-flight call succeeds"), 3000);
         }
         assert_eq!(state.finished(), 200);
         assert_eq!(state.dropped(), 0);
