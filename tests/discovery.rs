@@ -1238,13 +1238,18 @@ async fn register_through_a_crash(
         within(Duration::from_secs(10), "a writer to stop", writer).await.expect("writer");
     }
     within(Duration::from_secs(35), "the watcher to end", watcher).await.expect("watcher");
-    let survivors = within(Duration::from_secs(10), "list after the restart", registry.list(service))
-        .await
-        .expect("the restarted registry answers")
-        .instances
-        .into_iter()
-        .map(|i| i.id)
-        .collect();
+    // The client may still be backing off from connects refused while the
+    // registry was down (and fails fast meanwhile): ask until it answers.
+    let listed = within(Duration::from_secs(10), "list after the restart", async {
+        loop {
+            match registry.list(service).await {
+                Ok(listed) => break listed,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+    let survivors = listed.instances.into_iter().map(|i| i.id).collect();
     let crash = Crash {
         acknowledged: acknowledged.lock().expect("acknowledged").clone(),
         seen: seen.lock().expect("seen").clone(),
