@@ -5,8 +5,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use courier::discovery::protocol::{MAX_WATCH_WAIT_MS, RegistryApiClient};
 
@@ -18,6 +19,8 @@ const RETRY: Duration = Duration::from_secs(2);
 /// What the flood saw so far.
 #[derive(Debug, Default)]
 struct Counts {
+    /// When each flood task's outstanding watch was sent, if one is.
+    outstanding: Mutex<Vec<Option<Instant>>>,
     waiting: AtomicUsize,
     refused: AtomicUsize,
     failed: AtomicUsize,
@@ -25,6 +28,14 @@ struct Counts {
 
 /// Decrements `waiting` however the call ends (the task may be aborted).
 struct Waiting<'a>(&'a AtomicUsize);
+
+impl Counts {
+    fn mark(&self, slot: usize, sent: Option<Instant>) {
+        if let Some(entry) = self.outstanding.lock().unwrap_or_else(|p| p.into_inner()).get_mut(slot) {
+            *entry = sent;
+        }
+    }
+}
 
 impl<'a> Waiting<'a> {
     fn start(counter: &'a AtomicUsize) -> Waiting<'a> {
@@ -50,7 +61,10 @@ impl WatchFlood {
     /// `per_connection` watches waiting on each (each on a service of its
     /// own, waiting the longest the registry allows).
     pub async fn start(addr: SocketAddr, connections: usize, per_connection: usize) -> WatchFlood {
-        let counts = Arc::new(Counts::default());
+        let counts = Arc::new(Counts {
+            outstanding: Mutex::new(vec![None; connections * per_connection]),
+            ..Counts::default()
+        });
         let mut tasks = Vec::with_capacity(connections * per_connection);
         for connection in 0..connections {
             // One channel is one connection (pool size 1).
@@ -66,12 +80,17 @@ impl WatchFlood {
                     .revision;
             for call in 0..per_connection {
                 let (client, counts) = (client.clone(), counts.clone());
+                let slot = connection * per_connection + call;
                 let service = format!("Flood{connection}x{call}");
                 tasks.push(tokio::spawn(async move {
                     loop {
                         let result = {
                             let _waiting = Waiting::start(&counts.waiting);
-                            client.watch(service.clone(), Some(revision), MAX_WATCH_WAIT_MS).await
+                            counts.mark(slot, Some(Instant::now()));
+                            let result =
+                                client.watch(service.clone(), Some(revision), MAX_WATCH_WAIT_MS).await;
+                            counts.mark(slot, None);
+                            result
                         };
                         match result {
                             Ok(_) => {}
@@ -94,6 +113,14 @@ impl WatchFlood {
 
     /// Watch calls sent and not answered yet (about those the registry
     /// holds, once the refusals of a round are back).
+    /// Watches outstanding for at least `at_least`: those the server holds,
+    /// leaving out refused ones that are only on their way back (a refused
+    /// watch is asked again every 2 s, and answered in milliseconds).
+    pub fn held_for(&self, at_least: Duration) -> usize {
+        let outstanding = self.counts.outstanding.lock().unwrap_or_else(|p| p.into_inner());
+        outstanding.iter().flatten().filter(|sent| sent.elapsed() >= at_least).count()
+    }
+
     pub fn waiting(&self) -> usize {
         self.counts.waiting.load(Ordering::SeqCst)
     }
