@@ -17,13 +17,12 @@
 # `--`: after `--` it reaches only the test run, and the build step would
 # also compile the library a second time for doctests.
 #
-# How long: 505 mutants. On the 2-core development machine (2026-12-02,
-# shared with other builds and test runs) the cold build in the scratch
-# copy took about 2 minutes and each mutant 4.7 s on average (an
-# incremental build of courier, 1-4 s, and the unit tests, 1-2 s; up to
-# 15 s each when the machine was busiest), plus 30 s for each of about a
-# dozen timeouts: about 45 minutes in all with one job, about 25 with
-# two shards side by side (see below). Too slow for scripts/test.sh; run
+# How long: 505 mutants. One clean run on the 2-core development machine
+# (2026-12-02, beside five runs of scripts/test.sh) took 44 min 43 s: a
+# cold build of about 4 minutes in the scratch copy, then about 5 s per
+# mutant (an incremental build of courier and the unit tests) plus 30 s for
+# each of 6 timeouts. About 25 minutes with two shards side by side on an
+# idle machine (see below). Too slow for scripts/test.sh; run
 # it by hand after changing these modules.
 #
 # It works on a copy of the tree (never --in-place), so it can run beside
