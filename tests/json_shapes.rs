@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use courier::{CallOptions, Channel, Codec, ServerHandle};
-use courier_tests::within;
+use courier_tests::{http_post_once, within};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 /// How long any one exchange may take before the test gives up.
@@ -62,30 +62,6 @@ async fn server() -> ServerHandle {
         .start()
 }
 
-/// `POST /Service/Method` over a raw socket; the status code and the body.
-async fn http_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
-    tokio::time::timeout(PATIENCE, async {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.expect("write");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.expect("read");
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("no status line in {response:?}"));
-        let (_, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no body in {response:?}"));
-        (status, body.to_owned())
-    })
-    .await
-    .expect("the HTTP exchange took too long")
-}
-
 /// One JSON-RPC request on a raw socket; the parsed response.
 async fn jsonrpc(addr: SocketAddr, method: &str, param: &str) -> serde_json::Value {
     tokio::time::timeout(PATIENCE, async {
@@ -110,21 +86,21 @@ async fn http_json_takes_the_bare_value_or_an_object_naming_the_argument() {
         let server = server().await;
         let addr = server.local_addr();
 
-        assert_eq!(http_post(addr, "/Kv/Get", r#""k1""#).await, (200, r#""v1""#.to_owned()));
-        assert_eq!(http_post(addr, "/Kv/Get", r#"{"key":"k1"}"#).await, (200, r#""v1""#.to_owned()));
-        assert_eq!(http_post(addr, "/Kv/Get", r#"{"Key":"k1"}"#).await, (200, r#""v1""#.to_owned()));
+        assert_eq!(http_post_once(addr, "/Kv/Get", r#""k1""#).await, (200, r#""v1""#.to_owned()));
+        assert_eq!(http_post_once(addr, "/Kv/Get", r#"{"key":"k1"}"#).await, (200, r#""v1""#.to_owned()));
+        assert_eq!(http_post_once(addr, "/Kv/Get", r#"{"Key":"k1"}"#).await, (200, r#""v1""#.to_owned()));
 
         // The argument's own type is an object with a `key` field: the body is
         // that object; wrapped in `{"key": ...}` it is unwrapped.
         let entry = r#"{"key":"k","value":"v"}"#;
-        assert_eq!(http_post(addr, "/Kv/Put", entry).await, (200, r#""k=v""#.to_owned()));
+        assert_eq!(http_post_once(addr, "/Kv/Put", entry).await, (200, r#""k=v""#.to_owned()));
         assert_eq!(
-            http_post(addr, "/Kv/Put", &format!(r#"{{"key":{entry}}}"#)).await,
+            http_post_once(addr, "/Kv/Put", &format!(r#"{{"key":{entry}}}"#)).await,
             (200, r#""k=v""#.to_owned())
         );
 
         // A key that does not name the argument: a 400 that says what to send.
-        let (status, body) = http_post(addr, "/Kv/Get", r#"{"name":"k1"}"#).await;
+        let (status, body) = http_post_once(addr, "/Kv/Get", r#"{"name":"k1"}"#).await;
         assert_eq!(status, 400, "{body}");
         let error: serde_json::Value = serde_json::from_str(&body).expect("an error body");
         let message = error["message"].as_str().expect("a message");
@@ -138,8 +114,11 @@ async fn http_json_takes_the_bare_value_or_an_object_naming_the_argument() {
         assert!(message.contains("invalid type: map, expected a string"), "{message}");
 
         // Several arguments stay an object; nothing is unwrapped for them.
-        assert_eq!(http_post(addr, "/Kv/Concat", r#"{"a":"x","b":"y"}"#).await, (200, r#""xy""#.to_owned()));
-        let (status, _) = http_post(addr, "/Kv/Concat", r#"{"a":{"a":"x","b":"y"}}"#).await;
+        assert_eq!(
+            http_post_once(addr, "/Kv/Concat", r#"{"a":"x","b":"y"}"#).await,
+            (200, r#""xy""#.to_owned())
+        );
+        let (status, _) = http_post_once(addr, "/Kv/Concat", r#"{"a":{"a":"x","b":"y"}}"#).await;
         assert_eq!(status, 400);
         let _ = server.shutdown().await;
     })

@@ -4,12 +4,11 @@
 //! a client in another language would; the generated client is checked
 //! too, but it would agree with the server even if both ignored a rename.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use courier::{CallOptions, Channel, Code, Codec, ServerHandle};
-use courier_tests::within;
+use courier_tests::{http_post_once, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -52,29 +51,6 @@ fn json() -> CallOptions {
     CallOptions::new().with_codec(Codec::Json).with_timeout(PATIENCE)
 }
 
-/// `POST path` with a JSON body over a fresh connection; status and body.
-async fn http_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
-    within(PATIENCE, "an HTTP exchange", async {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.expect("write");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.expect("read");
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("no status line in {response:?}"));
-        let (_, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no body in {response:?}"));
-        (status, body.to_owned())
-    })
-    .await
-}
-
 #[test]
 fn the_descriptor_carries_the_wire_names() {
     let descriptor = AccountsClient::DESCRIPTOR;
@@ -109,10 +85,10 @@ async fn http_json_and_jsonrpc_route_by_the_wire_names() {
     within(Duration::from_secs(30), "HTTP and JSON-RPC calls by name", async {
         let server = server().await;
         let addr = server.local_addr();
-        assert_eq!(http_post(addr, "/Ledger/Credit", "5").await, (200, "5".to_owned()));
-        assert_eq!(http_post(addr, "/Ledger/BalanceOf", r#""acme""#).await, (200, "7".to_owned()));
+        assert_eq!(http_post_once(addr, "/Ledger/Credit", "5").await, (200, "5".to_owned()));
+        assert_eq!(http_post_once(addr, "/Ledger/BalanceOf", r#""acme""#).await, (200, "7".to_owned()));
         for old in ["/Accounts/AddFunds", "/Accounts/Credit", "/Ledger/AddFunds"] {
-            let (status, body) = http_post(addr, old, "1").await;
+            let (status, body) = http_post_once(addr, old, "1").await;
             assert_eq!(status, 404, "no {old}: {body}");
             assert!(body.contains("UNIMPLEMENTED"), "{old}: {body}");
         }

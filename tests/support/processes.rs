@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::wait::free_port;
+use crate::wait::{free_port, rss_kib_of};
 
 /// How long a child peer may take to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -121,16 +121,7 @@ impl ChildServer {
 
     /// The server process's resident memory in KiB.
     pub fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.0.id()))
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find(|line| line.starts_with("VmRSS:"))
-                    .and_then(|line| line.split_whitespace().nth(1))
-                    .and_then(|kib| kib.parse().ok())
-            })
-            .expect("VmRSS of the server process")
+        rss_kib_of(&self.child.0.id().to_string()).expect("VmRSS of the server process")
     }
 
     /// SIGKILL the process and reap it.

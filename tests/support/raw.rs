@@ -73,6 +73,30 @@ impl JsonRpc {
     }
 }
 
+/// `POST path` with a JSON body on a fresh connection that closes after
+/// the answer (within 10 s); the status code and the body.
+pub async fn http_post_once(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    within(Duration::from_secs(10), "an HTTP exchange", async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in {response:?}"));
+        let (_, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no body in {response:?}"));
+        (status, body.to_owned())
+    })
+    .await
+}
+
 /// One HTTP/1.1 request on a kept-alive connection, by hand.
 pub async fn http_post(stream: &mut TcpStream, path: &str, body: &str) -> (u16, String) {
     let request = format!(

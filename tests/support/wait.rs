@@ -26,16 +26,19 @@ pub fn free_port() -> u16 {
 
 /// This process's resident memory in KiB.
 pub fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with("VmRSS:"))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse().ok())
-        })
-        .expect("VmRSS in /proc/self/status")
+    rss_kib_of("self").expect("VmRSS in /proc/self/status")
+}
+
+/// The resident memory in KiB of process `pid` (`"self"` for this one),
+/// if it is running.
+pub fn rss_kib_of(pid: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|status| {
+        status
+            .lines()
+            .find(|line| line.starts_with("VmRSS:"))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|kib| kib.parse().ok())
+    })
 }
 
 /// The output of `future`, or a panic naming `what` once `limit` passes:
