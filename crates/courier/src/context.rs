@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::codec::Codec;
 use crate::metadata::Metadata;
+use crate::protocol::sniff::Protocol;
 
 /// Per-call information given to a handler.
 ///
@@ -36,6 +37,7 @@ pub struct Context {
     shutdown: Option<tokio::sync::watch::Receiver<bool>>,
     response_metadata: Option<ResponseMetadata>,
     lenient_json: bool,
+    protocol: Option<Protocol>,
 }
 
 /// The headers a handler sends back with its reply, shared between the
@@ -66,6 +68,7 @@ impl Context {
             shutdown: None,
             response_metadata: None,
             lenient_json: false,
+            protocol: None,
         }
     }
 
@@ -129,6 +132,27 @@ impl Context {
     pub fn with_metadata(mut self, metadata: Metadata) -> Context {
         self.metadata = metadata;
         self
+    }
+
+    /// Set the protocol the call arrived in.
+    #[must_use]
+    pub(crate) fn with_protocol(mut self, protocol: Protocol) -> Context {
+        self.protocol = Some(protocol);
+        self
+    }
+
+    /// The protocol the call arrived in (`None` for a context not made by
+    /// a courier server).
+    pub fn protocol(&self) -> Option<Protocol> {
+        self.protocol
+    }
+
+    /// The headers the caller sent, to change: a server [`Layer`] can add
+    /// or remove metadata before the handler sees it.
+    ///
+    /// [`Layer`]: crate::server::Layer
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
+        &mut self.metadata
     }
 
     /// Set the caller's address.

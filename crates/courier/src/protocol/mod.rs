@@ -8,11 +8,18 @@
 //! - [`native`]: courier's own multiplexed binary protocol.
 //! - [`grpc`]: gRPC's message framing, timeouts, status headers (feature
 //!   `grpc`).
+//! - [`headers`]: metadata as HTTP headers, one reserved set (features
+//!   `grpc`, `http-json`).
+//! - [`http`]: HTTP/JSON's statuses and error bodies (feature `http-json`).
 //! - [`jsonrpc`]: JSON-RPC 1.0 as Go's `net/rpc/jsonrpc` speaks it.
 //! - [`sniff`]: which protocol a connection's first bytes speak.
 
 #[cfg(feature = "grpc")]
 pub mod grpc;
+#[cfg(any(feature = "grpc", feature = "http-json"))]
+pub mod headers;
+#[cfg(feature = "http-json")]
+pub mod http;
 pub mod jsonrpc;
 pub mod native;
 pub mod sniff;

@@ -22,26 +22,25 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 
-use super::admission::{CallPermits, ConnectionSlots};
+use super::admission::ConnectionSlots;
 use super::budget::Reservation;
-use super::call;
+use super::pipeline::{self, Incoming, Outcome, Target};
 use super::{ServerConfig, ServerShared};
 use crate::codec::Codec;
-use crate::context::Context;
 use crate::metadata::Metadata;
 use crate::protocol::native::{
     Frame, FrameEncoder, FrameError, FrameHeader, FrameKind, GoAway, HEADER_LEN, PING_LEN, PREFACE,
-    RequestHead, encode_ping,
+    RequestHead, encode_ping, encode_response,
 };
+use crate::protocol::sniff::Protocol;
 use crate::status::{Code, Status};
 use crate::transport::keepalive::{Keepalive, Verdict};
 use crate::transport::progress::Progress;
@@ -111,7 +110,7 @@ impl Conn {
     /// Reply to a call without starting it (routing and limit errors).
     fn reject(&self, call_id: u32, codec: Codec, status: Status) {
         let _ = self.queue.append_local(|buf| {
-            call::encode_response(buf, call_id, codec, &Err(status), &Metadata::new(), self.max_frame_size);
+            encode_response(buf, call_id, codec, &Err(status), &Metadata::new(), self.max_frame_size);
         });
     }
 
@@ -273,7 +272,7 @@ async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> End {
     let config = &server.config;
-    let slots = server.admission.connection();
+    let slots = Arc::new(server.admission.connection());
     let mut keepalive = config.keepalive_interval.map(|interval| Keepalive::new(interval, Instant::now()));
     let keepalive_timer =
         tokio::time::sleep_until(keepalive.as_ref().map_or_else(far_future, Keepalive::deadline).into());
@@ -515,7 +514,7 @@ async fn handle_frame(
     reservation: Option<Reservation>,
     conn: &Arc<Conn>,
     server: &Arc<ServerShared>,
-    slots: &ConnectionSlots,
+    slots: &Arc<ConnectionSlots>,
     peer: SocketAddr,
     drain: &mut Drain,
     last_call_id: &mut u32,
@@ -595,26 +594,14 @@ fn start_drain(conn: &Conn, last_call_id: u32) {
     let _ = conn.queue.push_now(|buf| encode_ping(buf, FrameKind::Ping, DRAIN_PING));
 }
 
-/// A request that passed every check and holds its concurrency slots.
-struct Admitted {
-    codec: Codec,
-    route: super::router::Route,
-    deadline: Option<Duration>,
-    metadata: Metadata,
-    permits: CallPermits,
-    /// The request's bytes, held against the server's budget until the call
-    /// is done.
-    memory: Reservation,
-}
-
-/// Check a request before starting it; on refusal, the codec to answer in
-/// and the status to send.
-fn admit(
-    frame: &Frame,
+/// Read a request frame into a routed call, with its bytes reserved; on
+/// refusal, the codec to answer in and the status to send.
+fn incoming(
+    frame: Frame,
     reservation: Option<Reservation>,
     server: &ServerShared,
-    slots: &ConnectionSlots,
-) -> Result<Admitted, (Codec, Status)> {
+    peer: SocketAddr,
+) -> Result<Incoming, (Codec, Status)> {
     let config: &ServerConfig = &server.config;
     let Some(codec) = Codec::from_id(frame.header.codec) else {
         return Err((
@@ -643,9 +630,8 @@ fn admit(
             )),
         ));
     }
-    let route = server.router.route(head.method).map_err(|status| (codec, status))?.clone();
-    route.check_codec(codec).map_err(|status| (codec, status))?;
-    let permits = server.admission.admit(slots, route.method.full_name).map_err(|status| (codec, status))?;
+    let route =
+        pipeline::route(server, Target::Name(head.method), codec).map_err(|status| (codec, status))?;
     // Whole frames that arrived in one read are reserved here; larger ones
     // were reserved when their header arrived.
     let memory = match reservation {
@@ -654,7 +640,17 @@ fn admit(
             server.budget.reserve(HEADER_LEN + frame.meta.len() + frame.body.len()).map_err(|s| (codec, s))?
         }
     };
-    Ok(Admitted { codec, route, deadline: head.deadline, metadata: head.headers.collect(), permits, memory })
+    Ok(Incoming {
+        route,
+        protocol: Protocol::Native,
+        codec,
+        // A deadline too far away to represent is no deadline.
+        deadline: head.deadline.and_then(|remaining| Instant::now().checked_add(remaining)),
+        metadata: head.headers.collect(),
+        peer,
+        body: frame.body,
+        memory,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -663,54 +659,40 @@ async fn start_call(
     reservation: Option<Reservation>,
     conn: &Arc<Conn>,
     server: &Arc<ServerShared>,
-    slots: &ConnectionSlots,
+    slots: &Arc<ConnectionSlots>,
     peer: SocketAddr,
     budget: &Budget,
     shutdown: &watch::Receiver<bool>,
 ) {
     let call_id = frame.header.call_id;
     let one_way = frame.header.kind == FrameKind::OneWay;
-    let Admitted { codec, route, deadline, metadata, permits, memory } =
-        match admit(&frame, reservation, server, slots) {
-            Ok(admitted) => admitted,
-            Err((codec, status)) => {
-                if one_way {
-                    tracing::debug!(%peer, %status, "dropping one-way call");
-                } else {
-                    conn.reject(call_id, codec, status);
-                }
-                return;
+    let started = incoming(frame, reservation, server, peer).and_then(|incoming| {
+        let codec = incoming.codec;
+        pipeline::start(server, slots, incoming, shutdown).map(|call| (codec, call)).map_err(|s| (codec, s))
+    });
+    let (codec, call) = match started {
+        Ok(started) => started,
+        Err((codec, status)) => {
+            if one_way {
+                tracing::debug!(%peer, %status, "dropping one-way call");
+            } else {
+                conn.reject(call_id, codec, status);
             }
-        };
-    // A deadline too far away to represent is no deadline.
-    let deadline = deadline.and_then(|remaining| Instant::now().checked_add(remaining));
-    let mut cx = Context::new(route.method.full_name, codec)
-        .with_deadline(deadline)
-        .with_metadata(metadata)
-        .with_peer(Some(peer))
-        .with_shutdown(shutdown.clone());
-    let response_metadata = cx.capture_response_metadata();
-    let body: Bytes = frame.body;
-    let mut handler = route.service.call(route.index, cx, body);
+            return;
+        }
+    };
     let max_frame_size = conn.max_frame_size;
 
     // Handlers of methods known to be quick to their first `.await` are
     // polled right here; most then finish and are answered at once.
-    let mut timing = Some(route.inline.clone());
-    if route.inline.allows_inline() && budget.allows_inline() {
-        let started = Instant::now();
-        let polled = std::future::poll_fn(|cx| Poll::Ready(call::poll_inline(&mut handler, cx))).await;
-        route.inline.record(started.elapsed());
-        // Its first poll is timed; the spawned task need not time it again.
-        timing = None;
-        if let Some(outcome) = polled {
-            // A handler whose drop panics must not take the connection down.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(handler)));
-            answer_inline(conn, call_id, one_way, codec, &outcome, &response_metadata.take(), max_frame_size);
-            drop((permits, memory));
-            return;
+    let call = if call.may_run_inline() && budget.allows_inline() {
+        match call.try_inline().await {
+            Ok(outcome) => return answer_inline(conn, call_id, one_way, codec, &outcome, max_frame_size),
+            Err(waiting) => waiting,
         }
-    }
+    } else {
+        call
+    };
 
     // It is waiting on something (or not known to be quick): give it a
     // task of its own.
@@ -720,15 +702,15 @@ async fn start_call(
     let mut calls = conn.calls();
     let task = tokio::spawn(async move {
         let _forget = Forget { conn: task_conn.clone(), call_id, task: tokio::task::id() };
-        let _held = (permits, memory);
-        let outcome = call::run(handler, deadline, timing).await;
+        let outcome = call.run().await;
         if !one_way {
-            let headers = response_metadata.take();
             let _ = task_conn
                 .queue
-                .push(|buf| call::encode_response(buf, call_id, codec, &outcome, &headers, max_frame_size))
+                .push(|buf| {
+                    encode_response(buf, call_id, codec, &outcome.result, &outcome.metadata, max_frame_size);
+                })
                 .await;
-        } else if let Err(status) = &outcome {
+        } else if let Err(status) = &outcome.result {
             tracing::debug!(%status, "one-way call failed");
         }
     });
@@ -741,17 +723,16 @@ fn answer_inline(
     call_id: u32,
     one_way: bool,
     codec: Codec,
-    outcome: &Result<Bytes, Status>,
-    headers: &Metadata,
+    outcome: &Outcome,
     max_frame_size: usize,
 ) {
     if one_way {
-        if let Err(status) = outcome {
+        if let Err(status) = &outcome.result {
             tracing::debug!(%status, "one-way call failed");
         }
     } else {
-        let _ = conn
-            .queue
-            .append_local(|buf| call::encode_response(buf, call_id, codec, outcome, headers, max_frame_size));
+        let _ = conn.queue.append_local(|buf| {
+            encode_response(buf, call_id, codec, &outcome.result, &outcome.metadata, max_frame_size);
+        });
     }
 }

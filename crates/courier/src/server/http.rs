@@ -17,21 +17,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::Incoming as Body;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
+use super::ServerShared;
 use super::admission::ConnectionSlots;
 use super::budget::Reservation;
-use super::{ServerShared, call};
+use super::pipeline::{self, Incoming, Outcome, Target};
 use crate::codec::Codec;
-use crate::context::Context;
 use crate::metadata::Metadata;
-use crate::status::{Code, Status};
+use crate::protocol::headers::{metadata_of, put_metadata};
+use crate::protocol::http::{self as wire, method_name};
+use crate::protocol::sniff::Protocol;
+use crate::status::Status;
 use crate::transport::progress::Progress;
 use crate::transport::watched::{HeadWatch, Watched};
 
@@ -40,9 +43,6 @@ use crate::transport::watched::{HeadWatch, Watched};
 /// this is that timeout; the handshake timeout would close idle
 /// connections a client pool expects to reuse after 5 s.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The header that sets a call's deadline, in milliseconds.
-pub(crate) const TIMEOUT_HEADER: &str = "x-courier-timeout-ms";
 
 /// Serve one HTTP/1.1 connection.
 pub(crate) async fn serve<T>(
@@ -109,9 +109,9 @@ pub(crate) async fn serve<T>(
 type Reply = Response<Full<Bytes>>;
 
 async fn handle(
-    request: Request<Incoming>,
-    server: &ServerShared,
-    slots: &ConnectionSlots,
+    request: Request<Body>,
+    server: &Arc<ServerShared>,
+    slots: &Arc<ConnectionSlots>,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) -> Reply {
@@ -128,8 +128,8 @@ async fn handle(
             &Status::not_found(format!("no such path `{}`", shorten(&path))),
         );
     };
-    let route = match server.router.route(&method) {
-        Ok(route) => route.clone(),
+    let route = match pipeline::route(server, Target::Name(&method), Codec::Json) {
+        Ok(route) => route,
         // An unknown method is an unknown resource.
         Err(status) => return error_reply(StatusCode::NOT_FOUND, &status),
     };
@@ -137,26 +137,18 @@ async fn handle(
         return method_not_allowed("POST");
     }
     if let Some(content_type) = request.headers().get(http::header::CONTENT_TYPE)
-        && !is_json(content_type)
+        && !wire::is_json(content_type)
     {
         return error_reply(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             &Status::invalid_argument("send the arguments as JSON (content-type: application/json)"),
         );
     }
-    let deadline = match request.headers().get(TIMEOUT_HEADER) {
+    let deadline = match request.headers().get(wire::TIMEOUT_HEADER).map(wire::parse_timeout) {
         None => None,
-        Some(value) => match value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) {
-            Some(ms) => Instant::now().checked_add(Duration::from_millis(ms)),
-            None => {
-                return error_reply(
-                    StatusCode::BAD_REQUEST,
-                    &Status::invalid_argument(format!(
-                        "{TIMEOUT_HEADER} must be a whole number of milliseconds"
-                    )),
-                );
-            }
-        },
+        // A deadline too far away to represent is no deadline.
+        Some(Ok(timeout)) => Instant::now().checked_add(timeout),
+        Some(Err(status)) => return error_reply(StatusCode::BAD_REQUEST, &status),
     };
     let metadata = metadata_of(request.headers());
     let content_length = request
@@ -164,33 +156,35 @@ async fn handle(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let (body, _memory) = match read_body(request.into_body(), content_length, server).await {
+    let (body, memory) = match read_body(request.into_body(), content_length, server).await {
         Ok(read) => read,
         Err(reply) => return reply,
     };
     // No body means no arguments.
     let body = if body.iter().all(u8::is_ascii_whitespace) { Bytes::from_static(b"{}") } else { body };
-    let _permits = match server.admission.admit(slots, route.method.full_name) {
-        Ok(permits) => permits,
-        Err(status) => return error_reply(http_status_of(status.code()), &status),
+    let incoming = Incoming {
+        route,
+        protocol: Protocol::HttpJson,
+        codec: Codec::Json,
+        deadline,
+        metadata,
+        peer,
+        body,
+        memory,
     };
-    let mut cx = Context::new(route.method.full_name, Codec::Json)
-        .with_deadline(deadline)
-        .with_metadata(metadata)
-        .with_peer(Some(peer))
-        .with_shutdown(shutdown);
-    let response_metadata = cx.capture_response_metadata();
-    let outcome = call::run(route.service.call(route.index, cx, body), deadline, None).await;
-    let headers = response_metadata.take();
-    match outcome {
+    let outcome = match pipeline::start(server, slots, incoming, &shutdown) {
+        Ok(call) => call.run().await,
+        Err(status) => Outcome::error(status),
+    };
+    match outcome.result {
         Ok(result) => {
             let mut response = Response::new(Full::new(result));
-            put_json_headers(&mut response, &headers);
+            put_json_headers(&mut response, &outcome.metadata);
             response
         }
         Err(status) => {
-            let mut response = error_reply(http_status_of(status.code()), &status);
-            put_metadata(response.headers_mut(), &headers);
+            let mut response = error_reply(wire::status_of(status.code()), &status);
+            put_metadata(response.headers_mut(), &outcome.metadata);
             response
         }
     }
@@ -202,7 +196,7 @@ async fn handle(
 /// send; a request whose body is not read to its end closes the connection
 /// once answered.
 async fn read_body(
-    mut body: Incoming,
+    mut body: Body,
     content_length: Option<u64>,
     server: &ServerShared,
 ) -> Result<(Bytes, Reservation), Reply> {
@@ -213,7 +207,7 @@ async fn read_body(
             &Status::resource_exhausted(format!("the body exceeds this server's limit of {limit} bytes")),
         ))
     };
-    let over_budget = |status: Status| closing(error_reply(http_status_of(status.code()), &status));
+    let over_budget = |status: Status| closing(error_reply(wire::status_of(status.code()), &status));
     let mut memory = server.budget.empty();
     if let Some(declared) = content_length {
         let declared = usize::try_from(declared).unwrap_or(usize::MAX);
@@ -270,66 +264,10 @@ fn closing(mut reply: Reply) -> Reply {
     reply
 }
 
-/// `/Service/Method` to `Service.Method`.
-fn method_name(path: &str) -> Option<String> {
-    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-    (!service.is_empty() && !method.is_empty() && !method.contains('/'))
-        .then(|| format!("{service}.{method}"))
-}
-
 fn shorten(text: &str) -> &str {
     match text.char_indices().nth(128) {
         Some((cut, _)) => &text[..cut],
         None => text,
-    }
-}
-
-/// Whether a body of this type is read as JSON. curl's `-d` labels what
-/// it sends `application/x-www-form-urlencoded` whatever it is, so that
-/// counts too; forms proper (`multipart`), XML and the like do not.
-fn is_json(content_type: &HeaderValue) -> bool {
-    let essence =
-        content_type.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    matches!(essence.as_str(), "" | "application/json" | "text/plain" | "application/x-www-form-urlencoded")
-        || essence.ends_with("+json")
-}
-
-/// HTTP's own headers are not metadata.
-fn metadata_of(headers: &HeaderMap) -> Metadata {
-    const OWN: [&str; 14] = [
-        "host",
-        "content-length",
-        "content-type",
-        "accept",
-        "accept-encoding",
-        "connection",
-        "user-agent",
-        "transfer-encoding",
-        "te",
-        "upgrade",
-        "keep-alive",
-        "expect",
-        "proxy-connection",
-        TIMEOUT_HEADER,
-    ];
-    let mut metadata = Metadata::new();
-    for (name, value) in headers {
-        if OWN.contains(&name.as_str()) {
-            continue;
-        }
-        if let Ok(value) = value.to_str() {
-            metadata.append(name.as_str(), value);
-        }
-    }
-    metadata
-}
-
-fn put_metadata(headers: &mut HeaderMap, metadata: &Metadata) {
-    for (key, value) in metadata.iter() {
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(key.as_bytes()), HeaderValue::from_str(value))
-        {
-            headers.append(name, value);
-        }
     }
 }
 
@@ -345,15 +283,12 @@ fn json_reply(status: StatusCode, body: &Value, metadata: &Metadata) -> Reply {
     response
 }
 
-/// `{code, message}`, plus the service's own error when it sent one.
+/// An error reply: the HTTP status, and the body of [`wire::error_body`].
 fn error_reply(http_status: StatusCode, status: &Status) -> Reply {
-    let mut body = json!({ "code": status.code().grpc_name(), "message": status.message() });
-    if status.is_application_error()
-        && let Ok(error) = serde_json::from_slice::<Value>(status.details())
-    {
-        body["error"] = error;
-    }
-    json_reply(http_status, &body, &Metadata::new())
+    let mut response = Response::new(Full::new(wire::error_body(status)));
+    *response.status_mut() = http_status;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 fn method_not_allowed(allow: &'static str) -> Reply {
@@ -361,24 +296,6 @@ fn method_not_allowed(allow: &'static str) -> Reply {
         error_reply(StatusCode::METHOD_NOT_ALLOWED, &Status::unimplemented(format!("use {allow} here")));
     response.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static(allow));
     response
-}
-
-/// The HTTP status for a code (as Google's HTTP APIs map them).
-pub(crate) fn http_status_of(code: Code) -> StatusCode {
-    match code {
-        Code::Ok => StatusCode::OK,
-        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
-        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        Code::NotFound => StatusCode::NOT_FOUND,
-        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
-        Code::PermissionDenied => StatusCode::FORBIDDEN,
-        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
 }
 
 /// `GET /`: every service, its methods and how to call them.
@@ -415,24 +332,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_and_statuses_map() {
-        assert_eq!(method_name("/Calculator/Add").as_deref(), Some("Calculator.Add"));
-        assert_eq!(
-            method_name("/helloworld.Greeter/SayHello").as_deref(),
-            Some("helloworld.Greeter.SayHello")
+    fn error_replies_have_the_status_and_a_json_body() {
+        let status = Status::application(
+            crate::Code::Unknown,
+            "division by zero",
+            Bytes::from_static(b"\"DivisionByZero\""),
         );
-        assert_eq!(method_name("/Calculator"), None);
-        assert_eq!(method_name("/a/b/c"), None);
-        assert_eq!(http_status_of(Code::InvalidArgument), StatusCode::BAD_REQUEST);
-        assert_eq!(http_status_of(Code::DeadlineExceeded), StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(http_status_of(Code::Unknown), StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(http_status_of(Code::Cancelled).as_u16(), 499);
-    }
-
-    #[test]
-    fn error_bodies_carry_code_message_and_the_services_error() {
-        let status =
-            Status::application(Code::Unknown, "division by zero", Bytes::from_static(b"\"DivisionByZero\""));
         let response = error_reply(StatusCode::INTERNAL_SERVER_ERROR, &status);
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(response.headers()[http::header::CONTENT_TYPE], "application/json");
@@ -447,20 +352,5 @@ mod tests {
             body,
             json!({"code": "UNKNOWN", "message": "division by zero", "error": "DivisionByZero"})
         );
-    }
-
-    #[test]
-    fn json_content_types_are_accepted() {
-        for ok in [
-            "application/json",
-            "application/json; charset=utf-8",
-            "application/vnd.x+json",
-            "text/plain",
-            "application/x-www-form-urlencoded",
-        ] {
-            assert!(is_json(&HeaderValue::from_static(ok)), "{ok}");
-        }
-        assert!(!is_json(&HeaderValue::from_static("multipart/form-data; boundary=x")));
-        assert!(!is_json(&HeaderValue::from_static("application/xml")));
     }
 }

@@ -36,12 +36,14 @@ use tokio::sync::mpsc::{self, OwnedPermit};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::ServerShared;
 use super::admission::ConnectionSlots;
 use super::budget::Reservation;
-use super::{ServerShared, call};
+use super::pipeline::{self, Incoming, Target};
 use crate::codec::Codec;
-use crate::context::Context;
+use crate::metadata::Metadata;
 use crate::protocol::jsonrpc::{Request, Splitter, encode_response, parse_request};
+use crate::protocol::sniff::Protocol;
 use crate::service::ArgDescriptor;
 use crate::status::Status;
 use crate::transport::progress::Progress;
@@ -71,7 +73,7 @@ pub(crate) async fn serve(
     let (replies, queued) = mpsc::channel::<Vec<u8>>(REPLY_SLOTS);
     let config = &server.config;
     let mut writer = WriterTask(tokio::spawn(write_replies(write, queued, config.keepalive_interval)));
-    let slots = server.admission.connection();
+    let slots = Arc::new(server.admission.connection());
     let mut buf = sniffed;
     let mut splitter = Splitter::default();
     let mut calls = JoinSet::new();
@@ -298,42 +300,48 @@ fn start_call(
     mut memory: Reservation,
     reply: ReplySlot,
     server: &Arc<ServerShared>,
-    slots: &ConnectionSlots,
+    slots: &Arc<ConnectionSlots>,
     calls: &mut JoinSet<()>,
     peer: SocketAddr,
     shutdown: &watch::Receiver<bool>,
 ) {
     let Request { method, params, id } = request;
-    let admitted = (|| {
-        let route = server.router.route(&method)?.clone();
+    let started = (move || {
+        let route = pipeline::route(server, Target::Name(&method), Codec::Json)?;
         let body = arguments(route.method.args, params)?;
-        let permits = server.admission.admit(slots, route.method.full_name)?;
         // What the call holds while it runs is its arguments.
         memory.grow_to(body.len())?;
         memory.shrink_to(body.len());
-        Ok::<_, Status>((route, body, (permits, memory)))
+        // Go's client takes a null result for a missing one and fails the
+        // call; a method returning nothing answers `{}`, as a Go method
+        // would.
+        let returns_nothing = route.method.output == "()";
+        let incoming = Incoming {
+            route,
+            protocol: Protocol::JsonRpc,
+            codec: Codec::Json,
+            // JSON-RPC carries no deadline; the server's call timeout, if
+            // set, is the only one.
+            deadline: None,
+            metadata: Metadata::new(),
+            peer,
+            body: body.into(),
+            memory,
+        };
+        Ok::<_, Status>((pipeline::start(server, slots, incoming, shutdown)?, returns_nothing))
     })();
-    let (route, body, permits) = match admitted {
-        Ok(admitted) => admitted,
+    let (call, returns_nothing) = match started {
+        Ok(started) => started,
         Err(status) => {
             reply.send(encode_response(&id, Err(error_text(&status))));
             return;
         }
     };
-    let cx = Context::new(route.method.full_name, Codec::Json)
-        .with_lenient_json()
-        .with_peer(Some(peer))
-        .with_shutdown(shutdown.clone());
-    let handler = route.service.call(route.index, cx, body.into());
-    // Go's client takes a null result for a missing one and fails the call;
-    // a method returning nothing answers `{}`, as a Go method would.
-    let returns_nothing = route.method.output == "()";
     calls.spawn(async move {
-        let outcome = call::run(handler, None, None).await;
-        // The call is done; what is left is only a reply waiting to be
-        // written, which holds no concurrency slot.
-        drop(permits);
-        let encoded = match &outcome {
+        // The call gives its slots back when it is done; what is left is
+        // only a reply waiting to be written.
+        let outcome = call.run().await;
+        let encoded = match &outcome.result {
             Ok(_) if returns_nothing => encode_response(&id, Ok(b"{}")),
             Ok(result) => encode_response(&id, Ok(result)),
             Err(status) => encode_response(&id, Err(error_text(status))),

@@ -27,7 +27,11 @@
 //!   protocol (server-wide, per connection, or a method's own).
 //! - `budget`: the server-wide memory budget for requests being received
 //!   and calls in flight.
-//! - `call`: one call (deadline, panic isolation, reply encoding).
+//! - `pipeline`: the one path of a call, whatever its protocol: route,
+//!   deadline, the server's [`Layer`]s, admission, the handler run (inline
+//!   or in a task, panics isolated); each protocol module above is an
+//!   adapter from its wire to this and back.
+//! - `inline`: when a handler may be polled on its connection's task.
 //! - `limits`: the counter behind every concurrency limit.
 //! - `accept`: the listener loop (connection cap, accept errors).
 //! - `stats`: counters of what was refused or closed, and why.
@@ -44,7 +48,6 @@
 mod accept;
 mod admission;
 mod budget;
-mod call;
 mod connection;
 mod dispatch;
 #[cfg(feature = "grpc")]
@@ -54,6 +57,7 @@ mod http;
 mod inline;
 mod jsonrpc;
 mod limits;
+mod pipeline;
 mod registration;
 mod router;
 mod stats;
@@ -69,6 +73,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use admission::MethodLimit;
+pub use pipeline::{Layer, Next};
 pub use router::DuplicateService;
 pub use stats::ServerStats;
 
@@ -117,6 +122,8 @@ pub(crate) struct ServerConfig {
     pub(crate) memory_budget: Option<usize>,
     pub(crate) request_timeouts: crate::transport::progress::RequestTimeouts,
     pub(crate) method_limits: std::collections::HashMap<String, MethodLimit>,
+    /// The longest the server lets a call run, whatever the caller asked.
+    pub(crate) call_timeout: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -135,6 +142,7 @@ impl Default for ServerConfig {
             memory_budget: None,
             request_timeouts: crate::transport::progress::RequestTimeouts::default(),
             method_limits: std::collections::HashMap::new(),
+            call_timeout: None,
         }
     }
 }
@@ -188,6 +196,8 @@ pub(crate) struct ServerShared {
     /// The memory budget every request's bytes are reserved against.
     pub(crate) budget: Arc<budget::MemoryBudget>,
     pub(crate) stats: Arc<stats::Stats>,
+    /// The user's layers, outermost first (see [`Layer`]).
+    pub(crate) layers: Vec<Arc<dyn Layer>>,
     /// What gRPC reflection answers from, built on first use.
     #[cfg(feature = "grpc")]
     pub(crate) reflection: std::sync::OnceLock<grpc::reflection::Index>,
@@ -204,6 +214,7 @@ impl Server {
             router: router::Router::default(),
             config: ServerConfig::default(),
             registration: RegistrationOptions::default(),
+            layers: Vec::new(),
             error: None,
         }
     }
@@ -215,6 +226,7 @@ pub struct ServerBuilder {
     router: router::Router,
     config: ServerConfig,
     registration: RegistrationOptions,
+    layers: Vec<Arc<dyn Layer>>,
     error: Option<DuplicateService>,
 }
 
@@ -224,6 +236,23 @@ impl ServerBuilder {
         if let Err(err) = self.router.add(Arc::new(service)) {
             self.error.get_or_insert(err);
         }
+        self
+    }
+
+    /// Add a layer on every call, on every protocol; the first added is the
+    /// outermost (see [`Layer`] for where layers sit among the server's
+    /// own steps).
+    pub fn layer(mut self, layer: impl Layer) -> ServerBuilder {
+        self.layers.push(Arc::new(layer));
+        self
+    }
+
+    /// The longest a call may run, whatever deadline its caller set (or
+    /// none): past it the handler is dropped and the caller gets
+    /// `DeadlineExceeded`. It covers the layers too. JSON-RPC carries no
+    /// deadline at all, so there this is the only one. Default: none.
+    pub fn call_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.call_timeout = Some(timeout);
         self
     }
 
@@ -428,6 +457,7 @@ impl ServerBuilder {
             ),
             budget,
             stats,
+            layers: self.layers,
             router: self.router,
             config,
             #[cfg(feature = "grpc")]

@@ -17,10 +17,9 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 
 use crate::codec::Codec;
-use crate::metadata::Metadata;
 use crate::status::{Code, Status};
 
 /// gRPC's header names, parsed once (a `&str` key is parsed on every use).
@@ -425,45 +424,7 @@ pub fn encode_base64(value: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(value)
 }
 
-/// Request and response headers that are gRPC's own, not metadata.
-pub fn is_reserved_header(name: &str) -> bool {
-    name.starts_with("grpc-")
-        || name.starts_with(':')
-        || matches!(name, "content-type" | "te" | "content-length" | "host" | "user-agent")
-        // Connection-specific headers, which HTTP/2 forbids (RFC 9113 §8.2.2).
-        || matches!(name, "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade")
-}
-
-/// Request metadata: every header that is not gRPC's or HTTP's own. Values
-/// of `-bin` keys stay base64, as on the wire.
-pub fn metadata_of(headers: &HeaderMap) -> Metadata {
-    let mut metadata = Metadata::new();
-    for (name, value) in headers {
-        let name = name.as_str();
-        if is_reserved_header(name) {
-            continue;
-        }
-        if let Ok(value) = value.to_str() {
-            metadata.append(name, value);
-        }
-    }
-    metadata
-}
-
-/// Add `metadata` to `headers`, skipping what HTTP/2 cannot carry.
-pub fn put_metadata(headers: &mut HeaderMap, metadata: &Metadata) {
-    for (key, value) in metadata.iter() {
-        if is_reserved_header(key) {
-            continue;
-        }
-        match (HeaderName::from_bytes(key.as_bytes()), HeaderValue::from_str(value)) {
-            (Ok(name), Ok(value)) => {
-                headers.append(name, value);
-            }
-            _ => tracing::debug!(key, "dropping metadata that is not a valid HTTP/2 header"),
-        }
-    }
-}
+pub use super::headers::{is_reserved_header, metadata_of, put_metadata};
 
 /// A status as gRPC header fields.
 pub fn put_status(headers: &mut HeaderMap, status: &Status) {

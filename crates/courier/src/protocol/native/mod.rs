@@ -29,11 +29,13 @@
 //! `max_frame_size` by lying in a header.
 
 mod meta;
+mod response;
 pub(crate) mod varint;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 pub use meta::{GoAway, HeaderIter, RequestHead, ResponseHead};
+pub use response::encode_response;
 
 /// The protocol version this build speaks.
 pub const VERSION: u8 = 1;

@@ -25,7 +25,6 @@ pub(crate) mod reflection;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -39,14 +38,12 @@ use tokio::sync::watch;
 
 use super::admission::ConnectionSlots;
 use super::budget::Reservation;
-use super::call;
-use super::inline::InlinePolicy;
+use super::pipeline::{self, Call, Incoming, Outcome, Target};
 use super::{ServerConfig, ServerShared};
 use crate::codec::Codec;
-use crate::context::Context;
 use crate::metadata::Metadata;
 use crate::protocol::grpc::{self as wire, Encoding, MessageDecoder, metadata_of, put_metadata, put_status};
-use crate::service::BoxFuture;
+use crate::protocol::sniff::Protocol;
 use crate::status::Status;
 pub(crate) use crate::transport::h2_send::send_data;
 use crate::transport::progress::Progress;
@@ -199,7 +196,7 @@ async fn call(
     send_reply(&mut respond, reply, &server.config).await;
 }
 
-/// Route, read, run.
+/// Route, read, and run through the pipeline.
 #[allow(clippy::too_many_arguments)]
 async fn answer(
     headers: &HeaderMap,
@@ -207,18 +204,15 @@ async fn answer(
     codec: Codec,
     mut body: RecvStream,
     respond: &mut SendResponse<Bytes>,
-    server: &ServerShared,
-    slots: &ConnectionSlots,
+    server: &Arc<ServerShared>,
+    slots: &Arc<ConnectionSlots>,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) -> Reply {
-    let route = match server.router.route_path(path) {
-        Ok(route) => route.clone(),
+    let route = match pipeline::route(server, Target::Path(path), codec) {
+        Ok(route) => route,
         Err(status) => return Reply::error(codec, status),
     };
-    if let Err(status) = route.check_codec(codec) {
-        return Reply::error(codec, status);
-    }
     let encoding = match request_encoding(headers) {
         Ok(encoding) => encoding,
         Err(status) => return Reply::error(codec, status),
@@ -239,61 +233,58 @@ async fn answer(
             Err(_) => Err(Status::deadline_exceeded("the deadline passed before the request arrived")),
         },
     };
-    let (request, _memory) = match request {
+    let (request, memory) = match request {
         Ok(request) => request,
         Err(status) => return Reply::error(codec, status),
     };
-    // The slot is taken once the request is here: a client that sends its
+    // Admission happens once the request is here: a client that sends its
     // request slowly holds only its own stream's flow-control window.
-    let _permits = match server.admission.admit(slots, route.method.full_name) {
-        Ok(permits) => permits,
+    let incoming = Incoming {
+        route,
+        protocol: Protocol::Grpc,
+        codec,
+        deadline,
+        metadata: metadata_of(headers),
+        peer,
+        body: request,
+        memory,
+    };
+    let call = match pipeline::start(server, slots, incoming, &shutdown) {
+        Ok(call) => call,
         Err(status) => return Reply::error(codec, status),
     };
-    let mut cx = Context::new(route.method.full_name, codec)
-        .with_deadline(deadline)
-        .with_metadata(metadata_of(headers))
-        .with_peer(Some(peer))
-        .with_shutdown(shutdown);
-    let response_metadata = cx.capture_response_metadata();
-    let handler = run_handler(route.service.call(route.index, cx, request), deadline, &route.inline);
     // A client that resets the stream has given up: drop the handler.
     let reset = std::future::poll_fn(|task| respond.poll_reset(task));
     let outcome = tokio::select! {
-        outcome = handler => outcome,
-        _ = reset => Err(Status::cancelled("the client cancelled the call")),
+        outcome = run_call(call) => outcome,
+        _ = reset => Outcome::error(Status::cancelled("the client cancelled the call")),
     };
     let encoding =
         if encoding == Encoding::Gzip && accepts_gzip(headers) { Encoding::Gzip } else { Encoding::Identity };
-    Reply { codec, encoding, metadata: response_metadata.take(), outcome }
+    Reply { codec, encoding, metadata: outcome.metadata, outcome: outcome.result }
 }
 
-/// Run a handler: polled here if its method is known to be quick and it
+/// Run a call: polled here if its method is known to be quick and it
 /// finishes at once, in a task of its own otherwise (aborted if this
 /// future is dropped).
-async fn run_handler(
-    mut handler: BoxFuture<'static, Result<Bytes, Status>>,
-    deadline: Option<Instant>,
-    policy: &Arc<InlinePolicy>,
-) -> Result<Bytes, Status> {
-    let mut timing = Some(policy.clone());
-    if policy.allows_inline() {
-        let started = Instant::now();
-        let polled = std::future::poll_fn(|task| Poll::Ready(call::poll_inline(&mut handler, task))).await;
-        policy.record(started.elapsed());
-        if let Some(outcome) = polled {
-            return outcome;
+async fn run_call(call: Call) -> Outcome {
+    let call = if call.may_run_inline() {
+        match call.try_inline().await {
+            Ok(outcome) => return outcome,
+            Err(waiting) => waiting,
         }
-        timing = None;
-    }
-    let mut task = AbortOnDrop(tokio::spawn(call::run(handler, deadline, timing)));
+    } else {
+        call
+    };
+    let mut task = AbortOnDrop(tokio::spawn(call.run()));
     match (&mut task.0).await {
         Ok(outcome) => outcome,
-        Err(err) => Err(Status::internal(format!("the handler's task failed: {err}"))),
+        Err(err) => Outcome::error(Status::internal(format!("the handler's task failed: {err}"))),
     }
 }
 
 /// Aborts a handler's task when the call is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<Result<Bytes, Status>>);
+struct AbortOnDrop(tokio::task::JoinHandle<Outcome>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -1,4 +1,5 @@
-//! Running one call: deadline, panic isolation, and encoding the reply.
+//! Running a call's future: its deadline, panic isolation, and the first
+//! poll on the connection's own task.
 
 use std::any::Any;
 use std::future::Future;
@@ -7,13 +8,10 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use crate::codec::Codec;
-use crate::metadata::Metadata;
-use crate::protocol::native::{FrameEncoder, FrameKind, ResponseHead};
 use crate::service::BoxFuture;
-use crate::status::{Code, Status};
+use crate::status::Status;
 
 /// Run a handler future to completion, or until `deadline`, turning a panic
 /// into `Internal`. Dropping the returned future drops the handler. If
@@ -21,7 +19,7 @@ use crate::status::{Code, Status};
 pub(crate) async fn run(
     handler: BoxFuture<'static, Result<Bytes, Status>>,
     deadline: Option<Instant>,
-    timing: Option<std::sync::Arc<super::inline::InlinePolicy>>,
+    timing: Option<std::sync::Arc<crate::server::inline::InlinePolicy>>,
 ) -> Result<Bytes, Status> {
     let guarded = CatchUnwind { handler, timing };
     match deadline {
@@ -62,7 +60,7 @@ fn panicked(payload: &(dyn Any + Send)) -> Status {
 /// its own call and nothing else; times the first poll if asked.
 struct CatchUnwind {
     handler: BoxFuture<'static, Result<Bytes, Status>>,
-    timing: Option<std::sync::Arc<super::inline::InlinePolicy>>,
+    timing: Option<std::sync::Arc<crate::server::inline::InlinePolicy>>,
 }
 
 impl Future for CatchUnwind {
@@ -93,71 +91,12 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
     }
 }
 
-/// Append a response frame for `outcome`, with the headers the handler set.
-/// A result too large for a frame is replaced by a `ResourceExhausted`
-/// error, so the caller still hears back.
-pub(crate) fn encode_response(
-    buf: &mut BytesMut,
-    call_id: u32,
-    codec: Codec,
-    outcome: &Result<Bytes, Status>,
-    headers: &Metadata,
-    max_frame_size: usize,
-) {
-    let oversized = match outcome {
-        Ok(body) => {
-            let mut frame = FrameEncoder::begin(buf, FrameKind::Response, codec.id(), call_id);
-            if headers.is_empty() {
-                ResponseHead::encode_ok(buf);
-            } else {
-                ResponseHead::encode(buf, 0, false, "", &[], headers.iter());
-            }
-            frame.end_meta(buf);
-            buf.extend_from_slice(body);
-            match frame.finish(buf, max_frame_size) {
-                Ok(()) => return,
-                Err(err) => Status::resource_exhausted(format!("the response is too large to send: {err}")),
-            }
-        }
-        Err(status) => {
-            if encode_error(buf, call_id, codec, status, headers, max_frame_size) {
-                return;
-            }
-            Status::resource_exhausted("the error status is too large to send")
-        }
-    };
-    // A short message always fits any sane limit; if even that fails the
-    // limit is absurdly small and the caller will see the connection close.
-    let _ = encode_error(buf, call_id, codec, &oversized, &Metadata::new(), max_frame_size);
-}
-
-fn encode_error(
-    buf: &mut BytesMut,
-    call_id: u32,
-    codec: Codec,
-    status: &Status,
-    headers: &Metadata,
-    max_frame_size: usize,
-) -> bool {
-    let code = if status.code() == Code::Ok { Code::Unknown } else { status.code() };
-    let mut frame = FrameEncoder::begin(buf, FrameKind::Response, codec.id(), call_id);
-    ResponseHead::encode(
-        buf,
-        code.as_u32(),
-        status.is_application_error(),
-        status.message(),
-        status.details(),
-        headers.iter(),
-    );
-    frame.end_meta(buf);
-    frame.finish(buf, max_frame_size).is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::status::Code;
 
     #[tokio::test]
     async fn a_panic_becomes_internal() {
@@ -186,20 +125,5 @@ mod tests {
             run(handler, Some(Instant::now() + Duration::from_millis(50)), None).await.expect_err("deadline");
         assert_eq!(err.code(), Code::DeadlineExceeded);
         assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
-    }
-
-    #[test]
-    fn oversized_results_become_resource_exhausted() {
-        let mut buf = BytesMut::new();
-        encode_response(&mut buf, 9, Codec::Binary, &Ok(Bytes::from(vec![0; 5000])), &Metadata::new(), 1024);
-        let frame = crate::protocol::native::FrameDecoder::new(1024)
-            .decode(&mut buf)
-            .ok()
-            .flatten()
-            .expect("a frame");
-        assert_eq!(frame.header.call_id, 9);
-        let head = ResponseHead::decode(&frame.meta).expect("head");
-        assert_eq!(head.code, Code::ResourceExhausted.as_u32());
-        assert!(head.message.contains("exceeds the limit of 1024"), "{}", head.message);
     }
 }
