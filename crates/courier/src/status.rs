@@ -222,6 +222,19 @@ impl Status {
     pub fn unavailable(message: impl Into<String>) -> Status {
         Status::new(Code::Unavailable, message)
     }
+    /// `PermissionDenied` with a message: the caller is known and may not
+    /// do this.
+    pub fn permission_denied(message: impl Into<String>) -> Status {
+        Status::new(Code::PermissionDenied, message)
+    }
+    /// `Unauthenticated` with a message: the caller did not say who it is.
+    pub fn unauthenticated(message: impl Into<String>) -> Status {
+        Status::new(Code::Unauthenticated, message)
+    }
+    /// `FailedPrecondition` with a message.
+    pub fn failed_precondition(message: impl Into<String>) -> Status {
+        Status::new(Code::FailedPrecondition, message)
+    }
 }
 
 impl fmt::Debug for Status {

@@ -16,6 +16,8 @@
 //! - [`CallOptions`]: timeout, metadata and codec per call.
 //! - [`CallHandle`]: a call started now and awaited later.
 //! - [`Backoff`]: the reconnect delay policy.
+//! - [`Stub`] (`stub`): the runtime core every generated client is a thin
+//!   shell over.
 
 mod backoff;
 mod balanced;
@@ -29,6 +31,7 @@ mod grpc;
 mod handle;
 mod options;
 mod pool;
+mod stub;
 
 use std::io;
 use std::time::Duration;
@@ -39,6 +42,7 @@ pub use config::ChannelBuilder;
 pub use discover::{DiscoverBuilder, DiscoverError};
 pub use handle::CallHandle;
 pub use options::CallOptions;
+pub use stub::Stub;
 
 use crate::status::{Code, Status};
 

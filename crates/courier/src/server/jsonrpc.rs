@@ -11,8 +11,8 @@
 //!
 //! A peer that stops reading: every request takes a slot in the reply
 //! queue before it is read, so once 1,024 replies wait, its requests wait
-//! in its own socket; a call gives its concurrency slot back as soon as its
-//! reply is encoded; and a write that makes no progress for the keepalive
+//! in its own socket; a call gives its concurrency slot back as soon as it
+//! is done; and a write that makes no progress for the keepalive
 //! interval ends the connection and cancels the calls still running on it.
 //! A method returning nothing answers `{}`: Go's client fails a reply
 //! whose result and error are both null.

@@ -10,12 +10,12 @@
 //! or a handler that has to wait, moves to a task of its own. Closing the
 //! connection drops every call on it.
 //!
-//! A call: check the method, content type and encoding; read the one
-//! request message (flow-control capacity is handed back as it arrives, the
-//! size is checked before buffering); take a concurrency slot; run the
-//! handler under the `grpc-timeout` deadline, dropping it if the client
-//! resets the stream; answer with headers, the message and `grpc-status`
-//! trailers, or a trailers-only error.
+//! A call: check the content type and encoding, route it (see
+//! `super::pipeline`), read the one request message (flow-control capacity
+//! is handed back as it arrives, the size is checked before buffering),
+//! hand it to the pipeline under the `grpc-timeout` deadline, dropping it
+//! if the client resets the stream; answer with headers, the message and
+//! `grpc-status` trailers, or a trailers-only error.
 //!
 //! - `health`: `grpc.health.v1.Health`.
 //! - `reflection`: `grpc.reflection.v1` and `v1alpha`.
