@@ -489,3 +489,71 @@ async fn a_one_way_call_still_waiting_survives_the_client_hanging_up() {
     })
     .await;
 }
+
+/// Both generators (`#[courier::service]` and courier-build) emit the same
+/// client surface over one runtime core, so every option exists for both.
+macro_rules! check_surface {
+    ($client:expr, $blocking:expr, $default_codec:expr) => {{
+        let client = $client;
+        assert_eq!(client.options().codec(), $default_codec);
+        let timeout = Duration::from_millis(1_234);
+        let configured = client
+            .with_timeout(timeout)
+            .with_metadata("x-k", "v")
+            .with_codec(Codec::Json)
+            .with_hash_key("user-7");
+        let options = configured.options();
+        assert_eq!(options.timeout(), Some(timeout));
+        assert_eq!(options.metadata().get("x-k"), Some("v"));
+        assert_eq!(options.codec(), Codec::Json);
+        assert_eq!(options.hash_key(), CallOptions::new().with_hash_key("user-7").hash_key());
+        assert_eq!(configured.stub().options().timeout(), Some(timeout));
+        let replaced = configured.with_options(CallOptions::new());
+        assert_eq!(replaced.options().timeout(), None);
+        let _: &Channel = replaced.channel();
+        let blocking = $blocking.with_timeout(timeout).with_metadata("x-k", "v").with_hash_key("k");
+        assert_eq!(blocking.with_codec(Codec::Json).as_async().options().codec(), Codec::Json);
+        assert_eq!(blocking.as_async().options().timeout(), Some(timeout));
+    }};
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_generators_emit_the_same_client_surface() {
+    within(Duration::from_secs(60), "both_generators_emit_the_same_client_surface", async {
+        let (server, _) = start_server(|b| b).await;
+        let addr = server.local_addr().to_string();
+        let channel = Channel::connect(addr.clone()).await.expect("connect");
+        let blocking_addr = addr.clone();
+        let (calc_blocking, interop_blocking) = tokio::task::spawn_blocking(move || {
+            (
+                courier_tests::CalculatorBlockingClient::connect(blocking_addr.clone()).expect("connect"),
+                courier_tests::interop::InteropBlockingClient::connect(blocking_addr).expect("connect"),
+            )
+        })
+        .await
+        .expect("blocking connects");
+        check_surface!(CalculatorClient::new(channel.clone()), calc_blocking.clone(), Codec::Binary);
+        check_surface!(
+            courier_tests::interop::InteropClient::new(channel.clone()),
+            interop_blocking.clone(),
+            Codec::Protobuf
+        );
+        // And the options take effect on calls from both.
+        let calc = CalculatorClient::new(channel.clone()).with_codec(Codec::Json);
+        assert_eq!(calc.add(2, 2).await.expect("add as JSON"), 4);
+        let interop = courier_tests::interop::InteropClient::new(channel).with_codec(Codec::Json);
+        let reply = interop
+            .echo(courier_tests::interop::EchoRequest { message: "hi".into(), ..Default::default() })
+            .await
+            .expect("echo as JSON");
+        assert_eq!(reply.message, "hi");
+        tokio::task::spawn_blocking(move || {
+            assert_eq!(calc_blocking.add(1, 2).expect("blocking add"), 3);
+            drop(interop_blocking);
+        })
+        .await
+        .expect("blocking calls");
+        let _ = server.shutdown().await;
+    })
+    .await;
+}

@@ -214,99 +214,30 @@ fn write_descriptor(spec: &Spec<'_>, buf: &mut String) {
 
 fn write_client(spec: &Spec<'_>, buf: &mut String) {
     let name = spec.name();
+    // The shared surface (connect, new, discover, with_*) is courier's
+    // `__client_surface!`, the same the `#[courier::service]` macro emits.
     let _ = write!(
         buf,
-        r#"/// Calls a remote [`{name}`]. Cheap to clone; clones share connections.
-///
-/// Calls use protobuf (natively or over gRPC); `with_codec(courier::Codec::Json)`
-/// switches to JSON.
-#[derive(Clone, Debug)]
-pub struct {name}Client {{
-    channel: ::courier::Channel,
-    options: ::courier::CallOptions,
-}}
-
-impl ::courier::client::FromChannel for {name}Client {{
-    fn from_channel(channel: ::courier::Channel) -> Self {{
-        Self::new(channel)
-    }}
+        r#"::courier::__client_surface! {{
+    /// Calls a remote [`{name}`]. Cheap to clone; clones share connections.
+    ///
+    /// Calls use protobuf (natively or over gRPC); `with_codec(courier::Codec::Json)`
+    /// switches to JSON.
+    pub struct {name}Client;
+    options = ::courier::CallOptions::new().with_codec(::courier::Codec::Protobuf);
 }}
 
 impl {name}Client {{
 "#
     );
     write_descriptor(spec, buf);
-    let _ = write!(
-        buf,
-        r#"    /// Connect to a server at `addr` (`host:port`).
-    pub async fn connect(addr: impl ::core::convert::Into<::std::string::String>) -> ::core::result::Result<Self, ::courier::ConnectError> {{
-        ::core::result::Result::Ok(Self::new(::courier::Channel::connect(addr).await?))
-    }}
-
-    /// A client over an existing channel (native, gRPC or discovered).
-    pub fn new(channel: ::courier::Channel) -> Self {{
-        Self {{ channel, options: ::courier::CallOptions::new().with_codec(::courier::Codec::Protobuf) }}
-    }}
-
-    /// A client that finds the instances of `service` in `registry` and
-    /// balances calls over them; configure, then `.build().await`.
-    pub fn discover(
-        registry: &::courier::registry::Registry,
-        service: impl ::core::convert::Into<::std::string::String>,
-    ) -> ::courier::client::DiscoverBuilder<Self> {{
-        ::courier::client::DiscoverBuilder::new(::core::clone::Clone::clone(registry), service.into())
-    }}
-
-    /// The channel calls go through.
-    pub fn channel(&self) -> &::courier::Channel {{
-        &self.channel
-    }}
-
-    /// The options applied to every call.
-    pub fn options(&self) -> &::courier::CallOptions {{
-        &self.options
-    }}
-
-    /// A copy of this client with `options`.
-    #[must_use]
-    pub fn with_options(&self, options: ::courier::CallOptions) -> Self {{
-        Self {{ channel: ::core::clone::Clone::clone(&self.channel), options }}
-    }}
-
-    /// A copy of this client whose calls time out after `timeout`.
-    #[must_use]
-    pub fn with_timeout(&self, timeout: ::std::time::Duration) -> Self {{
-        self.with_options(::core::clone::Clone::clone(&self.options).with_timeout(timeout))
-    }}
-
-    /// A copy of this client that sends a header with every call.
-    #[must_use]
-    pub fn with_metadata(&self, key: impl ::core::convert::AsRef<str>, value: impl ::core::convert::Into<::std::string::String>) -> Self {{
-        self.with_options(::core::clone::Clone::clone(&self.options).with_metadata(key, value))
-    }}
-
-    /// A copy of this client that encodes calls with `codec` (protobuf or JSON).
-    #[must_use]
-    pub fn with_codec(&self, codec: ::courier::Codec) -> Self {{
-        self.with_options(::core::clone::Clone::clone(&self.options).with_codec(codec))
-    }}
-
-"#
-    );
     for method in &spec.methods {
         let full = spec.full_method(method);
         method.comments.append_with_indent(1, buf);
         let _ = write!(
             buf,
             r#"    pub async fn {method}(&self, request: {input}) -> ::core::result::Result<{output}, ::courier::Status> {{
-        let codec = self.channel.codec_for(&self.options);
-        let body = self
-            .channel
-            .unary_encoded({full:?}, &self.options, {idempotent}, &|buf| {{
-                ::courier::__private::proto::encode_request(codec, &request, buf, {full:?})
-            }})
-            .await?;
-        ::courier::__private::proto::decode_reply(codec, &body, {full:?})
+        self.stub.unary_proto::<_, {output}>({full:?}, &request, {idempotent}).await
     }}
 
     /// Start [`{name}Client::{method}`] now and collect the result later by
@@ -331,37 +262,13 @@ fn write_blocking_client(spec: &Spec<'_>, buf: &mut String) {
     let name = spec.name();
     let _ = write!(
         buf,
-        r#"/// Calls a remote [`{name}`] from synchronous code: each call blocks until
-/// its reply arrives. Owns a small runtime; needs none from the caller.
-#[derive(Clone, Debug)]
-pub struct {name}BlockingClient {{
-    client: {name}Client,
-    channel: ::courier::blocking::Channel,
+        r#"::courier::__blocking_client_surface! {{
+    /// Calls a remote [`{name}`] from synchronous code: each call blocks until
+    /// its reply arrives. Owns a small runtime; needs none from the caller.
+    pub struct {name}BlockingClient over {name}Client;
 }}
 
 impl {name}BlockingClient {{
-    /// Connect to a server at `addr` (`host:port`), blocking until connected.
-    pub fn connect(addr: impl ::core::convert::Into<::std::string::String>) -> ::core::result::Result<Self, ::courier::ConnectError> {{
-        ::core::result::Result::Ok(Self::new(::courier::blocking::Channel::connect(addr)?))
-    }}
-
-    /// A client over an existing blocking channel.
-    pub fn new(channel: ::courier::blocking::Channel) -> Self {{
-        Self {{ client: {name}Client::new(::core::clone::Clone::clone(channel.as_async())), channel }}
-    }}
-
-    /// A copy of this client whose calls time out after `timeout`.
-    #[must_use]
-    pub fn with_timeout(&self, timeout: ::std::time::Duration) -> Self {{
-        Self {{ client: self.client.with_timeout(timeout), channel: ::core::clone::Clone::clone(&self.channel) }}
-    }}
-
-    /// A copy of this client that sends a header with every call.
-    #[must_use]
-    pub fn with_metadata(&self, key: impl ::core::convert::AsRef<str>, value: impl ::core::convert::Into<::std::string::String>) -> Self {{
-        Self {{ client: self.client.with_metadata(key, value), channel: ::core::clone::Clone::clone(&self.channel) }}
-    }}
-
 "#
     );
     for method in &spec.methods {
@@ -369,8 +276,8 @@ impl {name}BlockingClient {{
         let _ = write!(
             buf,
             r#"    pub fn {method}(&self, request: {input}) -> ::core::result::Result<{output}, ::courier::Status> {{
-        let client = ::core::clone::Clone::clone(&self.client);
-        self.channel.call(async move {{ client.{method}(request).await }})
+        let client = ::core::clone::Clone::clone(self.as_async());
+        self.block_on(async move {{ client.{method}(request).await }})
     }}
 
 "#,

@@ -324,20 +324,15 @@ fn expand_client(service: &Service) -> TokenStream {
         let docs = method.attrs.iter().filter(|attr| attr.path().is_ident("doc"));
         // Idempotent methods may be retried on another instance when their
         // connection is lost mid-call.
-        let unary = if method.idempotent { quote!(unary_idempotent) } else { quote!(unary) };
+        let idempotent = method.idempotent;
         let body = if method.one_way {
-            quote! { self.channel.one_way(#full, &args, &self.options).await }
+            quote! { self.stub.one_way(#full, &args).await }
         } else {
             match &method.output {
                 Output::AppResult(_, err) => quote! {
-                    match self.channel.#unary::<_, #ok>(#full, &args, &self.options).await {
-                        ::core::result::Result::Ok(output) => ::core::result::Result::Ok(output),
-                        ::core::result::Result::Err(status) => ::core::result::Result::Err(
-                            ::courier::__private::decode_app_error::<#err>(self.channel.codec_for(&self.options), status),
-                        ),
-                    }
+                    self.stub.unary_with_app_error::<_, #ok, #err>(#full, &args, #idempotent).await
                 },
-                _ => quote! { self.channel.#unary::<_, #ok>(#full, &args, &self.options).await },
+                _ => quote! { self.stub.unary::<_, #ok>(#full, &args, #idempotent).await },
             }
         };
         let spawn_doc = format!("Start [`{client}::{ident}`] now and collect the result later by awaiting the handle. Must be called inside a tokio runtime.");
@@ -356,83 +351,15 @@ fn expand_client(service: &Service) -> TokenStream {
         }
     });
     quote! {
-        #[doc = #doc]
-        #[derive(Clone, Debug)]
-        #vis struct #client {
-            channel: ::courier::Channel,
-            options: ::courier::CallOptions,
-        }
-
-        impl ::courier::client::FromChannel for #client {
-            fn from_channel(channel: ::courier::Channel) -> Self {
-                Self::new(channel)
-            }
+        ::courier::__client_surface! {
+            #[doc = #doc]
+            #vis struct #client;
+            options = ::courier::CallOptions::new();
         }
 
         impl #client {
             /// The service's name, version and methods.
             pub const DESCRIPTOR: &'static ::courier::ServiceDescriptor = #descriptor;
-
-            /// Connect to a server at `addr` (`host:port`).
-            pub async fn connect(addr: impl ::core::convert::Into<::std::string::String>) -> ::core::result::Result<Self, ::courier::ConnectError> {
-                ::core::result::Result::Ok(Self::new(::courier::Channel::connect(addr).await?))
-            }
-
-            /// A client over an existing channel.
-            pub fn new(channel: ::courier::Channel) -> Self {
-                Self { channel, options: ::courier::CallOptions::new() }
-            }
-
-            /// A client that finds the instances of `service` in `registry`
-            /// and balances calls over them; configure, then `.build().await`.
-            pub fn discover(
-                registry: &::courier::registry::Registry,
-                service: impl ::core::convert::Into<::std::string::String>,
-            ) -> ::courier::client::DiscoverBuilder<Self> {
-                ::courier::client::DiscoverBuilder::new(::core::clone::Clone::clone(registry), service.into())
-            }
-
-            /// The channel calls go through.
-            pub fn channel(&self) -> &::courier::Channel {
-                &self.channel
-            }
-
-            /// The options applied to every call.
-            pub fn options(&self) -> &::courier::CallOptions {
-                &self.options
-            }
-
-            /// A copy of this client with `options`.
-            #[must_use]
-            pub fn with_options(&self, options: ::courier::CallOptions) -> Self {
-                Self { channel: ::core::clone::Clone::clone(&self.channel), options }
-            }
-
-            /// A copy of this client whose calls time out after `timeout`
-            /// (the server is told and stops work at the deadline).
-            #[must_use]
-            pub fn with_timeout(&self, timeout: ::std::time::Duration) -> Self {
-                self.with_options(::core::clone::Clone::clone(&self.options).with_timeout(timeout))
-            }
-
-            /// A copy of this client that sends a header with every call.
-            #[must_use]
-            pub fn with_metadata(&self, key: impl ::core::convert::AsRef<str>, value: impl ::core::convert::Into<::std::string::String>) -> Self {
-                self.with_options(::core::clone::Clone::clone(&self.options).with_metadata(key, value))
-            }
-
-            /// A copy of this client that encodes calls with `codec`.
-            #[must_use]
-            pub fn with_codec(&self, codec: ::courier::Codec) -> Self {
-                self.with_options(::core::clone::Clone::clone(&self.options).with_codec(codec))
-            }
-
-            /// A copy of this client whose calls carry routing key `key`: with
-            /// `Balance::ConsistentHash`, equal keys go to the same instance.
-            #[must_use]
-            pub fn with_hash_key(&self, key: impl ::core::convert::AsRef<[u8]>) -> Self {
-                self.with_options(::core::clone::Clone::clone(&self.options).with_hash_key(key))
-            }
 
             #(#methods)*
         }
@@ -456,48 +383,18 @@ fn expand_blocking_client(service: &Service) -> TokenStream {
         quote! {
             #(#docs)*
             pub fn #ident(&self, #(#params),*) -> #ret {
-                let client = ::core::clone::Clone::clone(&self.client);
-                self.channel.call(async move { client.#ident(#(#names),*).await })
+                let client = ::core::clone::Clone::clone(self.as_async());
+                self.block_on(async move { client.#ident(#(#names),*).await })
             }
         }
     });
     quote! {
-        #[doc = #doc]
-        #[derive(Clone, Debug)]
-        #vis struct #blocking {
-            client: #client,
-            channel: ::courier::blocking::Channel,
+        ::courier::__blocking_client_surface! {
+            #[doc = #doc]
+            #vis struct #blocking over #client;
         }
 
         impl #blocking {
-            /// Connect to a server at `addr` (`host:port`), blocking until connected.
-            pub fn connect(addr: impl ::core::convert::Into<::std::string::String>) -> ::core::result::Result<Self, ::courier::ConnectError> {
-                ::core::result::Result::Ok(Self::new(::courier::blocking::Channel::connect(addr)?))
-            }
-
-            /// A client over an existing blocking channel.
-            pub fn new(channel: ::courier::blocking::Channel) -> Self {
-                Self { client: #client::new(::core::clone::Clone::clone(channel.as_async())), channel }
-            }
-
-            /// A copy of this client whose calls time out after `timeout`.
-            #[must_use]
-            pub fn with_timeout(&self, timeout: ::std::time::Duration) -> Self {
-                Self { client: self.client.with_timeout(timeout), channel: ::core::clone::Clone::clone(&self.channel) }
-            }
-
-            /// A copy of this client that sends a header with every call.
-            #[must_use]
-            pub fn with_metadata(&self, key: impl ::core::convert::AsRef<str>, value: impl ::core::convert::Into<::std::string::String>) -> Self {
-                Self { client: self.client.with_metadata(key, value), channel: ::core::clone::Clone::clone(&self.channel) }
-            }
-
-            /// A copy of this client that encodes calls with `codec`.
-            #[must_use]
-            pub fn with_codec(&self, codec: ::courier::Codec) -> Self {
-                Self { client: self.client.with_codec(codec), channel: ::core::clone::Clone::clone(&self.channel) }
-            }
-
             #(#methods)*
         }
     }

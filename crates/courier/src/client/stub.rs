@@ -294,6 +294,7 @@ macro_rules! __blocking_client_surface {
             }
 
             /// Run a call of the async client to its end, blocking.
+            #[allow(dead_code)]
             fn block_on<T: ::core::marker::Send + 'static>(
                 &self,
                 call: impl ::core::future::Future<Output = ::core::result::Result<T, $crate::Status>>
