@@ -20,11 +20,14 @@ const TEST_LIMIT: Duration = Duration::from_secs(60);
 /// protocol, and refuses `Calculator.Div`.
 #[derive(Clone, Default)]
 struct Recorder {
-    seen: Arc<Mutex<Vec<(String, Option<Protocol>)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
+/// A call the layer saw: its method and protocol.
+type Seen = (String, Option<Protocol>);
+
 impl Recorder {
-    fn seen(&self) -> Vec<(String, Option<Protocol>)> {
+    fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
