@@ -77,6 +77,19 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# Every feature combination builds, without warnings: all 16 of courier's
+# own, and each feature of the other crates (cargo-hack, pinned, installed
+# under target/ when missing).
+hack_version=0.6.46
+hack=target/tools/bin/cargo-hack
+if ! "$hack" hack --version 2>/dev/null | grep -q "$hack_version"; then
+  step "installing cargo-hack $hack_version into target/tools"
+  cargo install --quiet --locked --root target/tools cargo-hack --version "$hack_version"
+fi
+step "every feature combination builds (cargo hack clippy)"
+PATH="$PWD/target/tools/bin:$PATH" cargo hack clippy --locked -p courier --feature-powerset --no-dev-deps -- -D warnings
+PATH="$PWD/target/tools/bin:$PATH" cargo hack clippy --locked --workspace --exclude courier --each-feature --no-dev-deps -- -D warnings
+
 step "cargo test (unit, integration, fault, macro error and doc tests)"
 cargo test --workspace --locked
 

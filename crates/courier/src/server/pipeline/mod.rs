@@ -57,7 +57,8 @@ use crate::status::Status;
 pub(crate) enum Target<'a> {
     /// `Service.Method` (courier's protocol, JSON-RPC).
     Name(&'a str),
-    /// `/Service/Method` (gRPC, HTTP/JSON).
+    /// `/Service/Method` (gRPC).
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
     Path(&'a str),
 }
 
@@ -96,6 +97,7 @@ pub(crate) struct Outcome {
 
 impl Outcome {
     /// An outcome without response metadata (a refusal).
+    #[cfg_attr(not(any(feature = "grpc", feature = "http-json")), allow(dead_code))]
     pub(crate) fn error(status: Status) -> Outcome {
         Outcome { result: Err(status), metadata: Metadata::new() }
     }
