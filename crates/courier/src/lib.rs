@@ -166,6 +166,9 @@ pub mod __private {
         if !status.is_application_error() {
             return status;
         }
+        // The codec the answer came in, when the channel knows it: on a
+        // discovered channel it depends on the instance that answered.
+        let codec = status.details_codec().unwrap_or(codec);
         match codec.decode::<E>(status.details()) {
             Ok(error) => status.with_app_error(error),
             Err(_) => status,

@@ -1,0 +1,117 @@
+//! [`NativeEndpoint`]: calls to one address in courier's native protocol,
+//! over a small pool of multiplexed connections (`connection`) reopened
+//! with jittered backoff (`pool`).
+//!
+//! This is where the native wire ends: the response frame's head is
+//! decoded here, into the call's [`Outcome`], so nothing above sees a
+//! frame.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::call::{Call, CallKind, Outcome};
+use super::connection::{CallError, Connection};
+use super::endpoint::Endpoint;
+use super::error::ConnectError;
+use super::pool::{Connect, Pool};
+use super::settings::ChannelConfig;
+use crate::codec::Codec;
+use crate::metadata::Metadata;
+use crate::protocol::native::{Frame, FrameKind, ResponseHead};
+use crate::resilience::retry::{AttemptError, MAX_DRAIN_RETRIES};
+use crate::service::BoxFuture;
+use crate::status::{Code, Status};
+
+/// One address, a pool of native connections to it. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct NativeEndpoint {
+    pool: Arc<Pool<Connection>>,
+}
+
+impl Connect for Connection {
+    fn connect(addr: String, config: ChannelConfig) -> BoxFuture<'static, Result<Connection, ConnectError>> {
+        Box::pin(async move { Connection::connect(&addr, &config).await })
+    }
+
+    fn is_usable(&self) -> bool {
+        Connection::is_usable(self)
+    }
+}
+
+impl NativeEndpoint {
+    pub(crate) fn new(addr: String, config: ChannelConfig) -> NativeEndpoint {
+        NativeEndpoint { pool: Arc::new(Pool::new(addr, config)) }
+    }
+}
+
+impl Endpoint for NativeEndpoint {
+    fn addr(&self) -> &str {
+        &self.pool.addr
+    }
+
+    fn wire_codec(&self, requested: Codec) -> Codec {
+        requested
+    }
+
+    async fn connect_now(&self) -> Result<(), ConnectError> {
+        self.pool.connect_now().await
+    }
+
+    /// Send one call on a connection to this address. Calls the server
+    /// provably never processed move to a fresh connection (at most
+    /// `MAX_DRAIN_RETRIES` times).
+    async fn call(&self, call: &Call<'_>) -> Result<Outcome, AttemptError> {
+        let kind = match call.kind {
+            CallKind::Unary => FrameKind::Request,
+            CallKind::OneWay => FrameKind::OneWay,
+        };
+        let codec = call.codec;
+        let encode_body = |buf: &mut bytes::BytesMut| (call.body)(codec, buf);
+        for _ in 0..MAX_DRAIN_RETRIES {
+            let connection = self.pool.connection().await.map_err(AttemptError::NotSent)?;
+            match connection.call(kind, call.method, codec, call.deadline, &call.metadata, encode_body).await
+            {
+                Ok(Some(frame)) => return Ok(answer(&frame, codec, call.method)),
+                Ok(None) => return Ok(Outcome::sent(codec)),
+                Err(CallError::Failed(status)) => return Err(AttemptError::Failed(status)),
+                Err(CallError::Unprocessed) => continue,
+            }
+        }
+        Err(AttemptError::NotSent(Status::unavailable(format!(
+            "every connection to {} is shutting down",
+            self.pool.addr
+        ))))
+    }
+}
+
+/// A response frame as an outcome: the body of a success, or the status
+/// the server sent; with the headers it sent back either way.
+fn answer(frame: &Frame, codec: Codec, method: &str) -> Outcome {
+    let head = match ResponseHead::decode(&frame.meta) {
+        Ok(head) => head,
+        Err(err) => {
+            return Outcome::from(Status::internal(format!("malformed response to {method}: {err}")));
+        }
+    };
+    // Nothing is allocated for a response without headers, the usual case.
+    let metadata: Metadata = head.headers.collect();
+    let result = if head.code != 0 {
+        let code = Code::from_u32(head.code);
+        let details = Bytes::copy_from_slice(head.details);
+        let status = if head.application_error {
+            Status::application(code, head.message, details)
+        } else {
+            Status::new(code, head.message).with_details(details)
+        };
+        Err(status.with_details_codec(codec))
+    } else if frame.header.codec != codec.id() {
+        Err(Status::internal(format!(
+            "the response to {method} used codec {} but the call used {codec}",
+            frame.header.codec
+        )))
+    } else {
+        Ok(frame.body.clone())
+    };
+    Outcome::answer(result, metadata, codec)
+}
