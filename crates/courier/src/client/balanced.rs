@@ -314,6 +314,40 @@ mod tests {
     }
 
     #[test]
+    fn instances_offering_no_protocol_this_client_speaks_are_left_out() {
+        let b = balanced(None, Balance::RoundRobin);
+        let mut foreign = instance("json-only", "z");
+        foreign.protocols = vec!["jsonrpc".to_owned(), "http".to_owned()];
+        let mut unlabelled = instance("etcdctl", "z");
+        unlabelled.protocols = Vec::new();
+        b.replace(vec![instance("native", "z"), foreign, unlabelled]);
+        let ids: Vec<String> = b.instances().into_iter().map(|i| i.id).collect();
+        assert_eq!(ids, ["native", "etcdctl"]);
+    }
+
+    #[cfg(feature = "grpc")]
+    #[test]
+    fn a_change_of_protocol_opens_a_new_endpoint_and_keeps_the_health() {
+        use super::super::protocols::Wire;
+        let b = balanced(None, Balance::RoundRobin);
+        let mut both = instance("a", "z");
+        both.protocols = vec!["courier".to_owned(), "grpc".to_owned()];
+        b.replace(vec![both.clone()]);
+        let before = b.snapshot().members[0].clone();
+        assert_eq!(before.transport.wire(), Wire::Native, "native is preferred");
+        // A new weight only: the same endpoint.
+        b.replace(vec![both.clone().with_weight(2)]);
+        assert_eq!(b.snapshot().members[0].transport.wire(), Wire::Native);
+        // Restarted offering gRPC only: the same instance, now called over gRPC.
+        let mut grpc_only = both;
+        grpc_only.protocols = vec!["grpc".to_owned()];
+        b.replace(vec![grpc_only]);
+        let after = b.snapshot().members[0].clone();
+        assert_eq!(after.transport.wire(), Wire::Grpc);
+        assert!(Arc::ptr_eq(&before.load, &after.load), "health and calls in flight carry over");
+    }
+
+    #[test]
     fn the_order_is_own_zone_then_other_zones_then_ejected() {
         let b = balanced(Some("near"), Balance::RoundRobin);
         b.replace(vec![instance("n", "near"), instance("f1", "far"), instance("ejected", "near")]);
