@@ -115,3 +115,65 @@ fn answer(frame: &Frame, codec: Codec, method: &str) -> Outcome {
     };
     Outcome::answer(result, metadata, codec)
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::protocol::native::{DEFAULT_MAX_FRAME_SIZE, FrameDecoder, FrameEncoder};
+
+    /// A response frame as the server encodes it.
+    fn response(codec: Codec, write_meta: impl FnOnce(&mut BytesMut), body: &[u8]) -> Frame {
+        let mut buf = BytesMut::new();
+        let mut frame = FrameEncoder::begin(&mut buf, FrameKind::Response, codec.id(), 7);
+        write_meta(&mut buf);
+        frame.end_meta(&buf);
+        buf.extend_from_slice(body);
+        frame.finish(&mut buf, DEFAULT_MAX_FRAME_SIZE).expect("fits");
+        FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE).decode(&mut buf).expect("decodes").expect("whole")
+    }
+
+    #[test]
+    fn a_success_carries_its_body_and_response_headers() {
+        let frame = response(
+            Codec::Json,
+            |buf| ResponseHead::encode(buf, 0, false, "", b"", [("x-served-by", "a")].into_iter()),
+            b"42",
+        );
+        let outcome = answer(&frame, Codec::Json, "S.M");
+        assert_eq!(outcome.metadata().get("x-served-by"), Some("a"));
+        assert_eq!(outcome.into_reply().ok(), Some((Bytes::from_static(b"42"), Codec::Json)));
+    }
+
+    #[test]
+    fn an_error_keeps_its_details_and_notes_their_codec() {
+        let frame = response(
+            Codec::Binary,
+            |buf| ResponseHead::encode(buf, 2, true, "division by zero", b"\x00", std::iter::empty()),
+            b"",
+        );
+        let outcome = answer(&frame, Codec::Binary, "S.M");
+        let status = outcome.status().expect("an error");
+        assert_eq!((status.code(), status.message()), (Code::Unknown, "division by zero"));
+        assert!(status.is_application_error());
+        assert_eq!(status.details().as_ref(), b"\x00");
+        assert_eq!(status.details_codec(), Some(Codec::Binary));
+        assert!(outcome.metadata().is_empty());
+    }
+
+    #[test]
+    fn a_reply_in_another_codec_or_with_a_malformed_head_is_internal() {
+        let ok = |buf: &mut BytesMut| ResponseHead::encode_ok(buf);
+        let outcome = answer(&response(Codec::Json, ok, b"1"), Codec::Binary, "S.M");
+        let status = outcome.status().expect("an error");
+        assert_eq!(status.code(), Code::Internal);
+        assert!(status.message().contains("used codec"), "{status}");
+
+        let garbage = |buf: &mut BytesMut| buf.extend_from_slice(&[0, 0xff]);
+        let outcome = answer(&response(Codec::Binary, garbage, b""), Codec::Binary, "S.M");
+        let status = outcome.status().expect("an error");
+        assert_eq!(status.code(), Code::Internal);
+        assert!(status.message().starts_with("malformed response to S.M"), "{status}");
+    }
+}
