@@ -1,13 +1,16 @@
 """A Python grpcio server of interop.Interop, for courier's gRPC client to
-call. Prints its port, then serves until its standard input closes.
+call. Prints its port, then serves until its standard input closes. Given
+a NAME, Echo answers with the response header `x-served-by: NAME`, so a
+client balancing over several of these can tell who answered.
 
-usage: interop_server.py STUBS_DIR
+usage: interop_server.py STUBS_DIR [NAME]
 """
 import sys
 import time
 from concurrent import futures
 
 sys.path.insert(0, sys.argv[1])
+NAME = sys.argv[2] if len(sys.argv) > 2 else None
 
 import grpc  # noqa: E402
 import interop_pb2  # noqa: E402
@@ -18,6 +21,8 @@ CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 class Interop(interop_pb2_grpc.InteropServicer):
     def Echo(self, request, context):
+        if NAME is not None:
+            context.send_initial_metadata((("x-served-by", NAME),))
         sent = dict(context.invocation_metadata())
         echoed = {key: sent[key] for key in request.echo_metadata if key in sent}
         return interop_pb2.EchoReply(message=request.message, payload=request.payload, metadata=echoed)

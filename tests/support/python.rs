@@ -54,10 +54,21 @@ pub struct PythonServer {
 impl PythonServer {
     /// Start it and wait for its port.
     pub async fn start() -> PythonServer {
+        PythonServer::start_with(&[]).await
+    }
+
+    /// Start one whose `Echo` answers with the response header
+    /// `x-served-by: name`.
+    pub async fn start_named(name: &str) -> PythonServer {
+        PythonServer::start_with(&[name]).await
+    }
+
+    async fn start_with(extra: &[&str]) -> PythonServer {
         let stubs = python_stubs().await;
         let mut child = Command::new(python())
             .arg(tests_dir().join("python/interop_server.py"))
             .arg(stubs.path())
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)

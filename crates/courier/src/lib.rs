@@ -60,7 +60,9 @@
 //!   sniffed bytes replayed, HTTP/2 writes within the flow-control window.
 //! - [`server`]: accept, tell the protocol, route, limit, run, shut down;
 //!   native, gRPC, JSON-RPC and HTTP/JSON on one port.
-//! - [`client`]: channels (native or gRPC), connection pools, call options.
+//! - [`client`]: channels (native or gRPC, one address or a discovered
+//!   service), client layers, connection pools, call options.
+//! - [`resilience`]: retries, outlier ejection, reconnect backoff.
 //! - [`blocking`]: synchronous clients.
 //! - [`discovery`] (also [`registry`]): registries by URL, instances,
 //!   leases and watches.
@@ -166,6 +168,9 @@ pub mod __private {
         if !status.is_application_error() {
             return status;
         }
+        // The codec the answer came in, when the channel knows it: on a
+        // discovered channel it depends on the instance that answered.
+        let codec = status.details_codec().unwrap_or(codec);
         match codec.decode::<E>(status.details()) {
             Ok(error) => status.with_app_error(error),
             Err(_) => status,
@@ -266,6 +271,23 @@ macro_rules! include_protos {
 
 #[cfg(test)]
 mod tests {
+    use crate::codec::Codec;
+    use crate::status::{Code, Status};
+
+    /// A discovered channel may get a service's error from an instance it
+    /// called over gRPC, in JSON, while the client's options say binary:
+    /// the codec the status notes wins.
+    #[test]
+    fn a_service_error_decodes_in_the_codec_its_status_notes() {
+        let details = bytes::Bytes::from_static(br#""DivisionByZero""#);
+        let status = Status::application(Code::Unknown, "division by zero", details);
+        let untagged = super::__private::decode_app_error::<String>(Codec::Binary, status.clone());
+        assert_eq!(untagged.app_error::<String>(), None, "not binary");
+        let tagged = status.with_details_codec(Codec::Json);
+        let decoded = super::__private::decode_app_error::<String>(Codec::Binary, tagged);
+        assert_eq!(decoded.app_error::<String>().map(String::as_str), Some("DivisionByZero"));
+    }
+
     /// Without the feature, an `etcd://` URL says which crate's feature to
     /// turn on, and how, rather than only that something is missing.
     #[cfg(not(feature = "etcd"))]

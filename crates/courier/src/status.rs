@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::codec::Codec;
+
 /// The seventeen gRPC status codes, with gRPC's numbering.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
@@ -127,12 +129,23 @@ pub struct Status {
     details: Bytes,
     application: bool,
     typed: Option<Arc<dyn Any + Send + Sync>>,
+    /// The codec `details` are in, when a client decoded this status from
+    /// an answer: a discovered channel may reach one instance natively and
+    /// another over gRPC, whose binary-codec calls travel as JSON.
+    details_codec: Option<Codec>,
 }
 
 impl Status {
     /// A status with a code and a message.
     pub fn new(code: Code, message: impl Into<String>) -> Status {
-        Status { code, message: message.into(), details: Bytes::new(), application: false, typed: None }
+        Status {
+            code,
+            message: message.into(),
+            details: Bytes::new(),
+            application: false,
+            typed: None,
+            details_codec: None,
+        }
     }
 
     /// Attach opaque details (for example a serialized error payload).
@@ -146,6 +159,19 @@ impl Status {
     /// holds the error encoded with the call's codec.
     pub fn application(code: Code, message: impl Into<String>, details: Bytes) -> Status {
         Status { application: true, ..Status::new(code, message).with_details(details) }
+    }
+
+    /// Note the codec `details` are in (the client does, for answers).
+    #[must_use]
+    pub(crate) fn with_details_codec(mut self, codec: Codec) -> Status {
+        self.details_codec = Some(codec);
+        self
+    }
+
+    /// The codec `details` are in, if the client that received this status
+    /// noted it.
+    pub(crate) fn details_codec(&self) -> Option<Codec> {
+        self.details_codec
     }
 
     /// The code.

@@ -23,7 +23,23 @@ pub fn hash_key(key: &[u8]) -> u64 {
     hash::hash(key)
 }
 
-/// A balancing policy.
+/// A balancing policy, chosen per discovered channel.
+///
+/// ```no_run
+/// use courier::{Balance, CallOptions, Channel};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let registry = courier::registry::connect("courier://127.0.0.1:7600").await?;
+/// // Fewest calls outstanding (of two random instances) for a service
+/// // whose calls vary in cost:
+/// let search = Channel::discover(&registry, "Search").balance(Balance::P2c).build().await?;
+///
+/// // Calls with the same key to the same instance, for per-user caches:
+/// let carts = Channel::discover(&registry, "Cart").balance(Balance::ConsistentHash).build().await?;
+/// let for_user = CallOptions::new().with_hash_key("user-42");
+/// let total: u64 = carts.unary("Cart.Total", &(), &for_user).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Balance {

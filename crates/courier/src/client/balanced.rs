@@ -1,39 +1,37 @@
 //! [`Balanced`]: calls spread over the instances of a discovered service.
 //!
 //! The instance set is replaced as the registry reports changes (see
-//! [`super::discover`]); each instance keeps its own [`Direct`] channel,
-//! outstanding-call count and health. A call asks the balancer for an order
-//! and tries instances in it: an instance that cannot be reached (nothing
-//! was sent) counts a failure against its health and the call moves on; a
-//! connection lost after the request was sent moves on only for idempotent
-//! methods, since retrying anything else could run it twice.
+//! [`super::discover`]); each instance keeps its own endpoint (native or
+//! gRPC, chosen from the protocols it offers and the consumer's
+//! preference), outstanding-call count and health. A call asks the
+//! balancer for an order and tries instances in it, as
+//! `resilience::retry` judges each failure: an instance that cannot be
+//! reached (nothing was sent) counts a failure against its health and the
+//! call moves on; a connection lost after the request was sent moves on
+//! only for idempotent methods, since retrying anything else could run it
+//! twice.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use bytes::BytesMut;
 use tokio::sync::watch;
 
-use super::channel::Retry;
-use super::config::ChannelConfig;
-use super::direct::{AttemptError, Direct};
-use super::options::CallOptions;
+use super::call::{Call, Outcome};
+use super::endpoint::Endpoint;
+use super::protocols::{Preference, Settings, Transport};
 use crate::balance::{Balance, Candidate, Picker, Ring};
 use crate::discovery::{Instance, InstanceState};
-use crate::protocol::native::{Frame, FrameKind};
 use crate::resilience::Ejection;
 use crate::resilience::outlier::Health;
-use crate::status::{Code, Status};
+use crate::resilience::retry::{MAX_ATTEMPTS, Verdict, judge};
+use crate::status::Status;
 
-/// Instances tried per call at most.
-const MAX_ATTEMPTS: usize = 3;
-
-/// One instance: where it is, how to reach it, how it is doing.
-pub(crate) struct Endpoint {
+/// One instance of the set: where it is, how to reach it, how it is doing.
+pub(crate) struct Member {
     pub(crate) instance: Instance,
-    direct: Arc<Direct>,
-    /// Shared by the endpoints of one instance across updates of its
+    transport: Transport,
+    /// Shared by the members of one instance across updates of its
     /// details, so calls in flight and its health carry over.
     load: Arc<Load>,
 }
@@ -47,7 +45,7 @@ struct Load {
 
 /// The instances at one moment, and the hash ring over them.
 struct Set {
-    endpoints: Vec<Arc<Endpoint>>,
+    members: Vec<Arc<Member>>,
     ring: Option<Ring>,
 }
 
@@ -56,7 +54,8 @@ pub(crate) struct Balanced {
     policy: Balance,
     zone: Option<String>,
     ejection: Ejection,
-    config: ChannelConfig,
+    settings: Settings,
+    preference: Preference,
     picker: Picker,
     set: RwLock<Arc<Set>>,
     /// Why discovery last failed, for error messages while no instance is known.
@@ -81,16 +80,18 @@ impl Balanced {
         policy: Balance,
         zone: Option<String>,
         ejection: Ejection,
-        config: ChannelConfig,
+        settings: Settings,
+        preference: Preference,
     ) -> Balanced {
         Balanced {
             service,
             policy,
             zone,
             ejection,
-            config,
+            settings,
+            preference,
             picker: Picker::default(),
-            set: RwLock::new(Arc::new(Set { endpoints: Vec::new(), ring: None })),
+            set: RwLock::new(Arc::new(Set { members: Vec::new(), ring: None })),
             discovery_error: Mutex::new(None),
             closed: watch::Sender::new(()),
         }
@@ -111,58 +112,65 @@ impl Balanced {
 
     /// The instances calls may go to now.
     pub(crate) fn instances(&self) -> Vec<Instance> {
-        self.snapshot().endpoints.iter().map(|e| e.instance.clone()).collect()
+        self.snapshot().members.iter().map(|m| m.instance.clone()).collect()
     }
 
     pub(crate) fn set_discovery_error(&self, error: Option<String>) {
         *self.discovery_error.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = error;
     }
 
-    /// Replace the instance set. Endpoints of instances that stay (same id
-    /// and address) are kept, with their connections and health.
+    /// Replace the instance set with those of `instances` this client can
+    /// call. Members of instances that stay (same id and address) keep their
+    /// health and calls in flight, and their connections while the protocol
+    /// chosen for them stays the same.
     pub(crate) fn replace(&self, instances: Vec<Instance>) {
         let old = self.snapshot();
-        let endpoints: Vec<Arc<Endpoint>> = instances
+        let members: Vec<Arc<Member>> = instances
             .into_iter()
-            .map(|instance| {
-                match old
-                    .endpoints
-                    .iter()
-                    .find(|e| e.instance.id == instance.id && e.instance.addr == instance.addr)
-                {
+            .filter_map(|instance| {
+                let Some(wire) = self.preference.choose(&instance.protocols) else {
+                    tracing::debug!(%instance, protocols = ?instance.protocols, "skipping an instance that offers no protocol this client speaks");
+                    return None;
+                };
+                let existing =
+                    old.members.iter().find(|m| m.instance.id == instance.id && m.instance.addr == instance.addr);
+                Some(match existing {
                     Some(existing) if existing.instance == instance => existing.clone(),
-                    Some(existing) => Arc::new(Endpoint {
+                    Some(existing) => Arc::new(Member {
+                        transport: if existing.transport.wire() == wire {
+                            existing.transport.clone()
+                        } else {
+                            self.settings.open(wire, instance.addr.clone())
+                        },
                         instance,
-                        direct: existing.direct.clone(),
                         load: existing.load.clone(),
                     }),
-                    None => Arc::new(Endpoint {
-                        direct: Direct::new(instance.addr.clone(), self.config.clone()),
+                    None => Arc::new(Member {
+                        transport: self.settings.open(wire, instance.addr.clone()),
                         instance,
                         load: Arc::default(),
                     }),
-                }
+                })
             })
             .collect();
         let ring = (self.policy == Balance::ConsistentHash)
-            .then(|| Ring::new(endpoints.iter().map(|e| (e.instance.id.as_str(), e.instance.weight))));
-        *self.set.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
-            Arc::new(Set { endpoints, ring });
+            .then(|| Ring::new(members.iter().map(|m| (m.instance.id.as_str(), m.instance.weight))));
+        *self.set.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(Set { members, ring });
     }
 
-    /// The endpoints a call may use, in the order to try them (at most
+    /// The members a call may use, in the order to try them (at most
     /// `MAX_ATTEMPTS`). Three tiers, each ordered by the balancer: healthy
     /// instances in the consumer's zone, then other healthy instances, then
     /// ejected ones and those of weight 0 (better a try than a certain
     /// failure). A call that cannot reach one moves down the list.
-    fn order(&self, set: &Set, options: &CallOptions) -> Vec<Arc<Endpoint>> {
+    fn order(&self, set: &Set, hash_key: Option<u64>) -> Vec<Arc<Member>> {
         let now = Instant::now();
-        let tier = |endpoint: &Endpoint| -> Option<usize> {
-            let instance = &endpoint.instance;
+        let tier = |member: &Member| -> Option<usize> {
+            let instance = &member.instance;
             if instance.state != InstanceState::Serving {
                 return None;
             }
-            if instance.weight == 0 || endpoint.load.health.is_ejected(now) {
+            if instance.weight == 0 || member.load.health.is_ejected(now) {
                 return Some(2);
             }
             match &self.zone {
@@ -170,7 +178,7 @@ impl Balanced {
                 _ => Some(1),
             }
         };
-        let tiers: Vec<Option<usize>> = set.endpoints.iter().map(|e| tier(e)).collect();
+        let tiers: Vec<Option<usize>> = set.members.iter().map(|m| tier(m)).collect();
         let mut random = fastrand::Rng::new();
         let mut order = Vec::with_capacity(MAX_ATTEMPTS);
         for wanted in 0..3 {
@@ -178,24 +186,23 @@ impl Balanced {
             if need == 0 {
                 break;
             }
-            let members: Vec<usize> =
-                (0..set.endpoints.len()).filter(|&i| tiers[i] == Some(wanted)).collect();
+            let members: Vec<usize> = (0..set.members.len()).filter(|&i| tiers[i] == Some(wanted)).collect();
             if members.is_empty() {
                 continue;
             }
-            let picked: Vec<usize> = match (&set.ring, options.hash_key()) {
-                // The ring covers every endpoint; walk it for this tier only.
+            let picked: Vec<usize> = match (&set.ring, hash_key) {
+                // The ring covers every member; walk it for this tier only.
                 (Some(ring), Some(key)) => {
-                    ring.walk_where(key, set.endpoints.len(), need, |i| tiers[i] == Some(wanted))
+                    ring.walk_where(key, set.members.len(), need, |i| tiers[i] == Some(wanted))
                 }
                 _ => {
                     let candidates: Vec<Candidate> = members
                         .iter()
                         .map(|&i| {
-                            let e = &set.endpoints[i];
+                            let m = &set.members[i];
                             Candidate {
-                                weight: e.instance.weight.max(1),
-                                outstanding: e.load.outstanding.load(Ordering::Relaxed),
+                                weight: m.instance.weight.max(1),
+                                outstanding: m.load.outstanding.load(Ordering::Relaxed),
                             }
                         })
                         .collect();
@@ -207,22 +214,16 @@ impl Balanced {
                         .collect()
                 }
             };
-            order.extend(picked.into_iter().map(|i| set.endpoints[i].clone()));
+            order.extend(picked.into_iter().map(|i| set.members[i].clone()));
         }
         order
     }
 
-    pub(crate) async fn send(
-        &self,
-        kind: FrameKind,
-        method: &str,
-        options: &CallOptions,
-        deadline: Option<Instant>,
-        retry: Retry,
-        encode_body: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
-    ) -> Result<Option<Frame>, Status> {
+    /// Send `call` to the instances in the balancer's order until one
+    /// answers or the call may not move on.
+    pub(crate) async fn send(&self, call: &Call<'_>) -> Result<Outcome, Status> {
         let set = self.snapshot();
-        let order = self.order(&set, options);
+        let order = self.order(&set, call.hash_key);
         if order.is_empty() {
             let why = self.discovery_error.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
             return Err(Status::unavailable(match why {
@@ -231,32 +232,36 @@ impl Balanced {
             }));
         }
         let mut last_error = None;
-        for endpoint in order {
-            endpoint.load.outstanding.fetch_add(1, Ordering::Relaxed);
-            let _outstanding = Outstanding(&endpoint.load);
-            match endpoint.direct.attempt(kind, method, options, deadline, encode_body).await {
-                Ok(frame) => {
-                    endpoint.load.health.success();
-                    return Ok(frame);
+        for member in order {
+            member.load.outstanding.fetch_add(1, Ordering::Relaxed);
+            let _outstanding = Outstanding(&member.load);
+            let error = match member.transport.call(call).await {
+                Ok(outcome) => {
+                    // An answer, whatever its status: the instance works.
+                    member.load.health.success();
+                    return Ok(outcome);
                 }
-                Err(AttemptError::NotSent(status)) => {
-                    if endpoint.load.health.failure(Instant::now(), &self.ejection) {
-                        tracing::info!(instance = %endpoint.instance, %status, "ejecting an unreachable instance");
+                Err(error) => error,
+            };
+            match judge(&error, call.retry) {
+                Verdict::Unreachable => {
+                    let status = error.into_status();
+                    if member.load.health.failure(Instant::now(), &self.ejection) {
+                        tracing::info!(instance = %member.instance, %status, "ejecting an unreachable instance");
                     }
                     last_error = Some(status);
                 }
-                Err(AttemptError::Failed(status)) if status.code() == Code::Unavailable => {
-                    // The connection was lost after the request went out: it
-                    // may have run. Only an idempotent call moves on.
-                    endpoint.load.health.failure(Instant::now(), &self.ejection);
-                    if retry == Retry::IfNotSent {
+                Verdict::Lost { move_on } => {
+                    member.load.health.failure(Instant::now(), &self.ejection);
+                    let status = error.into_status();
+                    if !move_on {
                         return Err(status);
                     }
                     last_error = Some(status);
                 }
-                Err(AttemptError::Failed(status)) => {
-                    endpoint.load.health.success();
-                    return Err(status);
+                Verdict::Failed => {
+                    member.load.health.success();
+                    return Err(error.into_status());
                 }
             }
         }
@@ -275,7 +280,8 @@ mod tests {
             policy,
             zone.map(str::to_owned),
             Ejection::default(),
-            ChannelConfig::default(),
+            Settings::default(),
+            Preference::default(),
         )
     }
 
@@ -283,7 +289,7 @@ mod tests {
         Instance::new("S", format!("127.0.0.1:1{}", id.len())).with_id(id).with_zone(zone)
     }
 
-    fn ids(order: &[Arc<Endpoint>]) -> Vec<&str> {
+    fn ids(order: &[Arc<Member>]) -> Vec<&str> {
         order.iter().map(|e| e.instance.id.as_str()).collect()
     }
 
@@ -291,20 +297,54 @@ mod tests {
     fn an_update_keeps_the_calls_in_flight_and_the_health_of_an_instance() {
         let b = balanced(None, Balance::P2c);
         b.replace(vec![instance("a", "z")]);
-        let load = b.snapshot().endpoints[0].load.clone();
+        let load = b.snapshot().members[0].load.clone();
         load.outstanding.fetch_add(2, Ordering::Relaxed);
         for _ in 0..3 {
             load.health.failure(Instant::now(), &Ejection::default());
         }
         b.replace(vec![instance("a", "z").with_weight(7)]);
         let after = b.snapshot();
-        assert_eq!(after.endpoints[0].instance.weight, 7);
-        assert!(Arc::ptr_eq(&load, &after.endpoints[0].load), "the load is shared, not copied");
+        assert_eq!(after.members[0].instance.weight, 7);
+        assert!(Arc::ptr_eq(&load, &after.members[0].load), "the load is shared, not copied");
         // A call that started before the update finishes after it: the
         // count goes back down rather than staying inflated.
-        drop(Outstanding(&after.endpoints[0].load));
+        drop(Outstanding(&after.members[0].load));
         assert_eq!(load.outstanding.load(Ordering::Relaxed), 1);
-        assert!(after.endpoints[0].load.health.is_ejected(Instant::now()), "health carries over");
+        assert!(after.members[0].load.health.is_ejected(Instant::now()), "health carries over");
+    }
+
+    #[test]
+    fn instances_offering_no_protocol_this_client_speaks_are_left_out() {
+        let b = balanced(None, Balance::RoundRobin);
+        let mut foreign = instance("json-only", "z");
+        foreign.protocols = vec!["jsonrpc".to_owned(), "http".to_owned()];
+        let mut unlabelled = instance("etcdctl", "z");
+        unlabelled.protocols = Vec::new();
+        b.replace(vec![instance("native", "z"), foreign, unlabelled]);
+        let ids: Vec<String> = b.instances().into_iter().map(|i| i.id).collect();
+        assert_eq!(ids, ["native", "etcdctl"]);
+    }
+
+    #[cfg(feature = "grpc")]
+    #[test]
+    fn a_change_of_protocol_opens_a_new_endpoint_and_keeps_the_health() {
+        use super::super::protocols::Wire;
+        let b = balanced(None, Balance::RoundRobin);
+        let mut both = instance("a", "z");
+        both.protocols = vec!["courier".to_owned(), "grpc".to_owned()];
+        b.replace(vec![both.clone()]);
+        let before = b.snapshot().members[0].clone();
+        assert_eq!(before.transport.wire(), Wire::Native, "native is preferred");
+        // A new weight only: the same endpoint.
+        b.replace(vec![both.clone().with_weight(2)]);
+        assert_eq!(b.snapshot().members[0].transport.wire(), Wire::Native);
+        // Restarted offering gRPC only: the same instance, now called over gRPC.
+        let mut grpc_only = both;
+        grpc_only.protocols = vec!["grpc".to_owned()];
+        b.replace(vec![grpc_only]);
+        let after = b.snapshot().members[0].clone();
+        assert_eq!(after.transport.wire(), Wire::Grpc);
+        assert!(Arc::ptr_eq(&before.load, &after.load), "health and calls in flight carry over");
     }
 
     #[test]
@@ -312,13 +352,13 @@ mod tests {
         let b = balanced(Some("near"), Balance::RoundRobin);
         b.replace(vec![instance("n", "near"), instance("f1", "far"), instance("ejected", "near")]);
         let set = b.snapshot();
-        let ejected = set.endpoints.iter().find(|e| e.instance.id == "ejected").map(|e| e.load.clone());
+        let ejected = set.members.iter().find(|e| e.instance.id == "ejected").map(|e| e.load.clone());
         let ejected = ejected.expect("the instance is there");
         for _ in 0..3 {
             ejected.health.failure(Instant::now(), &Ejection::default());
         }
         for _ in 0..10 {
-            assert_eq!(ids(&b.order(&set, &CallOptions::new())), ["n", "f1", "ejected"]);
+            assert_eq!(ids(&b.order(&set, None)), ["n", "f1", "ejected"]);
         }
     }
 
@@ -331,7 +371,7 @@ mod tests {
         b.replace(instances);
         let set = b.snapshot();
         for _ in 0..10 {
-            let order = b.order(&set, &CallOptions::new());
+            let order = b.order(&set, None);
             assert_eq!(order.len(), MAX_ATTEMPTS);
             assert!(!ids(&order).contains(&"a"));
         }
@@ -342,13 +382,13 @@ mod tests {
         let b = balanced(Some("near"), Balance::ConsistentHash);
         b.replace(vec![instance("n1", "near"), instance("n22", "near"), instance("f333", "far")]);
         let set = b.snapshot();
-        let options = CallOptions::new().with_hash_key("user-42");
-        let first = ids(&b.order(&set, &options)).iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let key = Some(crate::balance::hash_key(b"user-42"));
+        let first = ids(&b.order(&set, key)).iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         assert_eq!(first.len(), 3);
         assert!(first[0].starts_with('n') && first[1].starts_with('n'), "own zone first: {first:?}");
         assert_eq!(first[2], "f333");
         for _ in 0..10 {
-            assert_eq!(ids(&b.order(&set, &options)), first, "the same key, the same order");
+            assert_eq!(ids(&b.order(&set, key)), first, "the same key, the same order");
         }
     }
 }

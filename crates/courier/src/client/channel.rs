@@ -1,44 +1,79 @@
-//! [`Channel`]: where calls go. Either one address (a pool of multiplexed
-//! connections, see [`Direct`]) or the instances of a discovered service,
-//! balanced (see [`Balanced`]).
+//! [`Channel`]: where calls go. Either one address (one endpoint: a
+//! pool of native or gRPC connections) or the instances of a discovered
+//! service, balanced; through the channel's layers either way.
+//!
+//! The typed calls are here: arguments encoded in the codec the endpoint
+//! carries the call in, and the reply decoded in the codec it came back
+//! in. Everything below sees a [`Call`] and answers an [`Outcome`].
 
-use std::sync::Arc;
+use std::borrow::Cow;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::ConnectError;
-use super::balanced::Balanced;
-use super::config::ChannelBuilder;
-use super::direct::Direct;
+use super::call::{Call, CallKind, EncodeBody};
+use super::endpoint::Endpoint;
+use super::layer::Layers;
 use super::options::CallOptions;
+use super::protocols::Transport;
+use super::route::Route;
 use crate::codec::Codec;
-use crate::protocol::native::{Frame, FrameKind, ResponseHead};
-use crate::status::{Code, Status};
+use crate::resilience::retry::Retry;
+use crate::status::Status;
 
 /// A handle for calling services. Cheap to clone; clones share connections.
 ///
-/// A channel to one address ([`Channel::connect`], [`Channel::lazy`]) opens
-/// connections lazily and re-opens them after failures, waiting a jittered,
-/// growing delay between failed attempts; while a reconnect is backing off,
-/// calls fail fast with `Unavailable` rather than queueing.
+/// A channel to one address ([`Channel::connect`], [`Channel::lazy`],
+/// [`Channel::builder`]) opens connections lazily and re-opens them after
+/// failures, waiting a jittered, growing delay between failed attempts;
+/// while a reconnect is backing off, calls fail fast with `Unavailable`
+/// rather than queueing. It speaks courier's native protocol, or gRPC
+/// ([`ChannelBuilder::grpc`](super::ChannelBuilder::grpc)).
 ///
 /// A channel to a discovered service ([`Channel::discover`]) spreads calls
-/// over the service's instances as the registry reports them, moving to the
-/// next instance when one cannot be reached.
+/// over the service's instances as the registry reports them, each called
+/// in a protocol it offers, moving to the next instance when one cannot be
+/// reached.
+///
+/// Generated clients wrap a channel; tools can call through it by name.
+///
+/// ```
+/// #[courier::service]
+/// trait Greeter {
+///     async fn hello(&self, name: String) -> String;
+/// }
+///
+/// struct Polite;
+/// impl Greeter for Polite {
+///     async fn hello(&self, name: String) -> String {
+///         format!("hello, {name}")
+///     }
+/// }
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = courier::Server::builder()
+///     .add_service(GreeterServer::new(Polite))
+///     .bind("127.0.0.1:0")
+///     .await?
+///     .start();
+/// let channel = courier::Channel::connect(server.local_addr().to_string()).await?;
+///
+/// let greeter = GreeterClient::new(channel.clone());
+/// assert_eq!(greeter.hello("ada".into()).await?, "hello, ada");
+///
+/// // By name: a single argument travels as itself.
+/// let options = courier::CallOptions::new();
+/// let reply: String = channel.unary("Greeter.Hello", "bob", &options).await?;
+/// assert_eq!(reply, "hello, bob");
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Channel {
-    kind: Kind,
-}
-
-#[derive(Clone)]
-enum Kind {
-    Direct(Arc<Direct>),
-    Balanced(Arc<Balanced>),
-    #[cfg(feature = "grpc")]
-    Grpc(Arc<super::grpc::GrpcChannel>),
+    route: Route,
+    layers: Layers,
 }
 
 impl std::fmt::Debug for Channel {
@@ -61,71 +96,40 @@ impl FromChannel for Channel {
 }
 
 impl Channel {
-    /// Configure a channel to `addr` (`host:port`).
-    pub fn builder(addr: impl Into<String>) -> ChannelBuilder {
-        ChannelBuilder::new(addr)
-    }
-
-    /// A channel with default settings that connects on its first call.
-    pub fn lazy(addr: impl Into<String>) -> Channel {
-        ChannelBuilder::new(addr).build_lazy()
-    }
-
-    /// A channel with default settings, connected now.
-    pub async fn connect(addr: impl Into<String>) -> Result<Channel, ConnectError> {
-        ChannelBuilder::new(addr).connect().await
-    }
-
-    /// Calls to the instances of `service` in `registry`, balanced; see
-    /// [`DiscoverBuilder`](super::DiscoverBuilder).
-    pub fn discover(
-        registry: &crate::registry::Registry,
-        service: impl Into<String>,
-    ) -> super::DiscoverBuilder<Channel> {
-        super::DiscoverBuilder::new(registry.clone(), service.into())
-    }
-
-    pub(crate) fn direct(direct: Arc<Direct>) -> Channel {
-        Channel { kind: Kind::Direct(direct) }
-    }
-
-    pub(crate) fn balanced(balanced: Arc<Balanced>) -> Channel {
-        Channel { kind: Kind::Balanced(balanced) }
-    }
-
-    #[cfg(feature = "grpc")]
-    pub(crate) fn grpc(grpc: Arc<super::grpc::GrpcChannel>) -> Channel {
-        Channel { kind: Kind::Grpc(grpc) }
+    pub(crate) fn new(route: Route, layers: Layers) -> Channel {
+        Channel { route, layers }
     }
 
     /// Where calls go: `host:port`, `grpc://host:port`, or
     /// `discover:Service`.
     pub fn target(&self) -> String {
-        match &self.kind {
-            Kind::Direct(direct) => direct.addr().to_owned(),
-            Kind::Balanced(balanced) => format!("discover:{}", balanced.service()),
+        match &self.route {
+            Route::One(Transport::Native(native)) => native.addr().to_owned(),
             #[cfg(feature = "grpc")]
-            Kind::Grpc(grpc) => format!("grpc://{}", grpc.addr()),
+            Route::One(Transport::Grpc(grpc)) => format!("grpc://{}", grpc.addr()),
+            Route::Balanced(balanced) => format!("discover:{}", balanced.service()),
         }
     }
 
-    /// The instances a discovered channel knows now (`None` for a channel
-    /// to one address).
+    /// The instances a discovered channel knows now and can call (`None`
+    /// for a channel to one address).
     pub fn instances(&self) -> Option<Vec<crate::discovery::Instance>> {
-        match &self.kind {
-            Kind::Balanced(balanced) => Some(balanced.instances()),
-            _ => None,
+        match &self.route {
+            Route::Balanced(balanced) => Some(balanced.instances()),
+            Route::One(_) => None,
         }
     }
 
     /// The codec calls made with `options` travel in. gRPC carries protobuf
-    /// or JSON, so the binary codec becomes JSON on a gRPC channel.
-    /// Generated clients decode a service's own errors with it.
+    /// or JSON, so the binary codec becomes JSON on a gRPC channel. On a
+    /// discovered channel it depends on the instance each call goes to
+    /// (this says the codec of native instances); the statuses it returns
+    /// note the codec their details are in, which
+    /// generated clients use to decode a service's own errors.
     pub fn codec_for(&self, options: &CallOptions) -> Codec {
-        match (&self.kind, options.codec()) {
-            #[cfg(feature = "grpc")]
-            (Kind::Grpc(_), Codec::Binary) => Codec::Json,
-            (_, codec) => codec,
+        match &self.route {
+            Route::One(transport) => transport.wire_codec(options.codec()),
+            Route::Balanced(_) => options.codec(),
         }
     }
 
@@ -172,11 +176,8 @@ impl Channel {
         Req: Serialize + Sync + ?Sized,
         Resp: DeserializeOwned,
     {
-        let codec = self.codec_for(options);
-        let body = self
-            .send(FrameKind::Request, method, options, retry, &|buf| encode(codec, request, buf, method))
-            .await?;
-        let body = reply(body, method)?;
+        let encode_body = |codec, buf: &mut BytesMut| encode(codec, request, buf, method);
+        let (body, codec) = self.invoke(method, CallKind::Unary, options, retry, &encode_body).await?;
         codec
             .decode(&body)
             .map_err(|err| Status::internal(format!("could not decode the response of {method}: {err}")))
@@ -195,8 +196,9 @@ impl Channel {
         encode_body: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
     ) -> Result<Bytes, Status> {
         let retry = if idempotent { Retry::IfLost } else { Retry::IfNotSent };
-        let body = self.send(FrameKind::Request, method, options, retry, encode_body).await?;
-        reply(body, method)
+        let encode_body = |_: Codec, buf: &mut BytesMut| encode_body(buf);
+        let (body, _) = self.invoke(method, CallKind::Unary, options, retry, &encode_body).await?;
+        Ok(body)
     }
 
     /// Call `method` with already-encoded arguments; returns the encoded
@@ -207,13 +209,12 @@ impl Channel {
         body: Bytes,
         options: &CallOptions,
     ) -> Result<Bytes, Status> {
-        let body = self
-            .send(FrameKind::Request, method, options, Retry::IfNotSent, &|buf| {
-                buf.extend_from_slice(&body);
-                Ok(())
-            })
-            .await?;
-        reply(body, method)
+        let encode_body = |_: Codec, buf: &mut BytesMut| {
+            buf.extend_from_slice(&body);
+            Ok(())
+        };
+        let (body, _) = self.invoke(method, CallKind::Unary, options, Retry::IfNotSent, &encode_body).await?;
+        Ok(body)
     }
 
     /// Send a one-way call: returns once the request is queued for sending;
@@ -222,102 +223,42 @@ impl Channel {
     where
         Req: Serialize + Sync + ?Sized,
     {
-        let codec = self.codec_for(options);
-        self.send(FrameKind::OneWay, method, options, Retry::IfNotSent, &|buf| {
-            encode(codec, request, buf, method)
-        })
-        .await
-        .map(|_| ())
+        let encode_body = |codec, buf: &mut BytesMut| encode(codec, request, buf, method);
+        self.invoke(method, CallKind::OneWay, options, Retry::IfNotSent, &encode_body).await.map(|_| ())
     }
 
-    async fn send(
+    /// Describe the call once, run it through the layers (if any) and the
+    /// route, and return the encoded result with the codec it is in.
+    async fn invoke(
         &self,
-        kind: FrameKind,
         method: &str,
+        kind: CallKind,
         options: &CallOptions,
         retry: Retry,
-        encode_body: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
-    ) -> Result<Option<Bytes>, Status> {
-        // One deadline for the whole call, moves between instances included.
-        // A timeout too long to represent is no timeout.
+        body: EncodeBody<'_>,
+    ) -> Result<(Bytes, Codec), Status> {
+        // One deadline for the whole call, layers and moves between
+        // instances included. A timeout too long to represent is no timeout.
         let deadline = options.timeout().and_then(|timeout| Instant::now().checked_add(timeout));
-        let codec = self.codec_for(options);
-        let attempt = async {
-            let frame = match &self.kind {
-                Kind::Direct(direct) => direct
-                    .attempt(kind, method, options, deadline, encode_body)
-                    .await
-                    .map_err(super::direct::AttemptError::into_status),
-                Kind::Balanced(balanced) => {
-                    balanced.send(kind, method, options, deadline, retry, encode_body).await
-                }
-                #[cfg(feature = "grpc")]
-                Kind::Grpc(grpc) => {
-                    return self.send_grpc(grpc, kind, method, codec, options, deadline, encode_body).await;
-                }
-            }?;
-            frame.map(|frame| reply_body(&frame, codec, method)).transpose()
+        let mut call = Call {
+            method,
+            kind,
+            codec: options.codec(),
+            metadata: Cow::Borrowed(options.metadata()),
+            deadline,
+            timeout: options.timeout(),
+            hash_key: options.hash_key(),
+            retry,
+            body,
         };
-        let Some(deadline) = deadline else {
-            return attempt.await;
+        // Without layers, straight to the route: nothing boxed, nothing copied.
+        let outcome = if self.layers.is_empty() {
+            self.route.send(&call).await
+        } else {
+            self.layers.run(&self.route, &mut call).await
         };
-        match tokio::time::timeout_at(deadline.into(), attempt).await {
-            Ok(result) => result,
-            Err(_) => Err(Status::deadline_exceeded(format!(
-                "{method} did not complete within its {:?} timeout",
-                options.timeout().unwrap_or_default()
-            ))),
-        }
+        outcome.into_reply()
     }
-}
-
-impl Channel {
-    /// A call over gRPC. gRPC has no one-way calls: a one-way call runs as
-    /// a unary call whose reply nobody waits for.
-    #[cfg(feature = "grpc")]
-    #[allow(clippy::too_many_arguments)]
-    async fn send_grpc(
-        &self,
-        grpc: &Arc<super::grpc::GrpcChannel>,
-        kind: FrameKind,
-        method: &str,
-        codec: Codec,
-        options: &CallOptions,
-        deadline: Option<Instant>,
-        encode_body: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
-    ) -> Result<Option<Bytes>, Status> {
-        if kind == FrameKind::OneWay {
-            let mut body = BytesMut::new();
-            encode_body(&mut body)?;
-            let body = body.freeze();
-            let (grpc, method, options) = (grpc.clone(), method.to_owned(), options.clone());
-            tokio::spawn(async move {
-                let sent = grpc
-                    .unary(&method, codec, &options, deadline, &|buf| {
-                        buf.extend_from_slice(&body);
-                        Ok(())
-                    })
-                    .await;
-                if let Err(err) = sent {
-                    tracing::debug!(status = %err.into_status(), "one-way gRPC call failed");
-                }
-            });
-            return Ok(None);
-        }
-        grpc.unary(method, codec, options, deadline, encode_body)
-            .await
-            .map(Some)
-            .map_err(super::direct::AttemptError::into_status)
-    }
-}
-
-/// When a call may move to another instance.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Retry {
-    /// Only if nothing was sent (the instance could not be reached).
-    IfNotSent,
-    /// Also if the connection was lost after sending (idempotent methods).
-    IfLost,
 }
 
 fn encode<Req: Serialize + ?Sized>(
@@ -329,30 +270,4 @@ fn encode<Req: Serialize + ?Sized>(
     codec
         .encode(request, buf)
         .map_err(|err| Status::invalid_argument(format!("could not encode the request to {method}: {err}")))
-}
-
-fn reply(body: Option<Bytes>, method: &str) -> Result<Bytes, Status> {
-    body.ok_or_else(|| Status::internal(format!("no response for {method}")))
-}
-
-/// The body of a successful reply, or the status the server sent.
-fn reply_body(frame: &Frame, codec: Codec, method: &str) -> Result<Bytes, Status> {
-    let head = ResponseHead::decode(&frame.meta)
-        .map_err(|err| Status::internal(format!("malformed response to {method}: {err}")))?;
-    if head.code != 0 {
-        let code = Code::from_u32(head.code);
-        let details = Bytes::copy_from_slice(head.details);
-        return Err(if head.application_error {
-            Status::application(code, head.message, details)
-        } else {
-            Status::new(code, head.message).with_details(details)
-        });
-    }
-    if frame.header.codec != codec.id() {
-        return Err(Status::internal(format!(
-            "the response to {method} used codec {} but the call used {codec}",
-            frame.header.codec
-        )));
-    }
-    Ok(frame.body.clone())
 }

@@ -20,8 +20,8 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, oneshot};
 
-use super::ConnectError;
-use super::config::ChannelConfig;
+use super::error::ConnectError;
+use super::settings::ChannelConfig;
 use crate::codec::Codec;
 use crate::metadata::Metadata;
 use crate::protocol::native::{

@@ -28,14 +28,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
-use super::backoff::Backoff;
 use super::balanced::Balanced;
+use super::builder::{ChannelBuilder, Parts};
 use super::channel::{Channel, FromChannel};
-use super::config::{ChannelBuilder, ChannelConfig};
+use super::layer::{Layer, Layers};
+use super::protocols::{Preference, Settings, Wire};
+use super::route::Route;
 use crate::balance::Balance;
 use crate::discovery::cache::{self, Applied, ServiceView};
 use crate::discovery::{Instance, Registry};
-use crate::resilience::Ejection;
+use crate::resilience::{Backoff, Ejection};
 
 /// How often the watcher looks for suspects kept too long.
 const SUSPECT_CHECK: Duration = Duration::from_secs(5);
@@ -61,8 +63,24 @@ enum CacheSetting {
     Off,
 }
 
+impl Channel {
+    /// Calls to the instances of `service` in `registry`, balanced; see
+    /// [`DiscoverBuilder`].
+    pub fn discover(registry: &Registry, service: impl Into<String>) -> DiscoverBuilder<Channel> {
+        DiscoverBuilder::new(registry.clone(), service.into())
+    }
+}
+
 /// Configures discovery of one service; `build` gives a [`Channel`] or a
 /// generated client.
+///
+/// Each instance is called in a protocol it offers: natively if it offers
+/// courier's protocol, over gRPC if it offers only gRPC (or if it offers
+/// both and the channels are configured `.grpc()`). Entries that name no
+/// protocol (what grpc-go and `etcdctl` write to etcd) are called natively,
+/// unless [`prefer_grpc_for_unlabelled`](DiscoverBuilder::prefer_grpc_for_unlabelled)
+/// (or `.grpc()` channels) says gRPC. Instances offering neither are left
+/// out.
 #[must_use = "a builder does nothing until built"]
 pub struct DiscoverBuilder<C> {
     registry: Registry,
@@ -73,7 +91,12 @@ pub struct DiscoverBuilder<C> {
     ejection: Ejection,
     cache: CacheSetting,
     initial_wait: Duration,
-    channel: ChannelConfig,
+    settings: Settings,
+    /// Call instances offering both protocols over gRPC (`.grpc()` channels).
+    prefer_grpc: bool,
+    /// Call instances that name no protocol over gRPC.
+    unlabelled_grpc: bool,
+    layers: Vec<Arc<dyn Layer>>,
     client: PhantomData<fn() -> C>,
 }
 
@@ -89,7 +112,10 @@ impl<C: FromChannel> DiscoverBuilder<C> {
             ejection: Ejection::default(),
             cache: CacheSetting::Default,
             initial_wait: Duration::from_secs(3),
-            channel: ChannelConfig::default(),
+            settings: ChannelBuilder::new(String::new()).into_parts().settings,
+            prefer_grpc: false,
+            unlabelled_grpc: false,
+            layers: Vec::new(),
             client: PhantomData,
         }
     }
@@ -139,12 +165,40 @@ impl<C: FromChannel> DiscoverBuilder<C> {
         self
     }
 
-    /// Settings of the connections to each instance.
+    /// Settings of the connections to each instance: everything a
+    /// [`ChannelBuilder`] sets except the address. `.grpc()` calls
+    /// instances over gRPC wherever they offer it; layers added here run
+    /// as if added with [`layer`](DiscoverBuilder::layer) at this point.
     pub fn configure_channels(
         mut self,
         configure: impl FnOnce(ChannelBuilder) -> ChannelBuilder,
     ) -> DiscoverBuilder<C> {
-        self.channel = configure(ChannelBuilder::new(String::new())).config;
+        let Parts { settings, wire, layers, .. } = configure(ChannelBuilder::new(String::new())).into_parts();
+        self.settings = settings;
+        self.prefer_grpc = match wire {
+            #[cfg(feature = "grpc")]
+            Wire::Grpc => true,
+            Wire::Native => false,
+        };
+        self.layers.extend(layers);
+        self
+    }
+
+    /// Call instances that name no protocol (entries grpc-go or `etcdctl`
+    /// wrote, such as `{"Addr":"10.0.0.7:50051"}`) over gRPC rather than
+    /// courier's native protocol. Instances that name their protocols are
+    /// called in one of them either way.
+    #[cfg(feature = "grpc")]
+    pub fn prefer_grpc_for_unlabelled(mut self, grpc: bool) -> DiscoverBuilder<C> {
+        self.unlabelled_grpc = grpc;
+        self
+    }
+
+    /// Run every call through `layer`, after the layers added before it.
+    /// A layer sees each call once, before the balancer picks an instance
+    /// and however many it tries; see [`Layer`] ("Order").
+    pub fn layer(mut self, layer: impl Layer) -> DiscoverBuilder<C> {
+        self.layers.push(Arc::new(layer));
         self
     }
 
@@ -157,12 +211,21 @@ impl<C: FromChannel> DiscoverBuilder<C> {
             })?),
             None => None,
         };
+        let preference = Preference {
+            #[cfg(feature = "grpc")]
+            grpc: self.prefer_grpc,
+            #[cfg(feature = "grpc")]
+            unlabelled_grpc: self.unlabelled_grpc || self.prefer_grpc,
+        };
+        #[cfg(not(feature = "grpc"))]
+        let _ = (self.prefer_grpc, self.unlabelled_grpc);
         let balanced = Arc::new(Balanced::new(
             self.service.clone(),
             self.balance,
             self.zone.clone(),
             self.ejection,
-            self.channel.clone(),
+            self.settings,
+            preference,
         ));
         let cache_file = match &self.cache {
             CacheSetting::Default => cache::default_cache_dir(self.registry.url())
@@ -180,7 +243,7 @@ impl<C: FromChannel> DiscoverBuilder<C> {
         };
         tokio::spawn(watcher.run(ready, balanced.closed()));
         let _ = tokio::time::timeout(self.initial_wait, first_answer).await;
-        Ok(C::from_channel(Channel::balanced(balanced)))
+        Ok(C::from_channel(Channel::new(Route::Balanced(balanced), Layers::new(self.layers))))
     }
 }
 
@@ -194,14 +257,12 @@ struct Watcher {
 }
 
 impl Watcher {
+    /// Whether `instance` meets the version requirement. (Whether this
+    /// client speaks a protocol it offers, the balanced channel decides.)
     fn usable(&self, instance: &Instance) -> bool {
         // Entries written by other tools (a grpc-go etcd registration, say)
-        // name no protocols and no version: take them as courier-reachable,
-        // and as matching only when no version is required.
-        let speaks_courier =
-            instance.protocols.is_empty() || instance.protocols.iter().any(|p| p == "courier");
-        let version_ok = self.requirement.as_ref().is_none_or(|requirement| instance.matches(requirement));
-        speaks_courier && version_ok
+        // name no version: they match only when no version is required.
+        self.requirement.as_ref().is_none_or(|requirement| instance.matches(requirement))
     }
 
     /// Push the view to the channel; false if the channel is gone.

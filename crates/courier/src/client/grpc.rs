@@ -1,4 +1,4 @@
-//! [`GrpcChannel`]: calls to one address over gRPC (HTTP/2 via h2), for
+//! [`GrpcEndpoint`]: calls to one address over gRPC (HTTP/2 via h2), for
 //! servers that are not courier, or paths only HTTP/2 gets through.
 //!
 //! The same [`Pool`] as the native client keeps the connections (opened
@@ -7,7 +7,9 @@
 //! only while calls are in flight: grpc-go servers punish frequent or idle
 //! pings). A call the
 //! server refused unprocessed (GOAWAY, REFUSED_STREAM) moves to a fresh
-//! connection. A call is one stream: request
+//! connection. The response's head and trailers are read here, into the
+//! call's [`Outcome`]: above, a gRPC answer looks like a native one. A
+//! call is one stream: request
 //! headers (`content-type` from the codec, `grpc-timeout` from the
 //! deadline, metadata), one length-prefixed message, then the response's
 //! message and `grpc-status` trailers, or a trailers-only error. Dropping
@@ -24,13 +26,15 @@ use http::uri::{Authority, Parts, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use tokio::net::TcpStream;
 
-use super::ConnectError;
-use super::config::ChannelConfig;
-use super::direct::{AttemptError, MAX_DRAIN_RETRIES};
-use super::options::CallOptions;
+use super::call::{Call, CallKind, Outcome};
+use super::endpoint::Endpoint;
+use super::error::ConnectError;
 use super::pool::{Connect, Pool};
+use super::settings::ChannelConfig;
 use crate::codec::Codec;
+use crate::metadata::Metadata;
 use crate::protocol::grpc::{self as wire, Encoding, MessageDecoder};
+use crate::resilience::retry::{AttemptError, MAX_DRAIN_RETRIES};
 use crate::service::BoxFuture;
 use crate::status::{Code, Status};
 use crate::transport::tcp;
@@ -121,58 +125,54 @@ async fn keepalive(ping_pong: Option<h2::PingPong>, interval: Option<Duration>, 
     }
 }
 
-/// One address spoken to in gRPC.
-pub(crate) struct GrpcChannel {
+/// One address spoken to in gRPC. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct GrpcEndpoint {
     pool: Arc<Pool<GrpcConnection>>,
 }
 
-impl GrpcChannel {
-    pub(crate) fn new(addr: String, config: ChannelConfig) -> Arc<GrpcChannel> {
-        Arc::new(GrpcChannel { pool: Arc::new(Pool::new(addr, config)) })
+impl GrpcEndpoint {
+    pub(crate) fn new(addr: String, config: ChannelConfig) -> GrpcEndpoint {
+        GrpcEndpoint { pool: Arc::new(Pool::new(addr, config)) }
     }
 
-    pub(crate) fn addr(&self) -> &str {
-        &self.pool.addr
-    }
-
-    pub(crate) async fn connect_now(&self) -> Result<(), ConnectError> {
-        self.pool.connect_now().await
-    }
-
-    /// One unary call: `method` is `package.Service.Method`.
-    pub(crate) async fn unary(
-        &self,
-        method: &str,
-        codec: Codec,
-        options: &CallOptions,
-        deadline: Option<Instant>,
-        encode_body: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
-    ) -> Result<Bytes, AttemptError> {
+    /// Frame the request as one gRPC message.
+    fn message(&self, call: &Call<'_>, codec: Codec) -> Result<Bytes, AttemptError> {
         let max_message = self.pool.config.max_frame_size;
         let mut body = BytesMut::new();
-        encode_body(&mut body).map_err(AttemptError::NotSent)?;
-        let mut message = BytesMut::with_capacity(body.len() + wire::PREFIX_LEN);
+        // A request that cannot be encoded or sent is the call's own fault:
+        // any other instance would refuse it the same way.
+        (call.body)(codec, &mut body).map_err(AttemptError::Failed)?;
         if body.len() > max_message {
-            return Err(AttemptError::NotSent(Status::resource_exhausted(format!(
+            return Err(AttemptError::Failed(Status::resource_exhausted(format!(
                 "the request of {} bytes exceeds the limit of {max_message} bytes",
                 body.len()
             ))));
         }
+        let mut message = BytesMut::with_capacity(body.len() + wire::PREFIX_LEN);
         wire::encode_message(&mut message, false, &body)
-            .map_err(|err| AttemptError::NotSent(Status::resource_exhausted(err.to_string())))?;
-        let path = grpc_path(method).ok_or_else(|| {
-            AttemptError::NotSent(Status::invalid_argument(format!("`{method}` is not `Service.Method`")))
-        })?;
+            .map_err(|err| AttemptError::Failed(Status::resource_exhausted(err.to_string())))?;
+        Ok(message.freeze())
+    }
 
-        let message = message.freeze();
+    /// One unary exchange: `path` is `/package.Service/Method`.
+    async fn exchange(
+        &self,
+        path: PathAndQuery,
+        codec: Codec,
+        metadata: &Metadata,
+        deadline: Option<Instant>,
+        message: Bytes,
+    ) -> Result<Outcome, AttemptError> {
+        let max_message = self.pool.config.max_frame_size;
         // A connection the server is closing refuses new streams unprocessed
         // (GOAWAY, REFUSED_STREAM); such a call moves to a fresh connection.
         let mut refused = None;
         for _ in 0..MAX_DRAIN_RETRIES {
             let connection = self.pool.connection().await.map_err(AttemptError::NotSent)?;
-            let request = build_request(&connection.authority, path.clone(), codec, options, deadline)
-                .map_err(AttemptError::NotSent)?;
-            match attempt(&connection, request, message.clone(), max_message).await {
+            let request = build_request(&connection.authority, path.clone(), codec, metadata, deadline)
+                .map_err(AttemptError::Failed)?;
+            match attempt(&connection, request, message.clone(), max_message, codec).await {
                 Err(Attempt::Refused { status, retire }) => {
                     if retire {
                         connection.closed.store(true, Ordering::Release);
@@ -180,12 +180,60 @@ impl GrpcChannel {
                     refused = Some(status);
                 }
                 Err(Attempt::Failed(err)) => return Err(err),
-                Ok(reply) => return Ok(reply),
+                Ok(outcome) => return Ok(outcome),
             }
         }
         Err(AttemptError::NotSent(refused.unwrap_or_else(|| {
             Status::unavailable(format!("every connection to {} is shutting down", self.pool.addr))
         })))
+    }
+}
+
+impl Endpoint for GrpcEndpoint {
+    fn addr(&self) -> &str {
+        &self.pool.addr
+    }
+
+    /// gRPC carries protobuf or JSON: the binary codec becomes JSON.
+    fn wire_codec(&self, requested: Codec) -> Codec {
+        match requested {
+            Codec::Binary => Codec::Json,
+            codec => codec,
+        }
+    }
+
+    async fn connect_now(&self) -> Result<(), ConnectError> {
+        self.pool.connect_now().await
+    }
+
+    /// One call: `method` is `package.Service.Method`. gRPC has no one-way
+    /// calls: a one-way call runs as a unary call whose reply nobody waits
+    /// for, in a task of its own.
+    async fn call(&self, call: &Call<'_>) -> Result<Outcome, AttemptError> {
+        let codec = self.wire_codec(call.codec);
+        let method = call.method;
+        let path = grpc_path(method).ok_or_else(|| {
+            AttemptError::Failed(Status::invalid_argument(format!("`{method}` is not `Service.Method`")))
+        })?;
+        let message = self.message(call, codec)?;
+        match call.kind {
+            CallKind::Unary => self.exchange(path, codec, &call.metadata, call.deadline, message).await,
+            CallKind::OneWay => {
+                let (endpoint, metadata, deadline) =
+                    (self.clone(), call.metadata.clone().into_owned(), call.deadline);
+                tokio::spawn(async move {
+                    let sent = endpoint.exchange(path, codec, &metadata, deadline, message).await;
+                    let failure = match sent {
+                        Ok(outcome) => outcome.into_result().err(),
+                        Err(err) => Some(err.into_status()),
+                    };
+                    if let Some(status) = failure {
+                        tracing::debug!(%status, "one-way gRPC call failed");
+                    }
+                });
+                Ok(Outcome::sent(codec))
+            }
+        }
     }
 }
 
@@ -225,13 +273,14 @@ async fn attempt(
     request: Request<()>,
     message: Bytes,
     max_message: usize,
-) -> Result<Bytes, Attempt> {
+    codec: Codec,
+) -> Result<Outcome, Attempt> {
     let _active = InFlight::enter(&connection.active);
     let mut send = connection.send.clone().ready().await.map_err(|err| not_sent(&err))?;
     let (response, mut stream) = send.send_request(request, false).map_err(|err| not_sent(&err))?;
     stream.send_data(message, true).map_err(|err| sent_error(&err))?;
     let response = response.await.map_err(|err| sent_error(&err))?;
-    read_reply(response, max_message).await.map_err(|status| Attempt::Failed(AttemptError::Failed(status)))
+    read_reply(response, max_message, codec).await.map_err(Attempt::Failed)
 }
 
 /// `package.Service.Method` to `/package.Service/Method`.
@@ -247,7 +296,7 @@ fn build_request(
     authority: &Authority,
     path: PathAndQuery,
     codec: Codec,
-    options: &CallOptions,
+    metadata: &Metadata,
     deadline: Option<Instant>,
 ) -> Result<Request<()>, Status> {
     let mut uri = Parts::default();
@@ -273,7 +322,7 @@ fn build_request(
             request.headers_mut().insert(wire::names::TIMEOUT, value);
         }
     }
-    wire::put_metadata(request.headers_mut(), options.metadata());
+    wire::put_metadata(request.headers_mut(), metadata);
     Ok(request)
 }
 
@@ -283,7 +332,7 @@ fn not_sent(err: &h2::Error) -> Attempt {
     // as an error with no reason that is not I/O: the call's own fault,
     // which another connection would refuse the same way.
     if !err.is_io() && !err.is_go_away() && !err.is_reset() && err.reason().is_none() {
-        return Attempt::Failed(AttemptError::NotSent(Status::invalid_argument(format!(
+        return Attempt::Failed(AttemptError::Failed(Status::invalid_argument(format!(
             "the request cannot be sent over HTTP/2: {err}"
         ))));
     }
@@ -318,57 +367,90 @@ fn sent_error(err: &h2::Error) -> Attempt {
     Attempt::Failed(AttemptError::Failed(Status::unavailable(format!("the gRPC call failed: {err}"))))
 }
 
-/// The response's one message, or the status it carries.
-async fn read_reply(response: http::Response<RecvStream>, max_message: usize) -> Result<Bytes, Status> {
+/// The response: its one message, or the status it carries, and the
+/// metadata the server sent (in its headers and its trailers). An error
+/// status is an answer; a stream that breaks before the trailers is not.
+async fn read_reply(
+    response: http::Response<RecvStream>,
+    max_message: usize,
+    codec: Codec,
+) -> Result<Outcome, AttemptError> {
     let (parts, mut body) = response.into_parts();
+    let mut metadata = wire::metadata_of(&parts.headers);
+    let answer = |result: Result<Bytes, Status>, metadata| {
+        Ok(Outcome::answer(result.map_err(|s| s.with_details_codec(codec)), metadata, codec))
+    };
     if parts.status != http::StatusCode::OK {
         // Not a gRPC answer (a proxy, or no such path on a plain HTTP/2
         // server), unless it still carries a gRPC status.
         if parts.headers.get(wire::names::STATUS).is_none() {
-            return Err(Status::new(
+            let status = Status::new(
                 wire::code_of_http_status(parts.status.as_u16()),
                 format!("the server answered HTTP {}", parts.status),
-            ));
+            );
+            return answer(Err(status), metadata);
         }
     }
     if let Some(status) = status_of(&parts.headers) {
         // Trailers-only.
-        return match status {
-            Ok(()) => Err(Status::internal("the server answered OK with no message")),
-            Err(status) => Err(status),
-        };
+        return answer(
+            match status {
+                Ok(()) => Err(Status::internal("the server answered OK with no message")),
+                Err(status) => Err(status),
+            },
+            metadata,
+        );
     }
-    let encoding =
-        match parts.headers.get(wire::names::ENCODING).map(|v| v.to_str().ok().and_then(Encoding::parse)) {
-            None => Encoding::Identity,
-            Some(Some(encoding)) => encoding,
-            Some(None) => return Err(Status::internal("the response uses an unsupported grpc-encoding")),
-        };
+    let encoding = match parts
+        .headers
+        .get(wire::names::ENCODING)
+        .map(|v| v.to_str().ok().and_then(Encoding::parse))
+    {
+        None => Encoding::Identity,
+        Some(Some(encoding)) => encoding,
+        Some(None) => {
+            return answer(Err(Status::internal("the response uses an unsupported grpc-encoding")), metadata);
+        }
+    };
+    let broken = |err: h2::Error| {
+        AttemptError::Failed(Status::unavailable(format!("the response stream failed: {err}")))
+    };
     let mut decoder = MessageDecoder::new(max_message);
     let mut message = None;
     while let Some(chunk) = body.data().await {
-        let chunk = chunk.map_err(|err| Status::unavailable(format!("the response stream failed: {err}")))?;
+        let chunk = chunk.map_err(broken)?;
         let _ = body.flow_control().release_capacity(chunk.len());
         decoder.push(&chunk);
-        while let Some(next) = decoder.next_message().map_err(|err| reply_error(&err))? {
-            if message.replace(next).is_some() {
-                return Err(Status::internal("a unary response carried several messages"));
+        loop {
+            match decoder.next_message() {
+                Ok(Some(next)) => {
+                    if message.replace(next).is_some() {
+                        let status = Status::internal("a unary response carried several messages");
+                        return answer(Err(status), metadata);
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => return answer(Err(reply_error(&err)), metadata),
             }
         }
     }
-    decoder.finish().map_err(|err| reply_error(&err))?;
-    let trailers = body
-        .trailers()
-        .await
-        .map_err(|err| Status::unavailable(format!("the response stream failed: {err}")))?
-        .unwrap_or_default();
-    match status_of(&trailers) {
-        Some(Ok(())) => {}
-        Some(Err(status)) => return Err(status),
-        None => return Err(Status::internal("the response ended without a grpc-status")),
+    if let Err(err) = decoder.finish() {
+        return answer(Err(reply_error(&err)), metadata);
     }
-    let message = message.ok_or_else(|| Status::internal("the server answered OK with no message"))?;
-    wire::decompress(message, encoding, max_message).map_err(|err| reply_error(&err))
+    let trailers = body.trailers().await.map_err(broken)?.unwrap_or_default();
+    for (key, value) in wire::metadata_of(&trailers).iter() {
+        metadata.append(key, value);
+    }
+    let result = match status_of(&trailers) {
+        Some(Ok(())) => {
+            message.ok_or_else(|| Status::internal("the server answered OK with no message")).and_then(
+                |message| wire::decompress(message, encoding, max_message).map_err(|err| reply_error(&err)),
+            )
+        }
+        Some(Err(status)) => Err(status),
+        None => Err(Status::internal("the response ended without a grpc-status")),
+    };
+    answer(result, metadata)
 }
 
 fn reply_error(err: &wire::GrpcError) -> Status {
@@ -430,12 +512,12 @@ mod tests {
 
     #[test]
     fn requests_carry_the_deadline_and_metadata() {
-        let options = CallOptions::new().with_metadata("x-token", "abc");
+        let metadata = Metadata::from_iter([("x-token", "abc")]);
         let request = build_request(
             &Authority::from_static("127.0.0.1:1"),
             PathAndQuery::from_static("/Calculator/Add"),
             Codec::Json,
-            &options,
+            &metadata,
             Some(Instant::now() + Duration::from_secs(2)),
         )
         .expect("request");

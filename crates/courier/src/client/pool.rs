@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use tokio::sync::Notify;
 
-use super::ConnectError;
-use super::config::ChannelConfig;
+use super::error::ConnectError;
+use super::settings::ChannelConfig;
 use crate::service::BoxFuture;
 use crate::status::Status;
 

@@ -22,6 +22,33 @@ pub enum InstanceState {
 }
 
 /// One running copy of a service.
+///
+/// courier servers register theirs (`ServerBuilder::register_with`);
+/// anything else that serves can be registered by hand, and consumers call
+/// each instance in a protocol it offers:
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use courier::registry::Instance;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut instance = Instance::new("interop.Interop", "10.0.0.7:50051")
+///     .with_version("1.2.0")
+///     .with_zone("eu-west-1a")
+///     .with_weight(2);
+/// // A grpcio server: consumers call it over gRPC.
+/// instance.protocols = vec!["grpc".to_owned()];
+/// instance.validate()?;
+///
+/// let registry = courier::registry::connect("mem://").await?;
+/// let lease = registry.register(instance.clone(), Duration::from_secs(10)).await?;
+/// assert_eq!(registry.list("interop.Interop").await?.instances, vec![instance]);
+/// registry.deregister(&lease).await?;
+/// assert!(registry.list("interop.Interop").await?.instances.is_empty());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
     /// The service name (`Calculator`).
@@ -34,7 +61,8 @@ pub struct Instance {
     pub addr: String,
     /// Protocols offered on that address: `courier` (native), `grpc`,
     /// `jsonrpc`, `http`. An empty list (entries written by other tools)
-    /// is taken to mean `courier`.
+    /// is taken to mean `courier`, unless the consumer prefers gRPC for
+    /// those (`DiscoverBuilder::prefer_grpc_for_unlabelled`).
     #[serde(default)]
     pub protocols: Vec<String>,
     /// Relative share of calls for weighted balancing (default 1).

@@ -1,9 +1,18 @@
-//! Surviving failing instances.
+//! Surviving failures: of connections, of instances, of the registry.
 //!
+//! - `retry`: when a call may be sent again and where: on a fresh
+//!   connection when the server provably never processed it, on the next
+//!   instance when nothing was sent (or, for idempotent methods, when the
+//!   connection was lost after sending).
 //! - `outlier`: passive health checking. An instance whose calls fail to
 //!   reach it several times in a row is ejected for a while, then tried
 //!   again.
+//! - [`Backoff`]: the jittered, growing delay between reconnect attempts
+//!   (and the registry clients' retries).
 
+mod backoff;
 pub(crate) mod outlier;
+pub(crate) mod retry;
 
+pub use backoff::Backoff;
 pub use outlier::Ejection;

@@ -1,51 +1,68 @@
-//! Channel settings and their builder.
+//! [`ChannelBuilder`]: configures a channel to one address, and the
+//! constructors of [`Channel`] that use it.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::ConnectError;
-use super::backoff::Backoff;
 use super::channel::Channel;
-use super::direct::Direct;
-use crate::protocol::native::DEFAULT_MAX_FRAME_SIZE;
+use super::endpoint::Endpoint;
+use super::error::ConnectError;
+use super::layer::{Layer, Layers};
+use super::protocols::{Settings, Wire};
+use super::route::Route;
+use super::settings::{ChannelConfig, GRPC_KEEPALIVE};
+use crate::resilience::Backoff;
 
-#[derive(Clone, Debug)]
-pub(crate) struct ChannelConfig {
-    pub(crate) pool_size: usize,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) keepalive_interval: Option<Duration>,
-    pub(crate) max_frame_size: usize,
-    pub(crate) backoff: Backoff,
-    pub(crate) write_high_water: usize,
-    pub(crate) spin_wait: Option<Duration>,
-}
-
-impl Default for ChannelConfig {
-    fn default() -> ChannelConfig {
-        ChannelConfig {
-            pool_size: 1,
-            connect_timeout: Duration::from_secs(10),
-            keepalive_interval: Some(Duration::from_secs(30)),
-            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
-            backoff: Backoff::default(),
-            write_high_water: 4 * 1024 * 1024,
-            spin_wait: Some(Duration::from_micros(50)),
-        }
-    }
-}
-
-/// The gRPC mode's keepalive interval: grpc-go's servers accept one ping
-/// per 5 minutes by default.
-const GRPC_KEEPALIVE: Duration = Duration::from_secs(300);
-
-/// Configures a [`Channel`] to one address.
-#[derive(Clone, Debug)]
+/// Configures a [`Channel`] to one address; also the connection settings
+/// of a discovered channel's instances
+/// ([`DiscoverBuilder::configure_channels`](super::DiscoverBuilder::configure_channels)).
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let channel = courier::Channel::builder("127.0.0.1:9000")
+///     .connect_timeout(Duration::from_secs(2))
+///     .keepalive_interval(Some(Duration::from_secs(10)))
+///     .pool_size(2)
+///     .build_lazy(); // connects on the first call; `.connect().await` connects now
+/// assert_eq!(channel.target(), "127.0.0.1:9000");
+/// ```
+#[derive(Clone)]
 #[must_use = "a builder does nothing until built"]
 pub struct ChannelBuilder {
-    pub(crate) addr: String,
-    pub(crate) config: ChannelConfig,
+    addr: String,
+    config: ChannelConfig,
     grpc: bool,
     /// Whether `keepalive_interval` was chosen (gRPC mode defaults to none).
     keepalive_chosen: bool,
+    layers: Vec<Arc<dyn Layer>>,
+}
+
+/// What a builder builds from: the address, the connection settings per
+/// protocol, the protocol asked for, and the layers.
+pub(crate) struct Parts {
+    pub(crate) addr: String,
+    pub(crate) settings: Settings,
+    pub(crate) wire: Wire,
+    pub(crate) layers: Vec<Arc<dyn Layer>>,
+}
+
+impl Channel {
+    /// Configure a channel to `addr` (`host:port`).
+    pub fn builder(addr: impl Into<String>) -> ChannelBuilder {
+        ChannelBuilder::new(addr)
+    }
+
+    /// A channel with default settings that connects on its first call.
+    pub fn lazy(addr: impl Into<String>) -> Channel {
+        ChannelBuilder::new(addr).build_lazy()
+    }
+
+    /// A channel with default settings, connected now.
+    pub async fn connect(addr: impl Into<String>) -> Result<Channel, ConnectError> {
+        ChannelBuilder::new(addr).connect().await
+    }
 }
 
 impl ChannelBuilder {
@@ -55,6 +72,7 @@ impl ChannelBuilder {
             config: ChannelConfig::default(),
             grpc: false,
             keepalive_chosen: false,
+            layers: Vec::new(),
         }
     }
 
@@ -117,46 +135,77 @@ impl ChannelBuilder {
     /// codec is native only), `.proto` services as protobuf. The pool size,
     /// timeouts, keepalive, backoff and message size limit apply; spinning
     /// does not.
+    ///
+    /// For a discovered channel (in `configure_channels`): call every
+    /// instance that offers gRPC over gRPC, and those that name no protocol
+    /// too.
     #[cfg(feature = "grpc")]
     pub fn grpc(mut self) -> ChannelBuilder {
         self.grpc = true;
         self
     }
 
+    /// Run every call through `layer`, after the layers added before it;
+    /// see [`Layer`] for what a layer can do and where layers sit among
+    /// the channel's own steps ("Order").
+    pub fn layer(mut self, layer: impl Layer) -> ChannelBuilder {
+        self.layers.push(Arc::new(layer));
+        self
+    }
+
     /// The settings as built: gRPC mode has its own keepalive default.
-    fn into_config(self) -> (String, ChannelConfig, bool) {
-        let mut config = self.config;
-        if self.grpc && !self.keepalive_chosen {
-            config.keepalive_interval = Some(GRPC_KEEPALIVE);
+    pub(crate) fn into_parts(self) -> Parts {
+        #[cfg(feature = "grpc")]
+        let grpc = {
+            let mut grpc = self.config.clone();
+            if !self.keepalive_chosen {
+                grpc.keepalive_interval = Some(GRPC_KEEPALIVE);
+            }
+            grpc
+        };
+        #[cfg(not(feature = "grpc"))]
+        let _ = (self.keepalive_chosen, GRPC_KEEPALIVE);
+        let wire = match self.grpc {
+            #[cfg(feature = "grpc")]
+            true => Wire::Grpc,
+            _ => Wire::Native,
+        };
+        Parts {
+            addr: self.addr,
+            settings: Settings {
+                native: self.config,
+                #[cfg(feature = "grpc")]
+                grpc,
+            },
+            wire,
+            layers: self.layers,
         }
-        (self.addr, config, self.grpc)
     }
 
     /// A channel that connects on its first call.
     pub fn build_lazy(self) -> Channel {
-        let (addr, config, grpc) = self.into_config();
-        #[cfg(feature = "grpc")]
-        if grpc {
-            return Channel::grpc(super::grpc::GrpcChannel::new(addr, config));
-        }
-        let _ = grpc;
-        Channel::direct(Direct::new(addr, config))
+        let Parts { addr, settings, wire, layers } = self.into_parts();
+        Channel::new(Route::One(settings.open(wire, addr)), Layers::new(layers))
     }
 
     /// A channel with its first connection established, so a wrong address
     /// or a server that is down shows up here rather than at the first call.
     pub async fn connect(self) -> Result<Channel, ConnectError> {
-        let (addr, config, grpc) = self.into_config();
-        #[cfg(feature = "grpc")]
-        if grpc {
-            let grpc = super::grpc::GrpcChannel::new(addr, config);
-            grpc.connect_now().await?;
-            return Ok(Channel::grpc(grpc));
-        }
-        let _ = grpc;
-        let direct = Direct::new(addr, config);
-        direct.connect_now().await?;
-        Ok(Channel::direct(direct))
+        let Parts { addr, settings, wire, layers } = self.into_parts();
+        let transport = settings.open(wire, addr);
+        transport.connect_now().await?;
+        Ok(Channel::new(Route::One(transport), Layers::new(layers)))
+    }
+}
+
+impl fmt::Debug for ChannelBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelBuilder")
+            .field("addr", &self.addr)
+            .field("config", &self.config)
+            .field("grpc", &self.grpc)
+            .field("layers", &self.layers.len())
+            .finish()
     }
 }
 
@@ -166,17 +215,20 @@ mod tests {
 
     #[test]
     fn keepalive_defaults_differ_by_protocol_and_a_choice_is_kept() {
-        let native = ChannelBuilder::new("127.0.0.1:1").into_config().1;
+        let native = ChannelBuilder::new("127.0.0.1:1").into_parts().settings.native;
         assert_eq!(native.keepalive_interval, Some(Duration::from_secs(30)));
         #[cfg(feature = "grpc")]
         {
-            let grpc = ChannelBuilder::new("127.0.0.1:1").grpc().into_config().1;
+            let parts = ChannelBuilder::new("127.0.0.1:1").grpc().into_parts();
+            assert_eq!(parts.wire, Wire::Grpc);
+            let grpc = parts.settings.grpc;
             assert_eq!(grpc.keepalive_interval, Some(GRPC_KEEPALIVE), "grpc-go punishes frequent pings");
             let chosen = ChannelBuilder::new("127.0.0.1:1")
                 .keepalive_interval(Some(Duration::from_secs(600)))
                 .grpc()
-                .into_config()
-                .1;
+                .into_parts()
+                .settings
+                .grpc;
             assert_eq!(chosen.keepalive_interval, Some(Duration::from_secs(600)));
         }
     }

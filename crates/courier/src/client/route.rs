@@ -1,0 +1,44 @@
+//! [`Route`]: where a channel's calls go once its layers are done with
+//! them, one endpoint or a balanced set, under the call's deadline.
+
+use std::sync::Arc;
+
+use super::balanced::Balanced;
+use super::call::{Call, Outcome};
+use super::endpoint::Endpoint;
+use super::protocols::Transport;
+use crate::resilience::retry::AttemptError;
+use crate::status::Status;
+
+/// One address in one protocol, or the instances of a discovered service.
+#[derive(Clone)]
+pub(crate) enum Route {
+    One(Transport),
+    Balanced(Arc<Balanced>),
+}
+
+impl Route {
+    /// Send `call` and wait for its outcome, within its deadline: one
+    /// deadline covers the whole call, moves between instances and
+    /// connecting included.
+    pub(crate) async fn send(&self, call: &Call<'_>) -> Outcome {
+        let attempt = async {
+            let outcome = match self {
+                Route::One(transport) => transport.call(call).await.map_err(AttemptError::into_status),
+                Route::Balanced(balanced) => balanced.send(call).await,
+            };
+            outcome.unwrap_or_else(Outcome::from)
+        };
+        let Some(deadline) = call.deadline else {
+            return attempt.await;
+        };
+        match tokio::time::timeout_at(deadline.into(), attempt).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::from(Status::deadline_exceeded(format!(
+                "{} did not complete within its {:?} timeout",
+                call.method,
+                call.timeout.unwrap_or_default()
+            ))),
+        }
+    }
+}
