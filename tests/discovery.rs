@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use courier::Balance;
-use courier::discovery::{LocalRegistry, RegistryBackend};
+use courier::discovery::RegistryBackend;
+use courier::registry::mem::LocalRegistry;
 use courier::registry::{
     Instance, Lease, Registration, Registry, RegistryError, Revision, Snapshot, WatchStream,
 };

@@ -232,13 +232,13 @@ pub async fn contract_a_watch_resumed_from_before_compaction_gets_a_complete_res
 }
 
 /// Fill `service`'s event log past its byte bound
-/// (`courier::discovery::store::EVENT_LOG_BYTES`) with large instances,
+/// (`courier::registry::mem::store::EVENT_LOG_BYTES`) with large instances,
 /// so the store backends (`mem://`, the courier registry) drop its oldest
 /// events: their way of compacting. The instances stay registered (for
 /// five minutes).
 pub async fn overflow_event_log(registry: &Registry, service: &str) {
     const BLOB: usize = 60_000;
-    let count = courier::discovery::store::EVENT_LOG_BYTES / BLOB + 8;
+    let count = courier::registry::mem::store::EVENT_LOG_BYTES / BLOB + 8;
     for i in 0..count {
         let big = Instance::new(service, format!("10.77.0.{i}:9000"))
             .with_id(format!("filler-{i:03}"))

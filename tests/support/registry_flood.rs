@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use courier::discovery::protocol::{MAX_WATCH_WAIT_MS, RegistryApiClient};
+use courier::registry::courier::api::{MAX_WATCH_WAIT_MS, RegistryApiClient};
 
 /// How long a refused watch waits before it is tried again: long enough
 /// that the refusals cost the registry little, short enough that the flood

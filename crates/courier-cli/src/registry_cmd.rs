@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use courier::discovery::local::unix_ms;
+use courier::discovery::unix_ms;
 
 /// `courier registry ...`
 #[derive(clap::Subcommand, Debug)]

@@ -1,8 +1,8 @@
 //! courier's bundled registry server, as a library.
 //!
-//! It serves [`courier::discovery::protocol::RegistryApi`] (so consumers and
+//! It serves [`courier::registry::courier::api::RegistryApi`] (so consumers and
 //! providers reach it at `courier://host:port`) on top of
-//! [`courier::discovery::LocalRegistry`], and keeps every registration and
+//! [`courier::registry::mem::LocalRegistry`], and keeps every registration and
 //! lease on disk in a [redb](https://docs.rs/redb) database. A change is
 //! acknowledged only once it is durable, and on restart, even after
 //! `kill -9`, every lease gets a fresh TTL (as etcd's lessor does on a leader
@@ -57,8 +57,8 @@ mod service;
 use std::path::Path;
 use std::sync::Arc;
 
-use courier::discovery::LocalRegistry;
-use courier::discovery::protocol::{KEEP_ALIVE_METHOD, RegistryApiServer, WATCH_METHOD};
+use courier::registry::courier::api::{KEEP_ALIVE_METHOD, RegistryApiServer, WATCH_METHOD};
+use courier::registry::mem::LocalRegistry;
 use courier::{MethodLimit, ServerBuilder};
 
 pub use persist::PersistError;

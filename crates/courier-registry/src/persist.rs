@@ -30,7 +30,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use courier::discovery::store::{Change, Registration, Store};
+use courier::registry::Registration;
+use courier::registry::mem::store::{Change, Store};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot, watch};
 

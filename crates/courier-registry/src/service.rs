@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use courier::discovery::protocol::{
+use courier::discovery::{Instance, Revision};
+use courier::registry::courier::api::{
     LeaseGrant, ListPage, MAX_WATCH_WAIT_MS, PAGE_BYTES, PageToken, RegistrationsPage, RegistrationsToken,
     RegistryApi, WatchPage, status_of,
 };
-use courier::discovery::store::{RemovalCause, StoreError};
-use courier::discovery::{Instance, Revision};
+use courier::registry::mem::store::{RemovalCause, StoreError};
 use courier::{Context, Status};
 
 use crate::RegistryServer;

@@ -64,8 +64,10 @@
 //!   service), client layers, connection pools, call options.
 //! - [`resilience`]: retries, outlier ejection, reconnect backoff.
 //! - [`blocking`]: synchronous clients.
-//! - [`discovery`] (also [`registry`]): registries by URL, instances,
-//!   leases and watches.
+//! - [`discovery`]: the model of registration and discovery: instances,
+//!   leases, watches, a consumer's cache, the [`registry::Registry`] handle.
+//! - [`registry`]: registries by URL and their backends (`mem`, `courier`,
+//!   `etcd`).
 //! - [`status`], [`context`], [`metadata`]: what crosses the wire with a call.
 //!
 //! ## Feature flags
@@ -97,6 +99,7 @@ pub mod context;
 pub mod discovery;
 pub mod metadata;
 pub mod protocol;
+pub mod registry;
 pub mod resilience;
 pub mod server;
 pub mod service;
@@ -112,15 +115,6 @@ pub use metadata::Metadata;
 pub use server::{MethodLimit, Protocol, ServeError, Server, ServerBuilder, ServerHandle, ServerStats};
 pub use service::{MethodDescriptor, Schema, Service, ServiceDescriptor};
 pub use status::{Code, Status};
-
-/// Registries by URL: `courier::registry::connect("mem://")`. The same items
-/// as [`discovery`], under the name users reach for.
-pub mod registry {
-    pub use crate::discovery::{
-        Instance, InstanceState, Lease, Registration, Registry, RegistryError, Revision, Snapshot,
-        WatchEvent, WatchStream, connect,
-    };
-}
 
 /// Used by generated code; not a stable API.
 #[doc(hidden)]

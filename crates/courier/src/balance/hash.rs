@@ -38,6 +38,7 @@ impl Ring {
     }
 
     /// The candidates in ring order from `key`, each once.
+    #[cfg(test)]
     pub(crate) fn walk(&self, key: u64, candidates: usize) -> Vec<usize> {
         self.walk_where(key, candidates, candidates, |_| true)
     }

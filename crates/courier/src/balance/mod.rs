@@ -68,14 +68,13 @@ pub(crate) struct Picker {
 }
 
 impl Picker {
-    /// The order to try `candidates` in, for `policy`. `ring` is the
-    /// consistent-hash ring of the same candidates; `key` the call's key.
+    /// The order to try `candidates` in, for `policy`. A call with a hash
+    /// key under [`Balance::ConsistentHash`] walks the ring instead (see
+    /// `hash`); here, without a key, it may go anywhere.
     pub(crate) fn order(
         &self,
         policy: Balance,
         candidates: &[Candidate],
-        ring: Option<&Ring>,
-        key: Option<u64>,
         random: &mut fastrand::Rng,
     ) -> Vec<usize> {
         let n = candidates.len();
@@ -97,10 +96,7 @@ impl Picker {
                     if load(ca) <= load(cb) { a } else { b }
                 }
             }
-            Balance::ConsistentHash => match (ring, key) {
-                (Some(ring), Some(key)) => return ring.walk(key, n),
-                _ => random.usize(..n),
-            },
+            Balance::ConsistentHash => random.usize(..n),
         };
         // Then the others, in turn from the first.
         (0..n).map(|i| (first + i) % n).collect()
@@ -137,7 +133,7 @@ mod tests {
         let mut random = fastrand::Rng::with_seed(7);
         let mut counts = vec![0; list.len()];
         for _ in 0..calls {
-            counts[picker.order(policy, list, None, None, &mut random)[0]] += 1;
+            counts[picker.order(policy, list, &mut random)[0]] += 1;
         }
         counts
     }
@@ -148,11 +144,11 @@ mod tests {
         let mut random = fastrand::Rng::with_seed(1);
         let list = candidates(&[1, 2, 3, 4]);
         for policy in [Balance::RoundRobin, Balance::WeightedRandom, Balance::P2c, Balance::ConsistentHash] {
-            let mut order = picker.order(policy, &list, None, None, &mut random);
+            let mut order = picker.order(policy, &list, &mut random);
             order.sort_unstable();
             assert_eq!(order, vec![0, 1, 2, 3], "{policy:?}");
         }
-        assert!(picker.order(Balance::P2c, &[], None, None, &mut random).is_empty());
+        assert!(picker.order(Balance::P2c, &[], &mut random).is_empty());
     }
 
     #[test]
@@ -185,7 +181,7 @@ mod tests {
         let mut random = fastrand::Rng::with_seed(3);
         let one = candidates(&[0]);
         for policy in [Balance::RoundRobin, Balance::WeightedRandom, Balance::P2c, Balance::ConsistentHash] {
-            assert_eq!(picker.order(policy, &one, None, Some(1), &mut random), vec![0], "{policy:?}");
+            assert_eq!(picker.order(policy, &one, &mut random), vec![0], "{policy:?}");
         }
     }
 
@@ -202,27 +198,19 @@ mod tests {
         let picker = Picker::default();
         let mut random = fastrand::Rng::with_seed(5);
         let list = candidates(&[1, 1, 1, 1]);
-        assert_eq!(picker.order(Balance::RoundRobin, &list, None, None, &mut random), vec![0, 1, 2, 3]);
-        assert_eq!(picker.order(Balance::RoundRobin, &list, None, None, &mut random), vec![1, 2, 3, 0]);
+        assert_eq!(picker.order(Balance::RoundRobin, &list, &mut random), vec![0, 1, 2, 3]);
+        assert_eq!(picker.order(Balance::RoundRobin, &list, &mut random), vec![1, 2, 3, 0]);
     }
 
     #[test]
-    fn consistent_hash_follows_the_ring_for_a_key() {
+    fn consistent_hash_without_a_key_still_tries_every_candidate() {
         let picker = Picker::default();
         let mut random = fastrand::Rng::with_seed(9);
         let list = candidates(&[1, 1, 1]);
-        let ring = Ring::new([("a", 1), ("b", 1), ("c", 1)]);
-        for key in ["alpha", "beta", "gamma", "delta"] {
-            let key = hash_key(key.as_bytes());
-            let order = picker.order(Balance::ConsistentHash, &list, Some(&ring), Some(key), &mut random);
-            assert_eq!(order, ring.walk(key, 3));
-            // The same key, the same order, call after call.
-            for _ in 0..5 {
-                assert_eq!(
-                    picker.order(Balance::ConsistentHash, &list, Some(&ring), Some(key), &mut random),
-                    order
-                );
-            }
+        for _ in 0..20 {
+            let mut order = picker.order(Balance::ConsistentHash, &list, &mut random);
+            order.sort_unstable();
+            assert_eq!(order, vec![0, 1, 2]);
         }
     }
 

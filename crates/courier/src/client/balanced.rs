@@ -207,7 +207,7 @@ impl Balanced {
                         })
                         .collect();
                     self.picker
-                        .order(self.policy, &candidates, None, None, &mut random)
+                        .order(self.policy, &candidates, &mut random)
                         .into_iter()
                         .take(need)
                         .map(|position| members[position])

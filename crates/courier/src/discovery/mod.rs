@@ -1,4 +1,5 @@
-//! Service registration and discovery.
+//! Service registration and discovery: the model every registry backend
+//! and every consumer share.
 //!
 //! Providers [`Registry::register`] an [`Instance`] under a lease with a TTL
 //! and keep the lease alive; a lease that is not renewed expires and its
@@ -7,32 +8,18 @@
 //! ([`WatchEvent::Reset`]), then changes, each with the registry's revision,
 //! and can resume from the last revision it saw.
 //!
-//! Backends are chosen by URL with [`connect`]:
-//!
-//! - `mem://` — in-process, for tests and single-binary apps (each call to
-//!   `connect` makes a new, empty registry; share it by cloning the handle);
-//! - `courier://host:port` — the bundled registry server
-//!   (`courier registry serve`);
-//! - `etcd://host:2379,host:2379` — an etcd v3 cluster (cargo feature
-//!   `etcd`), in the key layout grpc-go's etcd resolver reads (see `etcd`).
+//! The backends (`mem://`, `courier://`, `etcd://`) and
+//! [`connect`](crate::registry::connect) are in [`crate::registry`].
 //!
 //! - [`instance`]: [`Instance`] and its state.
 //! - [`cache`]: a consumer's view of a service, and its cache file.
-//! - [`protocol`]: the bundled registry's API, a courier service.
-//! - `remote`: the `courier://` backend (a client of that API).
-//! - [`store`]: the registry state machine (leases, revisions, event log)
-//!   shared by `mem://` and the registry server.
-//! - [`local`]: [`LocalRegistry`], a registry in this process: the `mem://`
-//!   backend and the engine of the registry server.
+//! - here: [`Registry`], the handle every backend is used through, the
+//!   [`RegistryBackend`] trait they implement, and what they answer
+//!   ([`WatchEvent`], [`Lease`], [`Snapshot`], [`Registration`],
+//!   [`RegistryError`]).
 
 pub mod cache;
-#[cfg(feature = "etcd")]
-mod etcd;
 pub mod instance;
-pub mod local;
-pub mod protocol;
-mod remote;
-pub mod store;
 
 use std::fmt;
 use std::sync::Arc;
@@ -42,10 +29,26 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 pub use instance::{Instance, InstanceState};
-pub use local::LocalRegistry;
-pub use store::Registration;
 
 use crate::service::BoxFuture;
+
+/// One registered instance with its lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// The instance.
+    pub instance: Instance,
+    /// The lease keeping it registered.
+    pub lease: u64,
+    /// When it was registered, in milliseconds since the Unix epoch.
+    pub registered_unix_ms: u64,
+}
+
+/// Milliseconds since the Unix epoch, now (registration times).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// A registry revision: every change increments it.
 pub type Revision = u64;
@@ -160,18 +163,6 @@ pub enum RegistryError {
     },
 }
 
-impl From<store::StoreError> for RegistryError {
-    fn from(err: store::StoreError) -> RegistryError {
-        match err {
-            store::StoreError::LeaseNotFound(id) | store::StoreError::LeaseHoldsNothing(id) => {
-                RegistryError::LeaseNotFound(id)
-            }
-            store::StoreError::AlreadyExists { service, id } => RegistryError::AlreadyExists { service, id },
-            other => RegistryError::Rejected(other.to_string()),
-        }
-    }
-}
-
 /// A stream of [`WatchEvent`]s. It ends (or yields an error) when the watch
 /// is lost; watch again with the last revision seen to resume.
 #[derive(Debug)]
@@ -267,32 +258,5 @@ impl Registry {
     /// Every registration (of one service, if given), for listings.
     pub async fn registrations(&self, service: Option<&str>) -> Result<Vec<Registration>, RegistryError> {
         self.backend.registrations(service).await
-    }
-}
-
-/// Connect to the registry at `url` (see the module docs for the schemes).
-pub async fn connect(url: &str) -> Result<Registry, RegistryError> {
-    let invalid = |reason: &str| RegistryError::InvalidUrl { url: url.to_owned(), reason: reason.to_owned() };
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| invalid("expected scheme://..."))?;
-    match scheme {
-        "mem" => Ok(Registry::from_backend(url, LocalRegistry::new())),
-        "courier" => {
-            let addr = rest.trim_end_matches('/');
-            if addr
-                .rsplit_once(':')
-                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
-            {
-                return Err(invalid("expected courier://host:port"));
-            }
-            Ok(Registry::from_backend(url, remote::RemoteRegistry::new(addr)))
-        }
-        #[cfg(feature = "etcd")]
-        "etcd" => {
-            let backend = etcd::EtcdRegistry::new(rest).map_err(|reason| invalid(&reason))?;
-            Ok(Registry::from_backend(url, Arc::new(backend)))
-        }
-        #[cfg(not(feature = "etcd"))]
-        "etcd" => Err(RegistryError::NotBuilt { scheme: "etcd".to_owned(), feature: "etcd".to_owned() }),
-        other => Err(invalid(&format!("unknown scheme `{other}` (expected mem, courier or etcd)"))),
     }
 }

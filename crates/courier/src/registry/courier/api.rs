@@ -13,7 +13,7 @@
 //! revision, gets the rest), and a `Reset` too large for one answer
 //! carries the instances that fit and a token to `List` the rest of the
 //! set at the `Reset`'s revision. With instances limited to
-//! [`MAX_INSTANCE_BYTES`](super::instance::MAX_INSTANCE_BYTES) at
+//! [`MAX_INSTANCE_BYTES`](crate::discovery::instance::MAX_INSTANCE_BYTES) at
 //! registration, every answer stays far below the frame limit however
 //! many instances a service has.
 //!
@@ -25,7 +25,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Instance, Registration, Revision, WatchEvent};
+use crate::discovery::{Instance, Registration, Revision, WatchEvent};
 use crate::status::{Code, Status};
 
 /// A lease granted by the registry.
@@ -43,7 +43,7 @@ pub const MAX_WATCH_WAIT_MS: u64 = 30_000;
 /// About how many bytes (of JSON, the largest encoding) of instances,
 /// events or registrations one answer carries; an answer holds at least
 /// one item, and an item is at most
-/// [`MAX_INSTANCE_BYTES`](super::instance::MAX_INSTANCE_BYTES) and a
+/// [`MAX_INSTANCE_BYTES`](crate::discovery::instance::MAX_INSTANCE_BYTES) and a
 /// little.
 pub const PAGE_BYTES: usize = 1024 * 1024;
 
@@ -142,11 +142,15 @@ pub const WATCH_METHOD: &str = "CourierRegistry.Watch";
 pub const KEEP_ALIVE_METHOD: &str = "CourierRegistry.KeepAlive";
 
 /// The status for a registry error, as the server sends it.
-pub fn status_of(err: super::RegistryError) -> Status {
+pub fn status_of(err: crate::discovery::RegistryError) -> Status {
     match err {
-        super::RegistryError::LeaseNotFound(id) => Status::not_found(format!("lease {id} not found")),
-        err @ super::RegistryError::AlreadyExists { .. } => Status::new(Code::AlreadyExists, err.to_string()),
-        super::RegistryError::Rejected(why) => Status::invalid_argument(why),
+        crate::discovery::RegistryError::LeaseNotFound(id) => {
+            Status::not_found(format!("lease {id} not found"))
+        }
+        err @ crate::discovery::RegistryError::AlreadyExists { .. } => {
+            Status::new(Code::AlreadyExists, err.to_string())
+        }
+        crate::discovery::RegistryError::Rejected(why) => Status::invalid_argument(why),
         other => Status::unavailable(other.to_string()),
     }
 }

@@ -1,5 +1,5 @@
 //! `courier://host:port`: the bundled registry server, over courier's own
-//! protocol (see [`super::protocol`]).
+//! protocol (see [`api`]).
 //!
 //! The channel connects lazily, so `connect` succeeds while the registry is
 //! down (a consumer can then start from its disk cache); calls fail with
@@ -16,13 +16,15 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::protocol::{PageToken, RegistrationsToken, RegistryApiClient};
-use super::{
+use self::api::{PageToken, RegistrationsToken, RegistryApiClient};
+use crate::client::{Backoff, Channel};
+use crate::discovery::{
     Instance, Lease, Registration, RegistryBackend, RegistryError, Revision, Snapshot, WatchEvent,
     WatchStream,
 };
-use crate::client::{Backoff, Channel};
 use crate::service::BoxFuture;
+
+pub mod api;
 use crate::status::{Code, Status};
 
 /// How long one long-poll watch call waits on the server.

@@ -39,10 +39,9 @@ use etcd_client::{Client, EventType, GetOptions, KeyValue, PutOptions, WatchOpti
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc};
 
-use super::local::unix_ms;
-use super::{
+use crate::discovery::{
     Instance, InstanceState, Lease, Registration, RegistryBackend, RegistryError, Revision, Snapshot,
-    WatchEvent, WatchStream,
+    WatchEvent, WatchStream, unix_ms,
 };
 use crate::service::BoxFuture;
 

@@ -14,7 +14,7 @@
 //!   lease that holds no instance any more (its record was lost) fails
 //!   ([`StoreError::LeaseHoldsNothing`]), so its provider registers again.
 //! - Instances are limited in size at registration
-//!   ([`super::instance::MAX_INSTANCE_BYTES`]), and whatever a service
+//!   ([`crate::discovery::instance::MAX_INSTANCE_BYTES`]), and whatever a service
 //!   adds up to, it can be read in pages of a byte budget
 //!   ([`Store::instances_page`], [`Store::events_page`],
 //!   [`Store::registrations_page`]): no answer has to exceed a frame.
@@ -25,10 +25,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-use super::instance::json_len;
-use super::{Instance, WatchEvent};
+use crate::discovery::instance::json_len;
+use crate::discovery::{Instance, Registration, RegistryError, WatchEvent};
 
 /// How many events each service keeps for watchers that resume; a watcher
 /// further behind gets a fresh `Reset`.
@@ -45,17 +43,6 @@ const EVENT_OVERHEAD: usize = 64;
 
 /// What a registration adds to its instance's JSON size, at most.
 const REGISTRATION_OVERHEAD: usize = 96;
-
-/// One registered instance with its lease.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Registration {
-    /// The instance.
-    pub instance: Instance,
-    /// The lease keeping it registered.
-    pub lease: u64,
-    /// When it was registered, in milliseconds since the Unix epoch.
-    pub registered_unix_ms: u64,
-}
 
 /// A change to persist.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -575,6 +562,18 @@ fn push_event(service: &mut Service, event: WatchEvent, bytes: usize) {
     }
 }
 
+impl From<StoreError> for RegistryError {
+    fn from(err: StoreError) -> RegistryError {
+        match err {
+            StoreError::LeaseNotFound(id) | StoreError::LeaseHoldsNothing(id) => {
+                RegistryError::LeaseNotFound(id)
+            }
+            StoreError::AlreadyExists { service, id } => RegistryError::AlreadyExists { service, id },
+            other => RegistryError::Rejected(other.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -819,8 +818,8 @@ mod tests {
         let mut restored = Store::restore(store.revision(), lease, [(lease, Duration::from_secs(2))], [], t0);
         assert_eq!(restored.keep_alive(lease, t0), Err(StoreError::LeaseHoldsNothing(lease)));
         assert_eq!(
-            super::super::RegistryError::from(StoreError::LeaseHoldsNothing(lease)),
-            super::super::RegistryError::LeaseNotFound(lease),
+            RegistryError::from(StoreError::LeaseHoldsNothing(lease)),
+            RegistryError::LeaseNotFound(lease),
             "providers take it as a lost lease and register again"
         );
     }

@@ -14,16 +14,19 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
 
-use super::store::{EventsPage, Outcome, RemovalCause, Store, StoreError};
-use super::{
+use self::store::{EventsPage, Outcome, RemovalCause, Store, StoreError};
+use crate::discovery::unix_ms;
+use crate::discovery::{
     Instance, Lease, Registration, RegistryBackend, RegistryError, Revision, Snapshot, WatchEvent,
     WatchStream,
 };
 use crate::service::BoxFuture;
+
+pub mod store;
 
 /// Events buffered per watcher before it is considered too slow.
 const WATCH_BUFFER: usize = 256;
@@ -41,13 +44,6 @@ struct Shared {
     changed: Mutex<HashMap<String, Arc<Notify>>>,
     /// Wakes the expiry task when a lease may now expire sooner.
     expiry: Notify,
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Shared {
