@@ -7,7 +7,7 @@
 # of viable mutants caught; the survivors judged harmless, and why, are
 # listed in docs/MUTANTS.md with the latest figures.
 #
-# Modules: protocol/native/, protocol/jsonrpc.rs, discovery/store.rs,
+# Modules: protocol/native/, protocol/jsonrpc.rs, registry/mem/store.rs,
 # discovery/cache.rs, balance/, resilience/, codec/lenient.rs,
 # transport/keepalive.rs (all under crates/courier/src).
 #
@@ -55,7 +55,7 @@ src=crates/courier/src
 files=(
   -f "$src/protocol/native/*.rs"
   -f "$src/protocol/jsonrpc.rs"
-  -f "$src/discovery/store.rs"
+  -f "$src/registry/mem/store.rs"
   -f "$src/discovery/cache.rs"
   -f "$src/balance/*.rs"
   -f "$src/resilience/*.rs"

@@ -826,7 +826,7 @@ async fn a_grpc_stream_refused_every_time_fails_after_a_bounded_number_of_tries(
         let err = ProbeClient::new(channel).echo("once".into()).await.expect_err("refused every time");
         assert_eq!(err.code(), Code::Unavailable, "{err}");
         assert!(err.message().contains("refused the stream"), "{err}");
-        // Three tries (client/direct.rs: MAX_DRAIN_RETRIES), then it gives up.
+        // Three tries (resilience/retry.rs: MAX_DRAIN_RETRIES), then it gives up.
         assert_eq!(server.streams.load(Ordering::SeqCst), 3, "{:?}", server.paths());
     })
     .await;
