@@ -205,7 +205,29 @@ pub trait RegistryBackend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<Registration>, RegistryError>>;
 }
 
-/// A connection to a registry. Cheap to clone.
+/// A connection to a registry. Cheap to clone. Made by
+/// [`registry::connect`](crate::registry::connect) from a URL, or from a
+/// backend of your own with [`Registry::from_backend`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), courier::registry::RegistryError> {
+/// use std::time::Duration;
+/// use courier::registry::{self, Instance};
+///
+/// let registry = registry::connect("mem://").await?;
+/// // A provider: register, and keep the lease alive (a courier server
+/// // does both itself with `ServerBuilder::register_with`).
+/// let lease = registry.register(Instance::new("Greeter", "127.0.0.1:9000"), Duration::from_secs(10)).await?;
+/// registry.keep_alive(&lease).await?;
+/// // A consumer: list (or watch) the service.
+/// let snapshot = registry.list("Greeter").await?;
+/// assert_eq!(snapshot.instances[0].addr, "127.0.0.1:9000");
+/// registry.deregister(&lease).await?;
+/// assert!(registry.list("Greeter").await?.instances.is_empty());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Registry {
     backend: Arc<dyn RegistryBackend>,

@@ -165,6 +165,13 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request, (RequestError, Value)> {
     Ok(Request { method, params, id })
 }
 
+/// A status as JSON-RPC's error: the text Go's clients show (`rpc.ServerError`),
+/// the status message, or the code's name when there is none. JSON-RPC 1.0
+/// as Go speaks it carries a string, so the code itself does not travel.
+pub fn error_text(status: &crate::status::Status) -> &str {
+    if status.message().is_empty() { status.code().grpc_name() } else { status.message() }
+}
+
 /// The reply to a request.
 pub fn encode_response(id: &Value, outcome: Result<&[u8], &str>) -> Vec<u8> {
     let id = serde_json::to_string(id).unwrap_or_else(|_| "null".to_owned());
@@ -190,6 +197,13 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn an_error_is_its_message_or_else_its_codes_name() {
+        use crate::status::{Code, Status};
+        assert_eq!(error_text(&Status::new(Code::NotFound, "no such key")), "no such key");
+        assert_eq!(error_text(&Status::new(Code::Unavailable, "")), "UNAVAILABLE");
+    }
 
     fn split_all(input: &[u8], chunk: usize, max: usize) -> Result<Vec<String>, StreamError> {
         let mut splitter = Splitter::default();

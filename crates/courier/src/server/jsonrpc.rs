@@ -42,7 +42,7 @@ use super::budget::Reservation;
 use super::pipeline::{self, Incoming, Target};
 use crate::codec::Codec;
 use crate::metadata::Metadata;
-use crate::protocol::jsonrpc::{Request, Splitter, encode_response, parse_request};
+use crate::protocol::jsonrpc::{Request, Splitter, encode_response, error_text, parse_request};
 use crate::protocol::sniff::Protocol;
 use crate::service::ArgDescriptor;
 use crate::status::Status;
@@ -371,11 +371,6 @@ fn arguments(args: &[ArgDescriptor], mut params: Vec<Value>) -> Result<Vec<u8>, 
         }
     };
     serde_json::to_vec(&value).map_err(|err| Status::invalid_argument(err.to_string()))
-}
-
-/// The error text Go's clients show: the status message.
-fn error_text(status: &Status) -> &str {
-    if status.message().is_empty() { status.code().grpc_name() } else { status.message() }
 }
 
 #[cfg(test)]
