@@ -227,6 +227,38 @@ async fn protocol_less_entries_with_grpc_preferred(backend: Backend) {
     assert_balanced(&served);
 }
 
+/// Moving on from an instance that cannot be reached works over gRPC as it
+/// does natively: a provider gone without deregistering (still listed until
+/// its lease expires) costs no call, and is ejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_grpc_instance_costs_no_call() {
+    let registry = courier::registry::connect("mem://").await.expect("registry");
+    // A long lease: it stays listed throughout, so every call below has it
+    // in its order.
+    let gone = start_provider(&registry, "gone", |b| {
+        b.protocols([Protocol::Grpc]).registration_ttl(Duration::from_secs(60))
+    })
+    .await;
+    let _stays = start_provider(&registry, "stays", |b| b.protocols([Protocol::Grpc])).await;
+    let client = WhoamiClient::discover(&registry, "Whoami").no_cache().build().await.expect("discover");
+    assert!(eventually(Duration::from_secs(5), || known(client.channel()) == 2).await, "both discovered");
+    // Both answer, so each has a live connection when one goes.
+    let mut names = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        names.insert(client.name().await.expect("a call"));
+    }
+    assert_eq!(names.into_iter().collect::<Vec<_>>(), ["gone", "stays"]);
+
+    gone.abort();
+    let mut answered = HashMap::<String, usize>::new();
+    for i in 0..CALLS {
+        let name = client.name().await.unwrap_or_else(|err| panic!("call {i} after the abort: {err}"));
+        *answered.entry(name).or_default() += 1;
+    }
+    assert_eq!(answered.get("stays"), Some(&CALLS), "{answered:?}");
+    assert_eq!(known(client.channel()), 2, "still listed: its lease has not expired");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn courier_registry_grpc_only_courier_servers() {
     within(TEST_LIMIT, "the test", async { grpc_only_courier_servers(courier_registry().await).await }).await;
