@@ -1,6 +1,9 @@
 //! The client: channels, layers, call options, spawned calls.
 //!
-//! A call goes down, each module below using only those after it:
+//! A call goes down this list, and the modules import only downwards (no
+//! circle): `builder` and `discover` make channels, `call` is the
+//! vocabulary every level shares, and the rest is in the order a call
+//! passes through.
 //!
 //! - [`Channel`] (`channel`): the typed calls; describes each call once as
 //!   a [`Call`] (`call`) and decodes its [`Outcome`]. `builder`
