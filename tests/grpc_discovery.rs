@@ -22,7 +22,9 @@ use courier::service::BoxFuture;
 use courier::{Channel, Code, Protocol, ServerHandle};
 use courier_tests::interop::{EchoRequest, InteropClient};
 use courier_tests::python::PythonServer;
-use courier_tests::{EtcdServer, WhoamiClient, eventually, start_provider, start_registry, within};
+use courier_tests::{
+    CalculatorClient, EtcdServer, WhoamiClient, eventually, start_provider, start_registry, within,
+};
 
 /// The grpcio servers' service, as their stubs name it.
 const INTEROP: &str = "interop.Interop";
@@ -225,6 +227,37 @@ async fn protocol_less_entries_with_grpc_preferred(backend: Backend) {
     }
     echo_all(&client).await;
     assert_balanced(&served);
+}
+
+/// Moving on from an instance that went away works over gRPC as it does
+/// natively: a provider gone without deregistering (still listed, its lease
+/// not expired) costs an idempotent method no call, whether its connection
+/// is lost mid-call or refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_gone_over_grpc_costs_idempotent_calls_nothing() {
+    let registry = courier::registry::connect("mem://").await.expect("registry");
+    // A long lease: it stays listed throughout, so every call below has it
+    // in its order.
+    let gone = start_provider(&registry, "gone", |b| {
+        b.protocols([Protocol::Grpc]).registration_ttl(Duration::from_secs(60))
+    })
+    .await;
+    let _stays = start_provider(&registry, "stays", |b| b.protocols([Protocol::Grpc])).await;
+    let calc =
+        CalculatorClient::discover(&registry, "Calculator").no_cache().build().await.expect("discover");
+    assert!(eventually(Duration::from_secs(5), || known(calc.channel()) == 2).await, "both discovered");
+    // Round robin: both have a live connection when one goes.
+    for _ in 0..4 {
+        assert_eq!(calc.add(1, 2).await.expect("a call"), 3);
+    }
+
+    gone.abort();
+    for i in 0..CALLS {
+        let quotient =
+            calc.div(1.0, 4.0).await.unwrap_or_else(|err| panic!("call {i} after the abort: {err}"));
+        assert_eq!(quotient, 0.25);
+    }
+    assert_eq!(known(calc.channel()), 2, "still listed: its lease has not expired");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

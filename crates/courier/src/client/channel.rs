@@ -23,6 +23,21 @@ use crate::codec::Codec;
 use crate::resilience::retry::Retry;
 use crate::status::Status;
 
+/// Run a described call: through the channel's layers if it has any, or
+/// else straight to its route (nothing boxed, nothing copied). A macro, not
+/// an `async fn`, so the hot path has no state machine of its own between
+/// the caller and the route: measured with callgrind, such a level costs a
+/// native call about 70 instructions at 64 in flight.
+macro_rules! run {
+    ($channel:expr, $call:expr) => {
+        if $channel.layers.is_empty() {
+            $channel.route.send(&$call).await
+        } else {
+            $channel.layers.run(&$channel.route, &mut $call).await
+        }
+    };
+}
+
 /// A handle for calling services. Cheap to clone; clones share connections.
 ///
 /// A channel to one address ([`Channel::connect`], [`Channel::lazy`],
@@ -177,7 +192,8 @@ impl Channel {
         Resp: DeserializeOwned,
     {
         let encode_body = |codec, buf: &mut BytesMut| encode(codec, request, buf, method);
-        let (body, codec) = self.invoke(method, CallKind::Unary, options, retry, &encode_body).await?;
+        let mut call = Channel::describe(method, CallKind::Unary, options, retry, &encode_body);
+        let (body, codec) = run!(self, call).into_reply()?;
         codec
             .decode(&body)
             .map_err(|err| Status::internal(format!("could not decode the response of {method}: {err}")))
@@ -197,8 +213,8 @@ impl Channel {
     ) -> Result<Bytes, Status> {
         let retry = if idempotent { Retry::IfLost } else { Retry::IfNotSent };
         let encode_body = |_: Codec, buf: &mut BytesMut| encode_body(buf);
-        let (body, _) = self.invoke(method, CallKind::Unary, options, retry, &encode_body).await?;
-        Ok(body)
+        let mut call = Channel::describe(method, CallKind::Unary, options, retry, &encode_body);
+        run!(self, call).into_result()
     }
 
     /// Call `method` with already-encoded arguments; returns the encoded
@@ -213,8 +229,8 @@ impl Channel {
             buf.extend_from_slice(&body);
             Ok(())
         };
-        let (body, _) = self.invoke(method, CallKind::Unary, options, Retry::IfNotSent, &encode_body).await?;
-        Ok(body)
+        let mut call = Channel::describe(method, CallKind::Unary, options, Retry::IfNotSent, &encode_body);
+        run!(self, call).into_result()
     }
 
     /// Send a one-way call: returns once the request is queued for sending;
@@ -224,40 +240,31 @@ impl Channel {
         Req: Serialize + Sync + ?Sized,
     {
         let encode_body = |codec, buf: &mut BytesMut| encode(codec, request, buf, method);
-        self.invoke(method, CallKind::OneWay, options, Retry::IfNotSent, &encode_body).await.map(|_| ())
+        let mut call = Channel::describe(method, CallKind::OneWay, options, Retry::IfNotSent, &encode_body);
+        run!(self, call).into_result().map(|_| ())
     }
 
-    /// Describe the call once, run it through the layers (if any) and the
-    /// route, and return the encoded result with the codec it is in.
-    async fn invoke(
-        &self,
-        method: &str,
+    /// Describe a call once. One deadline covers all of it, layers and
+    /// moves between instances included; a timeout too long to represent is
+    /// no timeout.
+    fn describe<'a>(
+        method: &'a str,
         kind: CallKind,
-        options: &CallOptions,
+        options: &'a CallOptions,
         retry: Retry,
-        body: EncodeBody<'_>,
-    ) -> Result<(Bytes, Codec), Status> {
-        // One deadline for the whole call, layers and moves between
-        // instances included. A timeout too long to represent is no timeout.
-        let deadline = options.timeout().and_then(|timeout| Instant::now().checked_add(timeout));
-        let mut call = Call {
+        body: EncodeBody<'a>,
+    ) -> Call<'a> {
+        Call {
             method,
             kind,
             codec: options.codec(),
             metadata: Cow::Borrowed(options.metadata()),
-            deadline,
+            deadline: options.timeout().and_then(|timeout| Instant::now().checked_add(timeout)),
             timeout: options.timeout(),
             hash_key: options.hash_key(),
             retry,
             body,
-        };
-        // Without layers, straight to the route: nothing boxed, nothing copied.
-        let outcome = if self.layers.is_empty() {
-            self.route.send(&call).await
-        } else {
-            self.layers.run(&self.route, &mut call).await
-        };
-        outcome.into_reply()
+        }
     }
 }
 

@@ -1,6 +1,9 @@
 //! The client: channels, layers, call options, spawned calls.
 //!
-//! A call goes down, each module below using only those after it:
+//! A call goes down this list, and the modules import only downwards (no
+//! circle): `builder` and `discover` make channels, `call` is the
+//! vocabulary every level shares, and the rest is in the order a call
+//! passes through.
 //!
 //! - [`Stub`] (`stub`): what a generated client holds, the runtime core
 //!   both generators emit thin code over.
