@@ -37,9 +37,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::dispatch::Protocols;
-use crate::client::Backoff;
 use crate::discovery::{Instance, Lease, Registry, RegistryError};
 use crate::protocol::sniff::Protocol;
+use crate::resilience::Backoff;
 use crate::service::ServiceDescriptor;
 
 /// How a server registers itself.

@@ -17,11 +17,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use self::api::{PageToken, RegistrationsToken, RegistryApiClient};
-use crate::client::{Backoff, Channel};
+use crate::client::Channel;
 use crate::discovery::{
     Instance, Lease, Registration, RegistryBackend, RegistryError, Revision, Snapshot, WatchEvent,
     WatchStream,
 };
+use crate::resilience::Backoff;
 use crate::service::BoxFuture;
 
 pub mod api;
