@@ -56,7 +56,39 @@ impl ResponseMetadata {
     }
 }
 
+/// Everything a server knows of a call when it builds its context.
+pub(crate) struct CallParts {
+    pub(crate) method: &'static str,
+    pub(crate) protocol: Protocol,
+    pub(crate) codec: Codec,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) metadata: Metadata,
+    pub(crate) peer: SocketAddr,
+    pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Where the handler's response metadata goes.
+    pub(crate) response: ResponseMetadata,
+}
+
 impl Context {
+    /// The context of a call a courier server received, built in one go
+    /// (this is on every call's path).
+    pub(crate) fn for_call(parts: CallParts) -> Context {
+        let CallParts { method, protocol, codec, deadline, metadata, peer, shutdown, response } = parts;
+        Context {
+            method,
+            deadline,
+            metadata,
+            peer: Some(peer),
+            codec,
+            shutdown: Some(shutdown),
+            response_metadata: Some(response),
+            // Go's encoder writes `X` for a field `x`: over JSON-RPC, match
+            // names as Go does.
+            lenient_json: protocol == Protocol::JsonRpc,
+            protocol: Some(protocol),
+        }
+    }
+
     /// A context for a call to `method`.
     pub fn new(method: &'static str, codec: Codec) -> Context {
         Context {
@@ -72,8 +104,8 @@ impl Context {
         }
     }
 
-    /// Decode JSON arguments matching field names as Go does (the JSON-RPC
-    /// server sets this).
+    /// Match JSON field names as Go does (what the JSON-RPC server sets).
+    #[cfg(test)]
     #[must_use]
     pub(crate) fn with_lenient_json(mut self) -> Context {
         self.lenient_json = true;
@@ -85,12 +117,6 @@ impl Context {
         self.lenient_json
     }
 
-    /// Collect the response metadata the handler sets; the transport sends
-    /// what the returned handle holds once the handler is done.
-    pub(crate) fn capture_response_metadata(&mut self) -> ResponseMetadata {
-        self.response_metadata.get_or_insert_with(ResponseMetadata::default).clone()
-    }
-
     /// Send a header back with the reply (gRPC: a response header; HTTP:
     /// a response header; native: a response header; JSON-RPC has none).
     /// Replaces earlier values of `key`.
@@ -98,13 +124,6 @@ impl Context {
         if let Some(response) = &self.response_metadata {
             response.lock().insert(key, value);
         }
-    }
-
-    /// Attach the server's shutdown signal.
-    #[must_use]
-    pub(crate) fn with_shutdown(mut self, shutdown: tokio::sync::watch::Receiver<bool>) -> Context {
-        self.shutdown = Some(shutdown);
-        self
     }
 
     /// Resolves when the server starts a graceful shutdown (never, for a
@@ -131,13 +150,6 @@ impl Context {
     #[must_use]
     pub fn with_metadata(mut self, metadata: Metadata) -> Context {
         self.metadata = metadata;
-        self
-    }
-
-    /// Set the protocol the call arrived in.
-    #[must_use]
-    pub(crate) fn with_protocol(mut self, protocol: Protocol) -> Context {
-        self.protocol = Some(protocol);
         self
     }
 

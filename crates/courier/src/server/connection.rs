@@ -686,9 +686,13 @@ async fn start_call(
     // Handlers of methods known to be quick to their first `.await` are
     // polled right here; most then finish and are answered at once.
     let call = if call.may_run_inline() && budget.allows_inline() {
-        match call.try_inline().await {
-            Ok(outcome) => return answer_inline(conn, call_id, one_way, codec, &outcome, max_frame_size),
-            Err(waiting) => waiting,
+        let mut call = call;
+        match std::future::poll_fn(|task| std::task::Poll::Ready(call.poll_inline(task))).await {
+            Some(result) => {
+                let outcome = call.finish(result);
+                return answer_inline(conn, call_id, one_way, codec, &outcome, max_frame_size);
+            }
+            None => call,
         }
     } else {
         call

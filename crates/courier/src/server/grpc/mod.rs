@@ -269,9 +269,10 @@ async fn answer(
 /// future is dropped).
 async fn run_call(call: Call) -> Outcome {
     let call = if call.may_run_inline() {
-        match call.try_inline().await {
-            Ok(outcome) => return outcome,
-            Err(waiting) => waiting,
+        let mut call = call;
+        match std::future::poll_fn(|task| std::task::Poll::Ready(call.poll_inline(task))).await {
+            Some(result) => return call.finish(result),
+            None => call,
         }
     } else {
         call

@@ -46,7 +46,7 @@ use super::budget::Reservation;
 use super::inline::InlinePolicy;
 use super::router::Route;
 use crate::codec::Codec;
-use crate::context::{Context, ResponseMetadata};
+use crate::context::{CallParts, Context, ResponseMetadata};
 use crate::metadata::Metadata;
 use crate::protocol::sniff::Protocol;
 use crate::service::BoxFuture;
@@ -134,17 +134,17 @@ pub(crate) fn start(
         Some(cap) => Some(deadline.map_or(cap, |asked| asked.min(cap))),
         None => deadline,
     };
-    let mut cx = Context::new(route.method.full_name, codec)
-        .with_protocol(protocol)
-        .with_deadline(deadline)
-        .with_metadata(metadata)
-        .with_peer(Some(peer))
-        .with_shutdown(shutdown.clone());
-    if protocol == Protocol::JsonRpc {
-        // Go's encoder writes `X` for a field `x`; match names as Go does.
-        cx = cx.with_lenient_json();
-    }
-    let response = cx.capture_response_metadata();
+    let response = ResponseMetadata::default();
+    let cx = Context::for_call(CallParts {
+        method: route.method.full_name,
+        protocol,
+        codec,
+        deadline,
+        metadata,
+        peer,
+        shutdown: shutdown.clone(),
+        response: response.clone(),
+    });
     let inline = route.inline.clone();
     let (future, permits) = if server.layers.is_empty() {
         let permits = server.admission.admit(slots, route.method.full_name)?;
@@ -169,27 +169,29 @@ impl Call {
 
     /// Poll the call once, here. Most handlers finish without waiting, and
     /// answering them on the connection's task saves a task spawn and a
-    /// thread wake-up. `Err` gives the call back, waiting on something: run
-    /// it in a task of its own with [`Call::run`], which polls it again (so
-    /// it registers that task's waker, as the `Future` contract requires).
-    pub(crate) async fn try_inline(mut self) -> Result<Outcome, Call> {
+    /// thread wake-up. `None`: it is waiting on something; run it in a task
+    /// of its own with [`Call::run`], which polls it again (so it registers
+    /// that task's waker, as the `Future` contract requires). `Some`: it is
+    /// done; [`Call::finish`] turns the result into the outcome.
+    ///
+    /// A plain function polled through `poll_fn` by the adapter, not an
+    /// `async fn` taking the call: that would move the whole call into a
+    /// state machine and back out per call on the hottest path.
+    pub(crate) fn poll_inline(&mut self, task: &mut std::task::Context<'_>) -> Option<Result<Bytes, Status>> {
         let started = Instant::now();
-        let polled =
-            std::future::poll_fn(|task| std::task::Poll::Ready(run::poll_inline(&mut self.future, task)))
-                .await;
+        let polled = run::poll_inline(&mut self.future, task);
         self.inline.record(started.elapsed());
         self.first_poll_timed = true;
-        match polled {
-            Some(result) => {
-                let Call { future, response, permits, memory, .. } = self;
-                // A handler whose drop panics must not take the connection
-                // down.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(future)));
-                drop((permits, memory));
-                Ok(Outcome { result, metadata: response.take() })
-            }
-            None => Err(self),
-        }
+        polled
+    }
+
+    /// The outcome of a call that finished inline.
+    pub(crate) fn finish(self, result: Result<Bytes, Status>) -> Outcome {
+        let Call { future, response, permits, memory, .. } = self;
+        // A handler whose drop panics must not take the connection down.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(future)));
+        drop((permits, memory));
+        Outcome { result, metadata: response.take() }
     }
 
     /// Run the call to its end, or to its deadline; a panic becomes
