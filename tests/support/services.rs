@@ -84,6 +84,8 @@ pub struct ProbeState {
     busy_started: AtomicUsize,
     record_later_started: AtomicUsize,
     sized_started: AtomicUsize,
+    /// When a `sleep` handler was last dropped unfinished.
+    last_dropped_at: Mutex<Option<Instant>>,
     changed: Notify,
     recorded: Mutex<Vec<u64>>,
 }
@@ -113,6 +115,11 @@ impl ProbeState {
     /// `sleep` handlers that completed.
     pub fn finished(&self) -> usize {
         self.finished.load(Ordering::SeqCst)
+    }
+
+    /// When a `sleep` handler was last dropped before completing.
+    pub fn last_dropped_at(&self) -> Option<Instant> {
+        *self.last_dropped_at.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// `sleep` handlers dropped before completing.
@@ -162,6 +169,7 @@ struct DropWatch {
 impl Drop for DropWatch {
     fn drop(&mut self) {
         if !self.finished {
+            *self.state.last_dropped_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             self.state.bump(&self.state.dropped);
         }
     }

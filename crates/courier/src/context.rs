@@ -13,6 +13,12 @@ use crate::protocol::sniff::Protocol;
 /// A service method receives it by declaring a first argument of type
 /// `&courier::Context`; the argument is not part of the wire signature.
 ///
+/// The calls a handler makes through courier channels inherit the deadline
+/// of the call it is serving (the earlier of theirs and this one), and are
+/// cancelled with it when its caller cancels or goes away: nothing to pass
+/// along by hand. (A task the handler spawns runs outside the call, and
+/// inherits nothing.)
+///
 /// ```
 /// #[courier::service]
 /// trait Greeter {
@@ -202,5 +208,64 @@ impl Context {
     /// The codec the request was encoded with; the reply uses the same.
     pub fn codec(&self) -> Codec {
         self.codec
+    }
+}
+
+/// The deadline of the call whose handler is being polled on this thread,
+/// so that calls the handler makes inherit it with no plumbing in user code
+/// (see [`Context`]'s docs). The server sets it around every poll of a
+/// handler (`server::pipeline::run`); a client reads it when it describes a
+/// call. Cancellation needs nothing of the kind: a handler that is dropped
+/// (its caller cancelled or went away) drops the calls it was awaiting, and
+/// each of those tells its own server.
+pub(crate) mod current {
+    use std::cell::Cell;
+    use std::time::Instant;
+
+    thread_local! {
+        static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+
+    /// Restores the deadline that was current before, when dropped.
+    pub(crate) struct Entered(Option<Instant>);
+
+    impl Drop for Entered {
+        fn drop(&mut self) {
+            DEADLINE.with(|current| current.set(self.0));
+        }
+    }
+
+    /// Make `deadline` the current one until the guard is dropped.
+    pub(crate) fn enter(deadline: Option<Instant>) -> Entered {
+        Entered(DEADLINE.with(|current| current.replace(deadline)))
+    }
+
+    /// The deadline of the call being served on this thread, if any.
+    pub(crate) fn deadline() -> Option<Instant> {
+        DEADLINE.with(Cell::get)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use std::time::Duration;
+
+        use super::*;
+
+        #[test]
+        fn a_deadline_is_current_while_entered_and_nests() {
+            assert_eq!(deadline(), None);
+            let outer = Instant::now() + Duration::from_secs(5);
+            let inner = Instant::now() + Duration::from_secs(1);
+            {
+                let _outer = enter(Some(outer));
+                assert_eq!(deadline(), Some(outer));
+                {
+                    let _inner = enter(Some(inner));
+                    assert_eq!(deadline(), Some(inner));
+                }
+                assert_eq!(deadline(), Some(outer));
+            }
+            assert_eq!(deadline(), None);
+        }
     }
 }

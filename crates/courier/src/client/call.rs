@@ -77,8 +77,10 @@ impl Call<'_> {
         self.metadata.to_mut()
     }
 
-    /// When the caller stops waiting, if it set a timeout. Fixed when the
-    /// call starts, before any layer runs; the time layers take counts.
+    /// When the caller stops waiting: its timeout, or, for a call made from
+    /// a handler, the deadline of the call being served if that is sooner.
+    /// Fixed when the call starts, before any layer runs; the time layers
+    /// take counts.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
     }

@@ -254,13 +254,20 @@ impl Channel {
         retry: Retry,
         body: EncodeBody<'a>,
     ) -> Call<'a> {
+        let own = options.timeout().and_then(|timeout| Instant::now().checked_add(timeout));
+        // Made from a handler: the call being served bounds this one too.
+        let (deadline, timeout) = match (own, crate::context::current::deadline()) {
+            (Some(own), Some(inherited)) if inherited < own => (Some(inherited), None),
+            (None, Some(inherited)) => (Some(inherited), None),
+            (own, _) => (own, options.timeout()),
+        };
         Call {
             method,
             kind,
             codec: options.codec(),
             metadata: Cow::Borrowed(options.metadata()),
-            deadline: options.timeout().and_then(|timeout| Instant::now().checked_add(timeout)),
-            timeout: options.timeout(),
+            deadline,
+            timeout,
             hash_key: options.hash_key(),
             retry,
             body,

@@ -40,11 +40,13 @@ impl Route {
         };
         match tokio::time::timeout_at(deadline.into(), attempt).await {
             Ok(outcome) => outcome,
-            Err(_) => Outcome::from(Status::deadline_exceeded(format!(
-                "{} did not complete within its {:?} timeout",
-                call.method,
-                call.timeout.unwrap_or_default()
-            ))),
+            Err(_) => Outcome::from(Status::deadline_exceeded(match call.timeout {
+                Some(timeout) => format!("{} did not complete within its {timeout:?} timeout", call.method),
+                None => format!(
+                    "{} did not complete before the deadline of the call being served, which it inherits",
+                    call.method
+                ),
+            })),
         }
     }
 }

@@ -179,7 +179,7 @@ impl Call {
     /// state machine and back out per call on the hottest path.
     pub(crate) fn poll_inline(&mut self, task: &mut std::task::Context<'_>) -> Option<Result<Bytes, Status>> {
         let started = Instant::now();
-        let polled = run::poll_inline(&mut self.future, task);
+        let polled = run::poll_inline(&mut self.future, self.deadline, task);
         self.inline.record(started.elapsed());
         self.first_poll_timed = true;
         polled

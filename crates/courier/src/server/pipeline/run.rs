@@ -21,7 +21,7 @@ pub(crate) async fn run(
     deadline: Option<Instant>,
     timing: Option<std::sync::Arc<crate::server::inline::InlinePolicy>>,
 ) -> Result<Bytes, Status> {
-    let guarded = CatchUnwind { handler, timing };
+    let guarded = CatchUnwind { handler, timing, deadline };
     match deadline {
         None => guarded.await,
         Some(deadline) => match tokio::time::timeout_at(deadline.into(), guarded).await {
@@ -41,8 +41,11 @@ pub(crate) async fn run(
 /// `Future` contract requires of every poll).
 pub(crate) fn poll_inline(
     handler: &mut BoxFuture<'static, Result<Bytes, Status>>,
+    deadline: Option<Instant>,
     cx: &mut TaskContext<'_>,
 ) -> Option<Result<Bytes, Status>> {
+    // Calls the handler makes inherit its deadline.
+    let _current = crate::context::current::enter(deadline);
     match catch_unwind(AssertUnwindSafe(|| handler.as_mut().poll(cx))) {
         Ok(Poll::Ready(outcome)) => Some(outcome),
         Ok(Poll::Pending) => None,
@@ -61,6 +64,8 @@ fn panicked(payload: &(dyn Any + Send)) -> Status {
 struct CatchUnwind {
     handler: BoxFuture<'static, Result<Bytes, Status>>,
     timing: Option<std::sync::Arc<crate::server::inline::InlinePolicy>>,
+    /// The call's deadline, current while the handler is polled.
+    deadline: Option<Instant>,
 }
 
 impl Future for CatchUnwind {
@@ -69,6 +74,7 @@ impl Future for CatchUnwind {
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let timing = self.timing.take();
         let started = timing.as_ref().map(|_| std::time::Instant::now());
+        let _current = crate::context::current::enter(self.deadline);
         let inner = &mut self.handler;
         let polled = catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx)));
         if let (Some(policy), Some(started)) = (timing, started) {
