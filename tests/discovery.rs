@@ -661,6 +661,45 @@ async fn a_provider_crashing_mid_call_fails_only_the_calls_that_are_not_idempote
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_a_call_that_reached_a_server_draws_on_the_retry_budget() {
+    let registry = courier::registry::connect("mem://").await.expect("registry");
+    let (first, _) = start_observed_provider(&registry, "first", |b| b).await;
+    let (_second, _) = start_observed_provider(&registry, "second", |b| b).await;
+    // A budget with nothing in it: no call that may have reached a server
+    // is sent again.
+    let probe = ProbeClient::discover(&registry, "Probe")
+        .no_cache()
+        .balance(Balance::RoundRobin)
+        .retry_budget(courier::resilience::RetryBudget::none())
+        .build()
+        .await
+        .expect("discover");
+    assert!(
+        eventually(Duration::from_secs(5), || probe.channel().instances().is_some_and(|i| i.len() == 2))
+            .await
+    );
+    let calls: Vec<_> = (0..8).map(|i| probe.spawn_slow_echo(format!("call {i}"), 3000)).collect();
+    // Round robin: four are running on `first` when it dies.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.abort();
+    let (mut answered, mut refused) = (0, 0);
+    for call in calls {
+        match call.await {
+            Ok(_) => answered += 1,
+            Err(status) => {
+                assert_eq!(status.code(), courier::Code::Unavailable, "{status}");
+                assert!(status.message().contains("retry budget of Probe is spent"), "{status}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((answered, refused), (4, 4), "the calls on `second` answer; those on `first` are not retried");
+    // Calls that reach nobody still move on for free: the dead instance is
+    // skipped.
+    assert_eq!(probe.slow_echo("after".into(), 0).await.expect("moves to the survivor"), "after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistent_hashing_sends_equal_keys_to_the_same_instance() {
     let registry = courier::registry::connect("mem://").await.expect("registry");
     let _providers = [

@@ -22,9 +22,9 @@ use super::endpoint::Endpoint;
 use super::protocols::{Preference, Settings, Transport};
 use crate::balance::{Balance, Candidate, Picker, Ring};
 use crate::discovery::{Instance, InstanceState};
-use crate::resilience::Ejection;
 use crate::resilience::outlier::Health;
 use crate::resilience::retry::{MAX_ATTEMPTS, Verdict, judge};
+use crate::resilience::{Ejection, RetryBudget};
 use crate::status::Status;
 
 /// One instance of the set: where it is, how to reach it, how it is doing.
@@ -54,6 +54,8 @@ pub(crate) struct Balanced {
     policy: Balance,
     zone: Option<String>,
     ejection: Ejection,
+    /// What moving a call to another instance draws on.
+    budget: Arc<RetryBudget>,
     settings: Settings,
     preference: Preference,
     picker: Picker,
@@ -88,6 +90,7 @@ impl Balanced {
             policy,
             zone,
             ejection,
+            budget: Arc::new(RetryBudget::default()),
             settings,
             preference,
             picker: Picker::default(),
@@ -95,6 +98,13 @@ impl Balanced {
             discovery_error: Mutex::new(None),
             closed: watch::Sender::new(()),
         }
+    }
+
+    /// Draw retries on `budget` instead of a budget of its own.
+    #[must_use]
+    pub(crate) fn with_retry_budget(mut self, budget: Arc<RetryBudget>) -> Balanced {
+        self.budget = budget;
+        self
     }
 
     /// Resolves (with an error) once this channel is dropped.
@@ -232,7 +242,20 @@ impl Balanced {
             }));
         }
         let mut last_error = None;
+        self.budget.deposit(Instant::now());
+        // Whether the last attempt may have reached its server: moving on
+        // after one is a retry that loads the servers again, so it must fit
+        // the budget (an outage is then not multiplied by retries). Moving
+        // on from an instance nothing reached costs the servers nothing.
+        let mut retrying = false;
         for member in order {
+            if retrying && !self.budget.try_withdraw(Instant::now()) {
+                let last = last_error.map_or_else(String::new, |status: Status| status.to_string());
+                return Err(Status::unavailable(format!(
+                    "the retry budget of {} is spent (too many calls are failing); last: {last}",
+                    self.service
+                )));
+            }
             member.load.outstanding.fetch_add(1, Ordering::Relaxed);
             let _outstanding = Outstanding(&member.load);
             let error = match member.transport.call(call).await {
@@ -245,6 +268,7 @@ impl Balanced {
             };
             match judge(&error, call.retry) {
                 Verdict::Unreachable => {
+                    retrying = false;
                     let status = error.into_status();
                     if member.load.health.failure(Instant::now(), &self.ejection) {
                         tracing::info!(instance = %member.instance, %status, "ejecting an unreachable instance");
@@ -257,6 +281,7 @@ impl Balanced {
                     if !move_on {
                         return Err(status);
                     }
+                    retrying = true;
                     last_error = Some(status);
                 }
                 Verdict::Failed => {

@@ -37,7 +37,7 @@ use super::route::Route;
 use crate::balance::Balance;
 use crate::discovery::cache::{self, Applied, ServiceView};
 use crate::discovery::{Instance, Registry};
-use crate::resilience::{Backoff, Ejection};
+use crate::resilience::{Backoff, Ejection, RetryBudget};
 
 /// How often the watcher looks for suspects kept too long.
 const SUSPECT_CHECK: Duration = Duration::from_secs(5);
@@ -89,6 +89,7 @@ pub struct DiscoverBuilder<C> {
     zone: Option<String>,
     balance: Balance,
     ejection: Ejection,
+    retry_budget: Arc<RetryBudget>,
     cache: CacheSetting,
     initial_wait: Duration,
     settings: Settings,
@@ -110,6 +111,7 @@ impl<C: FromChannel> DiscoverBuilder<C> {
             zone: None,
             balance: Balance::default(),
             ejection: Ejection::default(),
+            retry_budget: Arc::new(RetryBudget::default()),
             cache: CacheSetting::Default,
             initial_wait: Duration::from_secs(3),
             settings: ChannelBuilder::new(String::new()).into_parts().settings,
@@ -142,6 +144,14 @@ impl<C: FromChannel> DiscoverBuilder<C> {
     /// When to take an unreachable instance out of rotation.
     pub fn ejection(mut self, ejection: Ejection) -> DiscoverBuilder<C> {
         self.ejection = ejection;
+        self
+    }
+
+    /// The retry budget calls draw on when they move to another instance
+    /// (default: [`RetryBudget::default`], 20 % of calls plus 10 a second
+    /// over 10 s). Share one `Arc` between channels to give them one budget.
+    pub fn retry_budget(mut self, budget: impl Into<Arc<RetryBudget>>) -> DiscoverBuilder<C> {
+        self.retry_budget = budget.into();
         self
     }
 
@@ -219,14 +229,17 @@ impl<C: FromChannel> DiscoverBuilder<C> {
         };
         #[cfg(not(feature = "grpc"))]
         let _ = (self.prefer_grpc, self.unlabelled_grpc);
-        let balanced = Arc::new(Balanced::new(
-            self.service.clone(),
-            self.balance,
-            self.zone.clone(),
-            self.ejection,
-            self.settings,
-            preference,
-        ));
+        let balanced = Arc::new(
+            Balanced::new(
+                self.service.clone(),
+                self.balance,
+                self.zone.clone(),
+                self.ejection,
+                self.settings,
+                preference,
+            )
+            .with_retry_budget(self.retry_budget.clone()),
+        );
         let cache_file = match &self.cache {
             CacheSetting::Default => cache::default_cache_dir(self.registry.url())
                 .map(|dir| cache::cache_path(&dir, &self.service)),

@@ -7,12 +7,16 @@
 //! - `outlier`: passive health checking. An instance whose calls fail to
 //!   reach it several times in a row is ejected for a while, then tried
 //!   again.
+//! - [`RetryBudget`] (`budget`): how many retries a client may send, as a
+//!   share of its calls, so a total outage is not multiplied by retries.
 //! - [`Backoff`]: the jittered, growing delay between reconnect attempts
 //!   (and the registry clients' retries).
 
 mod backoff;
+mod budget;
 pub(crate) mod outlier;
 pub(crate) mod retry;
 
 pub use backoff::Backoff;
+pub use budget::RetryBudget;
 pub use outlier::Ejection;
