@@ -26,7 +26,8 @@
 //! allocation), so the common case is as cheap as a pipeline can be.
 //!
 //! - `layer`: [`Layer`] and [`Next`], the user's hook on every call.
-//! - `run`: driving a call's future (deadline, panic isolation, inline poll).
+//! - `run`: driving a call's future (its deadline, also made current for
+//!   the calls the handler makes; panic isolation; the inline poll).
 
 mod layer;
 pub(crate) mod run;
