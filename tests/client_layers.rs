@@ -222,3 +222,57 @@ async fn layers_run_in_the_order_added() {
         ["first in, sees x-order=None", "second in, sees x-order=Some(\"first\")", "second out", "first out"]
     );
 }
+
+/// Fallbacks answer system failures (not the service's own errors), and a
+/// degraded method is answered without being called; the switch works
+/// while the channel is in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallbacks_answer_failures_and_forced_degradation_skips_the_call() {
+    use courier::resilience::Fallbacks;
+    use courier_tests::{CalcError, CalculatorClient, ProbeClient, start_server, within};
+
+    within(Duration::from_secs(60), "fallbacks", async {
+        let (server, state) = start_server(|b| b).await;
+        let fallbacks = Arc::new(
+            Fallbacks::new()
+                .value("Probe.Fail", ())
+                .value("Probe.Sleep", 0u64)
+                .value("Probe.Echo", "from the fallback")
+                .value("Calculator.Div", -1.0f64),
+        );
+        let channel = Channel::builder(server.local_addr().to_string())
+            .layer(fallbacks.clone())
+            .connect()
+            .await
+            .expect("connect");
+        let (probe, calc) = (ProbeClient::new(channel.clone()), CalculatorClient::new(channel));
+
+        // A system failure is answered by the fallback...
+        probe.fail(Code::Unavailable.as_u32(), "down".into()).await.expect("the fallback answers");
+        assert_eq!(fallbacks.served("Probe.Fail"), 1);
+        // ...the caller's mistakes and the service's own errors are not.
+        let err = probe.fail(Code::InvalidArgument.as_u32(), "bad".into()).await.expect_err("passes through");
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let err = calc.div(1.0, 0.0).await.expect_err("the service's own error");
+        assert_eq!(err.app_error::<CalcError>(), Some(&CalcError::DivisionByZero), "{err}");
+        assert_eq!((fallbacks.served("Probe.Fail"), fallbacks.served("Calculator.Div")), (1, 0));
+
+        // Forced degradation: the call is not made at all.
+        fallbacks.degrade("Probe.Sleep", true).expect("has a fallback");
+        assert_eq!(probe.sleep(5_000).await.expect("degraded"), 0);
+        assert_eq!(state.started(), 0, "a degraded call reaches no server");
+        fallbacks.degrade("Probe.Sleep", false).expect("has a fallback");
+        assert_eq!(probe.sleep(10).await.expect("called again"), 10);
+        assert_eq!(state.started(), 1);
+        assert!(fallbacks.degrade("Probe.Nothing", true).is_err(), "only methods with a fallback");
+
+        // The server gone: every call gets the fallback, one per failure.
+        assert_eq!(probe.echo("real".into()).await.expect("echo"), "real");
+        server.abort();
+        for _ in 0..5 {
+            assert_eq!(probe.echo("x".into()).await.expect("the fallback"), "from the fallback");
+        }
+        assert_eq!(fallbacks.served("Probe.Echo"), 5);
+    })
+    .await;
+}

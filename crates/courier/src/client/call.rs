@@ -126,6 +126,12 @@ impl Outcome {
         Outcome { result, metadata, codec }
     }
 
+    /// An answer given in place of the server's (a fallback), its body in
+    /// `codec`.
+    pub fn answered(body: Bytes, codec: Codec) -> Outcome {
+        Outcome { result: Ok(body), metadata: Metadata::new(), codec }
+    }
+
     /// A one-way call on its way.
     pub(crate) fn sent(codec: Codec) -> Outcome {
         Outcome { result: Ok(Bytes::new()), metadata: Metadata::new(), codec }

@@ -21,6 +21,7 @@
 //! - `endpoint`: the trait both protocols implement; below it, a protocol's
 //!   frames. `native` (the native protocol over `connection`s) and `grpc`
 //!   (feature `grpc`), sharing the connection `pool`.
+//! - `fallback`: [`Fallbacks`](crate::resilience::Fallbacks) as a layer.
 //! - `settings`: connection settings; `error`: [`ConnectError`].
 //! - [`CallOptions`] (`options`): timeout, metadata and codec per call;
 //!   [`CallHandle`] (`handle`): a call started now and awaited later.
@@ -33,6 +34,7 @@ mod connection;
 mod discover;
 mod endpoint;
 mod error;
+mod fallback;
 #[cfg(feature = "grpc")]
 mod grpc;
 mod handle;

@@ -9,14 +9,18 @@
 //!   again.
 //! - [`RetryBudget`] (`budget`): how many retries a client may send, as a
 //!   share of its calls, so a total outage is not multiplied by retries.
+//! - [`Fallbacks`] (`fallback`): per method, an answer for when a call
+//!   fails, and forced degradation switched at run time.
 //! - [`Backoff`]: the jittered, growing delay between reconnect attempts
 //!   (and the registry clients' retries).
 
 mod backoff;
 mod budget;
+pub(crate) mod fallback;
 pub(crate) mod outlier;
 pub(crate) mod retry;
 
 pub use backoff::Backoff;
 pub use budget::RetryBudget;
+pub use fallback::{Fallbacks, NoFallback};
 pub use outlier::Ejection;
