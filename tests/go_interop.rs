@@ -8,8 +8,12 @@
 use std::time::{Duration, Instant};
 
 use courier_tests::go::{self, GoBinary, GoOutput};
-use courier_tests::{EtcdServer, Named, WhoamiServer, start_provider};
+use courier_tests::{EtcdServer, Named, WhoamiServer, start_provider, within};
 use serde::Deserialize;
+
+/// Every etcd test as a whole, the first build of grpc-go and etcd's Go
+/// client included: a hang fails its test instead of the suite.
+const GO_TEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// What `etcd_roundrobin` prints.
 #[derive(Debug, Deserialize)]
@@ -50,44 +54,50 @@ async fn wait_for_instances(registry: &courier::registry::Registry, service: &st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_go_client_resolves_courier_providers_through_etcd_and_round_robins_over_them() {
-    // Build first: the first build of grpc-go and etcd's client is slow,
-    // and nothing waits on it meanwhile.
-    let client = etcd_roundrobin().await;
-    let etcd = EtcdServer::start();
-    let registry = courier::registry::connect(&format!("etcd://{}", etcd.endpoint)).await.expect("connect");
-    let a = start_provider(&registry, "provider-a", |b| b).await;
-    let b = start_provider(&registry, "provider-b", |b| b).await;
-    wait_for_instances(&registry, "Whoami", 2).await;
+    within(
+        GO_TEST_LIMIT,
+        "a_grpc_go_client_resolves_courier_providers_through_etcd_and_round_robins_over_them",
+        async {
+            // Build first: the first build of grpc-go and etcd's client is slow,
+            // and nothing waits on it meanwhile.
+            let client = etcd_roundrobin().await;
+            let etcd = EtcdServer::start();
+            let registry =
+                courier::registry::connect(&format!("etcd://{}", etcd.endpoint)).await.expect("connect");
+            let a = start_provider(&registry, "provider-a", |b| b).await;
+            let b = start_provider(&registry, "provider-b", |b| b).await;
+            wait_for_instances(&registry, "Whoami", 2).await;
 
-    let calls = 200;
-    let output = call_whoami(&client, &etcd, calls, 2).await;
-    assert!(
-        output.status.success(),
-        "the grpc-go client failed ({}):\nstdout: {}\nstderr: {}",
-        output.status,
-        output.stdout,
-        output.stderr
-    );
-    let summary: Summary = output
-        .stdout
-        .lines()
-        .last()
-        .and_then(|line| serde_json::from_str(line).ok())
-        .unwrap_or_else(|| panic!("a summary line, got {:?}; stderr: {}", output.stdout, output.stderr));
-    eprintln!("grpc-go round_robin through etcd over two courier providers: {summary:?}");
-    assert!(summary.failures.is_empty(), "no call failed: {summary:?}");
-    let names: Vec<&str> = summary.answers.keys().map(String::as_str).collect();
-    assert_eq!(names, ["provider-a", "provider-b"], "both providers answered: {summary:?}");
-    assert_eq!(summary.answers.values().sum::<usize>(), calls, "{summary:?}");
-    // round_robin alternates once both connections are ready; allow for a
-    // connection that flapped during the run.
-    for (name, count) in &summary.answers {
-        assert!(*count >= calls / 4, "{name} took {count} of {calls} calls: {summary:?}");
-    }
-    assert!(summary.warmup >= 2, "{summary:?}");
+            let calls = 200;
+            let output = call_whoami(&client, &etcd, calls, 2).await;
+            assert!(
+                output.status.success(),
+                "the grpc-go client failed ({}):\nstdout: {}\nstderr: {}",
+                output.status,
+                output.stdout,
+                output.stderr
+            );
+            let summary: Summary =
+                output.stdout.lines().last().and_then(|line| serde_json::from_str(line).ok()).unwrap_or_else(
+                    || panic!("a summary line, got {:?}; stderr: {}", output.stdout, output.stderr),
+                );
+            eprintln!("grpc-go round_robin through etcd over two courier providers: {summary:?}");
+            assert!(summary.failures.is_empty(), "no call failed: {summary:?}");
+            let names: Vec<&str> = summary.answers.keys().map(String::as_str).collect();
+            assert_eq!(names, ["provider-a", "provider-b"], "both providers answered: {summary:?}");
+            assert_eq!(summary.answers.values().sum::<usize>(), calls, "{summary:?}");
+            // round_robin alternates once both connections are ready; allow for a
+            // connection that flapped during the run.
+            for (name, count) in &summary.answers {
+                assert!(*count >= calls / 4, "{name} took {count} of {calls} calls: {summary:?}");
+            }
+            assert!(summary.warmup >= 2, "{summary:?}");
 
-    a.shutdown().await.expect("stop a");
-    b.shutdown().await.expect("stop b");
+            a.shutdown().await.expect("stop a");
+            b.shutdown().await.expect("stop b");
+        },
+    )
+    .await;
 }
 
 /// The control: courier's earlier layout, with its fields in `Metadata`,
@@ -96,36 +106,41 @@ async fn a_grpc_go_client_resolves_courier_providers_through_etcd_and_round_robi
 /// old entries still route courier consumers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn courier_fields_in_metadata_make_grpc_go_panic_and_still_route_courier() {
-    let client = etcd_roundrobin().await;
-    let etcd = EtcdServer::start();
-    let registry = courier::registry::connect(&format!("etcd://{}", etcd.endpoint)).await.expect("connect");
-    let server = courier::Server::builder()
-        .add_service(WhoamiServer::new(Named("old-layout".to_owned())))
-        .bind("127.0.0.1:0")
-        .await
-        .expect("bind")
-        .start();
-    let addr = server.local_addr().to_string();
-    let old =
-        format!(r#"{{"Op":0,"Addr":"{addr}","Metadata":{{"courier":{{"version":"1.0.0","weight":2}}}}}}"#);
-    let put = etcd.etcdctl(&["put", &format!("Whoami/{addr}"), &old]);
-    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    within(GO_TEST_LIMIT, "courier_fields_in_metadata_make_grpc_go_panic_and_still_route_courier", async {
+        let client = etcd_roundrobin().await;
+        let etcd = EtcdServer::start();
+        let registry =
+            courier::registry::connect(&format!("etcd://{}", etcd.endpoint)).await.expect("connect");
+        let server = courier::Server::builder()
+            .add_service(WhoamiServer::new(Named("old-layout".to_owned())))
+            .bind("127.0.0.1:0")
+            .await
+            .expect("bind")
+            .start();
+        let addr = server.local_addr().to_string();
+        let old = format!(
+            r#"{{"Op":0,"Addr":"{addr}","Metadata":{{"courier":{{"version":"1.0.0","weight":2}}}}}}"#
+        );
+        let put = etcd.etcdctl(&["put", &format!("Whoami/{addr}"), &old]);
+        assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
 
-    let listed = registry.list("Whoami").await.expect("list");
-    let found: Vec<_> =
-        listed.instances.iter().map(|i| (i.addr.as_str(), i.version.as_str(), i.weight)).collect();
-    assert_eq!(found, [(addr.as_str(), "1.0.0", 2)], "courier reads the old layout");
+        let listed = registry.list("Whoami").await.expect("list");
+        let found: Vec<_> =
+            listed.instances.iter().map(|i| (i.addr.as_str(), i.version.as_str(), i.weight)).collect();
+        assert_eq!(found, [(addr.as_str(), "1.0.0", 2)], "courier reads the old layout");
 
-    let output = call_whoami(&client, &etcd, 10, 1).await;
-    assert!(
-        !output.status.success() && output.stderr.contains("hash of unhashable type"),
-        "grpc-go 1.33 panics on a JSON object in Metadata (if it no longer does, this control is moot); \
-         status {}\nstdout: {}\nstderr: {}",
-        output.status,
-        output.stdout,
-        output.stderr
-    );
-    server.shutdown().await.expect("stop");
+        let output = call_whoami(&client, &etcd, 10, 1).await;
+        assert!(
+            !output.status.success() && output.stderr.contains("hash of unhashable type"),
+            "grpc-go 1.33 panics on a JSON object in Metadata (if it no longer does, this control is moot); \
+             status {}\nstdout: {}\nstderr: {}",
+            output.status,
+            output.stdout,
+            output.stderr
+        );
+        server.shutdown().await.expect("stop");
+    })
+    .await;
 }
 
 /// A Go program written into a temporary directory.
