@@ -61,6 +61,13 @@ fn ls(url: &str, service: Option<&str>) -> std::process::Output {
     output
 }
 
+/// [`ls`] from async code: on a blocking thread, so the runtime's workers
+/// go on running while it waits for the process.
+async fn ls_async(url: &str, service: Option<&str>) -> std::process::Output {
+    let (url, service) = (url.to_owned(), service.map(str::to_owned));
+    tokio::task::spawn_blocking(move || ls(&url, service.as_deref())).await.expect("courier ls ran")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ls_lists_what_is_registered_in_a_served_registry() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -81,7 +88,7 @@ async fn ls_lists_what_is_registered_in_a_served_registry() {
     register(Instance::new("Calculator", "127.0.0.1:9000").with_version("1.2.0").with_weight(3)).await;
     register(Instance::new("Echo", "127.0.0.1:9001").with_zone("z1")).await;
 
-    let all = ls(&url, None);
+    let all = ls_async(&url, None).await;
     let text = String::from_utf8_lossy(&all.stdout);
     assert!(all.status.success(), "{text}");
     assert!(text.starts_with("SERVICE"), "{text}");
@@ -94,10 +101,10 @@ async fn ls_lists_what_is_registered_in_a_served_registry() {
     );
     assert!(text.lines().any(|l| l.starts_with("Echo") && l.contains("z1")), "{text}");
 
-    let one = ls(&url, Some("Echo"));
+    let one = ls_async(&url, Some("Echo")).await;
     let text = String::from_utf8_lossy(&one.stdout);
     assert_eq!(text.lines().count(), 2, "{text}");
-    let none = ls(&url, Some("Nothing"));
+    let none = ls_async(&url, Some("Nothing")).await;
     assert_eq!(none.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&none.stdout).contains("no instances registered"));
 }
