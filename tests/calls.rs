@@ -411,6 +411,11 @@ async fn the_descriptor_describes_the_service() {
     .await;
 }
 
+/// The preface, a one-way request and the hang-up arrive together: a server
+/// that throws away what came with the preface, or stops at the end of the
+/// stream before handling what it has read, loses the call. (Aborting
+/// one-way calls when the caller leaves is caught by the test of a call
+/// still waiting, below: this one finishes first.)
 #[tokio::test]
 async fn a_one_way_call_survives_the_client_hanging_up_at_once() {
     within(TEST_LIMIT, "a_one_way_call_survives_the_client_hanging_up_at_once", async {
