@@ -269,10 +269,17 @@ async fn fallbacks_answer_failures_and_forced_degradation_skips_the_call() {
         // The server gone: every call gets the fallback, one per failure.
         assert_eq!(probe.echo("real".into()).await.expect("echo"), "real");
         server.abort();
+        // Its connections go down with its tasks, a moment later.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while probe.echo("x".into()).await.expect("an answer or the fallback") != "from the fallback" {
+            assert!(std::time::Instant::now() < deadline, "the server is still answering after 5 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let before = fallbacks.served("Probe.Echo");
         for _ in 0..5 {
             assert_eq!(probe.echo("x".into()).await.expect("the fallback"), "from the fallback");
         }
-        assert_eq!(fallbacks.served("Probe.Echo"), 5);
+        assert_eq!(fallbacks.served("Probe.Echo"), before + 5, "one fallback per failed call");
     })
     .await;
 }
