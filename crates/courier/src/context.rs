@@ -42,7 +42,6 @@ pub struct Context {
     codec: Codec,
     shutdown: Option<tokio::sync::watch::Receiver<bool>>,
     response_metadata: Option<ResponseMetadata>,
-    lenient_json: bool,
     protocol: Option<Protocol>,
 }
 
@@ -88,9 +87,6 @@ impl Context {
             codec,
             shutdown: Some(shutdown),
             response_metadata: Some(response),
-            // Go's encoder writes `X` for a field `x`: over JSON-RPC, match
-            // names as Go does.
-            lenient_json: protocol == Protocol::JsonRpc,
             protocol: Some(protocol),
         }
     }
@@ -105,7 +101,6 @@ impl Context {
             codec,
             shutdown: None,
             response_metadata: None,
-            lenient_json: false,
             protocol: None,
         }
     }
@@ -114,13 +109,14 @@ impl Context {
     #[cfg(test)]
     #[must_use]
     pub(crate) fn with_lenient_json(mut self) -> Context {
-        self.lenient_json = true;
+        self.protocol = Some(Protocol::JsonRpc);
         self
     }
 
-    /// Whether JSON arguments match field names ignoring case.
+    /// Whether JSON arguments match field names ignoring case: over
+    /// JSON-RPC, whose Go clients write `X` for a field `x`.
     pub(crate) fn lenient_json(&self) -> bool {
-        self.lenient_json
+        self.protocol == Some(Protocol::JsonRpc)
     }
 
     /// Send a header back with the reply (gRPC: a response header; HTTP:

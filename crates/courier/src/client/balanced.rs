@@ -173,8 +173,7 @@ impl Balanced {
     /// instances in the consumer's zone, then other healthy instances, then
     /// ejected ones and those of weight 0 (better a try than a certain
     /// failure). A call that cannot reach one moves down the list.
-    fn order(&self, set: &Set, hash_key: Option<u64>) -> Vec<Arc<Member>> {
-        let now = Instant::now();
+    fn order(&self, set: &Set, hash_key: Option<u64>, now: Instant) -> Vec<Arc<Member>> {
         let tier = |member: &Member| -> Option<usize> {
             let instance = &member.instance;
             if instance.state != InstanceState::Serving {
@@ -233,7 +232,8 @@ impl Balanced {
     /// answers or the call may not move on.
     pub(crate) async fn send(&self, call: &Call<'_>) -> Result<Outcome, Status> {
         let set = self.snapshot();
-        let order = self.order(&set, call.hash_key);
+        let now = Instant::now();
+        let order = self.order(&set, call.hash_key, now);
         if order.is_empty() {
             let why = self.discovery_error.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
             return Err(Status::unavailable(match why {
@@ -242,7 +242,7 @@ impl Balanced {
             }));
         }
         let mut last_error = None;
-        self.budget.deposit(Instant::now());
+        self.budget.deposit(now);
         // Whether the last attempt may have reached its server: moving on
         // after one is a retry that loads the servers again, so it must fit
         // the budget (an outage is then not multiplied by retries). Moving
@@ -383,7 +383,7 @@ mod tests {
             ejected.health.failure(Instant::now(), &Ejection::default());
         }
         for _ in 0..10 {
-            assert_eq!(ids(&b.order(&set, None)), ["n", "f1", "ejected"]);
+            assert_eq!(ids(&b.order(&set, None, Instant::now())), ["n", "f1", "ejected"]);
         }
     }
 
@@ -396,7 +396,7 @@ mod tests {
         b.replace(instances);
         let set = b.snapshot();
         for _ in 0..10 {
-            let order = b.order(&set, None);
+            let order = b.order(&set, None, Instant::now());
             assert_eq!(order.len(), MAX_ATTEMPTS);
             assert!(!ids(&order).contains(&"a"));
         }
@@ -408,12 +408,13 @@ mod tests {
         b.replace(vec![instance("n1", "near"), instance("n22", "near"), instance("f333", "far")]);
         let set = b.snapshot();
         let key = Some(crate::balance::hash_key(b"user-42"));
-        let first = ids(&b.order(&set, key)).iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let first =
+            ids(&b.order(&set, key, Instant::now())).iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         assert_eq!(first.len(), 3);
         assert!(first[0].starts_with('n') && first[1].starts_with('n'), "own zone first: {first:?}");
         assert_eq!(first[2], "f333");
         for _ in 0..10 {
-            assert_eq!(ids(&b.order(&set, key)), first, "the same key, the same order");
+            assert_eq!(ids(&b.order(&set, key, Instant::now())), first, "the same key, the same order");
         }
     }
 }

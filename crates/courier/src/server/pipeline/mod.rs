@@ -146,17 +146,18 @@ pub(crate) fn start(
         shutdown: shutdown.clone(),
         response: response.clone(),
     });
-    let inline = route.inline.clone();
-    let (future, permits) = if server.layers.is_empty() {
+    let (future, permits, inline) = if server.layers.is_empty() {
         let permits = server.admission.admit(slots, route.method.full_name)?;
-        (route.service.call(route.index, cx, body), Some(permits))
+        let Route { service, index, inline, .. } = route;
+        (service.call(index, cx, body), Some(permits), inline)
     } else {
+        let inline = route.inline.clone();
         // The first layer runs inside the future, so its own code is under
         // the call's deadline and panic isolation like everything after it.
         let next = Next::first(server.clone(), slots.clone(), route);
         let future: BoxFuture<'static, Result<Bytes, Status>> =
             Box::pin(async move { next.run(cx, body).await });
-        (future, None)
+        (future, None, inline)
     };
     Ok(Call { future, deadline, inline, first_poll_timed: false, response, permits, memory })
 }
