@@ -135,6 +135,17 @@ impl Channel {
         }
     }
 
+    /// What a discovered channel's governance did (calls, attempts,
+    /// retries, hedges, budget and breaker refusals) and where each
+    /// instance's and method's circuit breaker is (`None` for a channel to
+    /// one address).
+    pub fn governance(&self) -> Option<super::GovernanceReport> {
+        match &self.route {
+            Route::Balanced(balanced) => Some(balanced.report()),
+            Route::One(_) => None,
+        }
+    }
+
     /// The codec calls made with `options` travel in. gRPC carries protobuf
     /// or JSON, so the binary codec becomes JSON on a gRPC channel. On a
     /// discovered channel it depends on the instance each call goes to

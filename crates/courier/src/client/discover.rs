@@ -37,7 +37,8 @@ use super::route::Route;
 use crate::balance::Balance;
 use crate::discovery::cache::{self, Applied, ServiceView};
 use crate::discovery::{Instance, Registry};
-use crate::resilience::{Backoff, Ejection, RetryBudget};
+use super::governance::{Governance, Policies};
+use crate::resilience::{Backoff, BreakerPolicy, HedgingPolicy, RetryBudget, RetryPolicy};
 
 /// How often the watcher looks for suspects kept too long.
 const SUSPECT_CHECK: Duration = Duration::from_secs(5);
@@ -88,7 +89,7 @@ pub struct DiscoverBuilder<C> {
     version: Option<String>,
     zone: Option<String>,
     balance: Balance,
-    ejection: Ejection,
+    policies: Policies,
     retry_budget: Arc<RetryBudget>,
     cache: CacheSetting,
     initial_wait: Duration,
@@ -110,7 +111,7 @@ impl<C: FromChannel> DiscoverBuilder<C> {
             version: None,
             zone: None,
             balance: Balance::default(),
-            ejection: Ejection::default(),
+            policies: Policies::default(),
             retry_budget: Arc::new(RetryBudget::default()),
             cache: CacheSetting::Default,
             initial_wait: Duration::from_secs(3),
@@ -141,9 +142,64 @@ impl<C: FromChannel> DiscoverBuilder<C> {
         self
     }
 
-    /// When to take an unreachable instance out of rotation.
-    pub fn ejection(mut self, ejection: Ejection) -> DiscoverBuilder<C> {
-        self.ejection = ejection;
+    /// How calls are retried (default [`RetryPolicy::default`]: 3 attempts,
+    /// `Unavailable` retried for idempotent methods, within the retry
+    /// budget); methods given a policy of their own keep it.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> DiscoverBuilder<C> {
+        self.policies.service.retry = policy;
+        for method in self.policies.methods.values_mut() {
+            if method.hedging.is_none() {
+                method.retry = self.policies.service.retry.clone();
+            }
+        }
+        self
+    }
+
+    /// How calls of `method` (`Service.Method`) are retried, instead of the
+    /// service's policy.
+    pub fn method_retry_policy(mut self, method: impl Into<String>, policy: RetryPolicy) -> DiscoverBuilder<C> {
+        self.policies.methods.entry(method.into()).or_insert_with(|| self.policies.service.clone()).retry = policy;
+        self
+    }
+
+    /// Hedge calls of every idempotent method (see [`HedgingPolicy`]);
+    /// other methods keep retrying.
+    pub fn hedging(mut self, policy: HedgingPolicy) -> DiscoverBuilder<C> {
+        self.policies.service.hedging = Some(policy);
+        self
+    }
+
+    /// Hedge calls of `method` (if it is idempotent).
+    pub fn method_hedging(mut self, method: impl Into<String>, policy: HedgingPolicy) -> DiscoverBuilder<C> {
+        let service = self.policies.service.clone();
+        self.policies.methods.entry(method.into()).or_insert(service).hedging = Some(policy);
+        self
+    }
+
+    /// The circuit breaker of each instance (default
+    /// [`BreakerPolicy::default`]): an instance whose breaker is open is
+    /// left out of rotation until probes succeed. It sees every attempt:
+    /// failing to connect, losing connections, system failures, timeouts,
+    /// and slow answers if the policy says what slow is.
+    pub fn breaker(mut self, policy: BreakerPolicy) -> DiscoverBuilder<C> {
+        self.policies.instance_breaker = policy;
+        self
+    }
+
+    /// The circuit breaker of each method, service-wide (default: opens
+    /// when half of at least 50 calls in 10 s failed): open, calls of the
+    /// method fail fast with `Unavailable` (a fallback then answers them,
+    /// if one is configured).
+    pub fn method_breaker(mut self, policy: BreakerPolicy) -> DiscoverBuilder<C> {
+        self.policies.method_breaker = policy;
+        self
+    }
+
+    /// The largest share of instances breakers may keep out of rotation
+    /// (default 0.5). Beyond it, instances with open breakers are tried
+    /// last rather than never: when all look broken, keep trying them.
+    pub fn max_ejected_share(mut self, share: f64) -> DiscoverBuilder<C> {
+        self.policies.max_ejected_share = if share.is_finite() { share.clamp(0.0, 1.0) } else { 0.5 };
         self
     }
 
@@ -234,11 +290,10 @@ impl<C: FromChannel> DiscoverBuilder<C> {
                 self.service.clone(),
                 self.balance,
                 self.zone.clone(),
-                self.ejection,
+                Governance::new(self.policies, self.retry_budget.clone()),
                 self.settings,
                 preference,
-            )
-            .with_retry_budget(self.retry_budget.clone()),
+            ),
         );
         let cache_file = match &self.cache {
             CacheSetting::Default => cache::default_cache_dir(self.registry.url())

@@ -14,8 +14,11 @@
 //!   order.
 //! - `route`: the call's deadline, then one endpoint or a balanced set.
 //! - `balanced`: the instances of a discovered service, kept current by the
-//!   watch in `discover`, in the balancer's order, with retries and
-//!   outlier ejection from `crate::resilience`.
+//!   watch in `discover`, each with its circuit breaker, in the balancer's
+//!   order; `attempts`: a call sent along that order under its method's
+//!   breaker and retry or hedging policy, paid from the retry budget;
+//!   `governance`: those policies, per-method state and counters
+//!   ([`GovernanceReport`]).
 //! - `protocols`: which protocol an instance is called with, and the
 //!   endpoint of either kind.
 //! - `endpoint`: the trait both protocols implement; below it, a protocol's
@@ -26,6 +29,7 @@
 //! - [`CallOptions`] (`options`): timeout, metadata and codec per call;
 //!   [`CallHandle`] (`handle`): a call started now and awaited later.
 
+mod attempts;
 mod balanced;
 mod builder;
 mod call;
@@ -35,6 +39,7 @@ mod discover;
 mod endpoint;
 mod error;
 mod fallback;
+mod governance;
 #[cfg(feature = "grpc")]
 mod grpc;
 mod handle;
@@ -54,6 +59,7 @@ pub use call::{Call, CallKind, Outcome};
 pub use channel::{Channel, FromChannel};
 pub use discover::{DiscoverBuilder, DiscoverError};
 pub use error::ConnectError;
+pub use governance::GovernanceReport;
 pub use handle::CallHandle;
 pub use layer::{Layer, Next};
 pub use options::CallOptions;

@@ -40,13 +40,18 @@ impl Route {
         };
         match tokio::time::timeout_at(deadline.into(), attempt).await {
             Ok(outcome) => outcome,
-            Err(_) => Outcome::from(Status::deadline_exceeded(match call.timeout {
-                Some(timeout) => format!("{} did not complete within its {timeout:?} timeout", call.method),
-                None => format!(
-                    "{} did not complete before the deadline of the call being served, which it inherits",
-                    call.method
-                ),
-            })),
+            Err(_) => Outcome::from(deadline_status(call)),
         }
     }
+}
+
+/// The status of a call whose deadline passed.
+pub(crate) fn deadline_status(call: &Call<'_>) -> Status {
+    Status::deadline_exceeded(match call.timeout {
+        Some(timeout) => format!("{} did not complete within its {timeout:?} timeout", call.method),
+        None => format!(
+            "{} did not complete before the deadline of the call being served, which it inherits",
+            call.method
+        ),
+    })
 }

@@ -17,7 +17,9 @@ pub const TIMEOUT_HEADER: &str = "x-courier-timeout-ms";
 
 /// Headers that belong to the transport, not to the call.
 pub fn is_reserved_header(name: &str) -> bool {
-    name.starts_with("grpc-")
+    // gRFC A6's two are call metadata, not framing: the attempt count a
+    // client sends and the pushback a server answers with.
+    (name.starts_with("grpc-") && !matches!(name, "grpc-previous-rpc-attempts" | "grpc-retry-pushback-ms"))
         || name.starts_with(':')
         || matches!(
             name,
