@@ -286,3 +286,142 @@ impl Whoami for Named {
         self.0.clone()
     }
 }
+
+/// How a [`FlakyImpl`] behaves, switched at run time with `set_mode` (also
+/// from another process).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FlakyMode {
+    /// Answer at once.
+    Healthy,
+    /// Fail every call with `code`, with `pushback_ms` as the retry
+    /// pushback if given (negative: do not retry).
+    Fail {
+        /// The status code.
+        code: u32,
+        /// The `grpc-retry-pushback-ms` to answer with.
+        pushback_ms: Option<i64>,
+    },
+    /// Answer after `millis`.
+    Slow {
+        /// How long.
+        millis: u64,
+    },
+    /// Answer one call in `one_in` after `millis`, the others at once.
+    SometimesSlow {
+        /// One call in how many.
+        one_in: u64,
+        /// How long.
+        millis: u64,
+    },
+    /// Never answer.
+    Hang,
+}
+
+/// What a [`FlakyImpl`] ran.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlakyStats {
+    /// `get` handlers started.
+    pub gets: u64,
+    /// `put` handlers started, by key: a key seen twice ran twice.
+    pub puts: Vec<u64>,
+    /// Calls that said they were a retry or hedge
+    /// (`grpc-previous-rpc-attempts` present).
+    pub retried: u64,
+    /// The largest `grpc-previous-rpc-attempts` seen.
+    pub max_previous: u64,
+}
+
+/// A service that fails, slows down or hangs on demand.
+#[courier::service]
+pub trait Flaky {
+    /// Return `key`, after what the mode says; safe to run twice.
+    #[courier(idempotent)]
+    async fn get(&self, cx: &Context, key: u64) -> Result<u64, Status>;
+    /// Store `key` (counted per key), after what the mode says; not safe
+    /// to run twice.
+    async fn put(&self, cx: &Context, key: u64) -> Result<u64, Status>;
+    /// Switch the mode.
+    async fn set_mode(&self, mode: FlakyMode);
+    /// What ran so far.
+    async fn stats(&self) -> FlakyStats;
+}
+
+/// The [`Flaky`] implementation; clones share their mode and counters.
+#[derive(Clone)]
+pub struct FlakyImpl {
+    mode: Arc<Mutex<FlakyMode>>,
+    stats: Arc<Mutex<FlakyStats>>,
+    calls: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for FlakyImpl {
+    fn default() -> FlakyImpl {
+        FlakyImpl {
+            mode: Arc::new(Mutex::new(FlakyMode::Healthy)),
+            stats: Arc::default(),
+            calls: Arc::default(),
+        }
+    }
+}
+
+impl FlakyImpl {
+    /// Switch the mode from the test itself.
+    pub fn set(&self, mode: FlakyMode) {
+        *self.mode.lock().unwrap_or_else(|p| p.into_inner()) = mode;
+    }
+
+    /// What ran so far.
+    pub fn snapshot(&self) -> FlakyStats {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    async fn behave(&self, cx: &Context, key: u64) -> Result<u64, Status> {
+        if let Some(previous) = cx.metadata().get(courier::resilience::PREVIOUS_ATTEMPTS) {
+            let previous: u64 = previous.parse().unwrap_or(0);
+            let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+            stats.retried += 1;
+            stats.max_previous = stats.max_previous.max(previous);
+        }
+        let mode = self.mode.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match mode {
+            FlakyMode::Healthy => Ok(key),
+            FlakyMode::Fail { code, pushback_ms } => {
+                if let Some(ms) = pushback_ms {
+                    cx.set_response_metadata(courier::resilience::RETRY_PUSHBACK, ms.to_string());
+                }
+                Err(Status::new(courier::Code::from_u32(code), "failing on purpose"))
+            }
+            FlakyMode::Slow { millis } => {
+                tokio::time::sleep(Duration::from_millis(millis)).await;
+                Ok(key)
+            }
+            FlakyMode::SometimesSlow { one_in, millis } => {
+                if self.calls.fetch_add(1, Ordering::Relaxed) % one_in.max(1) == 0 {
+                    tokio::time::sleep(Duration::from_millis(millis)).await;
+                }
+                Ok(key)
+            }
+            FlakyMode::Hang => std::future::pending().await,
+        }
+    }
+}
+
+impl Flaky for FlakyImpl {
+    async fn get(&self, cx: &Context, key: u64) -> Result<u64, Status> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).gets += 1;
+        self.behave(cx, key).await
+    }
+
+    async fn put(&self, cx: &Context, key: u64) -> Result<u64, Status> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).puts.push(key);
+        self.behave(cx, key).await
+    }
+
+    async fn set_mode(&self, mode: FlakyMode) {
+        self.set(mode);
+    }
+
+    async fn stats(&self) -> FlakyStats {
+        self.snapshot()
+    }
+}

@@ -218,7 +218,7 @@ impl Balanced {
                     let Some(status) = outcome.status() else { return Ok(outcome) };
                     let retryable = idempotent && policy.retries(status.code());
                     let pushed = pushback(outcome.metadata().get(RETRY_PUSHBACK));
-                    if !retryable || pushed == Pushback::Stop {
+                    if !retryable || pushed == Pushback::Stop || sent >= policy.max_attempts {
                         return Ok(outcome);
                     }
                     wait = Some(match pushed {
