@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use courier::Code;
+use courier::client::DiscoverBuilder;
 use courier::registry::Registry;
 use courier::resilience::{
     BreakerPolicy, BreakerState, Fallbacks, HedgeDelay, HedgingPolicy, RetryBudget, RetryPolicy,
 };
 use courier::server::ServerHandle;
-use courier::Code;
-use courier::client::DiscoverBuilder;
 use courier_tests::{FlakyClient, FlakyImpl, FlakyMode, FlakyServer, FlakyStats, eventually};
 
 const UNAVAILABLE: u32 = Code::Unavailable as u32;
@@ -44,8 +44,11 @@ async fn providers(registry: &Registry, n: usize) -> Vec<(ServerHandle, FlakyImp
 async fn client(builder: DiscoverBuilder<FlakyClient>, instances: usize) -> FlakyClient {
     let client = builder.no_cache().build().await.expect("discover");
     assert!(
-        eventually(Duration::from_secs(5), || client.channel().instances().is_some_and(|i| i.len() == instances))
-            .await,
+        eventually(Duration::from_secs(5), || client
+            .channel()
+            .instances()
+            .is_some_and(|i| i.len() == instances))
+        .await,
         "the client sees all {instances} instances"
     );
     client
@@ -110,13 +113,13 @@ async fn the_servers_pushback_sets_the_delay_or_stops_the_retries() {
         flaky.set(FlakyMode::Fail { code: UNAVAILABLE, pushback_ms: Some(300) });
     }
     let flaky = client(
-        FlakyClient::discover(&registry, "Flaky")
-            .breaker(BreakerPolicy::disabled())
-            .retry_policy(RetryPolicy::default().max_attempts(2).backoff(
+        FlakyClient::discover(&registry, "Flaky").breaker(BreakerPolicy::disabled()).retry_policy(
+            RetryPolicy::default().max_attempts(2).backoff(
                 Duration::from_millis(1),
                 Duration::from_millis(1),
                 1.0,
-            )),
+            ),
+        ),
         2,
     )
     .await;
@@ -124,7 +127,10 @@ async fn the_servers_pushback_sets_the_delay_or_stops_the_retries() {
     let err = flaky.get(1).await.expect_err("both instances fail");
     let took = started.elapsed();
     assert_eq!(err.code(), Code::Unavailable);
-    assert!(took >= Duration::from_millis(300), "the retry waited for the pushback, not the 1 ms backoff: {took:?}");
+    assert!(
+        took >= Duration::from_millis(300),
+        "the retry waited for the pushback, not the 1 ms backoff: {took:?}"
+    );
     assert_eq!(total(&stats(&all), |s| s.gets), 2, "two attempts");
     assert_eq!(flaky.channel().governance().map(|r| r.pushbacks), Some(1));
 

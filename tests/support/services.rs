@@ -425,3 +425,46 @@ impl Flaky for FlakyImpl {
         self.snapshot()
     }
 }
+
+/// A service with a fixed capacity: `workers` calls at a time, each
+/// taking `service_time`; calls beyond wait in line (as on a real pool of
+/// threads or connections), so its latency grows with overload.
+#[courier::service]
+pub trait Work {
+    /// Do one unit of work; safe to run twice.
+    #[courier(idempotent)]
+    async fn work(&self, key: u64) -> u64;
+}
+
+/// The [`Work`] implementation.
+#[derive(Clone)]
+pub struct WorkPool {
+    workers: Arc<tokio::sync::Semaphore>,
+    service_time: Duration,
+    done: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl WorkPool {
+    /// `workers` at a time, `service_time` each.
+    pub fn new(workers: usize, service_time: Duration) -> WorkPool {
+        WorkPool {
+            workers: Arc::new(tokio::sync::Semaphore::new(workers)),
+            service_time,
+            done: Arc::default(),
+        }
+    }
+
+    /// Calls that ran to the end.
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+}
+
+impl Work for WorkPool {
+    async fn work(&self, key: u64) -> u64 {
+        let _worker = self.workers.acquire().await;
+        tokio::time::sleep(self.service_time).await;
+        self.done.fetch_add(1, Ordering::Relaxed);
+        key
+    }
+}

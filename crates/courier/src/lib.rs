@@ -112,7 +112,9 @@ pub use codec::Codec;
 pub use context::Context;
 pub use courier_macros::service;
 pub use metadata::Metadata;
-pub use server::{MethodLimit, Protocol, ServeError, Server, ServerBuilder, ServerHandle, ServerStats};
+pub use server::{
+    AdaptiveLimit, MethodLimit, Protocol, ServeError, Server, ServerBuilder, ServerHandle, ServerStats,
+};
 pub use service::{MethodDescriptor, Schema, Service, ServiceDescriptor};
 pub use status::{Code, Status};
 

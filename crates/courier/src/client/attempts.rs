@@ -29,7 +29,9 @@ use super::governance::{Counters, MethodState};
 use super::route::deadline_status;
 use crate::resilience::breaker::{Breaker, Pass, Verdict as BreakerVerdict};
 use crate::resilience::fallback::is_system_failure;
-use crate::resilience::policy::{HedgeDelay, HedgingPolicy, PREVIOUS_ATTEMPTS, Pushback, RETRY_PUSHBACK, RetryPolicy, pushback};
+use crate::resilience::policy::{
+    HedgeDelay, HedgingPolicy, PREVIOUS_ATTEMPTS, Pushback, RETRY_PUSHBACK, RetryPolicy, pushback,
+};
 use crate::resilience::retry::{AttemptError, MAX_ATTEMPTS, Retry, Verdict, judge};
 use crate::status::Status;
 
@@ -133,7 +135,8 @@ impl Balanced {
     async fn attempt(&self, call: &Call<'_>, pick: &Pick, previous: u32, timer: Timer) -> (End, Duration) {
         let load = &pick.member.load;
         let started = Instant::now();
-        let pass = if pick.forced { Some(load.breaker.force(started)) } else { load.breaker.try_pass(started) };
+        let pass =
+            if pick.forced { Some(load.breaker.force(started)) } else { load.breaker.try_pass(started) };
         let Some(pass) = pass else { return (End::Refused, Duration::ZERO) };
         // A probe is given its own timeout, so a hung one fails rather
         // than holding the breaker half-open.
@@ -181,7 +184,12 @@ impl Balanced {
     }
 
     /// Attempts one after another, as `policy` allows.
-    async fn retried(&self, call: &Call<'_>, order: &[Pick], policy: &RetryPolicy) -> Result<Outcome, Status> {
+    async fn retried(
+        &self,
+        call: &Call<'_>,
+        order: &[Pick],
+        policy: &RetryPolicy,
+    ) -> Result<Outcome, Status> {
         let idempotent = call.retry == Retry::IfLost;
         let counters = &self.governance.counters;
         // Attempts that may have reached a server (what the policy and the

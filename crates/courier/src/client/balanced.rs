@@ -19,9 +19,9 @@ use super::governance::{Governance, GovernanceReport};
 use super::protocols::{Preference, Settings, Transport};
 use crate::balance::{Balance, Candidate, Picker, Ring};
 use crate::discovery::{Instance, InstanceState};
+use crate::resilience::BreakerPolicy;
 use crate::resilience::breaker::Breaker;
 use crate::resilience::policy::MAX_ATTEMPTS_CAP;
-use crate::resilience::BreakerPolicy;
 use crate::status::Status;
 
 /// One instance of the set: where it is, how to reach it, how it is doing.
@@ -204,7 +204,11 @@ impl Balanced {
     pub(crate) fn order(&self, set: &Set, hash_key: Option<u64>, now: Instant) -> Vec<Pick> {
         let open: Vec<bool> = set.members.iter().map(|m| !m.load.breaker.would_pass(now)).collect();
         let serving = set.members.iter().filter(|m| m.instance.state == InstanceState::Serving).count();
-        let open_count = open.iter().zip(&set.members).filter(|(open, m)| **open && m.instance.state == InstanceState::Serving).count();
+        let open_count = open
+            .iter()
+            .zip(&set.members)
+            .filter(|(open, m)| **open && m.instance.state == InstanceState::Serving)
+            .count();
         // The share is of the instances serving, rounded down: of 3 with
         // the default half, 1 may be out.
         let may_be_out = (self.governance.policies.max_ejected_share * serving as f64).floor() as usize;
@@ -261,7 +265,9 @@ impl Balanced {
                         .collect()
                 }
             };
-            order.extend(picked.into_iter().map(|i| Pick { member: set.members[i].clone(), forced: wanted == 3 }));
+            order.extend(
+                picked.into_iter().map(|i| Pick { member: set.members[i].clone(), forced: wanted == 3 }),
+            );
         }
         order
     }
@@ -386,8 +392,10 @@ mod tests {
     #[test]
     fn at_most_five_instances_are_tried_and_draining_ones_never() {
         let b = balanced(None, Balance::RoundRobin);
-        let mut instances: Vec<Instance> =
-            ["a", "bb", "ccc", "dddd", "eeeee", "ffffff", "ggggggg"].iter().map(|id| instance(id, "z")).collect();
+        let mut instances: Vec<Instance> = ["a", "bb", "ccc", "dddd", "eeeee", "ffffff", "ggggggg"]
+            .iter()
+            .map(|id| instance(id, "z"))
+            .collect();
         instances[0].state = InstanceState::Draining;
         b.replace(instances);
         let set = b.snapshot();

@@ -31,13 +31,13 @@ use tokio::sync::{oneshot, watch};
 use super::balanced::Balanced;
 use super::builder::{ChannelBuilder, Parts};
 use super::channel::{Channel, FromChannel};
+use super::governance::{Governance, Policies};
 use super::layer::{Layer, Layers};
 use super::protocols::{Preference, Settings, Wire};
 use super::route::Route;
 use crate::balance::Balance;
 use crate::discovery::cache::{self, Applied, ServiceView};
 use crate::discovery::{Instance, Registry};
-use super::governance::{Governance, Policies};
 use crate::resilience::{Backoff, BreakerPolicy, HedgingPolicy, RetryBudget, RetryPolicy};
 
 /// How often the watcher looks for suspects kept too long.
@@ -157,8 +157,13 @@ impl<C: FromChannel> DiscoverBuilder<C> {
 
     /// How calls of `method` (`Service.Method`) are retried, instead of the
     /// service's policy.
-    pub fn method_retry_policy(mut self, method: impl Into<String>, policy: RetryPolicy) -> DiscoverBuilder<C> {
-        self.policies.methods.entry(method.into()).or_insert_with(|| self.policies.service.clone()).retry = policy;
+    pub fn method_retry_policy(
+        mut self,
+        method: impl Into<String>,
+        policy: RetryPolicy,
+    ) -> DiscoverBuilder<C> {
+        self.policies.methods.entry(method.into()).or_insert_with(|| self.policies.service.clone()).retry =
+            policy;
         self
     }
 
@@ -285,16 +290,14 @@ impl<C: FromChannel> DiscoverBuilder<C> {
         };
         #[cfg(not(feature = "grpc"))]
         let _ = (self.prefer_grpc, self.unlabelled_grpc);
-        let balanced = Arc::new(
-            Balanced::new(
-                self.service.clone(),
-                self.balance,
-                self.zone.clone(),
-                Governance::new(self.policies, self.retry_budget.clone()),
-                self.settings,
-                preference,
-            ),
-        );
+        let balanced = Arc::new(Balanced::new(
+            self.service.clone(),
+            self.balance,
+            self.zone.clone(),
+            Governance::new(self.policies, self.retry_budget.clone()),
+            self.settings,
+            preference,
+        ));
         let cache_file = match &self.cache {
             CacheSetting::Default => cache::default_cache_dir(self.registry.url())
                 .map(|dir| cache::cache_path(&dir, &self.service)),

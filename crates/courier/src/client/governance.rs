@@ -100,7 +100,8 @@ impl Governance {
 
     /// The state of `method`'s calls, made on its first call.
     pub(crate) fn method(&self, method: &str) -> Arc<MethodState> {
-        if let Some(state) = self.methods.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(method) {
+        if let Some(state) = self.methods.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(method)
+        {
             return state.clone();
         }
         let mut methods = self.methods.write().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -117,7 +118,8 @@ impl Governance {
             }
             _ => None,
         };
-        let state = Arc::new(MethodState { policy, breaker: Breaker::new(self.policies.method_breaker), latencies });
+        let state =
+            Arc::new(MethodState { policy, breaker: Breaker::new(self.policies.method_breaker), latencies });
         methods.insert(method.into(), state.clone());
         state
     }

@@ -368,7 +368,9 @@ impl Breaker {
     /// A probe out longer than its timeout is a failure.
     fn expire_probes(&self, inner: &mut Inner, now: Instant) {
         if let Phase::HalfOpen { probes, .. } = &inner.phase
-            && probes.iter().any(|(_, started)| now.saturating_duration_since(*started) >= self.policy.probe_timeout)
+            && probes
+                .iter()
+                .any(|(_, started)| now.saturating_duration_since(*started) >= self.policy.probe_timeout)
         {
             self.trip(inner, now);
         }
@@ -382,7 +384,9 @@ impl Breaker {
             .buckets
             .iter()
             .filter(|bucket| bucket.tick + BUCKETS as u64 > tick && bucket.tick <= tick)
-            .fold((0u32, 0u32), |(calls, failures), bucket| (calls + bucket.calls, failures + bucket.failures));
+            .fold((0u32, 0u32), |(calls, failures), bucket| {
+                (calls + bucket.calls, failures + bucket.failures)
+            });
         calls >= self.policy.min_calls && f64::from(failures) >= self.policy.failure_ratio * f64::from(calls)
     }
 

@@ -26,7 +26,7 @@ pub(crate) mod policy;
 pub(crate) mod retry;
 
 pub use backoff::Backoff;
+pub use breaker::{BreakerPolicy, BreakerState};
 pub use budget::RetryBudget;
 pub use fallback::{Fallbacks, NoFallback};
-pub use breaker::{BreakerPolicy, BreakerState};
 pub use policy::{HedgeDelay, HedgingPolicy, PREVIOUS_ATTEMPTS, RETRY_PUSHBACK, RetryPolicy};

@@ -118,8 +118,8 @@ impl RetryPolicy {
     /// uniform in `[0, 1)`.
     pub(crate) fn backoff_for(&self, retry: u32, unit_random: f64) -> Duration {
         let exponent = retry.saturating_sub(1).min(64) as i32;
-        let ceiling =
-            (self.initial_backoff.as_secs_f64() * self.multiplier.powi(exponent)).min(self.max_backoff.as_secs_f64());
+        let ceiling = (self.initial_backoff.as_secs_f64() * self.multiplier.powi(exponent))
+            .min(self.max_backoff.as_secs_f64());
         Duration::from_secs_f64(ceiling * unit_random.clamp(0.0, 1.0))
     }
 }
@@ -219,7 +219,8 @@ mod tests {
 
     #[test]
     fn backoff_is_fully_jittered_and_capped() {
-        let policy = RetryPolicy::default().backoff(Duration::from_millis(10), Duration::from_millis(50), 2.0);
+        let policy =
+            RetryPolicy::default().backoff(Duration::from_millis(10), Duration::from_millis(50), 2.0);
         assert_eq!(policy.backoff_for(1, 0.0), Duration::ZERO);
         assert_eq!(policy.backoff_for(1, 0.5), Duration::from_millis(5));
         assert_eq!(policy.backoff_for(2, 0.5), Duration::from_millis(10));

@@ -15,6 +15,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::time::{Duration, Instant};
+
+use super::adaptive::{Admitted, Limiters};
 use super::limits::{Limit, Permit};
 use super::stats::Stats;
 use crate::status::Status;
@@ -67,7 +70,24 @@ pub(crate) struct Admission {
     per_connection: usize,
     /// Methods with pools of their own, by full name (`Service.Method`).
     methods: HashMap<String, (Arc<Limit>, usize)>,
+    /// Each method's adaptive limit, if the server has them.
+    adaptive: Option<Limiters>,
     stats: Arc<Stats>,
+}
+
+/// Why a call was not admitted, and when the caller may try again.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) status: Status,
+    /// For the caller's next attempt (`grpc-retry-pushback-ms`): set when
+    /// the server is shedding load, so retries back off rather than pile on.
+    pub(crate) pushback: Option<Duration>,
+}
+
+impl From<Status> for Refusal {
+    fn from(status: Status) -> Refusal {
+        Refusal { status, pushback: None }
+    }
 }
 
 /// One connection's side of admission: its own slots, and its share of
@@ -83,6 +103,8 @@ pub(crate) struct ConnectionSlots {
 pub(crate) struct CallPermits {
     _connection: Permit,
     _server: Permit,
+    /// Its adaptive slot; dropping it reports the call's latency.
+    _adaptive: Option<Admitted>,
 }
 
 impl Admission {
@@ -90,6 +112,7 @@ impl Admission {
         max_concurrent_calls: usize,
         per_connection: usize,
         methods: &HashMap<String, MethodLimit>,
+        adaptive: Option<super::AdaptiveLimit>,
         stats: Arc<Stats>,
     ) -> Admission {
         let methods = methods
@@ -99,7 +122,13 @@ impl Admission {
                 (name.clone(), (Limit::new(limit.max_concurrent), per_connection))
             })
             .collect();
-        Admission { server: Limit::new(max_concurrent_calls), per_connection, methods, stats }
+        Admission {
+            server: Limit::new(max_concurrent_calls),
+            per_connection,
+            methods,
+            adaptive: adaptive.map(Limiters::new),
+            stats,
+        }
     }
 
     /// The slots of a new connection.
@@ -116,7 +145,11 @@ impl Admission {
 
     /// Take the slots a call of `method` (its full name) needs, or say why
     /// not.
-    pub(crate) fn admit(&self, slots: &ConnectionSlots, method: &str) -> Result<CallPermits, Status> {
+    pub(crate) fn admit(
+        &self,
+        slots: &ConnectionSlots,
+        method: &'static str,
+    ) -> Result<CallPermits, Refusal> {
         // A server with no method limits (the common case) skips the
         // lookup entirely.
         let own = if self.methods.is_empty() {
@@ -138,7 +171,8 @@ impl Admission {
                     )
                 }
                 None => format!("too many concurrent calls on this connection (limit {})", connection.max()),
-            }));
+            })
+            .into());
         };
         let Some(server_permit) = server.try_acquire() else {
             self.stats.call_refused();
@@ -147,9 +181,35 @@ impl Admission {
                     format!("the server is at its limit of {} concurrent {method} calls", server.max())
                 }
                 None => format!("the server is at its limit of {} concurrent calls", server.max()),
-            }));
+            })
+            .into());
         };
-        Ok(CallPermits { _connection: connection_permit, _server: server_permit })
+        let adaptive = match &self.adaptive {
+            None => None,
+            Some(limiters) => {
+                let limiter = limiters.of(method);
+                match limiter.try_admit(Instant::now()) {
+                    Some(admitted) => Some(admitted),
+                    None => {
+                        self.stats.call_shed();
+                        // Come back after about one no-load call time: by
+                        // then a slot has likely freed up.
+                        let pushback = limiter
+                            .no_load()
+                            .unwrap_or(Duration::from_millis(10))
+                            .max(Duration::from_millis(1));
+                        return Err(Refusal {
+                            status: Status::resource_exhausted(format!(
+                                "the server is shedding load: {method} is at its adaptive limit of {} concurrent calls",
+                                limiter.limit()
+                            )),
+                            pushback: Some(pushback),
+                        });
+                    }
+                }
+            }
+        };
+        Ok(CallPermits { _connection: connection_permit, _server: server_permit, _adaptive: adaptive })
     }
 }
 
@@ -159,7 +219,7 @@ mod tests {
 
     fn admission(methods: &[(&str, MethodLimit)]) -> Admission {
         let methods = methods.iter().map(|(name, limit)| ((*name).to_owned(), *limit)).collect();
-        Admission::new(3, 2, &methods, Arc::default())
+        Admission::new(3, 2, &methods, None, Arc::default())
     }
 
     #[test]
@@ -168,10 +228,10 @@ mod tests {
         let (a, b) = (admission.connection(), admission.connection());
         let first = admission.admit(&a, "S.M").expect("first");
         let _second = admission.admit(&a, "S.M").expect("second");
-        let err = admission.admit(&a, "S.M").expect_err("the connection is full");
+        let err = admission.admit(&a, "S.M").expect_err("the connection is full").status;
         assert!(err.message().contains("on this connection (limit 2)"), "{err}");
         let _third = admission.admit(&b, "S.M").expect("another connection");
-        let err = admission.admit(&b, "S.M").expect_err("the server is full");
+        let err = admission.admit(&b, "S.M").expect_err("the server is full").status;
         assert!(err.message().contains("the server is at its limit of 3 concurrent calls"), "{err}");
         drop(first);
         assert!(admission.admit(&b, "S.M").is_ok(), "a freed slot is free again");
@@ -186,7 +246,7 @@ mod tests {
             .iter()
             .map(|slots| admission.admit(slots, "Registry.Watch").expect("one watch per connection"))
             .collect();
-        let err = admission.admit(&a, "Registry.Watch").expect_err("one per connection");
+        let err = admission.admit(&a, "Registry.Watch").expect_err("one per connection").status;
         assert!(
             err.message().contains("concurrent Registry.Watch calls on this connection (limit 1)"),
             "{err}"
@@ -196,7 +256,8 @@ mod tests {
         let _one_more = admission.admit(&b, "Registry.Renew").expect("the server's third slot");
         let fourth = admission.connection();
         let _last_watch = admission.admit(&fourth, "Registry.Watch").expect("the method's fourth slot");
-        let err = admission.admit(&admission.connection(), "Registry.Watch").expect_err("method pool full");
+        let err =
+            admission.admit(&admission.connection(), "Registry.Watch").expect_err("method pool full").status;
         assert!(err.message().contains("limit of 4 concurrent Registry.Watch calls"), "{err}");
     }
 }

@@ -46,6 +46,7 @@
 //! across every request being received and every call in flight.
 
 mod accept;
+mod adaptive;
 mod admission;
 mod budget;
 mod connection;
@@ -72,6 +73,7 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+pub use adaptive::AdaptiveLimit;
 pub use admission::MethodLimit;
 pub use pipeline::{Layer, Next};
 pub use router::DuplicateService;
@@ -122,6 +124,7 @@ pub(crate) struct ServerConfig {
     pub(crate) memory_budget: Option<usize>,
     pub(crate) request_timeouts: crate::transport::progress::RequestTimeouts,
     pub(crate) method_limits: std::collections::HashMap<String, MethodLimit>,
+    pub(crate) adaptive: Option<AdaptiveLimit>,
     /// The longest the server lets a call run, whatever the caller asked.
     pub(crate) call_timeout: Option<Duration>,
 }
@@ -142,6 +145,7 @@ impl Default for ServerConfig {
             memory_budget: None,
             request_timeouts: crate::transport::progress::RequestTimeouts::default(),
             method_limits: std::collections::HashMap::new(),
+            adaptive: None,
             call_timeout: None,
         }
     }
@@ -253,6 +257,16 @@ impl ServerBuilder {
     /// deadline at all, so there this is the only one. Default: none.
     pub fn call_timeout(mut self, timeout: Duration) -> ServerBuilder {
         self.config.call_timeout = Some(timeout);
+        self
+    }
+
+    /// Give each method an adaptive concurrency limit (see
+    /// [`AdaptiveLimit`]): it finds the capacity from latency and sheds
+    /// calls beyond it with `ResourceExhausted` and a retry pushback, so the
+    /// calls it admits stay near the no-load latency. Off by default; the
+    /// static limits apply either way.
+    pub fn adaptive_concurrency(mut self, limit: AdaptiveLimit) -> ServerBuilder {
+        self.config.adaptive = Some(limit);
         self
     }
 
@@ -453,6 +467,7 @@ impl ServerBuilder {
                 config.max_concurrent_calls,
                 config.max_concurrent_calls_per_connection,
                 &config.method_limits,
+                config.adaptive,
                 stats.clone(),
             ),
             budget,

@@ -15,6 +15,7 @@ pub(crate) struct Stats {
     accept_errors: AtomicU64,
     requests_timed_out: AtomicU64,
     calls_refused: AtomicU64,
+    calls_shed: AtomicU64,
     over_budget: AtomicU64,
     budget_in_use: AtomicUsize,
 }
@@ -38,6 +39,8 @@ pub struct ServerStats {
     pub requests_timed_out: u64,
     /// Calls refused because a concurrency limit was reached.
     pub calls_refused: u64,
+    /// Of those, calls shed by the adaptive concurrency limit.
+    pub calls_shed: u64,
     /// Requests refused because they would have taken the server over its
     /// memory budget.
     pub over_budget: u64,
@@ -55,6 +58,7 @@ impl Stats {
             accept_errors: self.accept_errors.load(Relaxed),
             requests_timed_out: self.requests_timed_out.load(Relaxed),
             calls_refused: self.calls_refused.load(Relaxed),
+            calls_shed: self.calls_shed.load(Relaxed),
             over_budget: self.over_budget.load(Relaxed),
             budget_in_use: self.budget_in_use.load(Relaxed),
         }
@@ -85,6 +89,12 @@ impl Stats {
 
     pub(crate) fn call_refused(&self) {
         self.calls_refused.fetch_add(1, Relaxed);
+    }
+
+    /// A call refused by the adaptive limit (also counted as refused).
+    pub(crate) fn call_shed(&self) {
+        self.calls_refused.fetch_add(1, Relaxed);
+        self.calls_shed.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn over_budget(&self) {

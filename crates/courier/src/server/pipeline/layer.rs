@@ -109,7 +109,12 @@ impl Next {
         // it is done.
         let Next { server, slots, route, .. } = self;
         match server.admission.admit(&slots, route.method.full_name) {
-            Err(status) => Box::pin(std::future::ready(Err(status))),
+            Err(refusal) => {
+                if let Some(pushback) = refusal.pushback {
+                    super::push_back(&cx, pushback);
+                }
+                Box::pin(std::future::ready(Err(refusal.status)))
+            }
             Ok(permits) => {
                 let handler = route.service.call(route.index, cx, request);
                 Box::pin(async move {

@@ -147,7 +147,28 @@ pub(crate) fn start(
         response: response.clone(),
     });
     let (future, permits, inline) = if server.layers.is_empty() {
-        let permits = server.admission.admit(slots, route.method.full_name)?;
+        let permits = match server.admission.admit(slots, route.method.full_name) {
+            Ok(permits) => permits,
+            Err(refusal) => match refusal.pushback {
+                None => return Err(refusal.status),
+                // Shedding: the refusal carries response metadata, so it
+                // goes out as the outcome of a call that ends at once.
+                Some(pushback) => {
+                    push_back(&cx, pushback);
+                    let future: BoxFuture<'static, Result<Bytes, Status>> =
+                        Box::pin(std::future::ready(Err(refusal.status)));
+                    return Ok(Call {
+                        future,
+                        deadline,
+                        inline: route.inline,
+                        first_poll_timed: false,
+                        response,
+                        permits: None,
+                        memory,
+                    });
+                }
+            },
+        };
         let Route { service, index, inline, .. } = route;
         (service.call(index, cx, body), Some(permits), inline)
     } else {
@@ -160,6 +181,13 @@ pub(crate) fn start(
         (future, None, inline)
     };
     Ok(Call { future, deadline, inline, first_poll_timed: false, response, permits, memory })
+}
+
+/// Tell the caller when to try again (gRFC A6's pushback, in every
+/// protocol's response metadata but JSON-RPC's, which has none).
+pub(crate) fn push_back(cx: &Context, after: std::time::Duration) {
+    let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX).max(1);
+    cx.set_response_metadata(crate::resilience::RETRY_PUSHBACK, ms.to_string());
 }
 
 impl Call {

@@ -1,0 +1,293 @@
+//! [`AdaptiveLimit`]: a concurrency limit per method that finds the
+//! server's capacity from latency, with nothing to configure (a gradient
+//! limiter, as Netflix's concurrency-limits and brpc's auto limiter do it).
+//!
+//! Each method keeps its no-load latency (the lowest it has seen, drifting
+//! slowly up so it can follow a real change) and, per window of completed
+//! calls, their mean latency. While the mean stays within `tolerance` of
+//! the no-load latency the limit grows (gently, and only when calls came
+//! near it: an idle method proves nothing); when latency climbs past that,
+//! calls are queueing somewhere (a pool, a lock, the CPU), and the limit
+//! shrinks in proportion at once, so it hovers where the capacity is used
+//! and the queue is short. Calls over the limit are refused
+//! at once with `ResourceExhausted` and a pushback, so the calls admitted
+//! keep close to the no-load latency and the server keeps its goodput.
+//!
+//! Opt-in, as in brpc and Envoy: a method whose latency varies by design
+//! (long polls, client-chosen work) would read as overload.
+//!
+//! Sans-IO: callers pass the time and latencies.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// The settings of the adaptive limit; the defaults need no tuning.
+///
+/// ```
+/// use courier::{AdaptiveLimit, Server};
+/// let builder = Server::builder().adaptive_concurrency(AdaptiveLimit::default());
+/// # drop(builder);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdaptiveLimit {
+    initial: usize,
+    min: usize,
+    max: usize,
+    tolerance: f64,
+}
+
+impl Default for AdaptiveLimit {
+    /// Start at 20 concurrent calls per method, never below 4 nor above
+    /// 5,000; latency up to 1.25 times the no-load latency is no overload.
+    fn default() -> AdaptiveLimit {
+        AdaptiveLimit { initial: 20, min: 4, max: 5_000, tolerance: 1.25 }
+    }
+}
+
+impl AdaptiveLimit {
+    /// The limit before anything is measured.
+    #[must_use]
+    pub fn initial(mut self, limit: usize) -> AdaptiveLimit {
+        self.initial = limit.max(1);
+        self
+    }
+
+    /// The range the limit stays in.
+    #[must_use]
+    pub fn bounds(mut self, min: usize, max: usize) -> AdaptiveLimit {
+        self.min = min.max(1);
+        self.max = max.max(self.min);
+        self
+    }
+
+    /// How far above the no-load latency the mean may be before the limit
+    /// shrinks (at least 1.0).
+    #[must_use]
+    pub fn tolerance(mut self, tolerance: f64) -> AdaptiveLimit {
+        self.tolerance = if tolerance.is_finite() { tolerance.max(1.0) } else { 1.25 };
+        self
+    }
+}
+
+/// Calls per window at least, and the longest a window lasts.
+const MIN_SAMPLES: usize = 16;
+const MAX_WINDOW: Duration = Duration::from_millis(200);
+
+/// How long latency must stay up before the no-load estimate follows it.
+const DRIFT: Duration = Duration::from_secs(120);
+
+/// One method's limiter.
+#[derive(Debug)]
+pub(crate) struct Limiter {
+    settings: AdaptiveLimit,
+    in_flight: AtomicUsize,
+    /// The current limit, read on every call without the lock.
+    limit: AtomicUsize,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    limit: f64,
+    /// The no-load latency estimate, in seconds (`None` before a window).
+    no_load: Option<f64>,
+    window_start: Option<Instant>,
+    samples: usize,
+    total: f64,
+    peak_in_flight: usize,
+}
+
+/// A call the limiter admitted; give it back with [`Limiter::done`].
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    limiter: Arc<Limiter>,
+    started: Instant,
+    in_flight: usize,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        self.limiter.done(now - self.started, self.in_flight, now);
+    }
+}
+
+impl Limiter {
+    pub(crate) fn new(settings: AdaptiveLimit) -> Limiter {
+        let initial = settings.initial.clamp(settings.min, settings.max);
+        Limiter {
+            settings,
+            in_flight: AtomicUsize::new(0),
+            limit: AtomicUsize::new(initial),
+            state: Mutex::new(State {
+                limit: initial as f64,
+                no_load: None,
+                window_start: None,
+                samples: 0,
+                total: 0.0,
+                peak_in_flight: 0,
+            }),
+        }
+    }
+
+    /// The limit now.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// The no-load latency estimate, once measured.
+    pub(crate) fn no_load(&self) -> Option<Duration> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).no_load.map(Duration::from_secs_f64)
+    }
+
+    /// Admit a call started at `now`, or refuse it (`None`) if the method
+    /// is at its limit.
+    pub(crate) fn try_admit(self: &Arc<Self>, now: Instant) -> Option<Admitted> {
+        let limit = self.limit();
+        let admitted = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
+            .ok()?;
+        Some(Admitted { limiter: self.clone(), started: now, in_flight: admitted + 1 })
+    }
+
+    /// A call that ran `latency` with `in_flight` calls (itself included)
+    /// when it started ended at `now`.
+    fn done(&self, latency: Duration, in_flight: usize, now: Instant) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let start = *state.window_start.get_or_insert(now);
+        state.samples += 1;
+        state.total += latency.as_secs_f64();
+        state.peak_in_flight = state.peak_in_flight.max(in_flight);
+        let long_enough = state.samples >= MIN_SAMPLES.max(state.limit as usize / 4)
+            || (now.saturating_duration_since(start) >= MAX_WINDOW && state.samples >= 4);
+        if !long_enough {
+            return;
+        }
+        let mean = state.total / state.samples as f64;
+        let lasted = now.saturating_duration_since(start).as_secs_f64();
+        let peak = state.peak_in_flight;
+        state.window_start = Some(now);
+        state.samples = 0;
+        state.total = 0.0;
+        state.peak_in_flight = 0;
+        let no_load = match state.no_load {
+            // Below the estimate: the new no-load latency. Above: drift up,
+            // by the share of [`DRIFT`] the window lasted, so a method that
+            // really got slower (a bigger data set) is not read as
+            // overloaded for ever, while minutes of overload barely move it.
+            Some(no_load) if mean >= no_load => {
+                no_load + (mean - no_load) * (lasted / DRIFT.as_secs_f64()).min(1.0)
+            }
+            _ => mean,
+        };
+        state.no_load = Some(no_load);
+        let limit = state.limit;
+        let gradient = (self.settings.tolerance * no_load / mean.max(f64::MIN_POSITIVE)).clamp(0.5, 1.0);
+        let next = if gradient < 1.0 {
+            // Calls are queueing: shrink in proportion, at once.
+            limit * gradient
+        } else if (peak as f64) < limit / 2.0 {
+            // Calls never came near the limit: no evidence it can grow.
+            limit
+        } else {
+            // Room to spare: grow gently, by a fifth of the root each window.
+            limit + limit.sqrt() * 0.2
+        };
+        let next = next.clamp(self.settings.min as f64, self.settings.max as f64);
+        state.limit = next;
+        self.limit.store(next.round() as usize, Ordering::Relaxed);
+    }
+}
+
+/// The limiters of every method, made on a method's first call.
+#[derive(Debug)]
+pub(crate) struct Limiters {
+    settings: AdaptiveLimit,
+    methods: RwLock<HashMap<&'static str, Arc<Limiter>>>,
+}
+
+impl Limiters {
+    pub(crate) fn new(settings: AdaptiveLimit) -> Limiters {
+        Limiters { settings, methods: RwLock::default() }
+    }
+
+    /// `method`'s limiter. Method names are the router's own (`'static`),
+    /// so the map holds at most one entry per method served.
+    pub(crate) fn of(&self, method: &'static str) -> Arc<Limiter> {
+        if let Some(limiter) = self.methods.read().unwrap_or_else(|p| p.into_inner()).get(method) {
+            return limiter.clone();
+        }
+        self.methods
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(method)
+            .or_insert_with(|| Arc::new(Limiter::new(self.settings)))
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drive a limiter with a server of `workers` that each take `service`
+    /// per call, offered `concurrency` calls at once, for `rounds` windows;
+    /// returns the limit it settles at.
+    fn settle(limiter: &Arc<Limiter>, workers: usize, service: Duration, concurrency: usize, rounds: usize) {
+        let mut now = Instant::now();
+        for _ in 0..rounds {
+            let admitted: Vec<Admitted> = (0..concurrency).filter_map(|_| limiter.try_admit(now)).collect();
+            let n = admitted.len();
+            // Queueing: n calls on `workers` workers take n/workers service
+            // times on average (at least one).
+            let latency = service.mul_f64((n as f64 / workers as f64).max(1.0));
+            now += latency;
+            for call in admitted {
+                let in_flight = call.in_flight;
+                std::mem::forget(call);
+                limiter.done(latency, in_flight, now);
+            }
+        }
+    }
+
+    #[test]
+    fn under_overload_the_limit_settles_just_above_the_capacity() {
+        let limiter = Arc::new(Limiter::new(AdaptiveLimit::default()));
+        // First no load, to learn the no-load latency.
+        settle(&limiter, 8, Duration::from_millis(10), 4, 20);
+        assert_eq!(limiter.no_load(), Some(Duration::from_millis(10)));
+        // Then 40 calls at once on 8 workers.
+        settle(&limiter, 8, Duration::from_millis(10), 40, 300);
+        let limit = limiter.limit();
+        assert!((8..=14).contains(&limit), "settled at {limit}");
+    }
+
+    #[test]
+    fn an_idle_method_does_not_grow_its_limit() {
+        let limiter = Arc::new(Limiter::new(AdaptiveLimit::default().initial(20)));
+        settle(&limiter, 100, Duration::from_millis(1), 2, 200);
+        assert_eq!(limiter.limit(), 20, "two calls at a time say nothing about 20");
+    }
+
+    #[test]
+    fn with_capacity_to_spare_the_limit_grows_to_meet_the_demand() {
+        let limiter = Arc::new(Limiter::new(AdaptiveLimit::default().initial(10)));
+        settle(&limiter, 1000, Duration::from_millis(1), 200, 200);
+        assert!(limiter.limit() >= 150, "grew to {}", limiter.limit());
+    }
+
+    #[test]
+    fn calls_over_the_limit_are_refused_and_slots_come_back() {
+        let limiter = Arc::new(Limiter::new(AdaptiveLimit::default().initial(2).bounds(1, 10)));
+        let now = Instant::now();
+        let a = limiter.try_admit(now).expect("first");
+        let _b = limiter.try_admit(now).expect("second");
+        assert!(limiter.try_admit(now).is_none());
+        drop(a);
+        assert!(limiter.try_admit(now).is_some());
+    }
+}
