@@ -288,3 +288,44 @@ async fn the_attempt_count_travels_over_grpc_too() {
     let seen = all[1].1.snapshot();
     assert!(seen.retried > 0 && seen.max_previous == 1, "{seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_hedging_a_hung_instance_is_hidden_from_callers_and_its_breaker_opens() {
+    let registry = courier::registry::connect("mem://").await.expect("registry");
+    let all = providers(&registry, 3).await;
+    all[0].1.set(FlakyMode::Hang);
+    let flaky = client(
+        FlakyClient::discover(&registry, "Flaky")
+            .hedging(HedgingPolicy::new(HedgeDelay::Fixed(Duration::from_millis(20))))
+            .breaker(BreakerPolicy::default().open_for(Duration::from_millis(300), Duration::from_secs(1))),
+        3,
+    )
+    .await;
+    let hung_addr = all[0].0.local_addr().to_string();
+    let state = |flaky: &FlakyClient| {
+        let report = flaky.channel().governance().expect("report");
+        report.instances.iter().find(|(_, addr, _)| *addr == hung_addr).map(|(_, _, state)| *state)
+    };
+    let mut slowest = Duration::ZERO;
+    for key in 0..30 {
+        let started = Instant::now();
+        assert_eq!(flaky.get(key).await.expect("the hedge answers"), key);
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(slowest < Duration::from_millis(200), "hedged around the hung instance: {slowest:?}");
+    assert_eq!(state(&flaky), Some(BreakerState::Open), "hedges lost to it count as slow calls");
+    let hung_gets = all[0].1.snapshot().gets;
+    assert!(hung_gets <= 6, "once open it gets no first attempts: {hung_gets}");
+    all[0].1.set(FlakyMode::Healthy);
+    let closed = eventually(Duration::from_secs(5), || state(&flaky) == Some(BreakerState::Closed));
+    let calls = async {
+        for key in 0.. {
+            let _ = flaky.get(key).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::select! {
+        closed = closed => assert!(closed, "probes close it after the instance recovers"),
+        () = calls => unreachable!(),
+    }
+}

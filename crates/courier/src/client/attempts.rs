@@ -12,7 +12,7 @@
 //! | nothing was sent (connect refused, ...) | failure | the next instance at once, any method, no budget |
 //! | the connection was lost mid-call | failure | retried if idempotent |
 //! | the per-attempt (or probe) timeout | failure | retried if idempotent |
-//! | abandoned (lost a hedge race, the caller left) | failure if slow, else nothing | — |
+//! | abandoned (lost a hedge race, the caller left) | failure if slow (or, hedged, out longer than the hedging delay), else nothing | — |
 //!
 //! The method's breaker sees each call once, with its final outcome.
 
@@ -55,11 +55,23 @@ struct Guard<'a> {
     breaker: &'a Breaker,
     pass: Option<Pass>,
     started: Instant,
+    /// Abandoned after this long, the attempt was slow (a failure).
+    abandoned_slow: Option<Duration>,
 }
 
 impl<'a> Guard<'a> {
     fn new(breaker: &'a Breaker, pass: Pass, started: Instant) -> Guard<'a> {
-        Guard { breaker, pass: Some(pass), started }
+        let abandoned_slow = breaker.policy().slow_call_threshold();
+        Guard { breaker, pass: Some(pass), started, abandoned_slow }
+    }
+
+    /// Also count the attempt slow if abandoned after `after`.
+    fn slow_if_abandoned_after(mut self, after: Option<Duration>) -> Guard<'a> {
+        self.abandoned_slow = match (self.abandoned_slow, after) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self
     }
 
     fn finish(mut self, verdict: BreakerVerdict, now: Instant) {
@@ -75,7 +87,7 @@ impl Drop for Guard<'_> {
     fn drop(&mut self) {
         if let Some(pass) = self.pass.take() {
             let now = Instant::now();
-            match self.breaker.policy().slow_call_threshold() {
+            match self.abandoned_slow {
                 Some(threshold) if now - self.started >= threshold => {
                     self.breaker.record(pass, BreakerVerdict::Failure, now);
                 }
@@ -131,8 +143,19 @@ impl Balanced {
 
     /// One attempt of `call` on `pick`, the `previous`-th after others,
     /// ended by `timer` at the latest (`deadline` says whether that is the
-    /// call's own deadline).
-    async fn attempt(&self, call: &Call<'_>, pick: &Pick, previous: u32, timer: Timer) -> (End, Duration) {
+    /// call's own deadline). Abandoned after `slow_after` (a hedge that
+    /// lost the race to a later attempt elsewhere although it had had the
+    /// hedging delay's head start), it counts as a slow call against its
+    /// instance: that is how an instance that answers slowly or never is
+    /// caught while hedges hide it from callers.
+    async fn attempt(
+        &self,
+        call: &Call<'_>,
+        pick: &Pick,
+        previous: u32,
+        timer: Timer,
+        slow_after: Option<Duration>,
+    ) -> (End, Duration) {
         let load = &pick.member.load;
         let started = Instant::now();
         let pass =
@@ -144,7 +167,7 @@ impl Balanced {
             Pass::Probe { .. } => timer.sooner(started + load.breaker.policy().probe_timeout(), false),
             _ => timer,
         };
-        let guard = Guard::new(&load.breaker, pass, started);
+        let guard = Guard::new(&load.breaker, pass, started).slow_if_abandoned_after(slow_after);
         let _outstanding = load.start();
         Counters::bump(&self.governance.counters.attempts);
         let retried;
@@ -217,7 +240,7 @@ impl Balanced {
                 tokio::time::sleep(wait).await;
             }
             let timer = Timer::of(call, policy.per_attempt_timeout);
-            let (end, _) = self.attempt(call, pick, sent, timer).await;
+            let (end, _) = self.attempt(call, pick, sent, timer, None).await;
             match end {
                 End::Refused => continue,
                 End::Answered(outcome) => {
@@ -306,7 +329,7 @@ impl Balanced {
             let pick = &order[*next % order.len()];
             *next += 1;
             let timer = Timer::of(call, None);
-            async move { self.attempt(call, pick, previous, timer).await }
+            async move { self.attempt(call, pick, previous, timer, Some(delay)).await }
         };
         running.push(launch(&mut next, 0));
         sent += 1;
