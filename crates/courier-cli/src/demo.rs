@@ -5,6 +5,13 @@
 //! them and keeps calls flowing. Then a provider is killed without warning
 //! (its lease has to expire) and another stops gracefully (it deregisters
 //! first); the consumer follows along and no call fails.
+//!
+//! A second act shows governance (see `governance`): three pricing
+//! providers, one of which turns slow, then another starts failing; the
+//! consumer's hedges, retries, budget and breakers are shown live, and
+//! still no call fails.
+
+mod governance;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -196,10 +203,15 @@ async fn demo() -> Result<ExitCode, DemoError> {
             handle.shutdown().await?;
         }
     }
-    registry_server.shutdown().await?;
     let (calls, failures) = (calls.load(Ordering::Relaxed), failures.load(Ordering::Relaxed));
-    say("demo", format!("done: {calls} calls, {failures} failed"));
-    Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    say("demo", format!("act 1 done: {calls} calls, {failures} failed"));
+
+    println!("\ncourier demo, act 2: a provider turns slow, another fails; hedges, retries and breakers\n");
+    let (act2_calls, act2_failures) = governance::act(&registry).await?;
+    registry_server.shutdown().await?;
+    say("demo", format!("act 2 done: {act2_calls} calls, {act2_failures} failed"));
+    let failed = failures + act2_failures;
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 async fn wait_for(mut condition: impl FnMut() -> bool, limit: Duration) {

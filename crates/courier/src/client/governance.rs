@@ -136,7 +136,7 @@ impl Governance {
 
 /// What a discovered channel's governance did and where its breakers are:
 /// see [`Channel::governance`](super::Channel::governance).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct GovernanceReport {
     /// Calls made.
