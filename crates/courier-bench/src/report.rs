@@ -127,6 +127,16 @@ pub(crate) fn render(
                 if grpc.p99 < tonic.p99 { "met" } else { "MISSED" }
             ));
         }
+        if let (Some(on), Some(off)) = (find(System::CourierGoverned), find(System::CourierDiscovered)) {
+            let ratio = on.rps / off.rps;
+            goals.push(format!(
+                "- {}: governance on ÷ off req/s {ratio:.3}, p99 {} vs {} (goal: within 3 %): {}",
+                scenario.label(),
+                us(on.p99),
+                us(off.p99),
+                if ratio >= 0.97 { "met" } else { "MISSED" }
+            ));
+        }
         if let (Some((rps, _)), Some(raw), ScenarioName::PingPong) = (courier, find(System::Raw), scenario) {
             goals.push(goal("1 in flight: courier ÷ raw TCP req/s", rps / raw.rps, 0.85));
         }

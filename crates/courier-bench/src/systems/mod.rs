@@ -5,6 +5,9 @@
 //!   JSON codec.
 //! - `courier-grpc`: courier's gRPC mode (server and client), protobuf from
 //!   the same `proto/echo.proto` as tonic.
+//! - `courier-discovered`, `courier-governed`: courier native through a
+//!   discovered channel, governance off and on (retry policy, budget,
+//!   breakers, the server's adaptive limit): the pair measures its cost.
 //! - `tonic`: gRPC over HTTP/2 with prost, generated from `proto/echo.proto`.
 //! - `tarpc`: tarpc over TCP with its bincode transport.
 //! - `raw`: length-prefixed frames over TCP with no framework at all, the
@@ -31,6 +34,13 @@ pub(crate) enum System {
     CourierJson,
     /// courier's gRPC mode (HTTP/2, protobuf).
     CourierGrpc,
+    /// courier native, binary, through a discovered channel with its
+    /// governance off (no retries, budget or breakers; no adaptive limit).
+    CourierDiscovered,
+    /// The same with governance on: the default retry policy, retry
+    /// budget, instance and method breakers, and the server's adaptive
+    /// concurrency limit.
+    CourierGoverned,
     /// tonic (gRPC over HTTP/2, prost).
     Tonic,
     /// tarpc (bincode over TCP).
@@ -40,6 +50,8 @@ pub(crate) enum System {
 }
 
 impl System {
+    /// The systems a plain `run` compares (the governance pair is asked
+    /// for by name).
     pub(crate) const ALL: [System; 6] = [
         System::CourierBin,
         System::CourierJson,
@@ -54,6 +66,8 @@ impl System {
             System::CourierBin => "courier-bin",
             System::CourierJson => "courier-json",
             System::CourierGrpc => "courier-grpc",
+            System::CourierDiscovered => "courier-discovered",
+            System::CourierGoverned => "courier-governed",
             System::Tonic => "tonic",
             System::Tarpc => "tarpc",
             System::Raw => "raw",
@@ -65,6 +79,8 @@ impl System {
         match self {
             System::CourierBin | System::CourierJson => courier_native::serve(listener).await,
             System::CourierGrpc => courier_grpc::serve(listener).await,
+            System::CourierDiscovered => courier_native::serve_governed(listener, false).await,
+            System::CourierGoverned => courier_native::serve_governed(listener, true).await,
             System::Tonic => tonic_echo::serve(listener).await,
             System::Tarpc => tarpc_echo::serve(listener).await,
             System::Raw => raw::serve(listener).await,
@@ -81,6 +97,8 @@ impl System {
                 Client::Courier(courier_native::connect(addr, courier::Codec::Json).await?)
             }
             System::CourierGrpc => Client::CourierGrpc(courier_grpc::connect(addr).await?),
+            System::CourierDiscovered => Client::Courier(courier_native::discover(addr, false).await?),
+            System::CourierGoverned => Client::Courier(courier_native::discover(addr, true).await?),
             System::Tonic => Client::Tonic(tonic_echo::connect(addr).await?),
             System::Tarpc => Client::Tarpc(tarpc_echo::connect(addr).await?),
             System::Raw => Client::Raw(raw::connect(addr).await?),

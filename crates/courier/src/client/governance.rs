@@ -5,17 +5,17 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::resilience::breaker::Breaker;
 use crate::resilience::latency::Latencies;
 use crate::resilience::{BreakerPolicy, BreakerState, HedgeDelay, HedgingPolicy, RetryBudget, RetryPolicy};
 
-/// Methods given state of their own at most; calls of further methods
-/// (a proxy forwarding names it was sent, say) share one, so a caller
-/// cannot grow the map without bound.
-const MAX_METHODS: usize = 1024;
+/// Methods given state of their own at most (configured ones first);
+/// calls of further methods (a proxy forwarding names it was sent, say)
+/// share one, so a caller cannot grow the table without bound.
+const MAX_METHODS: usize = 128;
 
 /// What one method's calls follow: a retry policy, or a hedging policy
 /// (for idempotent methods; others use the retry policy).
@@ -82,35 +82,42 @@ impl Counters {
 pub(crate) struct Governance {
     pub(crate) policies: Policies,
     pub(crate) budget: Arc<RetryBudget>,
-    methods: RwLock<HashMap<Box<str>, Arc<MethodState>>>,
+    /// An open-addressed table, filled once per slot and never emptied:
+    /// finding a method's state is a hash and an atomic load, no lock and
+    /// no reference count, on every call.
+    methods: Box<[OnceLock<Box<(Box<str>, MethodState)>>]>,
     /// Shared by every method beyond [`MAX_METHODS`].
-    overflow: Arc<MethodState>,
+    overflow: MethodState,
     pub(crate) counters: Counters,
+}
+
+/// FNV-1a: a method name's slot.
+fn slot_of(method: &str) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in method.bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % MAX_METHODS as u64) as usize
 }
 
 impl Governance {
     pub(crate) fn new(policies: Policies, budget: Arc<RetryBudget>) -> Governance {
-        let overflow = Arc::new(MethodState {
+        let overflow = MethodState {
             policy: policies.service.clone(),
             breaker: Breaker::new(policies.method_breaker),
             latencies: None,
-        });
-        Governance { policies, budget, methods: RwLock::default(), overflow, counters: Counters::default() }
+        };
+        let methods = (0..MAX_METHODS).map(|_| OnceLock::new()).collect();
+        let governance = Governance { policies, budget, methods, overflow, counters: Counters::default() };
+        // Configured methods take their slots first.
+        let configured: Vec<String> = governance.policies.methods.keys().cloned().collect();
+        for method in configured {
+            governance.method(&method);
+        }
+        governance
     }
 
-    /// The state of `method`'s calls, made on its first call.
-    pub(crate) fn method(&self, method: &str) -> Arc<MethodState> {
-        if let Some(state) = self.methods.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(method)
-        {
-            return state.clone();
-        }
-        let mut methods = self.methods.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(state) = methods.get(method) {
-            return state.clone();
-        }
-        if methods.len() >= MAX_METHODS {
-            return self.overflow.clone();
-        }
+    fn state_for(&self, method: &str) -> MethodState {
         let policy = self.policies.methods.get(method).unwrap_or(&self.policies.service).clone();
         let latencies = match &policy.hedging {
             Some(HedgingPolicy { delay: HedgeDelay::Adaptive { percentile, .. }, .. }) => {
@@ -118,17 +125,34 @@ impl Governance {
             }
             _ => None,
         };
-        let state =
-            Arc::new(MethodState { policy, breaker: Breaker::new(self.policies.method_breaker), latencies });
-        methods.insert(method.into(), state.clone());
-        state
+        MethodState { policy, breaker: Breaker::new(self.policies.method_breaker), latencies }
+    }
+
+    /// The state of `method`'s calls, made on its first call.
+    pub(crate) fn method(&self, method: &str) -> &MethodState {
+        let start = slot_of(method);
+        for probe in 0..MAX_METHODS {
+            let slot = &self.methods[(start + probe) % MAX_METHODS];
+            let entry = match slot.get() {
+                Some(entry) => entry,
+                // Free: take it (or find that another call just did).
+                None => slot.get_or_init(|| Box::new((method.into(), self.state_for(method)))),
+            };
+            if &*entry.0 == method {
+                return &entry.1;
+            }
+        }
+        &self.overflow
     }
 
     /// The method breakers' states at `now`, by method.
     pub(crate) fn method_states(&self, now: Instant) -> Vec<(String, BreakerState)> {
-        let methods = self.methods.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut states: Vec<(String, BreakerState)> =
-            methods.iter().map(|(name, state)| (name.to_string(), state.breaker.state(now))).collect();
+        let mut states: Vec<(String, BreakerState)> = self
+            .methods
+            .iter()
+            .filter_map(|slot| slot.get())
+            .map(|entry| (entry.0.to_string(), entry.1.breaker.state(now)))
+            .collect();
         states.sort_by(|a, b| a.0.cmp(&b.0));
         states
     }
@@ -188,7 +212,7 @@ mod tests {
         let governance = Governance::new(policies, Arc::default());
         assert_eq!(governance.method("S.Slow").policy.retry, RetryPolicy::none());
         assert_eq!(governance.method("S.Other").policy.retry, RetryPolicy::default());
-        assert!(Arc::ptr_eq(&governance.method("S.Other"), &governance.method("S.Other")), "made once");
+        assert!(std::ptr::eq(governance.method("S.Other"), governance.method("S.Other")), "made once");
     }
 
     #[test]
@@ -199,7 +223,8 @@ mod tests {
         }
         let a = governance.method("S.Extra1");
         let b = governance.method("S.Extra2");
-        assert!(Arc::ptr_eq(&a, &b));
+        assert!(std::ptr::eq(a, b));
+        assert!(!std::ptr::eq(a, governance.method("S.M7")), "the first ones keep their own");
         assert_eq!(governance.method_states(Instant::now()).len(), MAX_METHODS);
     }
 }

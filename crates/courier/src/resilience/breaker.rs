@@ -17,6 +17,7 @@
 //! Sans-IO: callers pass the time; nothing runs in the background.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Buckets the window is divided into: outcomes age out a tenth of the
@@ -205,9 +206,7 @@ struct Inner {
     epoch: u64,
     /// Trips in a row without closing in between: the open time doubles.
     trips: u32,
-    consecutive_failures: u32,
     next_probe: u64,
-    origin: Option<Instant>,
     buckets: [Bucket; BUCKETS],
 }
 
@@ -219,9 +218,25 @@ struct Bucket {
 }
 
 /// A circuit breaker; see the module docs.
+///
+/// Closed (the state nearly every call finds it in), letting a call
+/// through and recording its success take no lock: a flag says closed,
+/// successes are counted in an atomic and folded into the window's bucket
+/// under the lock when the bucket's time is up or a failure comes. Every
+/// other path takes the lock.
 #[derive(Debug)]
 pub(crate) struct Breaker {
     policy: BreakerPolicy,
+    origin: Instant,
+    /// Whether the phase is `Closed` (kept with it under the lock).
+    closed: AtomicBool,
+    /// `Inner::epoch`, readable without the lock.
+    epoch: AtomicU64,
+    /// Failures in a row; any success resets it.
+    consecutive: AtomicU32,
+    /// Successes not yet in a bucket, all of tick `pending_tick`.
+    pending: AtomicU64,
+    pending_tick: AtomicU64,
     inner: Mutex<Inner>,
 }
 
@@ -229,13 +244,17 @@ impl Breaker {
     pub(crate) fn new(policy: BreakerPolicy) -> Breaker {
         Breaker {
             policy,
+            origin: Instant::now(),
+            closed: AtomicBool::new(true),
+            epoch: AtomicU64::new(0),
+            consecutive: AtomicU32::new(0),
+            pending: AtomicU64::new(0),
+            pending_tick: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 phase: Phase::Closed,
                 epoch: 0,
                 trips: 0,
-                consecutive_failures: 0,
                 next_probe: 0,
-                origin: None,
                 buckets: [Bucket::default(); BUCKETS],
             }),
         }
@@ -263,6 +282,9 @@ impl Breaker {
 
     /// Whether a call would be let through at `now` (without letting one).
     pub(crate) fn would_pass(&self, now: Instant) -> bool {
+        if !self.policy.enabled || self.closed.load(Ordering::Acquire) {
+            return true;
+        }
         let mut inner = self.inner();
         self.expire_probes(&mut inner, now);
         match &inner.phase {
@@ -276,6 +298,9 @@ impl Breaker {
     pub(crate) fn try_pass(&self, now: Instant) -> Option<Pass> {
         if !self.policy.enabled {
             return Some(Pass::Closed { epoch: 0 });
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Some(Pass::Closed { epoch: self.epoch.load(Ordering::Acquire) });
         }
         let mut inner = self.inner();
         self.expire_probes(&mut inner, now);
@@ -308,6 +333,25 @@ impl Breaker {
         if !self.policy.enabled {
             return;
         }
+        if let (Pass::Closed { epoch }, Verdict::Success) = (pass, verdict) {
+            // The common case, without the lock.
+            if epoch != self.epoch.load(Ordering::Acquire) {
+                return;
+            }
+            if self.consecutive.load(Ordering::Relaxed) != 0 {
+                self.consecutive.store(0, Ordering::Relaxed);
+            }
+            let tick = self.tick(now);
+            if tick == self.pending_tick.load(Ordering::Acquire) {
+                self.pending.fetch_add(1, Ordering::AcqRel);
+                return;
+            }
+            // A new bucket: fold the pending ones in under the lock first.
+            let mut inner = self.inner();
+            self.fold(&mut inner, tick);
+            self.pending.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
         let mut inner = self.inner();
         self.expire_probes(&mut inner, now);
         match pass {
@@ -315,16 +359,13 @@ impl Breaker {
                 if epoch != inner.epoch || !matches!(inner.phase, Phase::Closed) {
                     return;
                 }
-                let tick = self.tick(&mut inner, now);
+                let tick = self.tick(now);
+                self.fold(&mut inner, tick);
                 let bucket = Self::bucket(&mut inner, tick);
                 bucket.calls += 1;
-                if verdict == Verdict::Failure {
-                    bucket.failures += 1;
-                    inner.consecutive_failures += 1;
-                } else {
-                    inner.consecutive_failures = 0;
-                }
-                if verdict == Verdict::Failure && self.should_trip(&mut inner, tick) {
+                bucket.failures += 1;
+                self.consecutive.fetch_add(1, Ordering::AcqRel);
+                if self.should_trip(&mut inner, tick) {
                     self.trip(&mut inner, now);
                 }
             }
@@ -376,8 +417,22 @@ impl Breaker {
         }
     }
 
+    /// Move the pending successes into their bucket, and start counting
+    /// successes of `tick`.
+    fn fold(&self, inner: &mut Inner, tick: u64) {
+        let pending_tick = self.pending_tick.swap(tick, Ordering::AcqRel);
+        let pending = self.pending.swap(0, Ordering::AcqRel);
+        // (A slot already holding a later tick keeps it: the few successes
+        // of a clock read out of order are not worth a newer bucket.)
+        let slot_tick = inner.buckets[(pending_tick % BUCKETS as u64) as usize].tick;
+        if pending > 0 && slot_tick <= pending_tick {
+            let bucket = Self::bucket(inner, pending_tick);
+            bucket.calls = bucket.calls.saturating_add(u32::try_from(pending).unwrap_or(u32::MAX));
+        }
+    }
+
     fn should_trip(&self, inner: &mut Inner, tick: u64) -> bool {
-        if inner.consecutive_failures >= self.policy.consecutive_failures {
+        if self.consecutive.load(Ordering::Acquire) >= self.policy.consecutive_failures {
             return true;
         }
         let (calls, failures) = inner
@@ -396,6 +451,8 @@ impl Breaker {
         inner.trips = inner.trips.saturating_add(1);
         inner.epoch += 1;
         inner.phase = Phase::Open { until: now + open_for };
+        self.epoch.store(inner.epoch, Ordering::Release);
+        self.closed.store(false, Ordering::Release);
     }
 
     fn close(&self, inner: &mut Inner) {
@@ -403,15 +460,17 @@ impl Breaker {
         // Forget one trip, not all: an instance that keeps failing again
         // soon after recovering stays out longer each time.
         inner.trips = inner.trips.saturating_sub(1);
-        inner.consecutive_failures = 0;
+        self.consecutive.store(0, Ordering::Release);
         inner.epoch += 1;
         inner.buckets = [Bucket::default(); BUCKETS];
+        self.pending.store(0, Ordering::Release);
+        self.epoch.store(inner.epoch, Ordering::Release);
+        self.closed.store(true, Ordering::Release);
     }
 
-    fn tick(&self, inner: &mut Inner, now: Instant) -> u64 {
-        let origin = *inner.origin.get_or_insert(now);
+    fn tick(&self, now: Instant) -> u64 {
         let bucket = self.policy.window / BUCKETS as u32;
-        let elapsed = now.saturating_duration_since(origin);
+        let elapsed = now.saturating_duration_since(self.origin);
         u64::try_from(elapsed.as_nanos() / bucket.as_nanos().max(1)).unwrap_or(u64::MAX)
     }
 

@@ -15,6 +15,7 @@
 //! next used, so nothing runs in the background.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Slots the window is divided into: the budget forgets old calls in
@@ -36,13 +37,17 @@ pub struct RetryBudget {
     percent: f64,
     min_per_second: u32,
     window: Duration,
+    /// Where tick 0 starts.
+    origin: Instant,
+    /// Calls not yet in a slot, all of tick `pending_tick`: every call
+    /// deposits, so depositing takes no lock (see `fold`).
+    pending: AtomicU64,
+    pending_tick: AtomicU64,
     state: Mutex<Window>,
 }
 
 #[derive(Debug)]
 struct Window {
-    /// Where slot 0 of the ring started.
-    origin: Option<Instant>,
     slots: [Slot; SLOTS],
 }
 
@@ -70,7 +75,10 @@ impl RetryBudget {
             percent: if percent.is_finite() { percent.clamp(0.0, 1.0) } else { 0.0 },
             min_per_second,
             window: window.max(Duration::from_millis(SLOTS as u64)),
-            state: Mutex::new(Window { origin: None, slots: [Slot::default(); SLOTS] }),
+            origin: Instant::now(),
+            pending: AtomicU64::new(0),
+            pending_tick: AtomicU64::new(0),
+            state: Mutex::new(Window { slots: [Slot::default(); SLOTS] }),
         }
     }
 
@@ -86,18 +94,27 @@ impl RetryBudget {
 
     /// Record a call.
     pub(crate) fn deposit(&self, now: Instant) {
-        self.with_slot(now, |slot| slot.calls += 1);
+        let tick = self.tick(now);
+        if tick == self.pending_tick.load(Ordering::Acquire) {
+            self.pending.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+        let mut window = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.fold(&mut window, tick);
+        self.pending.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Take one retry from the budget, if it has one.
     pub(crate) fn try_withdraw(&self, now: Instant) -> bool {
         let mut window = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let tick = self.tick(&mut window, now);
+        let tick = self.tick(now);
+        self.fold(&mut window, tick);
+        let pending = self.pending.load(Ordering::Acquire);
         let (calls, retries) = window
             .slots
             .iter()
             .filter(|slot| slot.tick + SLOTS as u64 > tick && slot.tick <= tick)
-            .fold((0u64, 0u64), |(calls, retries), slot| (calls + slot.calls, retries + slot.retries));
+            .fold((pending, 0u64), |(calls, retries), slot| (calls + slot.calls, retries + slot.retries));
         let floor = f64::from(self.min_per_second) * self.window.as_secs_f64();
         let allowed = floor + self.percent * calls as f64;
         if (retries as f64) + 1.0 > allowed {
@@ -107,18 +124,21 @@ impl RetryBudget {
         true
     }
 
-    fn with_slot(&self, now: Instant, change: impl FnOnce(&mut Slot)) {
-        let mut window = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let tick = self.tick(&mut window, now);
-        change(Self::slot(&mut window, tick));
+    /// Move the pending calls into their slot and start counting `tick`'s.
+    fn fold(&self, window: &mut Window, tick: u64) {
+        let pending_tick = self.pending_tick.swap(tick, Ordering::AcqRel);
+        let pending = self.pending.swap(0, Ordering::AcqRel);
+        let slot_tick = window.slots[(pending_tick % SLOTS as u64) as usize].tick;
+        if pending > 0 && slot_tick <= pending_tick {
+            Self::slot(window, pending_tick).calls += pending;
+        }
     }
 
     /// The tick `now` falls in, counting slots of the window since the
-    /// first use.
-    fn tick(&self, window: &mut Window, now: Instant) -> u64 {
-        let origin = *window.origin.get_or_insert(now);
+    /// budget was made.
+    fn tick(&self, now: Instant) -> u64 {
         let slot_len = self.window / SLOTS as u32;
-        let elapsed = now.saturating_duration_since(origin);
+        let elapsed = now.saturating_duration_since(self.origin);
         u64::try_from(elapsed.as_nanos() / slot_len.as_nanos().max(1)).unwrap_or(u64::MAX)
     }
 

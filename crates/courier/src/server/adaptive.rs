@@ -18,9 +18,8 @@
 //!
 //! Sans-IO: callers pass the time and latencies.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The settings of the adaptive limit; the defaults need no tuning.
@@ -142,15 +141,17 @@ impl Limiter {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).no_load.map(Duration::from_secs_f64)
     }
 
-    /// Admit a call started at `now`, or refuse it (`None`) if the method
-    /// is at its limit.
-    pub(crate) fn try_admit(self: &Arc<Self>, now: Instant) -> Option<Admitted> {
+    /// Admit a call started at `now`, or refuse it (giving the limiter
+    /// back) if the method is at its limit.
+    pub(crate) fn try_admit(self: Arc<Self>, now: Instant) -> Result<Admitted, Arc<Limiter>> {
         let limit = self.limit();
-        let admitted = self
+        match self
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
-            .ok()?;
-        Some(Admitted { limiter: self.clone(), started: now, in_flight: admitted + 1 })
+        {
+            Ok(before) => Ok(Admitted { limiter: self, started: now, in_flight: before + 1 }),
+            Err(_) => Err(self),
+        }
     }
 
     /// A call that ran `latency` with `in_flight` calls (itself included)
@@ -203,33 +204,6 @@ impl Limiter {
     }
 }
 
-/// The limiters of every method, made on a method's first call.
-#[derive(Debug)]
-pub(crate) struct Limiters {
-    settings: AdaptiveLimit,
-    methods: RwLock<HashMap<&'static str, Arc<Limiter>>>,
-}
-
-impl Limiters {
-    pub(crate) fn new(settings: AdaptiveLimit) -> Limiters {
-        Limiters { settings, methods: RwLock::default() }
-    }
-
-    /// `method`'s limiter. Method names are the router's own (`'static`),
-    /// so the map holds at most one entry per method served.
-    pub(crate) fn of(&self, method: &'static str) -> Arc<Limiter> {
-        if let Some(limiter) = self.methods.read().unwrap_or_else(|p| p.into_inner()).get(method) {
-            return limiter.clone();
-        }
-        self.methods
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(method)
-            .or_insert_with(|| Arc::new(Limiter::new(self.settings)))
-            .clone()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,7 +214,8 @@ mod tests {
     fn settle(limiter: &Arc<Limiter>, workers: usize, service: Duration, concurrency: usize, rounds: usize) {
         let mut now = Instant::now();
         for _ in 0..rounds {
-            let admitted: Vec<Admitted> = (0..concurrency).filter_map(|_| limiter.try_admit(now)).collect();
+            let admitted: Vec<Admitted> =
+                (0..concurrency).filter_map(|_| limiter.clone().try_admit(now).ok()).collect();
             let n = admitted.len();
             // Queueing: n calls on `workers` workers take n/workers service
             // times on average (at least one).
@@ -284,10 +259,10 @@ mod tests {
     fn calls_over_the_limit_are_refused_and_slots_come_back() {
         let limiter = Arc::new(Limiter::new(AdaptiveLimit::default().initial(2).bounds(1, 10)));
         let now = Instant::now();
-        let a = limiter.try_admit(now).expect("first");
-        let _b = limiter.try_admit(now).expect("second");
-        assert!(limiter.try_admit(now).is_none());
+        let a = limiter.clone().try_admit(now).expect("first");
+        let _b = limiter.clone().try_admit(now).expect("second");
+        assert!(limiter.clone().try_admit(now).is_err());
         drop(a);
-        assert!(limiter.try_admit(now).is_some());
+        assert!(limiter.clone().try_admit(now).is_ok());
     }
 }

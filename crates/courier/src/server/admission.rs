@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
-use super::adaptive::{Admitted, Limiters};
+use super::adaptive::{Admitted, Limiter};
 use super::limits::{Limit, Permit};
 use super::stats::Stats;
 use crate::status::Status;
@@ -70,8 +70,6 @@ pub(crate) struct Admission {
     per_connection: usize,
     /// Methods with pools of their own, by full name (`Service.Method`).
     methods: HashMap<String, (Arc<Limit>, usize)>,
-    /// Each method's adaptive limit, if the server has them.
-    adaptive: Option<Limiters>,
     stats: Arc<Stats>,
 }
 
@@ -112,7 +110,6 @@ impl Admission {
         max_concurrent_calls: usize,
         per_connection: usize,
         methods: &HashMap<String, MethodLimit>,
-        adaptive: Option<super::AdaptiveLimit>,
         stats: Arc<Stats>,
     ) -> Admission {
         let methods = methods
@@ -122,13 +119,7 @@ impl Admission {
                 (name.clone(), (Limit::new(limit.max_concurrent), per_connection))
             })
             .collect();
-        Admission {
-            server: Limit::new(max_concurrent_calls),
-            per_connection,
-            methods,
-            adaptive: adaptive.map(Limiters::new),
-            stats,
-        }
+        Admission { server: Limit::new(max_concurrent_calls), per_connection, methods, stats }
     }
 
     /// The slots of a new connection.
@@ -144,11 +135,13 @@ impl Admission {
     }
 
     /// Take the slots a call of `method` (its full name) needs, or say why
-    /// not.
+    /// not. `adaptive` is the method's adaptive limit, if the server has
+    /// them.
     pub(crate) fn admit(
         &self,
         slots: &ConnectionSlots,
-        method: &'static str,
+        method: &str,
+        adaptive: Option<Arc<Limiter>>,
     ) -> Result<CallPermits, Refusal> {
         // A server with no method limits (the common case) skips the
         // lookup entirely.
@@ -184,13 +177,12 @@ impl Admission {
             })
             .into());
         };
-        let adaptive = match &self.adaptive {
+        let adaptive = match adaptive {
             None => None,
-            Some(limiters) => {
-                let limiter = limiters.of(method);
+            Some(limiter) => {
                 match limiter.try_admit(Instant::now()) {
-                    Some(admitted) => Some(admitted),
-                    None => {
+                    Ok(admitted) => Some(admitted),
+                    Err(limiter) => {
                         self.stats.call_shed();
                         // Come back after about one no-load call time: by
                         // then a slot has likely freed up.
@@ -219,22 +211,22 @@ mod tests {
 
     fn admission(methods: &[(&str, MethodLimit)]) -> Admission {
         let methods = methods.iter().map(|(name, limit)| ((*name).to_owned(), *limit)).collect();
-        Admission::new(3, 2, &methods, None, Arc::default())
+        Admission::new(3, 2, &methods, Arc::default())
     }
 
     #[test]
     fn calls_take_a_connection_slot_and_a_server_slot() {
         let admission = admission(&[]);
         let (a, b) = (admission.connection(), admission.connection());
-        let first = admission.admit(&a, "S.M").expect("first");
-        let _second = admission.admit(&a, "S.M").expect("second");
-        let err = admission.admit(&a, "S.M").expect_err("the connection is full").status;
+        let first = admission.admit(&a, "S.M", None).expect("first");
+        let _second = admission.admit(&a, "S.M", None).expect("second");
+        let err = admission.admit(&a, "S.M", None).expect_err("the connection is full").status;
         assert!(err.message().contains("on this connection (limit 2)"), "{err}");
-        let _third = admission.admit(&b, "S.M").expect("another connection");
-        let err = admission.admit(&b, "S.M").expect_err("the server is full").status;
+        let _third = admission.admit(&b, "S.M", None).expect("another connection");
+        let err = admission.admit(&b, "S.M", None).expect_err("the server is full").status;
         assert!(err.message().contains("the server is at its limit of 3 concurrent calls"), "{err}");
         drop(first);
-        assert!(admission.admit(&b, "S.M").is_ok(), "a freed slot is free again");
+        assert!(admission.admit(&b, "S.M", None).is_ok(), "a freed slot is free again");
         assert_eq!(admission.stats.snapshot().calls_refused, 2);
     }
 
@@ -244,20 +236,23 @@ mod tests {
         let (a, b, c) = (admission.connection(), admission.connection(), admission.connection());
         let _watches: Vec<_> = [&a, &b, &c]
             .iter()
-            .map(|slots| admission.admit(slots, "Registry.Watch").expect("one watch per connection"))
+            .map(|slots| admission.admit(slots, "Registry.Watch", None).expect("one watch per connection"))
             .collect();
-        let err = admission.admit(&a, "Registry.Watch").expect_err("one per connection").status;
+        let err = admission.admit(&a, "Registry.Watch", None).expect_err("one per connection").status;
         assert!(
             err.message().contains("concurrent Registry.Watch calls on this connection (limit 1)"),
             "{err}"
         );
         // The watches took nothing from the shared pools.
-        let _calls: Vec<_> = (0..2).map(|_| admission.admit(&a, "Registry.Renew").expect("renew")).collect();
-        let _one_more = admission.admit(&b, "Registry.Renew").expect("the server's third slot");
+        let _calls: Vec<_> =
+            (0..2).map(|_| admission.admit(&a, "Registry.Renew", None).expect("renew")).collect();
+        let _one_more = admission.admit(&b, "Registry.Renew", None).expect("the server's third slot");
         let fourth = admission.connection();
-        let _last_watch = admission.admit(&fourth, "Registry.Watch").expect("the method's fourth slot");
-        let err =
-            admission.admit(&admission.connection(), "Registry.Watch").expect_err("method pool full").status;
+        let _last_watch = admission.admit(&fourth, "Registry.Watch", None).expect("the method's fourth slot");
+        let err = admission
+            .admit(&admission.connection(), "Registry.Watch", None)
+            .expect_err("method pool full")
+            .status;
         assert!(err.message().contains("limit of 4 concurrent Registry.Watch calls"), "{err}");
     }
 }

@@ -467,13 +467,18 @@ impl ServerBuilder {
                 config.max_concurrent_calls,
                 config.max_concurrent_calls_per_connection,
                 &config.method_limits,
-                config.adaptive,
                 stats.clone(),
             ),
             budget,
             stats,
             layers: self.layers,
-            router: self.router,
+            router: {
+                let mut router = self.router;
+                if let Some(settings) = config.adaptive {
+                    router.limit_adaptively(settings);
+                }
+                router
+            },
             config,
             #[cfg(feature = "grpc")]
             reflection: std::sync::OnceLock::new(),

@@ -13,6 +13,9 @@ pub(crate) struct Route {
     pub(crate) method: &'static MethodDescriptor,
     /// Whether this method's handlers may run on the connection's task.
     pub(crate) inline: Arc<super::inline::InlinePolicy>,
+    /// The method's adaptive concurrency limit, if the server has them:
+    /// kept on the route, so admission finds it without a lookup.
+    pub(crate) adaptive: Option<Arc<super::adaptive::Limiter>>,
 }
 
 impl Route {
@@ -56,12 +59,24 @@ impl Router {
             return Err(DuplicateService(descriptor.name.to_owned()));
         }
         for (index, method) in descriptor.methods.iter().enumerate() {
-            let route = Route { service: service.clone(), index, method, inline: Arc::default() };
+            let route =
+                Route { service: service.clone(), index, method, inline: Arc::default(), adaptive: None };
             self.paths.insert(format!("/{}/{}", descriptor.name, method.name), route.clone());
             self.routes.insert(method.full_name, route);
         }
         self.services.push(service);
         Ok(())
+    }
+
+    /// Give every method an adaptive limit of its own (the same one
+    /// whether it is reached by name or by path).
+    pub(crate) fn limit_adaptively(&mut self, settings: super::AdaptiveLimit) {
+        for route in self.routes.values_mut() {
+            route.adaptive = Some(Arc::new(super::adaptive::Limiter::new(settings)));
+        }
+        for route in self.paths.values_mut() {
+            route.adaptive = self.routes.get(route.method.full_name).and_then(|named| named.adaptive.clone());
+        }
     }
 
     pub(crate) fn services(&self) -> &[Arc<dyn Service>] {

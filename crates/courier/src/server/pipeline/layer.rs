@@ -107,8 +107,8 @@ impl Next {
         }
         // Innermost: admission, then the handler, holding its slots until
         // it is done.
-        let Next { server, slots, route, .. } = self;
-        match server.admission.admit(&slots, route.method.full_name) {
+        let Next { server, slots, mut route, .. } = self;
+        match server.admission.admit(&slots, route.method.full_name, route.adaptive.take()) {
             Err(refusal) => {
                 if let Some(pushback) = refusal.pushback {
                     super::push_back(&cx, pushback);

@@ -146,8 +146,9 @@ pub(crate) fn start(
         shutdown: shutdown.clone(),
         response: response.clone(),
     });
+    let mut route = route;
     let (future, permits, inline) = if server.layers.is_empty() {
-        let permits = match server.admission.admit(slots, route.method.full_name) {
+        let permits = match server.admission.admit(slots, route.method.full_name, route.adaptive.take()) {
             Ok(permits) => permits,
             Err(refusal) => match refusal.pushback {
                 None => return Err(refusal.status),
