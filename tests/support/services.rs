@@ -396,7 +396,7 @@ impl FlakyImpl {
                 Ok(key)
             }
             FlakyMode::SometimesSlow { one_in, millis } => {
-                if self.calls.fetch_add(1, Ordering::Relaxed) % one_in.max(1) == 0 {
+                if self.calls.fetch_add(1, Ordering::Relaxed).is_multiple_of(one_in.max(1)) {
                     tokio::time::sleep(Duration::from_millis(millis)).await;
                 }
                 Ok(key)

@@ -1,7 +1,7 @@
 //! A courier server in its own process, for tests that kill one:
 //!
 //! ```text
-//! courier-test-server ADDR                                  # Calculator, Probe, Whoami
+//! courier-test-server ADDR                                  # Calculator, Probe, Whoami, Flaky
 //! courier-test-server ADDR --registry URL --name NAME [--ttl-ms N]   # ... and register them
 //! courier-test-server ADDR --registry-data DIR              # the courier registry instead
 //! ... [--memory-budget BYTES] [--max-connections N] [--request-timeout-ms N] [--request-stall-ms N]
@@ -17,7 +17,9 @@
 use std::io::Write;
 use std::time::Duration;
 
-use courier_tests::{Calc, CalculatorServer, Named, ProbeImpl, ProbeServer, WhoamiServer};
+use courier_tests::{
+    Calc, CalculatorServer, FlakyImpl, FlakyServer, Named, ProbeImpl, ProbeServer, WhoamiServer,
+};
 
 fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
@@ -48,7 +50,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut builder = courier::Server::builder()
                 .add_service(CalculatorServer::new(Calc))
                 .add_service(ProbeServer::new(ProbeImpl::default()))
-                .add_service(WhoamiServer::new(Named(name)));
+                .add_service(WhoamiServer::new(Named(name)))
+                .add_service(FlakyServer::new(FlakyImpl::default()));
             if let Some(url) = flag(&args, "--registry") {
                 let registry = courier::registry::connect(&url).await?;
                 let ttl = flag(&args, "--ttl-ms").and_then(|ms| ms.parse().ok()).unwrap_or(2000);

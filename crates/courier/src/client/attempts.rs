@@ -129,7 +129,7 @@ impl Balanced {
         }
         governance.budget.deposit(now);
         let result = match &method.policy.hedging {
-            Some(hedging) if call.retry == Retry::IfLost => self.hedged(call, &order, hedging, &method).await,
+            Some(hedging) if call.retry == Retry::IfLost => self.hedged(call, &order, hedging, method).await,
             _ => self.retried(call, &order, &method.policy.retry).await,
         };
         let verdict = match &result {

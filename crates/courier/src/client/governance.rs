@@ -85,11 +85,14 @@ pub(crate) struct Governance {
     /// An open-addressed table, filled once per slot and never emptied:
     /// finding a method's state is a hash and an atomic load, no lock and
     /// no reference count, on every call.
-    methods: Box<[OnceLock<Box<(Box<str>, MethodState)>>]>,
+    methods: Box<[OnceLock<Box<MethodEntry>>]>,
     /// Shared by every method beyond [`MAX_METHODS`].
     overflow: MethodState,
     pub(crate) counters: Counters,
 }
+
+/// A method's name and state, in its slot.
+type MethodEntry = (Box<str>, MethodState);
 
 /// FNV-1a: a method name's slot.
 fn slot_of(method: &str) -> usize {
