@@ -14,6 +14,9 @@
 #     (libprotobuf-dev: google/protobuf/descriptor.proto), which
 #     etcd-client's build script needs;
 #   - curl, for the HTTP/JSON tests;
+#   - ip and its netns and bridge support (iproute2) and iptables with the
+#     NFQUEUE and statistic matches (iptables), for the chaos tests that
+#     run providers on test hosts in network namespaces;
 #   - Go with grpc-go and etcd's 3.4 client (golang-go,
 #     golang-google-grpc-dev, golang-etcd-server-dev), built in GOPATH mode
 #     by the tests that run real Go clients;
@@ -37,6 +40,8 @@ check_requirements() { # fills $missing with the packages to install
   need_file libprotobuf-dev /usr/include/google/protobuf/descriptor.proto
   need_file libprotobuf-dev /usr/include/google/protobuf/struct.proto
   need_command curl curl
+  need_command iproute2 ip
+  need_command iptables iptables
   need_command golang-go go
   need_file golang-google-grpc-dev "$gocode/google.golang.org/grpc/balancer/roundrobin/roundrobin.go"
   need_file golang-etcd-server-dev "$gocode/go.etcd.io/etcd/clientv3/naming/resolver/resolver.go"

@@ -6,6 +6,7 @@
 //! - `services`: the test services (calculator, probe, interop, whoami).
 //! - `servers`: in-process servers, providers, a partitioning proxy, a bystander.
 //! - `processes`: the test server and etcd as child processes.
+//! - `netns`: test hosts in network namespaces on a bridge; link faults.
 //! - `python`, `go`: peers written in Python (grpcio) and Go (grpc-go).
 //! - `contract`: the registry contract every backend must pass.
 //! - `registry_flood`: a client that floods a registry with watches.
@@ -14,6 +15,7 @@
 
 pub mod contract;
 pub mod go;
+pub mod netns;
 pub mod processes;
 pub mod python;
 pub mod raw;
@@ -23,6 +25,7 @@ pub mod services;
 pub mod wait;
 
 pub use contract::*;
+pub use netns::{Host, Impairment, Lab};
 pub use processes::*;
 pub use raw::*;
 pub use servers::*;

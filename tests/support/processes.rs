@@ -20,7 +20,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const ETCDCTL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A child that is SIGKILLed and reaped when dropped, whatever happened.
-struct Reaped(Child);
+pub(crate) struct Reaped(pub(crate) Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
@@ -31,7 +31,7 @@ impl Drop for Reaped {
 
 /// The first line `child` prints on stdout, waiting at most `timeout`.
 /// (Read on a thread of its own: std's pipes cannot time out.)
-fn first_line(child: &mut Child, what: &str, timeout: Duration) -> String {
+pub(crate) fn first_line(child: &mut Child, what: &str, timeout: Duration) -> String {
     let stdout = child.stdout.take().expect("piped stdout");
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -51,6 +51,8 @@ pub struct ChildServer {
     child: Reaped,
     /// Kept open: the server exits when it closes (the test process died).
     _lifeline: Option<ChildStdin>,
+    /// The network namespace it runs in (`None`: this process's own).
+    netns: Option<String>,
     /// The arguments it was started with, to start it again.
     binary: String,
     extra: Vec<String>,
@@ -80,8 +82,34 @@ impl ChildServer {
     /// [`ChildServer::start_with`], failing if it is not listening within
     /// `timeout` (the child is killed then, as on every failed start).
     pub fn start_within(binary: &str, addr: SocketAddr, extra: &[&str], timeout: Duration) -> ChildServer {
+        ChildServer::spawn(None, binary, addr, extra, timeout)
+    }
+
+    /// Start it in network namespace `netns` (see [`crate::netns`]),
+    /// listening on `addr` there.
+    pub fn start_in(netns: &str, binary: &str, addr: SocketAddr, extra: &[&str]) -> ChildServer {
+        ChildServer::spawn(Some(netns), binary, addr, extra, START_TIMEOUT)
+    }
+
+    fn spawn(
+        netns: Option<&str>,
+        binary: &str,
+        addr: SocketAddr,
+        extra: &[&str],
+        timeout: Duration,
+    ) -> ChildServer {
+        // `ip netns exec` enters the namespace and then execs the binary:
+        // the child's pid is the server's own, so signals reach it.
+        let mut command = match netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, binary]);
+                command
+            }
+            None => Command::new(binary),
+        };
         let mut child = Reaped(
-            Command::new(binary)
+            command
                 .arg(addr.to_string())
                 .args(extra)
                 .arg("--exit-with-stdin")
@@ -99,6 +127,7 @@ impl ChildServer {
         ChildServer {
             child,
             _lifeline: lifeline,
+            netns: netns.map(str::to_owned),
             binary: binary.to_owned(),
             extra: extra.iter().map(|&arg| arg.to_owned()).collect(),
             addr,
@@ -108,10 +137,11 @@ impl ChildServer {
     /// SIGKILL it, then start it again with the same arguments on the
     /// address it had (a crash and a restart, as its clients see them).
     pub fn restart(self) -> ChildServer {
-        let (binary, extra, addr) = (self.binary.clone(), self.extra.clone(), self.addr);
+        let (netns, binary, extra, addr) =
+            (self.netns.clone(), self.binary.clone(), self.extra.clone(), self.addr);
         self.kill();
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        ChildServer::start_with(&binary, addr, &extra)
+        ChildServer::spawn(netns.as_deref(), &binary, addr, &extra, START_TIMEOUT)
     }
 
     /// The process id.

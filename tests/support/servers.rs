@@ -147,8 +147,13 @@ impl Bystander {
 /// The bundled courier registry in this process, on disk in `dir`, on
 /// 127.0.0.1:0 (its `add_to` pools, as `courier registry serve` runs it).
 pub async fn start_registry(dir: &std::path::Path) -> ServerHandle {
+    start_registry_on(dir, SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// [`start_registry`] on `addr` (a lab's gateway, say).
+pub async fn start_registry_on(dir: &std::path::Path, addr: SocketAddr) -> ServerHandle {
     let registry = courier_registry::open(dir).await.expect("open the registry");
-    registry.add_to(courier::Server::builder()).bind("127.0.0.1:0").await.expect("bind the registry").start()
+    registry.add_to(courier::Server::builder()).bind(addr).await.expect("bind the registry").start()
 }
 
 /// A server with the calculator, the probe and the interop service on a

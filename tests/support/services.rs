@@ -468,3 +468,91 @@ impl Work for WorkPool {
         key
     }
 }
+
+/// One hop of a chain of services, each in a process of its own: the last
+/// hop does the work, the others pass each call on, with nothing in their
+/// handlers about deadlines or cancellation (the outgoing call inherits
+/// both from the call being served).
+#[courier::service]
+pub trait Hop {
+    /// Milliseconds left before the deadline, as the last hop sees it.
+    async fn deadline_ms(&self, cx: &Context) -> Result<Option<u64>, Status>;
+    /// Sleep `millis` at the last hop.
+    async fn sleep(&self, millis: u64) -> Result<u64, Status>;
+    /// What this hop's `sleep` handlers did.
+    async fn report(&self) -> HopReport;
+}
+
+/// What a hop's `sleep` handlers did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HopReport {
+    /// Handlers started.
+    pub started: u64,
+    /// Handlers that ran to the end.
+    pub finished: u64,
+    /// When each handler dropped unfinished was dropped (microseconds since
+    /// the Unix epoch: comparable across processes on one machine).
+    pub dropped_at_micros: Vec<u64>,
+}
+
+/// The [`Hop`] implementation: passes calls to `next`, or is the last hop.
+#[derive(Clone, Default)]
+pub struct HopImpl {
+    next: Option<HopClient>,
+    report: Arc<Mutex<HopReport>>,
+}
+
+impl HopImpl {
+    /// A hop passing calls on to `next` (`None`: the last hop).
+    pub fn new(next: Option<HopClient>) -> HopImpl {
+        HopImpl { next, report: Arc::default() }
+    }
+
+    fn record(&self, change: impl FnOnce(&mut HopReport)) {
+        change(&mut self.report.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+/// Marks a hop's `sleep` handler dropped unless it finished.
+struct HopWatch<'a> {
+    hop: &'a HopImpl,
+    finished: bool,
+}
+
+impl Drop for HopWatch<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let micros = u64::try_from(now.as_micros()).unwrap_or(u64::MAX);
+            self.hop.record(|report| report.dropped_at_micros.push(micros));
+        }
+    }
+}
+
+impl Hop for HopImpl {
+    async fn deadline_ms(&self, cx: &Context) -> Result<Option<u64>, Status> {
+        match &self.next {
+            Some(next) => next.deadline_ms().await,
+            None => Ok(cx.remaining().map(|left| u64::try_from(left.as_millis()).unwrap_or(u64::MAX))),
+        }
+    }
+
+    async fn sleep(&self, millis: u64) -> Result<u64, Status> {
+        let mut watch = HopWatch { hop: self, finished: false };
+        self.record(|report| report.started += 1);
+        let slept = match &self.next {
+            Some(next) => next.sleep(millis).await?,
+            None => {
+                tokio::time::sleep(Duration::from_millis(millis)).await;
+                millis
+            }
+        };
+        watch.finished = true;
+        self.record(|report| report.finished += 1);
+        Ok(slept)
+    }
+
+    async fn report(&self) -> HopReport {
+        self.report.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}

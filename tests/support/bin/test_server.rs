@@ -1,7 +1,8 @@
 //! A courier server in its own process, for tests that kill one:
 //!
 //! ```text
-//! courier-test-server ADDR                                  # Calculator, Probe, Whoami, Flaky
+//! courier-test-server ADDR                                  # Calculator, Probe, Whoami, Flaky, Hop
+//! ... [--relay-to ADDR | --relay-to-grpc ADDR]              # Hop passes calls on to ADDR
 //! courier-test-server ADDR --registry URL --name NAME [--ttl-ms N]   # ... and register them
 //! courier-test-server ADDR --registry-data DIR              # the courier registry instead
 //! ... [--memory-budget BYTES] [--max-connections N] [--request-timeout-ms N] [--request-stall-ms N]
@@ -18,7 +19,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use courier_tests::{
-    Calc, CalculatorServer, FlakyImpl, FlakyServer, Named, ProbeImpl, ProbeServer, WhoamiServer,
+    Calc, CalculatorServer, FlakyImpl, FlakyServer, HopClient, HopImpl, HopServer, Named, ProbeImpl,
+    ProbeServer, WhoamiServer,
 };
 
 fn flag(args: &[String], name: &str) -> Option<String> {
@@ -47,11 +49,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(dir) => courier_registry::open(dir).await?.add_to(courier::Server::builder()),
         None => {
             let name = flag(&args, "--name").unwrap_or_else(|| "child".to_owned());
+            // A hop of a chain: the next hop over courier's protocol or gRPC.
+            let next = match (flag(&args, "--relay-to"), flag(&args, "--relay-to-grpc")) {
+                (Some(addr), _) => Some(courier::Channel::builder(addr).connect().await?),
+                (None, Some(addr)) => Some(courier::Channel::builder(addr).grpc().connect().await?),
+                (None, None) => None,
+            };
             let mut builder = courier::Server::builder()
                 .add_service(CalculatorServer::new(Calc))
                 .add_service(ProbeServer::new(ProbeImpl::default()))
                 .add_service(WhoamiServer::new(Named(name)))
-                .add_service(FlakyServer::new(FlakyImpl::default()));
+                .add_service(FlakyServer::new(FlakyImpl::default()))
+                .add_service(HopServer::new(HopImpl::new(next.map(HopClient::new))));
             if let Some(url) = flag(&args, "--registry") {
                 let registry = courier::registry::connect(&url).await?;
                 let ttl = flag(&args, "--ttl-ms").and_then(|ms| ms.parse().ok()).unwrap_or(2000);
