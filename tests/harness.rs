@@ -1,6 +1,7 @@
 //! The test harness itself: child peers die with the test process, however
-//! it ends, and a peer that never comes up fails the test instead of
-//! hanging it.
+//! it ends, and what it left on the machine (test hosts' namespaces and
+//! bridges) goes with the next run; a peer that never comes up fails the
+//! test instead of hanging it.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -47,6 +48,7 @@ fn peers_die_with_a_test_process_that_is_killed_outright() {
         }
     });
     let mut pids = Vec::new();
+    let mut names = Vec::new();
     loop {
         let line = match receiver.recv_timeout(Duration::from_secs(60)) {
             Ok(line) => line,
@@ -58,10 +60,14 @@ fn peers_die_with_a_test_process_that_is_killed_outright() {
         if line == "ready" {
             break;
         }
-        let (name, pid) = line.split_once(' ').expect("NAME PID");
-        pids.push((name.to_owned(), pid.parse::<u32>().expect("a pid")));
+        let (name, value) = line.split_once(' ').expect("NAME VALUE");
+        match name {
+            "netns" | "bridge" => names.push((name.to_owned(), value.to_owned())),
+            _ => pids.push((name.to_owned(), value.parse::<u32>().expect("a pid"))),
+        }
     }
-    assert_eq!(pids.len(), 3, "a server, etcd's shell and etcd: {pids:?}");
+    assert_eq!(pids.len(), 4, "a server, etcd's shell, etcd and netem: {pids:?}");
+    assert_eq!(names.len(), 2, "a host's namespace and its lab's bridge: {names:?}");
     assert!(pids.iter().all(|(_, pid)| running(*pid)), "all running before: {pids:?}");
 
     // SIGKILL: no destructor runs; only the closed pipes tell the peers.
@@ -72,6 +78,23 @@ fn peers_die_with_a_test_process_that_is_killed_outright() {
         let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     }
     assert!(left.is_empty(), "peers outlived the killed test process: {left:?}");
+
+    // The namespace and the bridge outlive it (no destructor ran); the
+    // next lab made on the machine removes them (and may reuse the names).
+    let holder_pid = holder.id();
+    let exists = |(kind, name): &(String, String)| {
+        let args: &[&str] =
+            if kind == "netns" { &["netns", "list"] } else { &["-o", "link", "show", "type", "bridge"] };
+        let output = Command::new("ip").args(args).output().expect("ip");
+        String::from_utf8_lossy(&output.stdout).lines().any(|line| {
+            let named = line.split_whitespace().any(|word| word.trim_end_matches(':') == name);
+            named && (kind == "netns" || line.ends_with(&format!("pid {holder_pid}")))
+        })
+    };
+    assert!(names.iter().all(exists), "left behind by the killed process: {names:?}");
+    let _lab = courier_tests::Lab::new();
+    let left: Vec<_> = names.iter().filter(|name| exists(name)).collect();
+    assert!(left.is_empty(), "a new lab removes what a killed test left: {left:?}");
 }
 
 #[test]

@@ -80,14 +80,19 @@ fn remove_stale() {
     }
 }
 
-/// `courier-test-netem`, built beside the test binaries (cargo puts them
-/// in `target/<profile>/`, the tests in its `deps/`).
+/// `courier-test-netem`, built beside the test binaries: cargo puts it in
+/// `target/<profile>/`, the tests in its `deps/` (and the other test
+/// binaries beside it).
 fn netem_binary() -> String {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let profile = exe.parent().and_then(std::path::Path::parent).expect("target/<profile>/deps/<test>");
-    let binary = profile.join("courier-test-netem");
-    assert!(binary.exists(), "{} is missing: build courier-tests' binaries", binary.display());
-    binary.to_string_lossy().into_owned()
+    let dir = exe.parent().expect("the test binary's directory");
+    [dir, dir.parent().unwrap_or(dir)]
+        .iter()
+        .map(|dir| dir.join("courier-test-netem"))
+        .find(|binary| binary.exists())
+        .unwrap_or_else(|| panic!("courier-test-netem is not built beside {}", exe.display()))
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// A bridge with an address in this namespace, and hosts plugged into it.
@@ -137,6 +142,11 @@ impl Lab {
             return lab;
         }
         panic!("no free 10.x.y.0/24 for a lab");
+    }
+
+    /// The bridge's name.
+    pub fn bridge(&self) -> &str {
+        &self.bridge
     }
 
     /// This namespace's address on the lab: where hosts reach the test.
@@ -245,6 +255,11 @@ impl Host {
         }
         let previous = self.netem.lock().unwrap_or_else(|p| p.into_inner()).replace((child, lifeline));
         assert!(previous.is_none(), "{} was impaired twice", self.netns);
+    }
+
+    /// The netem stand-in's process id, while the link is impaired.
+    pub fn netem_pid(&self) -> Option<u32> {
+        self.netem.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(child, _)| child.0.id())
     }
 
     /// Cut this host off: every packet in or out on its link is dropped.
