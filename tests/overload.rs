@@ -2,16 +2,41 @@
 //! it keeps its goodput, the calls it admits stay near the no-load latency,
 //! the rest are shed at once with `ResourceExhausted` and a pushback, and a
 //! retrying client does not pile retries onto it beyond its budget.
+//!
+//! The server runs in a process of its own on a test host (a network
+//! namespace on a bridge); the callers are this process.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use courier::Code;
 use courier::resilience::{BreakerPolicy, RetryBudget, RetryPolicy};
-use courier::{AdaptiveLimit, Code};
-use courier_tests::{WorkClient, WorkPool, WorkServer, eventually};
+use courier_tests::{ChildServer, Host, Lab, WorkClient, eventually, start_registry_on};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_courier-test-server");
 
 const WORKERS: usize = 4;
 const SERVICE_TIME: Duration = Duration::from_millis(10);
+
+/// One test at a time: each measures latencies under load on a 2-core
+/// machine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The pool's capacity, and the adaptive limit on, as server flags.
+fn work_flags() -> Vec<String> {
+    let flags =
+        ["--work", &WORKERS.to_string(), "--work-ms", &SERVICE_TIME.as_millis().to_string(), "--adaptive"];
+    flags.iter().map(|flag| (*flag).to_owned()).collect()
+}
+
+/// A `Work` server with `extra` flags on a host of its own.
+fn server(lab: &Lab, extra: &[&str]) -> (ChildServer, Host) {
+    let host = lab.host();
+    let mut flags = work_flags();
+    flags.extend(extra.iter().map(|flag| (*flag).to_owned()));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    (ChildServer::start_in(&host.netns, BINARY, host.at(0), &flags), host)
+}
 
 /// Capacity in calls per second.
 fn capacity() -> f64 {
@@ -93,16 +118,10 @@ async fn offer(client: &WorkClient, rate: f64, length: Duration, settle: Duratio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_twice_its_capacity_a_server_keeps_its_goodput_and_its_latency() {
-    let pool = WorkPool::new(WORKERS, SERVICE_TIME);
-    let server = courier::Server::builder()
-        .add_service(WorkServer::new(pool.clone()))
-        .adaptive_concurrency(AdaptiveLimit::default())
-        .bind("127.0.0.1:0")
-        .await
-        .expect("bind")
-        .start();
-    let client =
-        WorkClient::new(courier::Channel::connect(server.local_addr().to_string()).await.expect("connect"));
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let lab = Lab::new();
+    let (server, _host) = server(&lab, &[]);
+    let client = WorkClient::new(courier::Channel::connect(server.addr.to_string()).await.expect("connect"));
 
     // No load: a quarter of capacity.
     let quiet = offer(&client, capacity() / 4.0, Duration::from_secs(3), Duration::ZERO).await;
@@ -126,21 +145,19 @@ async fn at_twice_its_capacity_a_server_keeps_its_goodput_and_its_latency() {
     assert!(busy_p99 <= quiet_p99 * 2, "admitted p99 {busy_p99:?} against {quiet_p99:?} without load");
     assert!(!busy.shed.is_empty(), "the excess was shed");
     assert!(shed_p99 < SERVICE_TIME, "sheds fail fast: {shed_p99:?}");
-    assert!(server.stats().calls_shed > 0);
+    assert!(client.counts().await.expect("counts").shed > 0, "the server counted its sheds");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shed_calls_are_retried_only_within_the_budget() {
-    let registry = courier::registry::connect("mem://").await.expect("registry");
-    let pool = WorkPool::new(WORKERS, SERVICE_TIME);
-    let server = courier::Server::builder()
-        .add_service(WorkServer::new(pool.clone()))
-        .adaptive_concurrency(AdaptiveLimit::default().initial(WORKERS))
-        .register_with(&registry)
-        .bind("127.0.0.1:0")
-        .await
-        .expect("bind")
-        .start();
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let lab = Lab::new();
+    let data = tempfile::tempdir().expect("registry data dir");
+    let registry_server = start_registry_on(data.path(), (lab.gateway(), 0).into()).await;
+    let url = format!("courier://{}", registry_server.local_addr());
+    let registry = courier::registry::connect(&url).await.expect("registry");
+    let initial = WORKERS.to_string();
+    let (server, _host) = server(&lab, &["--registry", &url, "--name", "w", "--adaptive-initial", &initial]);
     // A client that retries sheds, on its one instance; breakers off so
     // every call is offered to the server.
     let client: WorkClient = WorkClient::discover(&registry, "Work")
@@ -158,10 +175,13 @@ async fn shed_calls_are_retried_only_within_the_budget() {
     );
     let busy = offer(&client, 3.0 * capacity(), Duration::from_secs(3), Duration::ZERO).await;
     let calls = (busy.ok.len() + busy.shed.len() + busy.other.len()) as u64;
-    let stats = server.stats();
-    let attempts = pool.done() + stats.calls_shed;
-    eprintln!("{calls} calls, {attempts} attempts reached the server, {} shed", stats.calls_shed);
-    assert!(stats.calls_shed > 0, "the server shed");
+    // Calls still running at the server end before the count.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let direct = WorkClient::new(courier::Channel::connect(server.addr.to_string()).await.expect("connect"));
+    let counts = direct.counts().await.expect("counts");
+    let attempts = counts.done + counts.shed;
+    eprintln!("{calls} calls, {attempts} attempts reached the server, {} shed", counts.shed);
+    assert!(counts.shed > 0, "the server shed");
     assert!(attempts as f64 <= 1.2 * calls as f64 + 1.0, "{attempts} attempts for {calls} calls");
     let report = client.channel().governance().expect("report");
     assert!(report.pushbacks > 0 && report.budget_refusals > 0, "{report:?}");

@@ -434,6 +434,18 @@ pub trait Work {
     /// Do one unit of work; safe to run twice.
     #[courier(idempotent)]
     async fn work(&self, key: u64) -> u64;
+    /// Calls that ran to the end, and calls the server shed before they
+    /// reached the pool (when it runs in a process of its own).
+    async fn counts(&self) -> WorkCounts;
+}
+
+/// What a [`WorkPool`]'s server did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkCounts {
+    /// Calls that ran to the end.
+    pub done: u64,
+    /// Calls the server's adaptive limit shed.
+    pub shed: u64,
 }
 
 /// The [`Work`] implementation.
@@ -442,6 +454,8 @@ pub struct WorkPool {
     workers: Arc<tokio::sync::Semaphore>,
     service_time: Duration,
     done: Arc<std::sync::atomic::AtomicU64>,
+    /// The counters of the server it is served by, once bound.
+    server: Arc<std::sync::OnceLock<courier::server::StatsHandle>>,
 }
 
 impl WorkPool {
@@ -451,12 +465,18 @@ impl WorkPool {
             workers: Arc::new(tokio::sync::Semaphore::new(workers)),
             service_time,
             done: Arc::default(),
+            server: Arc::default(),
         }
     }
 
     /// Calls that ran to the end.
     pub fn done(&self) -> u64 {
         self.done.load(Ordering::Relaxed)
+    }
+
+    /// Tell it the counters of the server it is served by.
+    pub fn served_by(&self, stats: courier::server::StatsHandle) {
+        let _ = self.server.set(stats);
     }
 }
 
@@ -466,6 +486,11 @@ impl Work for WorkPool {
         tokio::time::sleep(self.service_time).await;
         self.done.fetch_add(1, Ordering::Relaxed);
         key
+    }
+
+    async fn counts(&self) -> WorkCounts {
+        let shed = self.server.get().map_or(0, |stats| stats.get().calls_shed);
+        WorkCounts { done: self.done(), shed }
     }
 }
 

@@ -5,6 +5,8 @@
 //! ... [--relay-to ADDR | --relay-to-grpc ADDR]              # Hop passes calls on to ADDR
 //! courier-test-server ADDR --registry URL --name NAME [--ttl-ms N]   # ... and register them
 //! courier-test-server ADDR --registry-data DIR              # the courier registry instead
+//! ... [--work WORKERS --work-ms MS]                        # and Work, a pool of that capacity
+//! ... [--adaptive [--adaptive-initial N]]                  # the adaptive concurrency limit
 //! ... [--memory-budget BYTES] [--max-connections N] [--request-timeout-ms N] [--request-stall-ms N]
 //! ```
 //!
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 use courier_tests::{
     Calc, CalculatorServer, FlakyImpl, FlakyServer, HopClient, HopImpl, HopServer, Named, ProbeImpl,
-    ProbeServer, WhoamiServer,
+    ProbeServer, WhoamiServer, WorkPool, WorkServer,
 };
 
 fn flag(args: &[String], name: &str) -> Option<String> {
@@ -45,6 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
     }
     let addr = args.first().cloned().unwrap_or_else(|| "127.0.0.1:0".to_owned());
+    let mut work = None;
     let builder = match flag(&args, "--registry-data") {
         Some(dir) => courier_registry::open(dir).await?.add_to(courier::Server::builder()),
         None => {
@@ -61,6 +64,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .add_service(WhoamiServer::new(Named(name)))
                 .add_service(FlakyServer::new(FlakyImpl::default()))
                 .add_service(HopServer::new(HopImpl::new(next.map(HopClient::new))));
+            if let Some(workers) = flag(&args, "--work").and_then(|n| n.parse().ok()) {
+                let millis = flag(&args, "--work-ms").and_then(|ms| ms.parse().ok()).unwrap_or(10);
+                let pool = WorkPool::new(workers, Duration::from_millis(millis));
+                work = Some(pool.clone());
+                builder = builder.add_service(WorkServer::new(pool));
+            }
             if let Some(url) = flag(&args, "--registry") {
                 let registry = courier::registry::connect(&url).await?;
                 let ttl = flag(&args, "--ttl-ms").and_then(|ms| ms.parse().ok()).unwrap_or(2000);
@@ -84,7 +93,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(ms) = number("--request-stall-ms") {
         builder = builder.request_stall_timeout(Duration::from_millis(ms));
     }
+    if args.iter().any(|arg| arg == "--adaptive") {
+        let mut limit = courier::AdaptiveLimit::default();
+        if let Some(initial) = number("--adaptive-initial") {
+            limit = limit.initial(usize::try_from(initial)?);
+        }
+        builder = builder.adaptive_concurrency(limit);
+    }
     let listening = builder.bind(addr).await?;
+    if let Some(pool) = &work {
+        pool.served_by(listening.stats());
+    }
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on {}", listening.local_addr())?;
     stdout.flush()?;
