@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release -p courier-bench -- run            # everything, ~6 minutes
 //! cargo run --release -p courier-bench -- run --scenarios pipelined --systems courier-bin,tarpc
+//! cargo run --release -p courier-bench -- governance     # hedging and outage experiments, ~1 minute
 //! ```
 //!
 //! ## Layout
@@ -15,11 +16,13 @@
 //! - `run`: the orchestrator: spawn server and client processes, read /proc.
 //! - `report`: medians, ratios to courier native, and the goals.
 //! - `measure`: CPU time and memory of a process from /proc.
+//! - `governance`: hedging against slow answers; the load of a total outage.
 //!
 //! ## Feature flags
 //!
 //! None.
 
+mod governance;
 mod load;
 mod measure;
 mod report;
@@ -65,6 +68,13 @@ enum Cmd {
         /// Idle connections for the memory measurement (0 skips it).
         #[arg(long, default_value_t = 1000)]
         idle_connections: usize,
+    },
+    /// Hedging against slow answers and the load of a total outage, in
+    /// this process; prints Markdown tables.
+    Governance {
+        /// Seconds measured per row.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
     },
     /// Serve echo for one system, printing `listening on ADDR` (used by `run`).
     Serve {
@@ -148,6 +158,10 @@ fn main() -> Result<(), BoxError> {
             say(&report::render(&samples, &idle, &systems, &scenarios));
             Ok(())
         }
+        Cmd::Governance { duration } => runtime()?.block_on(async {
+            say(&governance::run(Duration::from_secs_f64(duration)).await?);
+            Ok(())
+        }),
         Cmd::Serve { system, listen } => runtime()?.block_on(async {
             let listener = tokio::net::TcpListener::bind(listen).await?;
             say(&format!("listening on {}", listener.local_addr()?));
