@@ -329,3 +329,71 @@ async fn with_hedging_a_hung_instance_is_hidden_from_callers_and_its_breaker_ope
         () = calls => unreachable!(),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_sheds_keeps_its_breaker_closed() {
+    // Shedding is an overloaded instance protecting itself; opening its
+    // breaker would pile its load onto the others.
+    let registry = courier::registry::connect("mem://").await.expect("registry");
+    let all = providers(&registry, 1).await;
+    all[0].1.set(FlakyMode::Fail { code: Code::ResourceExhausted as u32, pushback_ms: Some(-1) });
+    let flaky = client(
+        FlakyClient::discover(&registry, "Flaky").breaker(BreakerPolicy::default().consecutive_failures(3)),
+        1,
+    )
+    .await;
+    for key in 0..30 {
+        let error = flaky.get(key).await.expect_err("shed");
+        assert_eq!(error.code(), Code::ResourceExhausted, "{error}");
+    }
+    let report = flaky.channel().governance().expect("report");
+    assert_eq!(report.instances[0].2, BreakerState::Closed, "{report:?}");
+    assert_eq!(
+        all[0].1.snapshot().gets,
+        30,
+        "every call reached the instance, none was refused by its breaker"
+    );
+    all[0].1.set(FlakyMode::Healthy);
+    assert_eq!(flaky.get(7).await.expect("served at once"), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_half_open_instance_takes_the_calls_its_probes_leave_out() {
+    // One instance, its breaker half-open with its one probe in flight:
+    // the other calls go to it anyway (forced) rather than fail with
+    // "breakers are open", since nothing else could serve them.
+    let registry = courier::registry::connect("mem://").await.expect("registry");
+    let all = providers(&registry, 1).await;
+    all[0].1.set(FlakyMode::Fail { code: UNAVAILABLE, pushback_ms: Some(-1) });
+    let flaky = client(
+        FlakyClient::discover(&registry, "Flaky").method_breaker(BreakerPolicy::disabled()).breaker(
+            BreakerPolicy::default()
+                .consecutive_failures(3)
+                .open_for(Duration::from_millis(100), Duration::from_millis(100))
+                .probes(1, Duration::from_secs(2)),
+        ),
+        1,
+    )
+    .await;
+    for key in 0..5 {
+        flaky.get(key).await.expect_err("failing");
+    }
+    let state = |flaky: &FlakyClient| flaky.channel().governance().expect("report").instances[0].2;
+    assert_eq!(state(&flaky), BreakerState::Open);
+    all[0].1.set(FlakyMode::Slow { millis: 100 });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let calls: Vec<_> = (0..32u64)
+        .map(|key| {
+            let flaky = flaky.clone();
+            tokio::spawn(async move { flaky.get(key).await })
+        })
+        .collect();
+    for (key, call) in calls.into_iter().enumerate() {
+        let answer = call.await.expect("joined").expect("served although the breaker was half-open");
+        assert_eq!(answer, key as u64);
+    }
+    assert!(
+        eventually(Duration::from_secs(3), || state(&flaky) == BreakerState::Closed).await,
+        "its probe closed it"
+    );
+}

@@ -109,7 +109,9 @@ impl Cluster {
 
     async fn client(
         &self,
-        configure: impl FnOnce(courier::client::DiscoverBuilder<TailClient>) -> courier::client::DiscoverBuilder<TailClient>,
+        configure: impl FnOnce(
+            courier::client::DiscoverBuilder<TailClient>,
+        ) -> courier::client::DiscoverBuilder<TailClient>,
     ) -> Result<TailClient, BoxError> {
         let client = configure(TailClient::discover(&self.registry, "Tail").no_cache()).build().await?;
         for _ in 0..400 {
@@ -192,7 +194,8 @@ async fn hedging(length: Duration) -> Result<String, BoxError> {
     };
     for (layout, behaviours) in layouts {
         let mut baseline_p99 = None;
-        for (name, delay) in [("off", None), ("fixed 5 ms", Some(HedgeDelay::Fixed(fixed))), ("adaptive p95", Some(adaptive))]
+        for (name, delay) in
+            [("off", None), ("fixed 5 ms", Some(HedgeDelay::Fixed(fixed))), ("adaptive p95", Some(adaptive))]
         {
             let cluster = Cluster::start(behaviours).await?;
             let client = cluster
@@ -236,7 +239,8 @@ async fn outage(length: Duration) -> Result<String, BoxError> {
     let mut table = String::from(
         "| governance | calls/s | attempts/s at the servers | attempts per call |\n|---|---:|---:|---:|\n",
     );
-    type Configure = fn(courier::client::DiscoverBuilder<TailClient>) -> courier::client::DiscoverBuilder<TailClient>;
+    type Configure =
+        fn(courier::client::DiscoverBuilder<TailClient>) -> courier::client::DiscoverBuilder<TailClient>;
     let configs: [(&str, Configure); 3] = [
         ("defaults (retry policy, budget, breakers)", |builder| builder),
         ("breakers off: the budget alone", |builder| {
@@ -263,7 +267,12 @@ async fn outage(length: Duration) -> Result<String, BoxError> {
             attempts as f64 / run.calls.max(1) as f64
         );
         if run.errors != run.calls {
-            return Err(format!("{name}: {} of {} calls succeeded against failing providers", run.calls - run.errors, run.calls).into());
+            return Err(format!(
+                "{name}: {} of {} calls succeeded against failing providers",
+                run.calls - run.errors,
+                run.calls
+            )
+            .into());
         }
     }
     Ok(table)

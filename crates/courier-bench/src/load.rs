@@ -14,13 +14,15 @@ pub(crate) struct Tally {
     histogram: Histogram<u64>,
     requests: u64,
     errors: u64,
+    /// The first failure seen, so a report never counts errors it cannot name.
+    first_error: Option<String>,
 }
 
 impl Tally {
     pub(crate) fn new() -> Tally {
         // Nanoseconds, from 1 ns to 60 s, three significant digits.
         let histogram = Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid constant bounds");
-        Tally { histogram, requests: 0, errors: 0 }
+        Tally { histogram, requests: 0, errors: 0, first_error: None }
     }
 
     /// Count a call that started at `start` and finished at `done`, if it
@@ -38,6 +40,16 @@ impl Tally {
         let _ = self.histogram.add(&other.histogram);
         self.requests += other.requests;
         self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
+    }
+
+    fn fail(&mut self, error: &dyn std::fmt::Display) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(error.to_string());
+        }
     }
 }
 
@@ -46,6 +58,9 @@ impl Tally {
 pub(crate) struct LoadReport {
     pub(crate) requests: u64,
     pub(crate) errors: u64,
+    /// The first error's message, when there were errors.
+    #[serde(default)]
+    pub(crate) first_error: Option<String>,
     pub(crate) seconds: f64,
     pub(crate) p50_us: f64,
     pub(crate) p99_us: f64,
@@ -94,7 +109,7 @@ pub(crate) async fn run(
                     }
                     match client.echo(&payload).await {
                         Ok(()) => tally.record(started, Instant::now(), measure_from, end),
-                        Err(_) => tally.errors += 1,
+                        Err(error) => tally.fail(&*error),
                     }
                 }
                 Ok(tally)
@@ -116,6 +131,7 @@ pub(crate) async fn run(
     Ok(LoadReport {
         requests: total.requests,
         errors: total.errors,
+        first_error: total.first_error,
         seconds: duration.as_secs_f64(),
         p50_us: quantile_us(0.5),
         p99_us: quantile_us(0.99),

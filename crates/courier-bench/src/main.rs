@@ -139,6 +139,9 @@ fn main() -> Result<(), BoxError> {
                             sample.load.requests as f64 / sample.load.seconds,
                             sample.load.p99_us
                         );
+                        if let Some(error) = &sample.load.first_error {
+                            eprintln!("    {} errors; the first: {error}", sample.load.errors);
+                        }
                         samples.push(sample);
                     }
                 }

@@ -26,6 +26,7 @@ struct Row {
     cpu_us_per_request: f64,
     server_rss_mib: f64,
     errors: u64,
+    first_error: Option<String>,
 }
 
 fn rows(samples: &[Sample], scenario: ScenarioName, systems: &[System]) -> Vec<Row> {
@@ -49,6 +50,7 @@ fn rows(samples: &[Sample], scenario: ScenarioName, systems: &[System]) -> Vec<R
                 }),
                 server_rss_mib: each(&|s| s.server_peak_rss_kib as f64 / 1024.0),
                 errors: runs.iter().map(|s| s.load.errors).sum(),
+                first_error: runs.iter().find_map(|s| s.load.first_error.clone()),
             })
         })
         .collect()
@@ -92,6 +94,10 @@ pub(crate) fn render(
                 row.server_rss_mib,
                 ratio
             );
+        }
+        for row in rows.iter().filter(|r| r.errors > 0) {
+            let first = row.first_error.as_deref().unwrap_or("(not recorded)");
+            let _ = writeln!(out, "\n{}: {} errors; the first: {first}", row.system.name(), row.errors);
         }
         let find = |system: System| rows.iter().find(|r| r.system == system);
         if let (Some((rps, p99)), Some(tarpc)) = (courier, find(System::Tarpc)) {

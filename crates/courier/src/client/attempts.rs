@@ -33,7 +33,7 @@ use crate::resilience::policy::{
     HedgeDelay, HedgingPolicy, PREVIOUS_ATTEMPTS, Pushback, RETRY_PUSHBACK, RetryPolicy, pushback,
 };
 use crate::resilience::retry::{AttemptError, MAX_ATTEMPTS, Retry, Verdict, judge};
-use crate::status::Status;
+use crate::status::{Code, Status};
 
 /// How one attempt on one instance ended.
 enum End {
@@ -100,6 +100,11 @@ impl Drop for Guard<'_> {
 /// The breaker's view of an answer.
 fn answer_verdict(outcome: &Outcome) -> BreakerVerdict {
     match outcome.status() {
+        // An instance that sheds is alive and protecting itself: opening
+        // its breaker would move all its load onto the others and spread
+        // the overload. The balancer's outstanding counts steer around
+        // it, and the retry budget bounds what is sent again.
+        Some(status) if status.code() == Code::ResourceExhausted => BreakerVerdict::Success,
         Some(status) if is_system_failure(status) => BreakerVerdict::Failure,
         _ => BreakerVerdict::Success,
     }
@@ -155,11 +160,15 @@ impl Balanced {
         previous: u32,
         timer: Timer,
         slow_after: Option<Duration>,
+        force: bool,
     ) -> (End, Duration) {
         let load = &pick.member.load;
         let started = Instant::now();
-        let pass =
-            if pick.forced { Some(load.breaker.force(started)) } else { load.breaker.try_pass(started) };
+        let pass = if pick.forced || force {
+            Some(load.breaker.force(started))
+        } else {
+            load.breaker.try_pass(started)
+        };
         let Some(pass) = pass else { return (End::Refused, Duration::ZERO) };
         // A probe is given its own timeout, so a hung one fails rather
         // than holding the breaker half-open.
@@ -206,6 +215,14 @@ impl Balanced {
         (end, now - started)
     }
 
+    /// How a call ends when every breaker refused it.
+    fn all_refused(&self) -> Result<Outcome, Status> {
+        Err(Status::unavailable(format!(
+            "no instance of {} could be tried: their circuit breakers are open",
+            self.service()
+        )))
+    }
+
     /// Attempts one after another, as `policy` allows.
     async fn retried(
         &self,
@@ -221,10 +238,9 @@ impl Balanced {
         let (mut sent, mut tries, mut visited) = (0u32, 0usize, 0usize);
         let max_tries = (policy.max_attempts as usize).max(MAX_ATTEMPTS);
         let mut wait = None;
-        let mut last: Result<Outcome, Status> = Err(Status::unavailable(format!(
-            "no instance of {} could be tried: their circuit breakers are open",
-            self.service()
-        )));
+        // Built when the call ends: formatting the all-refused error up
+        // front cost hundreds of instructions on every call.
+        let mut last: Option<Result<Outcome, Status>> = None;
         let mut last_sent = false;
         while sent < policy.max_attempts && tries < max_tries && visited < order.len() * 2 {
             let pick = &order[visited % order.len()];
@@ -232,7 +248,7 @@ impl Balanced {
             if tries > 0 && last_sent {
                 if !self.governance.budget.try_withdraw(Instant::now()) {
                     Counters::bump(&counters.budget_refusals);
-                    return budget_spent(self.service(), last);
+                    return budget_spent(self.service(), last.unwrap_or_else(|| self.all_refused()));
                 }
                 Counters::bump(&counters.retries);
             }
@@ -240,7 +256,12 @@ impl Balanced {
                 tokio::time::sleep(wait).await;
             }
             let timer = Timer::of(call, policy.per_attempt_timeout);
-            let (end, _) = self.attempt(call, pick, sent, timer, None).await;
+            // A second lap with nothing sent: every breaker refused (the
+            // order saw a slot that concurrent calls took first, say a
+            // half-open one's probes). Trying beats certain failure, as
+            // when more than the allowed share is open.
+            let force = sent == 0 && visited > order.len();
+            let (end, _) = self.attempt(call, pick, sent, timer, None, force).await;
             match end {
                 End::Refused => continue,
                 End::Answered(outcome) => {
@@ -260,14 +281,14 @@ impl Balanced {
                         _ => policy.backoff_for(sent, fastrand::f64()),
                     });
                     last_sent = true;
-                    last = Ok(outcome);
+                    last = Some(Ok(outcome));
                 }
                 End::Error(error) => {
                     tries += 1;
                     match judge(&error, call.retry) {
                         Verdict::Unreachable => {
                             last_sent = false;
-                            last = Err(error.into_status());
+                            last = Some(Err(error.into_status()));
                         }
                         Verdict::Lost { move_on } => {
                             sent += 1;
@@ -276,7 +297,7 @@ impl Balanced {
                             }
                             wait = Some(policy.backoff_for(sent, fastrand::f64()));
                             last_sent = true;
-                            last = Err(error.into_status());
+                            last = Some(Err(error.into_status()));
                         }
                         Verdict::Failed => return Err(error.into_status()),
                     }
@@ -297,11 +318,11 @@ impl Balanced {
                     }
                     wait = Some(policy.backoff_for(sent, fastrand::f64()));
                     last_sent = true;
-                    last = Err(status);
+                    last = Some(Err(status));
                 }
             }
         }
-        match last {
+        match last.unwrap_or_else(|| self.all_refused()) {
             Ok(outcome) => Ok(outcome),
             Err(status) if last_sent => Err(status),
             Err(status) => Err(Status::unavailable(format!(
@@ -325,21 +346,25 @@ impl Balanced {
         let mut running = FuturesUnordered::new();
         let (mut sent, mut next) = (0u32, 0usize);
         let max_tries = (policy.max_attempts as usize).max(MAX_ATTEMPTS).min(order.len() * 2);
-        let launch = |next: &mut usize, previous: u32| {
+        // Whether any attempt reached a server; until one has, a second
+        // lap through the order forces its way past the breakers (see
+        // `retried`).
+        let mut reached = false;
+        let launch = |next: &mut usize, previous: u32, reached: bool| {
             let pick = &order[*next % order.len()];
+            let force = !reached && *next >= order.len();
             *next += 1;
             let timer = Timer::of(call, None);
-            async move { self.attempt(call, pick, previous, timer, Some(delay)).await }
+            async move { self.attempt(call, pick, previous, timer, Some(delay), force).await }
         };
-        running.push(launch(&mut next, 0));
+        running.push(launch(&mut next, 0, reached));
         sent += 1;
         let hedge_timer = tokio::time::sleep(delay);
         tokio::pin!(hedge_timer);
         let mut hedging = policy.max_attempts > 1;
-        let mut last: Result<Outcome, Status> = Err(Status::unavailable(format!(
-            "no instance of {} could be tried: their circuit breakers are open",
-            self.service()
-        )));
+        // Built when the call ends: formatting the all-refused error up
+        // front cost hundreds of instructions on every call.
+        let mut last: Option<Result<Outcome, Status>> = None;
         loop {
             // Whether to start another attempt now, and whether it may go
             // for free (the last one never reached a server).
@@ -348,6 +373,7 @@ impl Balanced {
                 biased;
                 Some((end, latency)) = running.next() => match end {
                     End::Answered(outcome) => {
+                        reached = true;
                         let Some(status) = outcome.status() else {
                             if let Some(latencies) = &method.latencies {
                                 latencies.record(latency);
@@ -365,16 +391,17 @@ impl Balanced {
                             }
                             Pushback::None => start_now = Some(false),
                         }
-                        last = Ok(outcome);
+                        last = Some(Ok(outcome));
                     }
                     End::Error(error) => match judge(&error, call.retry) {
                         Verdict::Unreachable => {
                             start_now = Some(true);
-                            last = Err(error.into_status());
+                            last = Some(Err(error.into_status()));
                         }
                         Verdict::Lost { .. } => {
+                            reached = true;
                             start_now = Some(false);
-                            last = Err(error.into_status());
+                            last = Some(Err(error.into_status()));
                         }
                         Verdict::Failed => return Err(error.into_status()),
                     },
@@ -384,7 +411,7 @@ impl Balanced {
                 () = &mut hedge_timer, if hedging && sent < policy.max_attempts && next < max_tries => {
                     if self.governance.budget.try_withdraw(Instant::now()) {
                         Counters::bump(&counters.hedges);
-                        running.push(launch(&mut next, sent));
+                        running.push(launch(&mut next, sent, reached));
                         sent += 1;
                         hedge_timer.as_mut().reset((Instant::now() + delay).into());
                     } else {
@@ -399,10 +426,10 @@ impl Balanced {
                 && (free || sent < policy.max_attempts)
             {
                 if free {
-                    running.push(launch(&mut next, sent));
+                    running.push(launch(&mut next, sent, reached));
                 } else if self.governance.budget.try_withdraw(Instant::now()) {
                     Counters::bump(&counters.retries);
-                    running.push(launch(&mut next, sent));
+                    running.push(launch(&mut next, sent, reached));
                     sent += 1;
                 } else {
                     Counters::bump(&counters.budget_refusals);
@@ -411,7 +438,7 @@ impl Balanced {
             }
             let more = hedging && sent < policy.max_attempts && next < max_tries;
             if running.is_empty() && !more {
-                return last;
+                return last.unwrap_or_else(|| self.all_refused());
             }
         }
     }
@@ -479,5 +506,68 @@ fn budget_spent(service: &str, last: Result<Outcome, Status>) -> Result<Outcome,
         Err(status) => Err(Status::unavailable(format!(
             "the retry budget of {service} is spent (too many calls are failing); last: {status}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::balance::Balance;
+    use crate::client::call::CallKind;
+    use crate::client::governance::{Governance, Policies};
+    use crate::client::protocols::{Preference, Settings};
+    use crate::codec::Codec;
+    use crate::discovery::Instance;
+    use crate::metadata::Metadata;
+
+    #[tokio::test]
+    async fn when_every_breaker_refuses_the_second_lap_forces_its_way() {
+        let balanced = Balanced::new(
+            "S".into(),
+            Balance::P2c,
+            None,
+            Governance::new(Policies::default(), Arc::default()),
+            Settings::default(),
+            Preference::default(),
+        );
+        // Nothing listens on port 1 of loopback: the attempt, once let
+        // through, fails at once as unreachable.
+        balanced.replace(vec![Instance::new("S", "127.0.0.1:1")]);
+        let set = balanced.snapshot();
+        let breaker = &set.members[0].load.breaker;
+        // Tripped long enough ago that it may probe now.
+        let then = Instant::now().checked_sub(Duration::from_secs(5)).expect("the clock is past 5 s");
+        for _ in 0..5 {
+            let pass = breaker.try_pass(then).expect("closed");
+            breaker.record(pass, BreakerVerdict::Failure, then);
+        }
+        let now = Instant::now();
+        let order = balanced.order(&set, None, now);
+        assert!(!order[0].forced, "a breaker that may probe is not forced");
+        // A concurrent call takes the only free probe between the order
+        // and the attempt (the default allows 3).
+        let _probes: Vec<Pass> = (0..3).map(|_| breaker.try_pass(now).expect("a probe")).collect();
+        let metadata = Metadata::new();
+        let body = |_: Codec, _: &mut BytesMut| Ok(());
+        let call = Call {
+            method: "S.M",
+            kind: CallKind::Unary,
+            codec: Codec::Binary,
+            metadata: Cow::Borrowed(&metadata),
+            deadline: None,
+            timeout: None,
+            hash_key: None,
+            retry: Retry::IfLost,
+            body: &body,
+        };
+        let error =
+            balanced.retried(&call, &order, &RetryPolicy::default()).await.expect_err("nothing listens");
+        assert!(!error.to_string().contains("circuit breakers are open"), "{error}");
+        assert!(balanced.governance.counters.attempts.load(Ordering::Relaxed) >= 1, "an attempt went out");
     }
 }

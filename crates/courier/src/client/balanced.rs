@@ -53,7 +53,7 @@ impl Load {
 
 /// The instances at one moment, and the hash ring over them.
 pub(crate) struct Set {
-    members: Vec<Arc<Member>>,
+    pub(super) members: Vec<Arc<Member>>,
     ring: Option<Ring>,
 }
 

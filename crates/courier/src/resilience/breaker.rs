@@ -20,6 +20,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::ticks::Ticks;
+
 /// Buckets the window is divided into: outcomes age out a tenth of the
 /// window at a time.
 const BUCKETS: usize = 10;
@@ -227,7 +229,8 @@ struct Bucket {
 #[derive(Debug)]
 pub(crate) struct Breaker {
     policy: BreakerPolicy,
-    origin: Instant,
+    /// The window's buckets, in time.
+    ticks: Ticks,
     /// Whether the phase is `Closed` (kept with it under the lock).
     closed: AtomicBool,
     /// `Inner::epoch`, readable without the lock.
@@ -244,7 +247,7 @@ impl Breaker {
     pub(crate) fn new(policy: BreakerPolicy) -> Breaker {
         Breaker {
             policy,
-            origin: Instant::now(),
+            ticks: Ticks::new(policy.window / BUCKETS as u32),
             closed: AtomicBool::new(true),
             epoch: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
@@ -469,9 +472,7 @@ impl Breaker {
     }
 
     fn tick(&self, now: Instant) -> u64 {
-        let bucket = self.policy.window / BUCKETS as u32;
-        let elapsed = now.saturating_duration_since(self.origin);
-        u64::try_from(elapsed.as_nanos() / bucket.as_nanos().max(1)).unwrap_or(u64::MAX)
+        self.ticks.at(now)
     }
 
     fn bucket(inner: &mut Inner, tick: u64) -> &mut Bucket {

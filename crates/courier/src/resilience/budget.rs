@@ -18,6 +18,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::ticks::Ticks;
+
 /// Slots the window is divided into: the budget forgets old calls in
 /// steps of a tenth of the window.
 const SLOTS: usize = 10;
@@ -37,8 +39,8 @@ pub struct RetryBudget {
     percent: f64,
     min_per_second: u32,
     window: Duration,
-    /// Where tick 0 starts.
-    origin: Instant,
+    /// The window's slots, in time.
+    ticks: Ticks,
     /// Calls not yet in a slot, all of tick `pending_tick`: every call
     /// deposits, so depositing takes no lock (see `fold`).
     pending: AtomicU64,
@@ -71,11 +73,12 @@ impl RetryBudget {
     /// Retries of up to `percent` (0.0 to 1.0) of the calls made in the
     /// last `window`, plus `min_per_second` each second of it.
     pub fn new(percent: f64, min_per_second: u32, window: Duration) -> RetryBudget {
+        let window = window.max(Duration::from_millis(SLOTS as u64));
         RetryBudget {
             percent: if percent.is_finite() { percent.clamp(0.0, 1.0) } else { 0.0 },
             min_per_second,
-            window: window.max(Duration::from_millis(SLOTS as u64)),
-            origin: Instant::now(),
+            window,
+            ticks: Ticks::new(window / SLOTS as u32),
             pending: AtomicU64::new(0),
             pending_tick: AtomicU64::new(0),
             state: Mutex::new(Window { slots: [Slot::default(); SLOTS] }),
@@ -137,9 +140,7 @@ impl RetryBudget {
     /// The tick `now` falls in, counting slots of the window since the
     /// budget was made.
     fn tick(&self, now: Instant) -> u64 {
-        let slot_len = self.window / SLOTS as u32;
-        let elapsed = now.saturating_duration_since(self.origin);
-        u64::try_from(elapsed.as_nanos() / slot_len.as_nanos().max(1)).unwrap_or(u64::MAX)
+        self.ticks.at(now)
     }
 
     /// The slot for `tick`, emptied first if it held an older tick.
