@@ -42,6 +42,7 @@ mod tests {
         assert_eq!(ticks.at(origin + Duration::from_millis(100)), 1);
         assert_eq!(ticks.at(origin + Duration::from_secs(3600)), 36_000);
         assert_eq!(ticks.at(origin.checked_sub(Duration::from_secs(1)).unwrap_or(origin)), 0);
-        assert_eq!(Ticks::new(Duration::ZERO).at(origin + Duration::from_nanos(5)), 5, "at least 1 ns");
+        let nanosecond = Ticks::new(Duration::ZERO);
+        assert_eq!(nanosecond.at(nanosecond.origin + Duration::from_nanos(5)), 5, "at least 1 ns");
     }
 }
