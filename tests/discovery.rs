@@ -967,8 +967,13 @@ async fn registrations_name_the_protocols_the_server_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weight_zero_instances_get_calls_only_when_no_other_can_take_them() {
     let registry = courier::registry::connect("mem://").await.expect("registry");
-    let serving = start_provider(&registry, "serving", |b| b).await;
-    let _standby = start_provider(&registry, "standby", |b| b.instance_weight(0)).await;
+    // Leases far longer than the test: the dead provider must stay
+    // registered, so that only the balancer's tiering can explain the
+    // fallback (a 2 s lease ran out on a slow CI machine).
+    let lease = Duration::from_secs(120);
+    let serving = start_provider(&registry, "serving", |b| b.registration_ttl(lease)).await;
+    let _standby =
+        start_provider(&registry, "standby", |b| b.instance_weight(0).registration_ttl(lease)).await;
     for balance in [Balance::RoundRobin, Balance::WeightedRandom, Balance::P2c] {
         let client = discover(&registry, balance).await;
         assert!(eventually(Duration::from_secs(5), || known(&client) == 2).await, "both discovered");

@@ -1,12 +1,14 @@
 //! Every registry backend passes the same contract (`tests/support/contract.rs`),
 //! one test per behaviour and backend, so the first failure hides nothing;
-//! then etcd's interoperability with etcdctl and grpc-go's layout.
+//! then etcd's interoperability with etcdctl and grpc-go's layout, and what
+//! only Redis must survive (its restarts, killed providers, foreign data).
 
 use std::time::Duration;
+use tracing_subscriber::util::SubscriberInitExt; // SCRATCH
 
 use courier::registry::{Registry, Revision};
 use courier_tests::{
-    CalculatorClient, EtcdServer, WhoamiClient,
+    CalculatorClient, ChildServer, EtcdServer, RedisServer, WhoamiClient, ZooKeeper,
     contract_a_kept_alive_lease_lives_and_an_abandoned_one_expires,
     contract_a_resumed_watch_gets_exactly_the_changes_since,
     contract_a_watch_resumed_from_before_compaction_gets_a_complete_reset,
@@ -29,6 +31,8 @@ enum Peer {
     Mem,
     Courier { _server: courier::ServerHandle, _data: tempfile::TempDir },
     Etcd(EtcdServer),
+    Redis(RedisServer),
+    ZooKeeper(ZooKeeper),
 }
 
 async fn mem() -> Backend {
@@ -51,6 +55,20 @@ async fn etcd() -> Backend {
     Backend { registry, peer: Peer::Etcd(etcd) }
 }
 
+/// A real Redis, started for this test alone.
+async fn redis() -> Backend {
+    let redis = RedisServer::launch().await;
+    let registry = courier::registry::connect(&redis.url()).await.expect("connect");
+    Backend { registry, peer: Peer::Redis(redis) }
+}
+
+/// A real ZooKeeper, started for this test alone.
+async fn zookeeper() -> Backend {
+    let zookeeper = ZooKeeper::launch().await;
+    let registry = courier::registry::connect(&zookeeper.url()).await.expect("connect");
+    Backend { registry, peer: Peer::ZooKeeper(zookeeper) }
+}
+
 impl Backend {
     /// Make the backend forget `service`'s history through `revision`, its
     /// own way: etcd compacts (`etcdctl compact`); the store backends keep
@@ -61,6 +79,21 @@ impl Backend {
                 let out = etcd.ctl(&["compact", &revision.to_string()]).await;
                 assert!(out.status.success(), "etcdctl compact: {}", String::from_utf8_lossy(&out.stderr));
             }
+            // What `MAXLEN` does to a busy log: the oldest entries go.
+            Peer::Redis(redis) => {
+                let mut raw = redis.connection().await;
+                let log = format!("courier/s/{service}/log");
+                let _: u64 = redis::cmd("XTRIM")
+                    .arg(&log)
+                    .arg("MINID")
+                    .arg(format!("{}-0", revision + 1))
+                    .query_async(&mut raw)
+                    .await
+                    .expect("XTRIM");
+            }
+            // ZooKeeper keeps no history; courier's backend keeps what it can
+            // prove, and forgets it at a change no revision can order.
+            Peer::ZooKeeper(zookeeper) => zookeeper.unorderable_change(&self.registry, &service).await,
             Peer::Mem | Peer::Courier { .. } => overflow_event_log(&self.registry, &service).await,
         }
     }
@@ -136,6 +169,8 @@ macro_rules! contract_tests {
 contract_tests!(mem_registry, mem());
 contract_tests!(bundled_registry, bundled());
 contract_tests!(etcd_registry, etcd());
+contract_tests!(redis_registry, redis());
+contract_tests!(zookeeper_registry, zookeeper());
 
 // What only some backends do. etcd's key is the address, so registering it
 // again replaces it (an `Update`); the store backends refuse a live id to
@@ -145,6 +180,14 @@ contract_tests!(etcd_registry, etcd());
 async fn etcd_registering_an_address_again_is_an_update() {
     let backend = etcd().await;
     let run = contract_registering_again_is_an_update(&backend.registry, "etcd");
+    within(TEST_LIMIT, "the contract test", run).await;
+}
+
+/// ZooKeeper: an id registered again replaces its node in one transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_registering_an_address_again_is_an_update() {
+    let backend = zookeeper().await;
+    let run = contract_registering_again_is_an_update(&backend.registry, "zookeeper");
     within(TEST_LIMIT, "the contract test", run).await;
 }
 
@@ -163,8 +206,8 @@ async fn courier_registry_refuses_takeovers_and_oversized_instances() {
 
 #[tokio::test]
 async fn unknown_schemes_are_clear_errors() {
-    let err = courier::registry::connect("zookeeper://h:2181").await.expect_err("unknown scheme");
-    assert!(err.to_string().contains("unknown scheme `zookeeper`"), "{err}");
+    let err = courier::registry::connect("consul://h:8500").await.expect_err("unknown scheme");
+    assert!(err.to_string().contains("unknown scheme `consul`"), "{err}");
     let err = courier::registry::connect("127.0.0.1:7600").await.expect_err("no scheme");
     assert!(err.to_string().contains("expected scheme://"), "{err}");
 }
@@ -288,4 +331,347 @@ async fn etcd_eventually(etcd: &EtcdServer, args: &[&str], wanted: impl Fn(&str)
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+// What only Redis must survive: it is a store of keys, not a registry, so
+// expiry, restarts and other writers are courier's to handle.
+
+/// The names a consumer routes to, by instance count.
+fn known(client: &WhoamiClient) -> usize {
+    client.channel().instances().map_or(0, |instances| instances.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_registry_refuses_takeovers_and_oversized_instances() {
+    let backend = redis().await;
+    within(TEST_LIMIT, "the ownership contract", registry_ownership_contract(&backend.registry, "redis"))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_killed_provider_goes_within_its_ttl_and_a_stopped_one_at_once() {
+    within(TEST_LIMIT, "redis_a_killed_provider_goes_within_its_ttl_and_a_stopped_one_at_once", async {
+        const TTL: Duration = Duration::from_secs(2);
+        let redis = RedisServer::launch().await;
+        let url = redis.url();
+        let registry = courier::registry::connect(&url).await.expect("connect");
+        let binary = env!("CARGO_BIN_EXE_courier-test-server");
+        let args = ["--registry", url.as_str(), "--name", "victim", "--ttl-ms", "2000"];
+        let args: Vec<String> = args.iter().map(|&arg| arg.to_owned()).collect();
+        let victim = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ChildServer::start_anywhere(binary, &args)
+        })
+        .await
+        .expect("start the test server");
+        let _stays = start_provider(&registry, "stays", |b| b).await;
+        let leaves = start_provider(&registry, "leaves", |b| b).await;
+        let client = WhoamiClient::discover(&registry, "Whoami").no_cache().build().await.expect("discover");
+        assert!(
+            eventually(Duration::from_secs(5), || known(&client) == 3).await,
+            "three providers discovered"
+        );
+
+        // Stopped gracefully: deregistered, gone from the consumer at once.
+        let stopping = std::time::Instant::now();
+        let shutdown = tokio::spawn(leaves.shutdown());
+        let gone = eventually(Duration::from_millis(500), || known(&client) == 2).await;
+        let took = stopping.elapsed();
+        assert!(gone, "a stopped provider is gone within 500 ms: {:?}", client.channel().instances());
+        shutdown.await.expect("shutdown task").expect("graceful shutdown");
+
+        // SIGKILLed: no deregistration; its lease runs out and a reaper
+        // removes it.
+        let killed = std::time::Instant::now();
+        tokio::task::spawn_blocking(move || victim.kill()).await.expect("kill the test server");
+        let gone = eventually(TTL + Duration::from_secs(1), || known(&client) == 1).await;
+        let expired = killed.elapsed();
+        assert!(gone, "a killed provider is gone within TTL + 1 s: {:?}", client.channel().instances());
+        eprintln!("stopped provider gone after {took:?}, killed one after {expired:?} (TTL {TTL:?})");
+        for _ in 0..10 {
+            assert_eq!(client.name().await.expect("call"), "stays");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_under_load_fails_no_call_and_keeps_every_registration() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let _logs = tracing_subscriber::fmt().with_max_level(tracing_subscriber::filter::LevelFilter::INFO).with_test_writer().set_default(); // SCRATCH
+    within(TEST_LIMIT, "redis_restarted_under_load_fails_no_call_and_keeps_every_registration", async {
+        let redis = RedisServer::launch().await;
+        let registry = courier::registry::connect(&redis.url()).await.expect("connect");
+        let p1 = start_provider(&registry, "p1", |b| b).await;
+        let p2 = start_provider(&registry, "p2", |b| b).await;
+        let client = WhoamiClient::discover(&registry, "Whoami").no_cache().build().await.expect("discover");
+        assert!(eventually(Duration::from_secs(5), || known(&client) == 2).await);
+        let mut watch = registry.watch("Whoami", None).await.expect("watch");
+        match courier_tests::next_event(&mut watch).await {
+            courier::registry::WatchEvent::Reset { instances, .. } => assert_eq!(instances.len(), 2),
+            other => panic!("expected the full set first, got {other:?}"),
+        }
+
+        // Four callers and a watch on the consumer's view, all along.
+        let stop = Arc::new(AtomicBool::new(false));
+        let (calls, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let callers: Vec<_> = (0..4)
+            .map(|_| {
+                let (client, stop, calls, failures) =
+                    (client.clone(), stop.clone(), calls.clone(), failures.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        match client.name().await {
+                            Ok(_) => calls.fetch_add(1, Ordering::SeqCst),
+                            Err(status) => {
+                                eprintln!("failed call: {status}");
+                                failures.fetch_add(1, Ordering::SeqCst)
+                            }
+                        };
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                })
+            })
+            .collect();
+        let smallest = tokio::spawn({
+            let (client, stop) = (client.clone(), stop.clone());
+            async move {
+                let mut smallest = usize::MAX;
+                while !stop.load(Ordering::SeqCst) {
+                    smallest = smallest.min(known(&client));
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                smallest
+            }
+        });
+        assert!(eventually(Duration::from_secs(10), || calls.load(Ordering::SeqCst) >= 50).await);
+
+        // SIGKILL Redis; a second later, start it again on its data.
+        let mut redis = tokio::task::spawn_blocking(move || {
+            let mut redis = redis;
+            redis.kill();
+            redis
+        })
+        .await
+        .expect("kill Redis");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let redis = tokio::task::spawn_blocking(move || {
+            redis.restart();
+            redis
+        })
+        .await
+        .expect("restart Redis");
+        // Past a TTL after the restart: providers must have renewed (or
+        // registered again).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let listed = within(Duration::from_secs(10), "list", registry.list("Whoami")).await.expect("list");
+        let mut addrs: Vec<String> = listed.instances.iter().map(|i| i.addr.clone()).collect();
+        addrs.sort_unstable();
+        let mut expected = vec![p1.local_addr().to_string(), p2.local_addr().to_string()];
+        expected.sort_unstable();
+        assert_eq!(addrs, expected, "both providers are registered after the restart");
+
+        // The watch opened before the restart still follows: a provider
+        // arriving now is an Add, and nothing went away meanwhile.
+        let p3 = start_provider(&registry, "p3", |b| b).await;
+        let p3_addr = p3.local_addr().to_string();
+        loop {
+            match courier_tests::next_event(&mut watch).await {
+                courier::registry::WatchEvent::Add { instance, .. } if instance.addr == p3_addr => break,
+                courier::registry::WatchEvent::Remove { id, .. } => panic!("{id} was removed by the restart"),
+                courier::registry::WatchEvent::Reset { instances, .. } => {
+                    assert!(instances.len() >= 2, "a Reset after the restart lost instances: {instances:?}");
+                }
+                _ => {}
+            }
+        }
+        assert!(eventually(Duration::from_secs(5), || known(&client) == 3).await, "the consumer sees p3");
+
+        stop.store(true, Ordering::SeqCst);
+        for caller in callers {
+            within(Duration::from_secs(10), "a caller to stop", caller).await.expect("caller");
+        }
+        let smallest = within(Duration::from_secs(5), "the view watcher", smallest).await.expect("watcher");
+        let (calls, failures) = (calls.load(Ordering::SeqCst), failures.load(Ordering::SeqCst));
+        assert_eq!(failures, 0, "no call failed during or after the restart");
+        assert!(calls > 200, "calls kept flowing: {calls}");
+        assert_eq!(smallest, 2, "the consumer never lost an instance");
+        drop(redis);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_foreign_and_garbage_data_under_the_prefix_is_skipped() {
+    use courier::registry::{Instance, WatchEvent};
+    use courier_tests::next_event;
+
+    let _logs = tracing_subscriber::fmt().with_max_level(tracing_subscriber::filter::LevelFilter::INFO).with_test_writer().set_default(); // SCRATCH
+    within(TEST_LIMIT, "redis_foreign_and_garbage_data_under_the_prefix_is_skipped", async {
+        let redis = RedisServer::launch().await;
+        let registry = courier::registry::connect(&redis.url()).await.expect("connect");
+        let mut raw = redis.connection().await;
+        let ttl = Duration::from_secs(10);
+        let first = registry.register(Instance::new("Garbage", "127.0.0.1:7201"), ttl).await.expect("register");
+        let mut watch = registry.watch("Garbage", None).await.expect("watch");
+        assert!(matches!(next_event(&mut watch).await, WatchEvent::Reset { instances, .. } if instances.len() == 1));
+
+        // Another writer's keys, beside courier's and among them.
+        let far = 4_000_000_000_000u64; // ms: long after this test
+        let stranger = serde_json::to_string(&Instance::new("Garbage", "10.0.0.9:1").with_id("someone-else"))
+            .expect("json");
+        let mut writes = redis::pipe();
+        writes
+            .cmd("SET").arg("courier/unrelated").arg("x").ignore()
+            .cmd("SET").arg("courier/s/Garbage/other").arg("x").ignore()
+            .cmd("ZADD").arg("courier/s/Garbage/deadlines").arg(far).arg("not-a-hash").ignore()
+            .cmd("SET").arg("courier/s/Garbage/i/not-a-hash").arg("x").ignore()
+            .cmd("ZADD").arg("courier/s/Garbage/deadlines").arg(far).arg("bad-json").ignore()
+            .cmd("HSET").arg("courier/s/Garbage/i/bad-json").arg("lease").arg(1).arg("ttl").arg(9000)
+            .arg("registered").arg(1).arg("instance").arg("{not json").ignore()
+            .cmd("ZADD").arg("courier/s/Garbage/deadlines").arg(far).arg("mismatch").ignore()
+            .cmd("HSET").arg("courier/s/Garbage/i/mismatch").arg("lease").arg(1).arg("ttl").arg(9000)
+            .arg("registered").arg(1).arg("instance").arg(&stranger).ignore()
+            .cmd("ZADD").arg("courier/s/Garbage/deadlines").arg(far).arg("no-key").ignore()
+            .cmd("ZADD").arg("courier/services").arg(0).arg("NoSuchService").ignore()
+            // A log entry in another writer's ids, and one in courier's
+            // (under the next revision) that says nothing readable.
+            .cmd("XADD").arg("courier/s/Garbage/log").arg("*").arg("op").arg("add").arg("id").arg("x").ignore();
+        let () = writes.query_async(&mut raw).await.expect("write the garbage");
+        let next: u64 = redis::cmd("INCR").arg("courier/s/Garbage/rev").query_async(&mut raw).await.expect("INCR");
+        let _: String = redis::cmd("XADD")
+            .arg("courier/s/Garbage/log")
+            .arg(format!("{next}-0"))
+            .arg("op")
+            .arg("add")
+            .arg("id")
+            .arg("y")
+            .arg("instance")
+            .arg("{nope")
+            .query_async(&mut raw)
+            .await
+            .expect("XADD");
+        // Keys of the wrong type where courier writes and reads.
+        for key in ["courier/s/Typed/deadlines", "courier/s/Typed/rev", "courier/s/Logless/log"] {
+            let () = redis::cmd("SET").arg(key).arg("x").query_async(&mut raw).await.expect("SET");
+        }
+        let () = redis::cmd("HSET").arg("courier/s/Typed/log").arg("a").arg("b").query_async(&mut raw).await.expect("HSET");
+
+        // The watch goes on past all of it to the next real change.
+        let second = registry.register(Instance::new("Garbage", "127.0.0.1:7202"), ttl).await.expect("register");
+        match next_event(&mut watch).await {
+            WatchEvent::Add { instance, revision } => {
+                assert_eq!(instance.addr, "127.0.0.1:7202");
+                assert!(revision > next, "after the unreadable entry");
+            }
+            other => panic!("expected the Add past the garbage, got {other:?}"),
+        }
+        let addrs = |instances: &[Instance]| -> Vec<String> {
+            let mut addrs: Vec<String> = instances.iter().map(|i| i.addr.clone()).collect();
+            addrs.sort_unstable();
+            addrs
+        };
+        let listed = registry.list("Garbage").await.expect("list");
+        assert_eq!(addrs(&listed.instances), ["127.0.0.1:7201", "127.0.0.1:7202"], "only courier's instances");
+        let all = registry.registrations(None).await.expect("registrations");
+        let services: Vec<&str> = all.iter().map(|r| r.instance.service.as_str()).collect();
+        assert_eq!(services, ["Garbage", "Garbage"], "{all:?}");
+
+        // Where courier must write, keys of the wrong type are replaced.
+        let typed = registry.register(Instance::new("Typed", "127.0.0.1:7203"), ttl).await.expect("register");
+        assert_eq!(addrs(&registry.list("Typed").await.expect("list").instances), ["127.0.0.1:7203"]);
+        let mut logless = registry.watch("Logless", None).await.expect("watch");
+        assert!(matches!(next_event(&mut logless).await, WatchEvent::Reset { instances, .. } if instances.is_empty()));
+        let _logged = registry.register(Instance::new("Logless", "127.0.0.1:7204"), ttl).await.expect("register");
+        match next_event(&mut logless).await {
+            WatchEvent::Add { instance, .. } => assert_eq!(instance.addr, "127.0.0.1:7204"),
+            other => panic!("expected the Add once the log is a stream again, got {other:?}"),
+        }
+
+        // And expiry still works beside the garbage (the service index of
+        // the wrong type, too).
+        let () = redis::cmd("SET").arg("courier/swept").arg("never").query_async(&mut raw).await.expect("SET");
+        let short = registry
+            .register(Instance::new("Garbage", "127.0.0.1:7205"), Duration::from_secs(1))
+            .await
+            .expect("register");
+        assert!(matches!(next_event(&mut watch).await, WatchEvent::Add { .. }));
+        match next_event(&mut watch).await {
+            WatchEvent::Remove { id, .. } => assert_eq!(id, short.instance_id),
+            other => panic!("expected the short lease's Remove, got {other:?}"),
+        }
+        for lease in [&first, &second, &typed] {
+            registry.deregister(lease).await.expect("deregister");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_urls_choose_the_database_and_prefix_and_authenticate() {
+    use courier::registry::{Instance, RegistryError};
+
+    within(TEST_LIMIT, "redis_urls_choose_the_database_and_prefix_and_authenticate", async {
+        let redis = RedisServer::launch().await;
+        let ttl = Duration::from_secs(10);
+        let team = courier::registry::connect(&format!("{}/3?prefix=team-a%3A", redis.url()))
+            .await
+            .expect("connect");
+        let lease = team.register(Instance::new("Scoped", "127.0.0.1:7301"), ttl).await.expect("register");
+        let db3 = redis::Client::open(format!("{}/3", redis.url())).expect("url");
+        let mut db3 = db3.get_multiplexed_async_connection().await.expect("connect");
+        let exists: u64 = redis::cmd("EXISTS")
+            .arg("team-a:s/Scoped/i/127.0.0.1:7301")
+            .query_async(&mut db3)
+            .await
+            .expect("EXISTS");
+        assert_eq!(exists, 1, "the instance is in database 3 under the prefix");
+        // Another prefix, or another database, is another registry.
+        let default = courier::registry::connect(&redis.url()).await.expect("connect");
+        assert!(default.list("Scoped").await.expect("list").instances.is_empty());
+        let other = courier::registry::connect(&format!("{}/3", redis.url())).await.expect("connect");
+        assert!(other.list("Scoped").await.expect("list").instances.is_empty());
+        assert_eq!(team.list("Scoped").await.expect("list").instances.len(), 1);
+        team.deregister(&lease).await.expect("deregister");
+
+        // A Redis 6 ACL user.
+        let mut raw = redis.connection().await;
+        let () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("courier")
+            .arg("on")
+            .arg(">s3cret")
+            .arg("~*")
+            .arg("&*")
+            .arg("+@all")
+            .query_async(&mut raw)
+            .await
+            .expect("ACL SETUSER");
+        let url = format!("redis://courier:s3cret@127.0.0.1:{}", redis.port);
+        let user = courier::registry::connect(&url).await.expect("connect");
+        assert_eq!(
+            user.url(),
+            format!("redis://courier@127.0.0.1:{}", redis.port),
+            "shown without its password"
+        );
+        let lease =
+            user.register(Instance::new("Authed", "127.0.0.1:7302"), ttl).await.expect("register as courier");
+        user.deregister(&lease).await.expect("deregister");
+        let wrong = courier::registry::connect(&format!("redis://courier:wrong@127.0.0.1:{}", redis.port))
+            .await
+            .expect("connecting is lazy");
+        let refused = wrong.register(Instance::new("Authed", "127.0.0.1:7303"), ttl).await;
+        assert!(
+            matches!(refused, Err(RegistryError::Rejected(_) | RegistryError::Unavailable(_))),
+            "a wrong password is an error: {refused:?}"
+        );
+
+        for bad in ["redis://", "redis://:6379", "redis://h:1/notadb", "redis://h?prefix=%zz"] {
+            let err = courier::registry::connect(bad).await.expect_err(bad);
+            assert!(matches!(err, RegistryError::InvalidUrl { .. }), "{bad}: {err}");
+        }
+    })
+    .await;
 }

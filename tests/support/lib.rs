@@ -6,6 +6,9 @@
 //! - `services`: the test services (calculator, probe, interop, whoami).
 //! - `servers`: in-process servers, providers, a partitioning proxy, a bystander.
 //! - `processes`: the test server and etcd as child processes.
+//! - `redis`: a real Redis server as a child process.
+//! - `zookeeper`: a real ZooKeeper server, and a 3-node ensemble, as child
+//!   processes.
 //! - `netns`: test hosts in network namespaces on a bridge; link faults.
 //! - `python`, `go`: peers written in Python (grpcio) and Go (grpc-go).
 //! - `contract`: the registry contract every backend must pass.
@@ -19,11 +22,14 @@ pub mod netns;
 pub mod processes;
 pub mod python;
 pub mod raw;
+pub mod redis;
 pub mod registry_flood;
 pub mod servers;
 pub mod services;
 pub mod wait;
+pub mod zookeeper;
 
+pub use self::redis::RedisServer;
 pub use contract::*;
 pub use netns::{Host, Impairment, Lab};
 pub use processes::*;
@@ -31,3 +37,4 @@ pub use raw::*;
 pub use servers::*;
 pub use services::*;
 pub use wait::*;
+pub use zookeeper::{ZooKeeper, ZooKeeperEnsemble};

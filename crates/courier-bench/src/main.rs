@@ -6,6 +6,7 @@
 //! cargo run --release -p courier-bench -- run            # everything, ~6 minutes
 //! cargo run --release -p courier-bench -- run --scenarios pipelined --systems courier-bin,tarpc
 //! cargo run --release -p courier-bench -- governance     # hedging and outage experiments, ~1 minute
+//! cargo run --release -p courier-bench -- registry       # courier's registry, etcd, ZooKeeper, Redis
 //! ```
 //!
 //! ## Layout
@@ -17,6 +18,9 @@
 //! - `report`: medians, ratios to courier native, and the goals.
 //! - `measure`: CPU time and memory of a process from /proc.
 //! - `governance`: hedging against slow answers; the load of a total outage.
+//! - `registry`: registrations, keep-alives, watch fan-out, memory and
+//!   restart of courier's registry, etcd, ZooKeeper and Redis (`peers`
+//!   starts each as a durable server process).
 //!
 //! ## Feature flags
 //!
@@ -25,6 +29,7 @@
 mod governance;
 mod load;
 mod measure;
+mod registry;
 mod report;
 mod run;
 mod scenario;
@@ -75,6 +80,40 @@ enum Cmd {
         /// Seconds measured per row.
         #[arg(long, default_value_t = 5.0)]
         duration: f64,
+    },
+    /// The registries side by side: registrations, keep-alives, watch
+    /// fan-out, memory per instance, restart; prints a Markdown table.
+    Registry {
+        /// Backends to run (default: all four).
+        #[arg(long, value_delimiter = ',')]
+        backends: Vec<registry::Backend>,
+        /// Concurrent clients (a connection each).
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Seconds per measured round.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Back-to-back registration rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Instances registered for the memory, keep-alive, watch and
+        /// restart measurements.
+        #[arg(long, default_value_t = 100_000)]
+        instances: usize,
+        /// Watchers of the one watched service.
+        #[arg(long, default_value_t = 1000)]
+        watchers: usize,
+        /// Changes made to the watched service.
+        #[arg(long, default_value_t = 20)]
+        changes: usize,
+    },
+    /// Serve courier's registry with its data in `data_dir`, printing
+    /// `listening on ADDR` (used by `registry`).
+    ServeRegistry {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
     },
     /// Serve echo for one system, printing `listening on ADDR` (used by `run`).
     Serve {
@@ -163,6 +202,28 @@ fn main() -> Result<(), BoxError> {
         }
         Cmd::Governance { duration } => runtime()?.block_on(async {
             say(&governance::run(Duration::from_secs_f64(duration)).await?);
+            Ok(())
+        }),
+        Cmd::Registry { backends, clients, duration, rounds, instances, watchers, changes } => {
+            let config = registry::Config {
+                backends: if backends.is_empty() { registry::Backend::ALL.to_vec() } else { backends },
+                clients,
+                duration: Duration::from_secs_f64(duration),
+                rounds,
+                instances,
+                watchers,
+                changes,
+            };
+            runtime()?.block_on(async {
+                say(&registry::run(&config).await?);
+                Ok(())
+            })
+        }
+        Cmd::ServeRegistry { listen, data_dir } => runtime()?.block_on(async {
+            let registry = courier_registry::open(&data_dir).await?;
+            let listening = registry.add_to(courier::Server::builder()).bind(listen).await?;
+            say(&format!("listening on {}", listening.local_addr()));
+            listening.serve().await?;
             Ok(())
         }),
         Cmd::Serve { system, listen } => runtime()?.block_on(async {

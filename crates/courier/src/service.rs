@@ -51,8 +51,8 @@ pub struct ServiceDescriptor {
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub enum Schema {
-    /// Rust types with serde derives (`#[courier::service]`): the binary
-    /// and JSON codecs.
+    /// Rust types with serde derives (`#[courier::service]`): the binary,
+    /// JSON and gob codecs.
     Serde,
     /// Messages generated from a `.proto` file (`courier-build`): protobuf
     /// and JSON.
@@ -67,7 +67,7 @@ impl Schema {
     /// Whether messages of this schema can be encoded with `codec`.
     pub fn accepts(&self, codec: Codec) -> bool {
         match self {
-            Schema::Serde => matches!(codec, Codec::Binary | Codec::Json),
+            Schema::Serde => matches!(codec, Codec::Binary | Codec::Json | Codec::Gob),
             Schema::Protobuf { .. } => matches!(codec, Codec::Protobuf | Codec::Json),
         }
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::channel::Channel;
 use super::endpoint::Endpoint;
 use super::error::ConnectError;
+use super::gorpc::GoWire;
 use super::layer::{Layer, Layers};
 use super::protocols::{Settings, Wire};
 use super::route::Route;
@@ -34,6 +35,8 @@ pub struct ChannelBuilder {
     addr: String,
     config: ChannelConfig,
     grpc: bool,
+    /// Go's `net/rpc` instead of courier's protocol.
+    go: Option<GoWire>,
     /// Whether `keepalive_interval` was chosen (gRPC mode defaults to none).
     keepalive_chosen: bool,
     layers: Vec<Arc<dyn Layer>>,
@@ -71,6 +74,7 @@ impl ChannelBuilder {
             addr: addr.into(),
             config: ChannelConfig::default(),
             grpc: false,
+            go: None,
             keepalive_chosen: false,
             layers: Vec::new(),
         }
@@ -145,6 +149,36 @@ impl ChannelBuilder {
         self
     }
 
+    /// Call a Go `net/rpc` server that was never changed, as Go's
+    /// `rpc.Dial` does: gob over TCP, to a server that `rpc.ServeConn`s.
+    /// Arguments and results travel in the gob codec ([`Codec::Gob`]), with
+    /// Go's field names matched to Rust's (`X` for `x`, `UserId` for
+    /// `user_id`; `#[serde(rename)]` where Go names a field otherwise). The
+    /// pool size, connect timeout, message size limit and backoff apply;
+    /// Go's protocol has no keepalive, metadata or deadlines (the deadline
+    /// is kept on this side). Not for discovered channels.
+    ///
+    /// [`Codec::Gob`]: crate::codec::Codec::Gob
+    pub fn go_rpc(mut self) -> ChannelBuilder {
+        self.go = Some(GoWire::Gob);
+        self
+    }
+
+    /// [`ChannelBuilder::go_rpc`] over HTTP, as Go's `rpc.DialHTTP`: to a
+    /// server that `rpc.HandleHTTP`s (`CONNECT /_goRPC_`, then gob).
+    pub fn go_rpc_http(mut self) -> ChannelBuilder {
+        self.go = Some(GoWire::GobOverHttp);
+        self
+    }
+
+    /// Call a Go server that serves `net/rpc/jsonrpc` (`jsonrpc.ServeConn`),
+    /// as Go's `jsonrpc.Dial` does: JSON-RPC 1.0, arguments and results in
+    /// JSON, field names matched as Go's `encoding/json` matches them.
+    pub fn go_jsonrpc(mut self) -> ChannelBuilder {
+        self.go = Some(GoWire::JsonRpc);
+        self
+    }
+
     /// Run every call through `layer`, after the layers added before it;
     /// see [`Layer`] for what a layer can do and where layers sit among
     /// the channel's own steps ("Order").
@@ -165,9 +199,10 @@ impl ChannelBuilder {
         };
         #[cfg(not(feature = "grpc"))]
         let _ = (self.keepalive_chosen, GRPC_KEEPALIVE);
-        let wire = match self.grpc {
+        let wire = match (self.go, self.grpc) {
+            (Some(go), _) => Wire::Go(go),
             #[cfg(feature = "grpc")]
-            true => Wire::Grpc,
+            (None, true) => Wire::Grpc,
             _ => Wire::Native,
         };
         Parts {

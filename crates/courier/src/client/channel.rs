@@ -115,13 +115,15 @@ impl Channel {
         Channel { route, layers }
     }
 
-    /// Where calls go: `host:port`, `grpc://host:port`, or
+    /// Where calls go: `host:port`, `grpc://host:port`, a Go server's
+    /// `gorpc://`, `gorpc+http://` or `jsonrpc://host:port`, or
     /// `discover:Service`.
     pub fn target(&self) -> String {
         match &self.route {
             Route::One(Transport::Native(native)) => native.addr().to_owned(),
             #[cfg(feature = "grpc")]
             Route::One(Transport::Grpc(grpc)) => format!("grpc://{}", grpc.addr()),
+            Route::One(Transport::Go(go)) => format!("{}://{}", go.wire().scheme(), go.addr()),
             Route::Balanced(balanced) => format!("discover:{}", balanced.service()),
         }
     }
@@ -205,9 +207,16 @@ impl Channel {
         let encode_body = |codec, buf: &mut BytesMut| encode(codec, request, buf, method);
         let mut call = Channel::describe(method, CallKind::Unary, options, retry, &encode_body);
         let (body, codec) = run!(self, call).into_reply()?;
-        codec
-            .decode(&body)
-            .map_err(|err| Status::internal(format!("could not decode the response of {method}: {err}")))
+        // A Go server's JSON (`net/rpc/jsonrpc` sends `{"Quo":2}` for
+        // Rust's `quo`) matches field names as Go does; courier's own
+        // replies name them exactly.
+        let decoded = if codec == Codec::Json && matches!(self.route, Route::One(Transport::Go(_))) {
+            crate::codec::lenient::from_slice(&body)
+                .map_err(|err| crate::codec::CodecError::Decode { codec: "json", message: err.to_string() })
+        } else {
+            codec.decode(&body)
+        };
+        decoded.map_err(|err| Status::internal(format!("could not decode the response of {method}: {err}")))
     }
 
     /// Call `method` with arguments `encode_body` writes (in

@@ -250,6 +250,15 @@ impl<C: FromChannel> DiscoverBuilder<C> {
             #[cfg(feature = "grpc")]
             Wire::Grpc => true,
             Wire::Native => false,
+            Wire::Go(go) => {
+                // Registered instances are courier servers (Go's net/rpc
+                // servers do not register): they are called natively.
+                tracing::warn!(
+                    wire = go.scheme(),
+                    "Go's net/rpc modes are for one address; a discovered channel calls instances in courier's protocol"
+                );
+                false
+            }
         };
         self.layers.extend(layers);
         self

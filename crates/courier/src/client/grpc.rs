@@ -54,9 +54,12 @@ pub(crate) struct GrpcConnection {
 }
 
 impl Connect for GrpcConnection {
+    type Options = ();
+
     fn connect(
         addr: String,
         config: ChannelConfig,
+        (): (),
     ) -> BoxFuture<'static, Result<GrpcConnection, ConnectError>> {
         Box::pin(async move {
             let timeout = config.connect_timeout;
@@ -133,7 +136,7 @@ pub(crate) struct GrpcEndpoint {
 
 impl GrpcEndpoint {
     pub(crate) fn new(addr: String, config: ChannelConfig) -> GrpcEndpoint {
-        GrpcEndpoint { pool: Arc::new(Pool::new(addr, config)) }
+        GrpcEndpoint { pool: Arc::new(Pool::new(addr, config, ())) }
     }
 
     /// Frame the request as one gRPC message.
@@ -197,7 +200,9 @@ impl Endpoint for GrpcEndpoint {
     /// gRPC carries protobuf or JSON: the binary codec becomes JSON.
     fn wire_codec(&self, requested: Codec) -> Codec {
         match requested {
-            Codec::Binary => Codec::Json,
+            // gRPC carries protobuf or JSON: serde types go as JSON, whatever
+            // other codec they were asked in.
+            Codec::Binary | Codec::Gob => Codec::Json,
             codec => codec,
         }
     }

@@ -21,9 +21,10 @@
 //!   ([`GovernanceReport`]).
 //! - `protocols`: which protocol an instance is called with, and the
 //!   endpoint of either kind.
-//! - `endpoint`: the trait both protocols implement; below it, a protocol's
-//!   frames. `native` (the native protocol over `connection`s) and `grpc`
-//!   (feature `grpc`), sharing the connection `pool`.
+//! - `endpoint`: the trait every protocol implements; below it, a
+//!   protocol's frames. `native` (the native protocol over
+//!   `connection`s), `grpc` (feature `grpc`) and `gorpc` (Go's `net/rpc`:
+//!   gob over TCP or HTTP, or JSON-RPC), sharing the connection `pool`.
 //! - `fallback`: [`Fallbacks`](crate::resilience::Fallbacks) as a layer.
 //! - `settings`: connection settings; `error`: [`ConnectError`].
 //! - [`CallOptions`] (`options`): timeout, metadata and codec per call;
@@ -39,6 +40,7 @@ mod discover;
 mod endpoint;
 mod error;
 mod fallback;
+mod gorpc;
 mod governance;
 #[cfg(feature = "grpc")]
 mod grpc;

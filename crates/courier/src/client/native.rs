@@ -30,7 +30,13 @@ pub(crate) struct NativeEndpoint {
 }
 
 impl Connect for Connection {
-    fn connect(addr: String, config: ChannelConfig) -> BoxFuture<'static, Result<Connection, ConnectError>> {
+    type Options = ();
+
+    fn connect(
+        addr: String,
+        config: ChannelConfig,
+        (): (),
+    ) -> BoxFuture<'static, Result<Connection, ConnectError>> {
         Box::pin(async move { Connection::connect(&addr, &config).await })
     }
 
@@ -41,7 +47,7 @@ impl Connect for Connection {
 
 impl NativeEndpoint {
     pub(crate) fn new(addr: String, config: ChannelConfig) -> NativeEndpoint {
-        NativeEndpoint { pool: Arc::new(Pool::new(addr, config)) }
+        NativeEndpoint { pool: Arc::new(Pool::new(addr, config, ())) }
     }
 }
 

@@ -15,16 +15,24 @@ use crate::status::Status;
 
 /// A connection a [`Pool`] can open and check.
 pub(crate) trait Connect: Send + Sync + Sized + 'static {
+    /// What else a connection needs to know beyond the channel's settings
+    /// (the Go client: which of Go's wires it speaks).
+    type Options: Clone + Send + Sync + 'static;
     /// Open a connection to `addr`.
-    fn connect(addr: String, config: ChannelConfig) -> BoxFuture<'static, Result<Self, ConnectError>>;
+    fn connect(
+        addr: String,
+        config: ChannelConfig,
+        options: Self::Options,
+    ) -> BoxFuture<'static, Result<Self, ConnectError>>;
     /// Whether new calls may use it.
     fn is_usable(&self) -> bool;
 }
 
 /// One address, a pool of connections to it.
-pub(crate) struct Pool<C> {
+pub(crate) struct Pool<C: Connect> {
     pub(crate) addr: String,
     pub(crate) config: ChannelConfig,
+    options: C::Options,
     slots: Box<[Slot<C>]>,
     next_slot: AtomicUsize,
 }
@@ -47,14 +55,14 @@ enum SlotState<C> {
 }
 
 impl<C: Connect> Pool<C> {
-    pub(crate) fn new(addr: String, config: ChannelConfig) -> Pool<C> {
+    pub(crate) fn new(addr: String, config: ChannelConfig, options: C::Options) -> Pool<C> {
         let slots = (0..config.pool_size).map(|_| Slot { state: Mutex::new(SlotState::Idle) }).collect();
-        Pool { addr, config, slots, next_slot: AtomicUsize::new(0) }
+        Pool { addr, config, options, slots, next_slot: AtomicUsize::new(0) }
     }
 
     /// Establish the first slot's connection now.
     pub(crate) async fn connect_now(&self) -> Result<(), ConnectError> {
-        let connection = C::connect(self.addr.clone(), self.config.clone()).await?;
+        let connection = C::connect(self.addr.clone(), self.config.clone(), self.options.clone()).await?;
         *lock(&self.slots[0]) = SlotState::Ready(Arc::new(connection));
         Ok(())
     }
@@ -117,7 +125,7 @@ impl<C: Connect> Pool<C> {
             // If this task is dropped mid-attempt (its runtime shut down),
             // the slot must not stay `Connecting` with waiters asleep forever.
             let mut reset = ResetOnDrop { inner: &inner, index, notify: &done, armed: true };
-            let outcome = C::connect(inner.addr.clone(), inner.config.clone()).await;
+            let outcome = C::connect(inner.addr.clone(), inner.config.clone(), inner.options.clone()).await;
             reset.armed = false;
             let slot = &inner.slots[index];
             {

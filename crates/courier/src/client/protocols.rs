@@ -9,6 +9,7 @@
 use super::call::{Call, Outcome};
 use super::endpoint::Endpoint;
 use super::error::ConnectError;
+use super::gorpc::{GoRpcEndpoint, GoWire};
 #[cfg(feature = "grpc")]
 use super::grpc::GrpcEndpoint;
 use super::native::NativeEndpoint;
@@ -31,6 +32,9 @@ pub(crate) enum Wire {
     /// gRPC over HTTP/2.
     #[cfg(feature = "grpc")]
     Grpc,
+    /// Go's `net/rpc`, to servers that are not courier (never chosen for
+    /// a discovered instance).
+    Go(GoWire),
 }
 
 /// How a consumer picks the protocol of each instance.
@@ -86,6 +90,7 @@ impl Settings {
             Wire::Native => Transport::Native(NativeEndpoint::new(addr, self.native.clone())),
             #[cfg(feature = "grpc")]
             Wire::Grpc => Transport::Grpc(GrpcEndpoint::new(addr, self.grpc.clone())),
+            Wire::Go(wire) => Transport::Go(GoRpcEndpoint::new(addr, self.native.clone(), wire)),
         }
     }
 }
@@ -97,6 +102,7 @@ pub(crate) enum Transport {
     Native(NativeEndpoint),
     #[cfg(feature = "grpc")]
     Grpc(GrpcEndpoint),
+    Go(GoRpcEndpoint),
 }
 
 impl Transport {
@@ -106,6 +112,7 @@ impl Transport {
             Transport::Native(_) => Wire::Native,
             #[cfg(feature = "grpc")]
             Transport::Grpc(_) => Wire::Grpc,
+            Transport::Go(go) => Wire::Go(go.wire()),
         }
     }
 }
@@ -116,6 +123,7 @@ impl Endpoint for Transport {
             Transport::Native(native) => native.addr(),
             #[cfg(feature = "grpc")]
             Transport::Grpc(grpc) => grpc.addr(),
+            Transport::Go(go) => go.addr(),
         }
     }
 
@@ -124,6 +132,7 @@ impl Endpoint for Transport {
             Transport::Native(native) => native.wire_codec(requested),
             #[cfg(feature = "grpc")]
             Transport::Grpc(grpc) => grpc.wire_codec(requested),
+            Transport::Go(go) => go.wire_codec(requested),
         }
     }
 
@@ -132,6 +141,7 @@ impl Endpoint for Transport {
             Transport::Native(native) => native.call(call).await,
             #[cfg(feature = "grpc")]
             Transport::Grpc(grpc) => grpc.call(call).await,
+            Transport::Go(go) => go.call(call).await,
         }
     }
 
@@ -140,6 +150,7 @@ impl Endpoint for Transport {
             Transport::Native(native) => native.connect_now().await,
             #[cfg(feature = "grpc")]
             Transport::Grpc(grpc) => grpc.connect_now().await,
+            Transport::Go(go) => go.connect_now().await,
         }
     }
 }

@@ -31,6 +31,7 @@ impl Route {
                 }
                 #[cfg(feature = "grpc")]
                 Route::One(Transport::Grpc(grpc)) => grpc.call(call).await.map_err(AttemptError::into_status),
+                Route::One(Transport::Go(go)) => go.call(call).await.map_err(AttemptError::into_status),
                 Route::Balanced(balanced) => balanced.send(call).await,
             };
             outcome.unwrap_or_else(Outcome::from)

@@ -10,8 +10,11 @@
 //! - [`Codec::Protobuf`]: protocol buffers, for services generated from
 //!   `.proto` files by `courier-build` (see [`protobuf`]); serde types
 //!   cannot use it.
+//! - [`Codec::Gob`]: Go's `encoding/gob`, for Go `net/rpc` peers (see
+//!   [`gob`]); each message self-contained.
 
 pub mod binary;
+pub mod gob;
 pub mod json;
 pub mod lenient;
 #[cfg(feature = "protobuf")]
@@ -23,7 +26,8 @@ use bytes::BytesMut;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// A serde-based codec. Implemented by [`json::Json`] and [`binary::Binary`];
+/// A serde-based codec. Implemented by [`json::Json`], [`binary::Binary`]
+/// and [`gob::Gob`];
 /// [`Codec`] dispatches to them by id.
 pub trait SerdeCodec {
     /// The id carried in frame headers.
@@ -47,6 +51,8 @@ pub enum Codec {
     Json,
     /// Protocol buffers (prost), for `.proto` services only.
     Protobuf,
+    /// Go's `encoding/gob` (see [`gob`]), for Go `net/rpc` peers.
+    Gob,
 }
 
 /// The codec id of [`Codec::Protobuf`].
@@ -59,6 +65,7 @@ impl Codec {
             Codec::Binary => binary::Binary::ID,
             Codec::Json => json::Json::ID,
             Codec::Protobuf => PROTOBUF_ID,
+            Codec::Gob => gob::Gob::ID,
         }
     }
 
@@ -68,16 +75,18 @@ impl Codec {
             binary::Binary::ID => Some(Codec::Binary),
             json::Json::ID => Some(Codec::Json),
             PROTOBUF_ID => Some(Codec::Protobuf),
+            gob::Gob::ID => Some(Codec::Gob),
             _ => None,
         }
     }
 
-    /// A short name (`binary`, `json`, `protobuf`).
+    /// A short name (`binary`, `json`, `protobuf`, `gob`).
     pub const fn name(self) -> &'static str {
         match self {
             Codec::Binary => binary::Binary::NAME,
             Codec::Json => json::Json::NAME,
             Codec::Protobuf => "protobuf",
+            Codec::Gob => gob::Gob::NAME,
         }
     }
 
@@ -87,6 +96,7 @@ impl Codec {
         match self {
             Codec::Binary => binary::Binary::encode(value, out),
             Codec::Json => json::Json::encode(value, out),
+            Codec::Gob => gob::Gob::encode(value, out),
             Codec::Protobuf => Err(CodecError::NotSerde),
         }
     }
@@ -97,6 +107,7 @@ impl Codec {
         match self {
             Codec::Binary => binary::Binary::decode(bytes),
             Codec::Json => json::Json::decode(bytes),
+            Codec::Gob => gob::Gob::decode(bytes),
             Codec::Protobuf => Err(CodecError::NotSerde),
         }
     }
@@ -176,7 +187,7 @@ mod tests {
             address: Some(Address { city: "London".into(), zip: 1815 }),
             attributes: [("k".to_owned(), "v".to_owned())].into(),
         };
-        for codec in [Codec::Binary, Codec::Json] {
+        for codec in [Codec::Binary, Codec::Json, Codec::Gob] {
             assert_eq!(Codec::from_id(codec.id()), Some(codec));
             let mut buf = BytesMut::new();
             codec.encode(&user, &mut buf).expect("encode");
@@ -194,7 +205,7 @@ mod tests {
 
     #[test]
     fn garbage_is_a_decode_error() {
-        for codec in [Codec::Binary, Codec::Json] {
+        for codec in [Codec::Binary, Codec::Json, Codec::Gob] {
             let err = codec.decode::<User>(b"\xff\xff\xff\xff\xff\xff").expect_err("garbage");
             assert!(matches!(err, CodecError::Decode { .. }), "{codec}: {err}");
         }
@@ -202,8 +213,24 @@ mod tests {
     }
 
     #[test]
+    fn ids_and_names_are_distinct() {
+        let codecs = [Codec::Binary, Codec::Json, Codec::Protobuf, Codec::Gob];
+        for (i, a) in codecs.iter().enumerate() {
+            assert_eq!(Codec::from_id(a.id()), Some(*a));
+            for b in &codecs[i + 1..] {
+                assert_ne!(a.id(), b.id());
+                assert_ne!(a.name(), b.name());
+            }
+        }
+        assert_eq!(
+            (Codec::Gob.id(), Codec::Gob.name(), Codec::Gob.to_string()),
+            (4, "gob", "gob".to_owned())
+        );
+    }
+
+    #[test]
     fn encoding_appends_to_what_is_already_buffered() {
-        for codec in [Codec::Binary, Codec::Json] {
+        for codec in [Codec::Binary, Codec::Json, Codec::Gob] {
             let mut buf = BytesMut::from(&b"head"[..]);
             codec.encode(&42_u32, &mut buf).expect("encode");
             assert_eq!(&buf[..4], b"head");

@@ -192,11 +192,74 @@ pub fn encode_response(id: &Value, outcome: Result<&[u8], &str>) -> Vec<u8> {
     }
 }
 
+/// A request as a client sends it: `{"method":..,"params":[<arg>],"id":..}`
+/// and a newline, with the argument already encoded as JSON (Go's server
+/// takes exactly one parameter).
+pub fn encode_request(method: &str, arg: &[u8], id: u64, out: &mut Vec<u8>) {
+    let method = serde_json::to_string(method).unwrap_or_else(|_| "\"\"".to_owned());
+    out.extend_from_slice(b"{\"method\":");
+    out.extend_from_slice(method.as_bytes());
+    out.extend_from_slice(b",\"params\":[");
+    out.extend_from_slice(if arg.is_empty() { b"null" } else { arg });
+    out.extend_from_slice(b"],\"id\":");
+    out.extend_from_slice(id.to_string().as_bytes());
+    out.extend_from_slice(b"}\n");
+}
+
+/// A reply as a client reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    /// The id of the request it answers (clients send numbers).
+    pub id: u64,
+    /// The result as JSON, or the error's text.
+    pub outcome: Result<Vec<u8>, String>,
+}
+
+/// Parse one reply object. `Err`: it is not a reply this client could have
+/// asked for (the connection is no longer trustworthy).
+pub fn parse_response(bytes: &[u8]) -> Result<Response, RequestError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|err| RequestError::Syntax(err.to_string()))?;
+    let Value::Object(object) = value else { return Err(RequestError::Shape("a reply is an object")) };
+    let id = member(&object, "id")
+        .and_then(Value::as_u64)
+        .ok_or(RequestError::Shape("`id` must be the number of a request sent"))?;
+    let outcome = match member(&object, "error") {
+        None | Some(Value::Null) => {
+            let result = member(&object, "result").unwrap_or(&Value::Null);
+            Ok(serde_json::to_vec(result).map_err(|err| RequestError::Syntax(err.to_string()))?)
+        }
+        Some(Value::String(error)) => Err(error.clone()),
+        // Other servers send objects (JSON-RPC 2.0 style): keep them whole.
+        Some(other) => Err(other.to_string()),
+    };
+    Ok(Response { id, outcome })
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_client_request_and_the_reply_to_it() {
+        let mut out = Vec::new();
+        encode_request("Arith.Multiply", br#"{"A":7,"B":8}"#, 3, &mut out);
+        assert_eq!(out, b"{\"method\":\"Arith.Multiply\",\"params\":[{\"A\":7,\"B\":8}],\"id\":3}\n");
+        let parsed = parse_request(&out[..out.len() - 1]).expect("a request");
+        assert_eq!(
+            (parsed.method.as_str(), parsed.params, parsed.id),
+            ("Arith.Multiply", vec![json!({"A":7,"B":8})], json!(3))
+        );
+
+        let ok = parse_response(br#"{"id":3,"result":{"Quo":1},"error":null}"#).expect("a reply");
+        assert_eq!(ok, Response { id: 3, outcome: Ok(br#"{"Quo":1}"#.to_vec()) });
+        let failed = parse_response(br#"{"id":4,"result":null,"error":"divide by zero"}"#).expect("a reply");
+        assert_eq!(failed.outcome, Err("divide by zero".to_owned()));
+        assert!(parse_response(br#"{"id":"x","result":1}"#).is_err());
+        assert!(parse_response(b"[1]").is_err());
+        assert!(parse_response(b"{").is_err());
+    }
 
     #[test]
     fn an_error_is_its_message_or_else_its_codes_name() {

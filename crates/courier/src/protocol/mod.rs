@@ -12,8 +12,10 @@
 //!   `grpc`, `http-json`).
 //! - [`http`]: HTTP/JSON's statuses and error bodies (feature `http-json`).
 //! - [`jsonrpc`]: JSON-RPC 1.0 as Go's `net/rpc/jsonrpc` speaks it.
+//! - [`gorpc`]: Go's default `net/rpc` (gob, over TCP or HTTP `CONNECT`).
 //! - [`sniff`]: which protocol a connection's first bytes speak.
 
+pub mod gorpc;
 #[cfg(feature = "grpc")]
 pub mod grpc;
 #[cfg(any(feature = "grpc", feature = "http-json"))]

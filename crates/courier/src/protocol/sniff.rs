@@ -4,9 +4,12 @@
 //! native preface starts with `0xC7` (not valid ASCII, so nothing else
 //! starts that way); gRPC clients open HTTP/2 with the fixed preface
 //! `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`; HTTP/1 requests start with a method
-//! and a space; JSON-RPC requests are JSON objects, so `{` (after optional
-//! whitespace). The servers for each check the rest.
+//! and a space; Go's `net/rpc` clients open with `CONNECT /_goRPC_ ` over
+//! HTTP, or with a gob type definition (see [`super::gorpc::gob_start`]);
+//! JSON-RPC requests are JSON objects, so `{` (after optional whitespace).
+//! The servers for each check the rest.
 
+use super::gorpc::{CONNECT_PREFIX, GobStart, gob_start};
 use super::native::PREFACE;
 
 /// A protocol a connection can speak.
@@ -21,11 +24,14 @@ pub enum Protocol {
     JsonRpc,
     /// HTTP/1.1 with JSON bodies.
     HttpJson,
+    /// Go's `net/rpc` with gob, over TCP or after an HTTP `CONNECT`.
+    GoRpc,
 }
 
 impl Protocol {
     /// Every protocol.
-    pub const ALL: [Protocol; 4] = [Protocol::Native, Protocol::Grpc, Protocol::JsonRpc, Protocol::HttpJson];
+    pub const ALL: [Protocol; 5] =
+        [Protocol::Native, Protocol::Grpc, Protocol::JsonRpc, Protocol::HttpJson, Protocol::GoRpc];
 
     /// A short name for logs.
     pub fn name(self) -> &'static str {
@@ -34,6 +40,7 @@ impl Protocol {
             Protocol::Grpc => "grpc",
             Protocol::JsonRpc => "jsonrpc",
             Protocol::HttpJson => "http",
+            Protocol::GoRpc => "gorpc",
         }
     }
 }
@@ -66,6 +73,14 @@ pub fn sniff(bytes: &[u8]) -> Sniffed {
         return Sniffed::Is(Protocol::Native);
     }
     let mut undecided = false;
+    // Before the HTTP methods: `CONNECT /_goRPC_ ` is Go's, any other
+    // `CONNECT` is HTTP's.
+    if bytes.starts_with(CONNECT_PREFIX) {
+        return Sniffed::Is(Protocol::GoRpc);
+    }
+    if CONNECT_PREFIX.starts_with(bytes) {
+        return Sniffed::NeedMore;
+    }
     for (candidate, protocol) in std::iter::once((HTTP2_PREFACE, Protocol::Grpc))
         .chain(HTTP1_METHODS.iter().map(|m| (*m, Protocol::HttpJson)))
     {
@@ -78,6 +93,11 @@ pub fn sniff(bytes: &[u8]) -> Sniffed {
     }
     if undecided {
         return Sniffed::NeedMore;
+    }
+    match gob_start(bytes) {
+        GobStart::Yes => return Sniffed::Is(Protocol::GoRpc),
+        GobStart::NeedMore => return Sniffed::NeedMore,
+        GobStart::No => {}
     }
     match bytes.iter().position(|b| !b.is_ascii_whitespace()) {
         Some(at) if bytes[at] == b'{' => Sniffed::Is(Protocol::JsonRpc),
@@ -100,18 +120,40 @@ mod tests {
         assert_eq!(sniff(b"GET / HTTP/1.1\r\n"), Sniffed::Is(Protocol::HttpJson));
         assert_eq!(sniff(br#"{"method":"Calculator.Add"}"#), Sniffed::Is(Protocol::JsonRpc));
         assert_eq!(sniff(b"\r\n  {"), Sniffed::Is(Protocol::JsonRpc));
+        assert_eq!(sniff(b"CONNECT /_goRPC_ HTTP/1.0\n\n"), Sniffed::Is(Protocol::GoRpc));
+        assert_eq!(sniff(b"CONNECT example.com:443 HTTP/1.1\r\n"), Sniffed::Is(Protocol::HttpJson));
+        // What Go's rpc.Dial client sends first.
+        assert_eq!(sniff(b"\x2f\xff\x81\x03\x01\x01\x07Request"), Sniffed::Is(Protocol::GoRpc));
     }
 
     #[test]
     fn prefixes_wait_for_more() {
-        for partial in [&b""[..], b"P", b"PR", b"PRI * HTTP/2", b"PO", b"G", b"  ", b"DELE"] {
+        for partial in [
+            &b""[..],
+            b"P",
+            b"PR",
+            b"PRI * HTTP/2",
+            b"PO",
+            b"G",
+            b"  ",
+            b"DELE",
+            b"CONNECT /_go",
+            b"\x2f\xff",
+        ] {
             assert_eq!(sniff(partial), Sniffed::NeedMore, "{:?}", String::from_utf8_lossy(partial));
         }
     }
 
     #[test]
     fn anything_else_is_unknown() {
-        for other in [&b"SSH-2.0-OpenSSH"[..], b"\x16\x03\x01", b"PING", b"[1,2]", b"GETX", &[b' '; 65]] {
+        for other in [
+            &b"SSH-2.0-OpenSSH"[..],
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc",
+            b"PING",
+            b"[1,2]",
+            b"GETX",
+            &[b' '; 65],
+        ] {
             assert_eq!(sniff(other), Sniffed::Unknown, "{:?}", String::from_utf8_lossy(other));
         }
     }

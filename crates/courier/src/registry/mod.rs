@@ -12,6 +12,13 @@
 //!   ([`courier::api`]) and the client backend.
 //! - `etcd`: `etcd://host:2379,host:2379`, an etcd v3 cluster (cargo
 //!   feature `etcd`), in the key layout grpc-go's etcd resolver reads.
+//! - `redis`: `redis://host:6379[/db][?prefix=courier/]`, a Redis server
+//!   (cargo feature `redis`): instances as keys under a TTL, a revision and
+//!   a bounded change log per service, expiry by every client's reaper.
+//! - `zookeeper`: `zookeeper://host:2181,host:2181[/chroot]`, an Apache
+//!   ZooKeeper ensemble (cargo feature `zookeeper`), in Apache Dubbo's
+//!   layout (`/dubbo/<service>/providers/<URL>`, ephemeral nodes whose
+//!   sessions are the leases), read and written by Dubbo's tools too.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -35,6 +42,10 @@ pub mod courier;
 #[cfg(feature = "etcd")]
 mod etcd;
 pub mod mem;
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "zookeeper")]
+mod zookeeper;
 
 pub use crate::discovery::{
     Instance, InstanceState, Lease, Registration, Registry, RegistryBackend, RegistryError, Revision,
@@ -64,6 +75,23 @@ pub async fn connect(url: &str) -> Result<Registry, RegistryError> {
         }
         #[cfg(not(feature = "etcd"))]
         "etcd" => Err(RegistryError::NotBuilt { scheme: "etcd".to_owned(), feature: "etcd".to_owned() }),
+        #[cfg(feature = "redis")]
+        "redis" => {
+            let backend = self::redis::RedisRegistry::connect(url).map_err(|reason| invalid(&reason))?;
+            // Shown (and naming the cache directory) without its password.
+            Ok(Registry::from_backend(self::redis::redacted_url(url), backend))
+        }
+        #[cfg(not(feature = "redis"))]
+        "redis" => Err(RegistryError::NotBuilt { scheme: "redis".to_owned(), feature: "redis".to_owned() }),
+        #[cfg(feature = "zookeeper")]
+        "zookeeper" => {
+            let backend = zookeeper::ZooKeeperRegistry::new(rest).map_err(|reason| invalid(&reason))?;
+            Ok(Registry::from_backend(url, std::sync::Arc::new(backend)))
+        }
+        #[cfg(not(feature = "zookeeper"))]
+        "zookeeper" => {
+            Err(RegistryError::NotBuilt { scheme: "zookeeper".to_owned(), feature: "zookeeper".to_owned() })
+        }
         other => Err(invalid(&format!("unknown scheme `{other}` (expected mem, courier or etcd)"))),
     }
 }

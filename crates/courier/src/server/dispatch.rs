@@ -33,6 +33,7 @@ impl Protocols {
             Protocol::Grpc => 2,
             Protocol::JsonRpc => 4,
             Protocol::HttpJson => 8,
+            Protocol::GoRpc => 16,
         }
     }
 
@@ -94,6 +95,7 @@ pub(crate) async fn serve(
             super::grpc::serve(io, peer, server, shutdown).await;
         }
         Protocol::JsonRpc => super::jsonrpc::serve(stream, sniffed, peer, server, shutdown).await,
+        Protocol::GoRpc => super::gorpc::serve(stream, sniffed, peer, server, shutdown).await,
         #[cfg(feature = "http-json")]
         Protocol::HttpJson => {
             let io = crate::transport::rewind::Rewind::new(sniffed, stream);

@@ -20,7 +20,10 @@
 //! - `connection`: one native connection (reader, call tasks, writer).
 //! - `grpc`: one gRPC connection over h2, plus the health and reflection
 //!   services (feature `grpc`).
-//! - `jsonrpc`: one JSON-RPC 1.0 connection.
+//! - `stream_rpc`: request/reply protocols on a plain byte stream (reply
+//!   queue, writer task, budget and timeouts), with their adapters:
+//!   - `jsonrpc`: JSON-RPC 1.0, as Go's `net/rpc/jsonrpc`;
+//!   - `gorpc`: Go's `net/rpc` with gob, over TCP or after HTTP `CONNECT`.
 //! - `http`: one HTTP/1.1 connection with JSON bodies (feature
 //!   `http-json`).
 //! - `admission`: the concurrency slots every call takes, on every
@@ -51,6 +54,7 @@ mod admission;
 mod budget;
 mod connection;
 mod dispatch;
+mod gorpc;
 #[cfg(feature = "grpc")]
 mod grpc;
 #[cfg(feature = "http-json")]
@@ -62,6 +66,7 @@ mod pipeline;
 mod registration;
 mod router;
 mod stats;
+mod stream_rpc;
 
 use std::future::Future;
 use std::io;
@@ -556,7 +561,7 @@ impl Listening {
             .filter(|p| match p {
                 Protocol::Grpc => cfg!(feature = "grpc"),
                 Protocol::HttpJson => cfg!(feature = "http-json"),
-                Protocol::Native | Protocol::JsonRpc => true,
+                Protocol::Native | Protocol::JsonRpc | Protocol::GoRpc => true,
             })
             .map(Protocol::name)
             .collect();

@@ -99,6 +99,7 @@ fn registered_name(protocol: Protocol) -> Option<&'static str> {
         Protocol::Grpc => cfg!(feature = "grpc").then_some("grpc"),
         Protocol::JsonRpc => Some("jsonrpc"),
         Protocol::HttpJson => cfg!(feature = "http-json").then_some("http"),
+        Protocol::GoRpc => Some("gorpc"),
     }
 }
 

@@ -21,7 +21,7 @@
 //! - Memory per service is bounded: its event log keeps at most
 //!   [`EVENT_LOG_LEN`] events and [`EVENT_LOG_BYTES`] bytes.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
@@ -182,6 +182,11 @@ pub struct Store {
     revision: u64,
     next_lease: u64,
     leases: HashMap<u64, Lease>,
+    /// Every lease by the instant it expires, soonest first: expiry takes
+    /// what is due from the front, so its cost is that of the leases that
+    /// expire, not of all leases (a registry with 100,000 leases expires
+    /// one without looking at the others).
+    deadlines: BTreeSet<(Instant, u64)>,
     /// In name order, so listings of every service page by name.
     services: BTreeMap<String, Service>,
     /// Watchers that saw nothing at or after this revision cannot be caught
@@ -241,7 +246,7 @@ impl Store {
         let mut store = Store { revision, next_lease: last_lease, floor: revision, ..Store::default() };
         for (id, ttl) in leases {
             store.next_lease = store.next_lease.max(id);
-            store.leases.insert(id, Lease { ttl, expires_at: now + ttl, keys: Vec::new() });
+            store.insert_lease(id, ttl, now + ttl, Vec::new());
         }
         for registration in registrations {
             let key = (registration.instance.service.clone(), registration.instance.id.clone());
@@ -285,7 +290,7 @@ impl Store {
         self.next_lease += 1;
         let lease_id = self.next_lease;
         let key = (instance.service.clone(), instance.id.clone());
-        self.leases.insert(lease_id, Lease { ttl, expires_at: now + ttl, keys: vec![key.clone()] });
+        self.insert_lease(lease_id, ttl, now + ttl, vec![key.clone()]);
         outcome.changes.push(Change::PutLease { id: lease_id, ttl });
         let held = Held::new(Registration { instance, lease: lease_id, registered_unix_ms: now_unix_ms });
         let registration = held.registration.clone();
@@ -317,13 +322,18 @@ impl Store {
         if entry.keys.is_empty() {
             return Err(StoreError::LeaseHoldsNothing(lease));
         }
-        entry.expires_at = now + entry.ttl;
-        Ok(entry.ttl)
+        let expires_at = now + entry.ttl;
+        let previous = std::mem::replace(&mut entry.expires_at, expires_at);
+        let ttl = entry.ttl;
+        self.deadlines.remove(&(previous, lease));
+        self.deadlines.insert((expires_at, lease));
+        Ok(ttl)
     }
 
     /// Revoke a lease, removing its instances.
     pub fn revoke(&mut self, lease: u64) -> Result<Outcome, StoreError> {
         let entry = self.leases.remove(&lease).ok_or(StoreError::LeaseNotFound(lease))?;
+        self.deadlines.remove(&(entry.expires_at, lease));
         let mut outcome = Outcome::default();
         outcome.changes.push(Change::DeleteLease(lease));
         self.remove_keys(entry.keys, lease, RemovalCause::Revoked, &mut outcome);
@@ -333,17 +343,29 @@ impl Store {
     /// Expire leases whose TTL passed; returns what changed and when the
     /// next lease expires.
     pub fn expire(&mut self, now: Instant) -> (Outcome, Option<Instant>) {
-        let expired: Vec<u64> =
-            self.leases.iter().filter(|(_, lease)| lease.expires_at <= now).map(|(id, _)| *id).collect();
         let mut outcome = Outcome::default();
-        for id in expired {
+        while let Some(&(expires_at, id)) = self.deadlines.first() {
+            if expires_at > now {
+                break;
+            }
+            self.deadlines.pop_first();
             if let Some(lease) = self.leases.remove(&id) {
                 outcome.changes.push(Change::DeleteLease(id));
                 let cause = RemovalCause::Expired { ttl: lease.ttl };
                 self.remove_keys(lease.keys, id, cause, &mut outcome);
             }
         }
-        (outcome, self.leases.values().map(|lease| lease.expires_at).min())
+        (outcome, self.deadlines.first().map(|&(expires_at, _)| expires_at))
+    }
+
+    /// Add a lease and its place in the expiry order.
+    fn insert_lease(&mut self, id: u64, ttl: Duration, expires_at: Instant, keys: Vec<(String, String)>) {
+        if let Some(replaced) = self.leases.insert(id, Lease { ttl, expires_at, keys }) {
+            // Ids are never granted twice; a restore listing one twice
+            // keeps the last, with one deadline.
+            self.deadlines.remove(&(replaced.expires_at, id));
+        }
+        self.deadlines.insert((expires_at, id));
     }
 
     fn remove_keys(
@@ -934,6 +956,42 @@ mod tests {
         // Both instances of one service: its watchers are woken once.
         assert_eq!(expired.touched, vec!["Calc".to_owned()]);
         assert_eq!(next, None, "no lease left");
+    }
+
+    #[test]
+    fn the_expiry_order_follows_every_renewal_and_revocation() {
+        // Expiry reads the deadline index, not the leases: it must hold
+        // exactly one entry per lease, at the lease's current deadline.
+        let t0 = Instant::now();
+        let mut store = Store::new();
+        let consistent = |store: &Store| {
+            store.deadlines.len() == store.leases.len()
+                && store.leases.iter().all(|(id, lease)| store.deadlines.contains(&(lease.expires_at, *id)))
+        };
+        let mut leases = Vec::new();
+        for i in 0..50u64 {
+            let ttl = Duration::from_secs(1 + i % 7);
+            leases.push(store.register(instance(&format!("x{i}")), ttl, t0, 0).expect("register").0);
+        }
+        assert!(consistent(&store));
+        for (i, lease) in leases.iter().enumerate() {
+            match i % 3 {
+                0 => drop(store.keep_alive(*lease, t0 + Duration::from_millis(500)).expect("renew")),
+                1 => drop(store.revoke(*lease).expect("revoke")),
+                _ => {}
+            }
+        }
+        assert!(consistent(&store));
+        // Due in deadline order; what is renewed past `now` stays.
+        let (expired, next) = store.expire(t0 + Duration::from_secs(3));
+        assert!(consistent(&store));
+        let left: Vec<Instant> = store.leases.values().map(|lease| lease.expires_at).collect();
+        assert!(left.iter().all(|at| *at > t0 + Duration::from_secs(3)));
+        assert_eq!(next, left.iter().min().copied());
+        assert!(!expired.removed.is_empty());
+        let (rest, next) = store.expire(t0 + Duration::from_secs(3600));
+        assert_eq!(expired.removed.len() + rest.removed.len() + 17, 50, "17 revoked, the rest expired");
+        assert_eq!((next, store.deadlines.len()), (None, 0));
     }
 
     #[test]
