@@ -10,6 +10,11 @@
 # installed with --no-install-recommends, so each one named here is checked
 # by a command or a file it must provide, not only by its main command:
 #   - etcd and etcdctl (etcd-server, etcd-client) for the etcd tests;
+#   - redis-server (redis-server) for the redis:// registry tests;
+#   - ZooKeeper's jars (zookeeper, which brings its libraries, such as
+#     libslf4j-java's slf4j-jdk14.jar for its log, and a Java runtime,
+#     default-jre-headless), run from the jars by the zookeeper:// tests,
+#     never as the system service;
 #   - protoc (protobuf-compiler) and the well-known types it imports
 #     (libprotobuf-dev: google/protobuf/descriptor.proto), which
 #     etcd-client's build script needs;
@@ -36,6 +41,10 @@ check_requirements() { # fills $missing with the packages to install
   missing=()
   need_command etcd-server etcd
   need_command etcd-client etcdctl
+  need_command redis-server redis-server
+  need_file zookeeper /usr/share/java/zookeeper.jar
+  need_file libslf4j-java /usr/share/java/slf4j-jdk14.jar
+  need_command default-jre-headless java
   need_command protobuf-compiler protoc
   need_file libprotobuf-dev /usr/include/google/protobuf/descriptor.proto
   need_file libprotobuf-dev /usr/include/google/protobuf/struct.proto
@@ -76,15 +85,32 @@ if ! "$pyenv/bin/python" -c 'import grpc, grpc_tools, grpc_health, grpc_reflecti
 fi
 export COURIER_TEST_PYTHON="$PWD/$pyenv/bin/python"
 
+# Apache Dubbo's Python implementation (a beta) and what it pulls in,
+# pinned, in a virtualenv of its own: the zookeeper:// tests run a Dubbo
+# consumer against courier's providers.
+dubbo_packages=(apache-dubbo==3.0.0b1 kazoo==2.11.0 h2==4.4.1 hpack==4.2.0 hyperframe==6.1.0
+  uvloop==0.23.0 psutil==7.2.2)
+dubbo_pyenv=target/dubbo-pyenv
+if ! "$dubbo_pyenv/bin/python" -c 'import dubbo, kazoo' 2>/dev/null \
+  || [ "$("$dubbo_pyenv/bin/pip" show apache-dubbo 2>/dev/null | sed -n 's/^Version: //p')" != "3.0.0b1" ]; then
+  step "installing Apache Dubbo's Python implementation into $dubbo_pyenv"
+  python3 -m venv "$dubbo_pyenv"
+  "$dubbo_pyenv/bin/pip" install --quiet --disable-pip-version-check "${dubbo_packages[@]}"
+fi
+export COURIER_TEST_DUBBO_PYTHON="$PWD/$dubbo_pyenv/bin/python"
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# Every feature combination builds, without warnings: all 16 of courier's
-# own, and each feature of the other crates (cargo-hack, pinned, installed
-# under target/ when missing). Libraries and binaries only, so the features
+# Every feature combination builds, without warnings (cargo-hack, pinned,
+# installed under target/ when missing): courier's protocol features in
+# every combination with the three registry backends (etcd, redis,
+# zookeeper: modules of their own that touch nothing else) off or on
+# together, then each feature alone (every backend by itself); each feature
+# of the other crates. Libraries and binaries only, so the features
 # dev-dependencies turn on (tokio's "full") cannot hide one a library lacks.
 hack_version=0.6.46
 hack=target/tools/bin/cargo-hack
@@ -93,7 +119,9 @@ if ! "$hack" hack --version 2>/dev/null | grep -q "$hack_version"; then
   cargo install --quiet --locked --root target/tools cargo-hack --version "$hack_version"
 fi
 step "every feature combination builds (cargo hack clippy)"
-PATH="$PWD/target/tools/bin:$PATH" cargo hack clippy --locked -p courier --feature-powerset -- -D warnings
+PATH="$PWD/target/tools/bin:$PATH" cargo hack clippy --locked -p courier --feature-powerset \
+  --group-features etcd,redis,zookeeper -- -D warnings
+PATH="$PWD/target/tools/bin:$PATH" cargo hack clippy --locked -p courier --each-feature -- -D warnings
 PATH="$PWD/target/tools/bin:$PATH" cargo hack clippy --locked --workspace --exclude courier --each-feature -- -D warnings
 
 step "cargo test (unit, integration, fault, macro error and doc tests)"

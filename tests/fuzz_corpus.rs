@@ -28,6 +28,9 @@ mod grpc_decoder;
 #[path = "../fuzz/bodies/json_protocols.rs"]
 mod json_protocols;
 
+#[path = "../fuzz/bodies/gob_decoder.rs"]
+mod gob_decoder;
+
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
 }
@@ -86,6 +89,12 @@ fn the_json_protocols_survive_their_corpus_and_crashes() {
 }
 
 #[test]
+fn the_gob_decoder_survives_its_corpus_and_crashes() {
+    // Its seeds are streams Go wrote (tests/gob_codec.rs writes them).
+    check("gob_decoder", gob_decoder::run);
+}
+
+#[test]
 fn the_committed_seed_corpus_is_what_the_encoders_produce() {
     let write = std::env::var_os("COURIER_WRITE_CORPUS").is_some();
     for target in ["native_decoder", "grpc_decoder", "json_protocols"] {
@@ -111,6 +120,8 @@ fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
         "native_decoder" => native_seeds(),
         "grpc_decoder" => grpc_seeds(),
         "json_protocols" => json_seeds(),
+        // Written by Go (tests/gob_codec.rs), not by courier's encoders.
+        "gob_decoder" => Vec::new(),
         other => panic!("no fuzz target {other}"),
     }
 }

@@ -4,7 +4,6 @@
 //! only Redis must survive (its restarts, killed providers, foreign data).
 
 use std::time::Duration;
-use tracing_subscriber::util::SubscriberInitExt; // SCRATCH
 
 use courier::registry::{Registry, Revision};
 use courier_tests::{
@@ -400,7 +399,6 @@ async fn redis_restarted_under_load_fails_no_call_and_keeps_every_registration()
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    let _logs = tracing_subscriber::fmt().with_max_level(tracing_subscriber::filter::LevelFilter::INFO).with_test_writer().set_default(); // SCRATCH
     within(TEST_LIMIT, "redis_restarted_under_load_fails_no_call_and_keeps_every_registration", async {
         let redis = RedisServer::launch().await;
         let registry = courier::registry::connect(&redis.url()).await.expect("connect");
@@ -508,7 +506,6 @@ async fn redis_foreign_and_garbage_data_under_the_prefix_is_skipped() {
     use courier::registry::{Instance, WatchEvent};
     use courier_tests::next_event;
 
-    let _logs = tracing_subscriber::fmt().with_max_level(tracing_subscriber::filter::LevelFilter::INFO).with_test_writer().set_default(); // SCRATCH
     within(TEST_LIMIT, "redis_foreign_and_garbage_data_under_the_prefix_is_skipped", async {
         let redis = RedisServer::launch().await;
         let registry = courier::registry::connect(&redis.url()).await.expect("connect");
@@ -672,6 +669,79 @@ async fn redis_urls_choose_the_database_and_prefix_and_authenticate() {
             let err = courier::registry::connect(bad).await.expect_err(bad);
             assert!(matches!(err, RegistryError::InvalidUrl { .. }), "{bad}: {err}");
         }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_large_services_are_listed_in_pages_and_reaped_in_batches() {
+    use courier::registry::{Instance, WatchEvent};
+    use courier_tests::next_event;
+
+    within(TEST_LIMIT, "redis_large_services_are_listed_in_pages_and_reaped_in_batches", async {
+        let redis = RedisServer::launch().await;
+        let registry = courier::registry::connect(&redis.url()).await.expect("connect");
+        // More instances than a listing page (64) and a sweep (256) take.
+        const COUNT: usize = 600;
+        let instance = |i: usize| Instance::new("Large", format!("10.2.{}.{}:7000", i / 200, i % 200));
+        let started = std::time::Instant::now();
+        for i in 0..COUNT {
+            registry.register(instance(i), Duration::from_secs(1)).await.expect("register");
+        }
+        let registered = started.elapsed();
+        // Listed whole while the service changes under the pages.
+        let churn = tokio::spawn({
+            let registry = registry.clone();
+            async move {
+                for i in 0..200 {
+                    let lease = registry
+                        .register(Instance::new("Large", format!("10.3.0.{i}:7000")), Duration::from_secs(60))
+                        .await
+                        .expect("register");
+                    registry.deregister(&lease).await.expect("deregister");
+                }
+            }
+        });
+        let mut watch = registry.watch("Large", None).await.expect("watch");
+        let reset = next_event(&mut watch).await;
+        let WatchEvent::Reset { instances, .. } = &reset else {
+            panic!("expected the full set, got {reset:?}")
+        };
+        let stable =
+            |instances: &[Instance]| instances.iter().filter(|i| i.addr.starts_with("10.2.")).count();
+        assert_eq!(stable(instances), COUNT, "every instance in the first set");
+        let mut last = 0;
+        while !churn.is_finished() {
+            let listed = registry.list("Large").await.expect("list");
+            let ids: std::collections::BTreeSet<&str> =
+                listed.instances.iter().map(|i| i.id.as_str()).collect();
+            assert_eq!(ids.len(), listed.instances.len(), "no instance listed twice");
+            assert!(
+                listed.instances.len() <= COUNT + 1,
+                "at most one churning instance: {}",
+                listed.instances.len()
+            );
+            assert!(listed.revision >= last, "listings never go back");
+            last = listed.revision;
+        }
+        churn.await.expect("churn");
+        // Abandoned (TTL 1 s, never renewed): the reapers take them all,
+        // several sweeps' worth, each with its Remove.
+        let mut removed = 0;
+        while removed < COUNT {
+            match next_event(&mut watch).await {
+                WatchEvent::Remove { id, .. } if id.starts_with("10.2.") => removed += 1,
+                WatchEvent::Reset { .. } => panic!("a Reset while following the log"),
+                _ => {}
+            }
+        }
+        let gone_after = started.elapsed();
+        assert!(registry.list("Large").await.expect("list").instances.is_empty());
+        eprintln!(
+            "{COUNT} registered in {registered:?}; all reaped {gone_after:?} after the first registration"
+        );
+        // The last lease (registered at `registered`) ends at `registered + 1 s`.
+        assert!(gone_after < registered + Duration::from_secs(2), "reaped within TTL + 1 s: {gone_after:?}");
     })
     .await;
 }

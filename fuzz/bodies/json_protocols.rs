@@ -6,7 +6,7 @@
 //!
 //! Feed arbitrary bytes to what reads JSON-RPC and sniffs protocols: the
 //! protocol sniffer, the request splitter (in chunks, with a small limit),
-//! the request parser on every object it finds, and the lenient (Go-style)
+//! the request (and, for the client, reply) parser on every object it finds, and the lenient (Go-style)
 //! JSON decoder. Any panic is a bug: these see whatever a peer sends.
 //!
 //! `cargo +nightly fuzz run json_protocols`
@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 use courier::codec::lenient;
-use courier::protocol::jsonrpc::{Splitter, parse_request};
+use courier::protocol::jsonrpc::{Splitter, parse_request, parse_response};
 use courier::protocol::sniff::sniff;
 
 #[derive(serde::Deserialize)]
@@ -37,6 +37,8 @@ pub fn run(data: &[u8]) {
             match splitter.next_object(&buf, 4096) {
                 Ok(Some((start, end))) => {
                     let _ = parse_request(&buf[start..end]);
+                    // The client's side: Go servers' replies.
+                    let _ = parse_response(&buf[start..end]);
                     buf.drain(..end);
                     splitter.consumed(end);
                 }

@@ -246,6 +246,23 @@ impl ZooKeeper {
     }
 }
 
+/// The Python interpreter of the virtualenv with Apache Dubbo's Python
+/// implementation (`apache-dubbo` 3.0.0b1 and kazoo, pinned) that
+/// `scripts/test.sh` creates under `target/dubbo-pyenv`, apart from
+/// grpcio's (a beta, with its own pins). The test fails without it.
+pub fn dubbo_python() -> std::path::PathBuf {
+    let python = std::env::var_os("COURIER_TEST_DUBBO_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| crate::python::tests_dir().join("../target/dubbo-pyenv/bin/python"));
+    assert!(
+        python.exists(),
+        "no Python with apache-dubbo at {}: run ./scripts/test.sh (it creates target/dubbo-pyenv), \
+         or set COURIER_TEST_DUBBO_PYTHON",
+        python.display()
+    );
+    python
+}
+
 /// `s` encoded as Java's `URLEncoder.encode(s, "UTF-8")` does: what Dubbo
 /// names a provider node (and a service's directory) with.
 pub fn dubbo_encode(s: &str) -> String {

@@ -18,6 +18,9 @@
 //! - `report`: medians, ratios to courier native, and the goals.
 //! - `measure`: CPU time and memory of a process from /proc.
 //! - `governance`: hedging against slow answers; the load of a total outage.
+//! - `netrpc`: Go's net/rpc clients against Go's server and courier's, and
+//!   courier's client against Go's server (`go/netrpc_load`).
+//! - `gob`: courier's gob codec against the `gobwire` crate, per value.
 //! - `registry`: registrations, keep-alives, watch fan-out, memory and
 //!   restart of courier's registry, etcd, ZooKeeper and Redis (`peers`
 //!   starts each as a durable server process).
@@ -26,9 +29,11 @@
 //!
 //! None.
 
+mod gob;
 mod governance;
 mod load;
 mod measure;
+mod netrpc;
 mod registry;
 mod report;
 mod run;
@@ -107,6 +112,36 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         changes: usize,
     },
+    /// Go's net/rpc side by side: Go clients against Go's server and
+    /// courier's, courier's client against Go's server.
+    Netrpc {
+        /// Seconds measured per run.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Interleaved runs of each pair; the table shows medians.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+    },
+    /// Serve `Arith` for Go's net/rpc clients, printing `listening on ADDR`
+    /// (used by `netrpc`).
+    ServeNetrpc {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// courier's client loading a Go net/rpc server (used by `netrpc`).
+    NetrpcLoad {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        conns: usize,
+        #[arg(long)]
+        inflight: usize,
+        #[arg(long)]
+        duration: f64,
+    },
+    /// courier's gob codec against the gobwire crate: ns per value to
+    /// encode and decode on a stream; prints a Markdown table.
+    Gob,
     /// Serve courier's registry with its data in `data_dir`, printing
     /// `listening on ADDR` (used by `registry`).
     ServeRegistry {
@@ -153,7 +188,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, BoxError> {
 }
 
 #[allow(clippy::print_stdout)]
-fn say(line: &str) {
+pub(crate) fn say(line: &str) {
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "{line}");
     let _ = stdout.flush();
@@ -218,6 +253,20 @@ fn main() -> Result<(), BoxError> {
                 say(&registry::run(&config).await?);
                 Ok(())
             })
+        }
+        Cmd::Netrpc { duration, repeats } => {
+            say(&netrpc::run(Duration::from_secs_f64(duration), repeats)?);
+            Ok(())
+        }
+        Cmd::ServeNetrpc { listen } => runtime()?.block_on(netrpc::serve(listen)),
+        Cmd::NetrpcLoad { addr, conns, inflight, duration } => runtime()?.block_on(async {
+            let measured = netrpc::load(addr, conns, inflight, Duration::from_secs_f64(duration)).await?;
+            say(&format!("result {}", serde_json::to_string(&measured)?));
+            Ok(())
+        }),
+        Cmd::Gob => {
+            say(&gob::run()?);
+            Ok(())
         }
         Cmd::ServeRegistry { listen, data_dir } => runtime()?.block_on(async {
             let registry = courier_registry::open(&data_dir).await?;

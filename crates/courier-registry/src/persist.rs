@@ -42,6 +42,10 @@ const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 /// The most changes one transaction takes.
 const MAX_BATCH: usize = 4096;
 
+/// redb's page cache: enough for the B-tree's inner pages, which every
+/// write walks, not for the data (see `Persistence::open`).
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 /// The database file in the data directory.
 pub(crate) const DATA_FILE: &str = "registry.redb";
 
@@ -112,7 +116,10 @@ impl Persistence {
             }
             Err(err) => return Err(err.into()),
         }
-        let db = Database::create(&path).map_err(db_error)?;
+        // The database is read whole once, at start (`load`); after that
+        // it is written, never read: redb's default 1 GiB cache would only
+        // keep a second copy of every registration in memory.
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(db_error)?;
         let store = load(&db)?;
         let (writer, batches) = mpsc::unbounded_channel();
         // Everything the store holds now came from the disk.

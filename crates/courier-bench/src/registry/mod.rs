@@ -354,10 +354,10 @@ async fn watch_fan_out(
                         first = false;
                         ready.fetch_add(1, Ordering::Relaxed);
                     }
-                    // The change number is the instance's port (adds) or
-                    // id (removes).
+                    // The change number is in the instance's id and port
+                    // (etcd's layout makes the address the id).
                     Ok(WatchEvent::Add { instance, .. }) => {
-                        if let Some(change) = change_of(&instance.id) {
+                        if let Some(change) = change_of(&instance.id).or_else(|| change_of(&instance.addr)) {
                             let _ = seen_tx.send((change, now));
                         }
                     }
@@ -384,7 +384,7 @@ async fn watch_fan_out(
         let started = Instant::now();
         // Even changes add instance `change`, odd ones remove it again.
         if change % 2 == 0 {
-            let marker = Instance::new(SERVICE, format!("127.0.0.1:{}", 20000 + change))
+            let marker = Instance::new(SERVICE, format!("127.0.0.1:{}", CHANGE_PORTS + change))
                 .with_id(format!("change-{change}"));
             lease = Some(writer.register(marker, LONG_TTL).await?);
         } else if let Some(lease) = lease.take() {
@@ -418,9 +418,18 @@ async fn watch_fan_out(
     Ok((at(0.5), at(0.99), missed))
 }
 
+/// The change an id (`change-N`) or address (`127.0.0.1:<20000 + N>`) is
+/// the marker of.
 fn change_of(id: &str) -> Option<usize> {
-    id.strip_prefix("change-")?.parse().ok()
+    if let Some(number) = id.strip_prefix("change-") {
+        return number.parse().ok();
+    }
+    let port: usize = id.strip_prefix("127.0.0.1:")?.parse().ok()?;
+    port.checked_sub(CHANGE_PORTS)
 }
+
+/// Marker instances listen (nominally) on this port plus the change number.
+const CHANGE_PORTS: usize = 20000;
 
 /// Crash the server and start it again; seconds until the last populated
 /// service is listed whole.

@@ -59,7 +59,7 @@ impl Peer {
         let data = tempfile::Builder::new().prefix("courier-bench-registry-").tempdir()?;
         let ports = match backend {
             Backend::Etcd => vec![free_port()?, free_port()?],
-            Backend::Zookeeper => vec![free_port()?, free_port()?],
+            Backend::Zookeeper => vec![free_port()?],
             Backend::Courier | Backend::Redis => vec![free_port()?],
         };
         let (child, url) = launch(backend, data.path(), &ports)?;
@@ -154,25 +154,23 @@ fn launch(backend: Backend, data: &Path, ports: &[u16]) -> Result<(Child, String
             (command.spawn()?, format!("redis://127.0.0.1:{port}"))
         }
         Backend::Zookeeper => {
-            let (client, admin) = (ports[0], ports[1]);
+            let client = ports[0];
             let dir = data.join("zookeeper");
             std::fs::create_dir_all(&dir)?;
             let config = dir.join("zoo.cfg");
             std::fs::write(
                 &config,
                 format!(
-                    "tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={client}\n\
-                     clientPortAddress=127.0.0.1\nadmin.serverPort={admin}\nadmin.serverAddress=127.0.0.1\n\
-                     maxSessionTimeout=600000\nmaxClientCnxns=0\n4lw.commands.whitelist=*\n",
+                    "tickTime=200\ninitLimit=50\nsyncLimit=10\ndataDir={}\nclientPort={client}\n\
+                     clientPortAddress=127.0.0.1\nadmin.enableServer=false\nminSessionTimeout=400\n\
+                     maxSessionTimeout=600000\nmaxClientCnxns=0\n4lw.commands.whitelist=srvr,ruok,mntr\n",
                     dir.display()
                 ),
             )?;
             let mut command = Command::new(which("java", "default-jre-headless")?);
             command
-                .arg("-Xmx2g")
-                .arg("-cp")
+                .args(["-Xmx2g", "-Djava.awt.headless=true", "-Dzookeeper.jmx.log4j.disable=true", "-cp"])
                 .arg(zookeeper_classpath()?)
-                .arg("-Dzookeeper.log.dir=".to_owned() + &dir.display().to_string())
                 .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
                 .arg(&config);
             quiet(&mut command);
@@ -202,21 +200,17 @@ fn which(program: &str, package: &str) -> Result<PathBuf, BoxError> {
         })
 }
 
-/// The jars of Debian's `zookeeper` package (and what it depends on).
+/// Debian's ZooKeeper jar (its manifest names the jars it needs) and a
+/// logging backend for slf4j.
 fn zookeeper_classpath() -> Result<String, BoxError> {
-    let mut jars = Vec::new();
-    for dir in ["/usr/share/java", "/usr/share/zookeeper/lib", "/usr/share/zookeeper"] {
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|ext| ext == "jar") {
-                jars.push(path.display().to_string());
-            }
+    const JARS: [(&str, &str); 2] = [
+        ("/usr/share/java/zookeeper.jar", "zookeeper"),
+        ("/usr/share/java/slf4j-jdk14.jar", "libslf4j-java"),
+    ];
+    for (jar, package) in JARS {
+        if !Path::new(jar).exists() {
+            return Err(format!("{jar} is missing: apt-get install --no-install-recommends {package}").into());
         }
     }
-    if !jars.iter().any(|jar| jar.contains("zookeeper")) {
-        return Err("ZooKeeper is not installed: apt-get install --no-install-recommends zookeeper".into());
-    }
-    jars.sort();
-    Ok(jars.join(":"))
+    Ok(JARS.map(|(jar, _)| jar).join(":"))
 }

@@ -92,6 +92,8 @@ pub async fn connect(url: &str) -> Result<Registry, RegistryError> {
         "zookeeper" => {
             Err(RegistryError::NotBuilt { scheme: "zookeeper".to_owned(), feature: "zookeeper".to_owned() })
         }
-        other => Err(invalid(&format!("unknown scheme `{other}` (expected mem, courier or etcd)"))),
+        other => Err(invalid(&format!(
+            "unknown scheme `{other}` (expected mem, courier, etcd, zookeeper or redis)"
+        ))),
     }
 }

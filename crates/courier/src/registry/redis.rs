@@ -692,13 +692,18 @@ fn follows(at: Revision, revision: Revision, start: bool) -> bool {
     revision == at + 1 || (at == 0 && start)
 }
 
-/// The entries of an `XRANGE` reply.
-fn range_entries(service: &str, reply: &Value) -> Vec<Entry> {
-    items(reply).unwrap_or_default().iter().filter_map(|entry| decode_entry(service, entry)).collect()
+/// The entries of an `XRANGE` reply, and the stream id of the last one
+/// (courier's or not: where the next read starts).
+fn range_entries(service: &str, reply: &Value) -> (Vec<Entry>, Option<String>) {
+    let entries = items(reply).unwrap_or_default();
+    let last =
+        entries.last().and_then(items).and_then(|entry| entry.first()).and_then(text).map(str::to_owned);
+    (entries.iter().filter_map(|entry| decode_entry(service, entry)).collect(), last)
 }
 
-/// The entries of an `XREAD` reply for one stream (nil: none yet).
-fn read_entries(service: &str, reply: &Value) -> Vec<Entry> {
+/// The entries of an `XREAD` reply for one stream (nil: none yet), and
+/// the stream id of the last one.
+fn read_entries(service: &str, reply: &Value) -> (Vec<Entry>, Option<String>) {
     let entries = match reply {
         Value::Map(streams) => streams.first().map(|(_, entries)| entries),
         other => items(other).and_then(|streams| streams.first()).and_then(items).and_then(|s| s.get(1)),
@@ -821,13 +826,7 @@ async fn log_after(
         Ok(Err(err)) => return Err(redis_error(err)),
         Err(_) => return Err(unavailable(format!("no answer within {CALL_TIMEOUT:?}"))),
     };
-    let last = items(&reply)
-        .and_then(|entries| entries.last())
-        .and_then(items)
-        .and_then(|entry| entry.first())
-        .and_then(text)
-        .map(str::to_owned);
-    Ok((range_entries(service, &reply), last))
+    Ok(range_entries(service, &reply))
 }
 
 /// The log's changes in `(from, to]`, if it still has every one of them.
@@ -959,9 +958,10 @@ impl RedisRegistry {
         let removed = reply.get(2).and_then(items).unwrap_or_default();
         for pair in removed.chunks(2) {
             let (service, id) = (pair.first().and_then(text), pair.get(1).and_then(text));
+            let (service, id) = (service.unwrap_or("?"), id.unwrap_or("?"));
             tracing::info!(
-                service = service.unwrap_or("?"),
-                instance = id.unwrap_or("?"),
+                %service,
+                instance = %id,
                 "lease expired; instance removed"
             );
         }
@@ -1110,14 +1110,16 @@ impl Watcher {
                 *failures = 0;
             }
             let reconcile_at = Instant::now() + RECONCILE;
+            // Where the next read starts: past every entry read, ours or
+            // not (a foreign entry must not be read again and again).
+            let mut cursor = format!("{}-0", self.told.as_ref().map_or(0, |(_, revision)| *revision));
             while Instant::now() < reconcile_at {
                 if self.registry.strong_count() == 0 {
                     return Ok(());
                 }
-                let revision = self.told.as_ref().map_or(0, |(_, revision)| *revision);
                 let mut read = ::redis::cmd("XREAD");
                 read.arg("COUNT").arg(LOG_PAGE).arg("BLOCK").arg(millis(BLOCK));
-                read.arg("STREAMS").arg(&log).arg(format!("{revision}-0"));
+                read.arg("STREAMS").arg(&log).arg(&cursor);
                 let reply = tokio::select! {
                     reply = read.query_async::<Value>(&mut conn) => reply,
                     () = self.tx.closed() => return Ok(()),
@@ -1127,12 +1129,18 @@ impl Watcher {
                     Err(err) if wrong_type(&err) => {
                         // Written by something else; a writer replaces it.
                         tracing::warn!(service = %self.service, "the Redis log is not a stream; re-reading the service");
-                        tokio::time::sleep(BLOCK).await;
-                        break;
+                        tokio::select! {
+                            () = tokio::time::sleep(BLOCK) => break,
+                            () = self.tx.closed() => return Ok(()),
+                        }
                     }
                     Err(err) => return Err(redis_error(err)),
                 };
-                match self.apply(read_entries(&self.service, &reply)).await {
+                let (entries, last) = read_entries(&self.service, &reply);
+                if let Some(last) = last {
+                    cursor = last;
+                }
+                match self.apply(entries).await {
                     Applied::Followed => {}
                     Applied::Gap => break,
                     Applied::Closed => return Ok(()),
@@ -1585,9 +1593,12 @@ mod tests {
         let resp3 = Value::Map(vec![(bulk("courier/s/Greeter/log"), entries)]);
         let expected =
             vec![Entry::Ours { revision: 3, start: false, change: Ok(Change::Remove("a".to_owned())) }];
-        assert_eq!(read_entries("Greeter", &resp2), expected);
-        assert_eq!(read_entries("Greeter", &resp3), expected);
-        assert_eq!(read_entries("Greeter", &Value::Nil), Vec::new());
+        assert_eq!(read_entries("Greeter", &resp2), (expected.clone(), Some("3-0".to_owned())));
+        assert_eq!(read_entries("Greeter", &resp3), (expected, Some("3-0".to_owned())));
+        assert_eq!(read_entries("Greeter", &Value::Nil), (Vec::new(), None));
+        // The last id is the last entry's, courier's or not.
+        let mixed = Value::Array(vec![entry("3-0", &[("op", "remove"), ("id", "a")]), entry("3-1", &[])]);
+        assert_eq!(range_entries("Greeter", &mixed).1, Some("3-1".to_owned()));
     }
 
     #[test]

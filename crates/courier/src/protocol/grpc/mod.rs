@@ -240,12 +240,15 @@ pub fn decompress(message: Message, encoding: Encoding, max_message: usize) -> R
 }
 
 /// The codec a `content-type` asks for: `application/grpc` and `+proto`
-/// mean protobuf, `+json` JSON. `None` for anything else.
+/// mean protobuf, `+json` JSON. `None` for anything else, except `+data`:
+/// Apache Dubbo-python's Triple client sends it for every call, whatever
+/// its serializer wrote (protobuf, to gRPC servers), and grpc-go and
+/// grpc-java read a subtype they do not know as protobuf.
 pub fn codec_of_content_type(content_type: &str) -> Option<Codec> {
     let essence = content_type.split(';').next().unwrap_or("").trim();
     let rest = essence.strip_prefix("application/grpc")?;
     match rest {
-        "" | "+proto" => Some(Codec::Protobuf),
+        "" | "+proto" | "+data" => Some(Codec::Protobuf),
         "+json" => Some(Codec::Json),
         _ => None,
     }
@@ -547,6 +550,8 @@ mod tests {
         assert_eq!(codec_of_content_type("application/grpc+proto"), Some(Codec::Protobuf));
         assert_eq!(codec_of_content_type("application/grpc+json; charset=utf-8"), Some(Codec::Json));
         assert_eq!(codec_of_content_type("application/grpc+thrift"), None);
+        // Dubbo-python's Triple.
+        assert_eq!(codec_of_content_type("application/grpc+data"), Some(Codec::Protobuf));
         assert_eq!(codec_of_content_type("application/json"), None);
     }
 

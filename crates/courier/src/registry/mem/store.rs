@@ -23,6 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::discovery::instance::json_len;
@@ -139,28 +140,51 @@ pub enum StoreError {
 struct Lease {
     ttl: Duration,
     expires_at: Instant,
-    keys: Vec<(String, String)>,
+    /// What it registered: the same registration the service holds and its
+    /// log names, shared, not a copy (memory per instance is the registry's
+    /// main cost).
+    keys: Vec<Arc<Registration>>,
 }
 
 /// A registration with the size of its instance as JSON, measured once.
 #[derive(Debug)]
 struct Held {
-    registration: Registration,
+    registration: Arc<Registration>,
     bytes: usize,
 }
 
 impl Held {
-    fn new(registration: Registration) -> Held {
+    fn new(registration: Arc<Registration>) -> Held {
         let bytes = registration.instance.encoded_len();
         Held { registration, bytes }
     }
 }
 
-/// An event with its size as JSON (at most).
+/// An event as the log keeps it: an addition shares its registration with
+/// the service's set; it becomes a [`WatchEvent`] when a watcher reads it.
+#[derive(Debug)]
+enum LoggedEvent {
+    Add(Arc<Registration>),
+    Remove(String),
+}
+
+/// An event, its revision, and its size as JSON (at most).
 #[derive(Debug)]
 struct Logged {
-    event: WatchEvent,
+    event: LoggedEvent,
+    revision: u64,
     bytes: usize,
+}
+
+impl Logged {
+    fn to_event(&self) -> WatchEvent {
+        match &self.event {
+            LoggedEvent::Add(registration) => {
+                WatchEvent::Add { instance: registration.instance.clone(), revision: self.revision }
+            }
+            LoggedEvent::Remove(id) => WatchEvent::Remove { id: id.clone(), revision: self.revision },
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -249,13 +273,14 @@ impl Store {
             store.insert_lease(id, ttl, now + ttl, Vec::new());
         }
         for registration in registrations {
-            let key = (registration.instance.service.clone(), registration.instance.id.clone());
+            let registration = Arc::new(registration);
             match store.leases.get_mut(&registration.lease) {
-                Some(lease) => lease.keys.push(key.clone()),
+                Some(lease) => lease.keys.push(registration.clone()),
                 // A registration whose lease was lost is dropped.
                 None => continue,
             }
-            store.services.entry(key.0).or_default().instances.insert(key.1, Held::new(registration));
+            let (service, id) = (registration.instance.service.clone(), registration.instance.id.clone());
+            store.services.entry(service).or_default().instances.insert(id, Held::new(registration));
         }
         store
     }
@@ -290,10 +315,11 @@ impl Store {
         self.next_lease += 1;
         let lease_id = self.next_lease;
         let key = (instance.service.clone(), instance.id.clone());
-        self.insert_lease(lease_id, ttl, now + ttl, vec![key.clone()]);
+        let registration =
+            Arc::new(Registration { instance, lease: lease_id, registered_unix_ms: now_unix_ms });
+        self.insert_lease(lease_id, ttl, now + ttl, vec![registration.clone()]);
         outcome.changes.push(Change::PutLease { id: lease_id, ttl });
-        let held = Held::new(Registration { instance, lease: lease_id, registered_unix_ms: now_unix_ms });
-        let registration = held.registration.clone();
+        let held = Held::new(registration.clone());
         let event_bytes = held.bytes + EVENT_OVERHEAD;
         // A service new (or new again) cannot catch up a watcher that may
         // have missed the end of its previous life.
@@ -303,11 +329,10 @@ impl Store {
             .entry(key.0.clone())
             .or_insert_with(|| Service { dropped_through: pruned_through, ..Service::default() });
         service.emptied_at = None;
-        service.instances.insert(key.1.clone(), held);
+        service.instances.insert(key.1, held);
         self.revision += 1;
-        let event = WatchEvent::Add { instance: registration.instance.clone(), revision: self.revision };
-        push_event(service, event, event_bytes);
-        outcome.changes.push(Change::Put(registration));
+        push_event(service, LoggedEvent::Add(registration.clone()), self.revision, event_bytes);
+        outcome.changes.push(Change::Put(Registration::clone(&registration)));
         outcome.changes.push(Change::Revision(self.revision));
         outcome.touched.push(key.0);
         self.prune_emptied();
@@ -359,7 +384,7 @@ impl Store {
     }
 
     /// Add a lease and its place in the expiry order.
-    fn insert_lease(&mut self, id: u64, ttl: Duration, expires_at: Instant, keys: Vec<(String, String)>) {
+    fn insert_lease(&mut self, id: u64, ttl: Duration, expires_at: Instant, keys: Vec<Arc<Registration>>) {
         if let Some(replaced) = self.leases.insert(id, Lease { ttl, expires_at, keys }) {
             // Ids are never granted twice; a restore listing one twice
             // keeps the last, with one deadline.
@@ -370,24 +395,26 @@ impl Store {
 
     fn remove_keys(
         &mut self,
-        keys: Vec<(String, String)>,
+        keys: Vec<Arc<Registration>>,
         lease: u64,
         cause: RemovalCause,
         outcome: &mut Outcome,
     ) {
-        for (service_name, id) in keys {
+        for registration in keys {
+            let (service_name, id) =
+                (registration.instance.service.clone(), registration.instance.id.clone());
             let Some(service) = self.services.get_mut(&service_name) else { continue };
             let Some(held) = service.instances.remove(&id) else { continue };
             outcome.removed.push(Removal {
                 service: service_name.clone(),
                 id: id.clone(),
-                addr: held.registration.instance.addr,
+                addr: held.registration.instance.addr.clone(),
                 lease,
                 cause,
             });
             self.revision += 1;
             let bytes = json_len(&id) + EVENT_OVERHEAD;
-            push_event(service, WatchEvent::Remove { id: id.clone(), revision: self.revision }, bytes);
+            push_event(service, LoggedEvent::Remove(id.clone()), self.revision, bytes);
             if service.instances.is_empty() {
                 service.emptied_at = Some(self.revision);
                 self.emptied.push_back((self.revision, service_name.clone()));
@@ -495,7 +522,7 @@ impl Store {
                     return (page, Some(next));
                 }
                 used = used.saturating_add(bytes);
-                page.push(held.registration.clone());
+                page.push(Registration::clone(&held.registration));
             }
         }
         (page, None)
@@ -530,7 +557,7 @@ impl Store {
         let (Some(after), Some(entry)) = (after, self.services.get(service)) else {
             return EventsPage::default();
         };
-        let first = entry.log.partition_point(|logged| logged.event.revision() <= after);
+        let first = entry.log.partition_point(|logged| logged.revision <= after);
         let mut events = Vec::new();
         let mut used = 0usize;
         for logged in entry.log.range(first..) {
@@ -538,7 +565,7 @@ impl Store {
                 break;
             }
             used = used.saturating_add(logged.bytes);
-            events.push(logged.event.clone());
+            events.push(logged.to_event());
         }
         EventsPage { events, more_after: None }
     }
@@ -571,8 +598,8 @@ pub struct EventsPage {
     pub more_after: Option<String>,
 }
 
-fn push_event(service: &mut Service, event: WatchEvent, bytes: usize) {
-    service.log.push_back(Logged { event, bytes });
+fn push_event(service: &mut Service, event: LoggedEvent, revision: u64, bytes: usize) {
+    service.log.push_back(Logged { event, revision, bytes });
     service.log_bytes = service.log_bytes.saturating_add(bytes);
     // The newest event always stays, so a watcher one change behind can
     // always be caught up without a full set.
@@ -580,7 +607,7 @@ fn push_event(service: &mut Service, event: WatchEvent, bytes: usize) {
     {
         let Some(dropped) = service.log.pop_front() else { break };
         service.log_bytes = service.log_bytes.saturating_sub(dropped.bytes);
-        service.dropped_through = dropped.event.revision();
+        service.dropped_through = dropped.revision;
     }
 }
 

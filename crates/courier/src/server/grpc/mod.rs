@@ -309,6 +309,11 @@ pub(crate) fn request_encoding(headers: &HeaderMap) -> Result<Encoding, Status> 
 /// against the server's memory budget (held until the call is done). The
 /// message must keep arriving (see `transport::progress`): a stream whose
 /// body stalls or trickles is answered with an error, which resets it.
+///
+/// One empty, uncompressed message after the request is ignored: Apache
+/// Dubbo-python's Triple client (`apache-dubbo` 3.0.0b1) ends every unary
+/// request with one (its `done_writing` frames `b""` instead of sending a
+/// bare END_STREAM). It carries nothing; anything more is refused.
 pub(crate) async fn read_unary(
     body: &mut RecvStream,
     encoding: Encoding,
@@ -319,6 +324,7 @@ pub(crate) async fn read_unary(
     let mut decoder = MessageDecoder::new(max_message);
     let mut memory = server.budget.empty();
     let mut message = None;
+    let mut empty_trailer = false;
     // The stream's headers are here; its body must follow.
     let mut progress = Progress::default();
     progress.start(Instant::now());
@@ -354,6 +360,10 @@ pub(crate) async fn read_unary(
             memory.grow_to(message.as_ref().map_or(0, |m: &wire::Message| m.data.len()) + declared)?;
         }
         while let Some(next) = decoder.next_message().map_err(decode_error)? {
+            if message.is_some() && !empty_trailer && next.data.is_empty() && !next.compressed {
+                empty_trailer = true;
+                continue;
+            }
             if message.replace(next).is_some() {
                 return Err(Status::unimplemented(
                     "a unary method takes exactly one request message; got several",
