@@ -665,19 +665,12 @@ pub(crate) fn from_message<'de, T: de::Deserialize<'de>>(
     bytes: &'de [u8],
     limits: Limits,
 ) -> Result<T, GobError> {
-    let mut table = TypeTable::default();
-    let mut r = Reader::new(bytes, limits.max_message, usize::MAX);
-    let id = loop {
-        if r.at_input_end() {
-            return Err(GobError::Truncated("a message before its value"));
-        }
-        r.next_message()?;
-        let id = r.read_int("a type id")?;
-        if id >= 0 {
-            break id;
-        }
-        define(&mut r, &mut table, id, limits)?;
-    };
+    let (table, mut r) = definitions(bytes, limits)?;
+    r.next_message()?;
+    let id = r.read_int("a type id")?;
+    if id < 0 {
+        return Err(GobError::Malformed("a type definition after the value".into()));
+    }
     if id == 0 {
         return Err(GobError::Malformed("a value of type id 0".into()));
     }
@@ -694,6 +687,78 @@ pub(crate) fn from_message<'de, T: de::Deserialize<'de>>(
         return Err(GobError::Malformed("bytes after the value message".into()));
     }
     Ok(value)
+}
+
+/// The definitions a self-contained message starts with, and a reader
+/// just before its value's message.
+///
+/// A connection's values are mostly of the few types its methods take, so
+/// their definitions sections repeat byte for byte: each thread keeps the
+/// tables of the last few it parsed ([`RECENT_TABLES`]), keyed by those
+/// bytes and the limits they were checked against, and a repeat costs a
+/// hash instead of a parse.
+fn definitions(bytes: &[u8], limits: Limits) -> Result<(Arc<TypeTable>, Reader<'_>), GobError> {
+    // Where the definitions end: step over them without parsing.
+    let mut r = Reader::new(bytes, limits.max_message, usize::MAX);
+    let value_at = loop {
+        if r.at_input_end() {
+            return Err(GobError::Truncated("a message before its value"));
+        }
+        let start = r.pos();
+        r.next_message()?;
+        if r.read_int("a type id")? >= 0 {
+            break start;
+        }
+        r.read_raw(r.remaining(), "a type definition")?;
+    };
+    let section = &bytes[..value_at];
+    let key = (limits.max_message, limits.max_types, limits.max_depth);
+    let cached = RECENT_TABLES.with(|recent| {
+        recent.borrow().get(section).filter(|(limits, _)| *limits == key).map(|(_, table)| table.clone())
+    });
+    let table = match cached {
+        Some(table) => table,
+        None => {
+            let mut table = TypeTable::default();
+            let mut r = Reader::new(bytes, limits.max_message, usize::MAX);
+            while r.pos() < value_at {
+                r.next_message()?;
+                let id = r.read_int("a type id")?;
+                define(&mut r, &mut table, id, limits)?;
+            }
+            let table = Arc::new(table);
+            if section.len() <= MAX_CACHED_SECTION {
+                RECENT_TABLES.with(|recent| {
+                    let mut recent = recent.borrow_mut();
+                    if recent.len() >= RECENT_TABLE_COUNT {
+                        recent.clear();
+                    }
+                    recent.insert(section.to_vec(), (key, table.clone()));
+                });
+            }
+            table
+        }
+    };
+    // A reader at the value's message.
+    let mut r = Reader::new(bytes, limits.max_message, usize::MAX);
+    while r.pos() < value_at {
+        r.next_message()?;
+        r.read_raw(r.remaining(), "a type definition")?;
+    }
+    Ok((table, r))
+}
+
+/// How many definitions sections each thread remembers.
+const RECENT_TABLE_COUNT: usize = 64;
+/// The longest definitions section remembered.
+const MAX_CACHED_SECTION: usize = 4096;
+
+/// A definitions section, the limits it was checked against, its table.
+type RecentTables = std::collections::HashMap<Vec<u8>, ((usize, usize, usize), Arc<TypeTable>)>;
+
+thread_local! {
+    /// See [`definitions`].
+    static RECENT_TABLES: std::cell::RefCell<RecentTables> = std::cell::RefCell::new(RecentTables::new());
 }
 
 /// Read the definition of `-negated` (a whole message after its id) into

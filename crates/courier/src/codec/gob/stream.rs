@@ -150,7 +150,16 @@ pub struct StreamEncoder {
     /// structurally identical type is sent once.
     sent: HashMap<Vec<u8>, i64>,
     next_id: i64,
+    /// The definitions sections of messages written before (byte for byte)
+    /// and the stream id their value's type got: a value of a type sent
+    /// before, the usual case (one Rust type per method), is written with
+    /// its id swapped and nothing parsed. At most [`RECENT_SECTIONS`].
+    recent: HashMap<Vec<u8>, (i64, i64)>,
 }
+
+/// How many distinct definitions sections a [`StreamEncoder`] remembers
+/// for its fast path (beyond it, values take the full path, still right).
+const RECENT_SECTIONS: usize = 256;
 
 impl Default for StreamEncoder {
     fn default() -> StreamEncoder {
@@ -161,7 +170,7 @@ impl Default for StreamEncoder {
 impl StreamEncoder {
     /// An encoder for a new connection.
     pub fn new() -> StreamEncoder {
-        StreamEncoder { sent: HashMap::new(), next_id: ids::FIRST_ASSIGNED }
+        StreamEncoder { sent: HashMap::new(), next_id: ids::FIRST_ASSIGNED, recent: HashMap::new() }
     }
 
     /// Append `message` (a self-contained message as
@@ -178,6 +187,25 @@ impl StreamEncoder {
     /// renumbering inside the value; [`Gob::encode`](super::Gob) never
     /// makes those). Nothing is written then.
     pub fn write_value(&mut self, message: &[u8], out: &mut BytesMut) -> Result<(), GobError> {
+        let (value_at, local_id, body) = split_value(message)?;
+        if let Some(&(known_local, stream_id)) = self.recent.get(&message[..value_at])
+            && known_local == local_id
+        {
+            write_renumbered(out, stream_id, body);
+            return Ok(());
+        }
+        let (stream_id, interface) = self.write_value_in_full(message, out)?;
+        // A type with interfaces in it has its values checked every time
+        // (a non-nil one cannot be re-sent), so it never takes the shortcut.
+        if !interface && self.recent.len() < RECENT_SECTIONS {
+            self.recent.insert(message[..value_at].to_vec(), (local_id, stream_id));
+        }
+        Ok(())
+    }
+
+    /// [`StreamEncoder::write_value`] without the fast path; the stream id
+    /// the value's type got, and whether its types hold interfaces.
+    fn write_value_in_full(&mut self, message: &[u8], out: &mut BytesMut) -> Result<(i64, bool), GobError> {
         let limits = Limits { max_message: usize::MAX, max_types: usize::MAX, ..Limits::default() };
         let mut local = TypeTable::default();
         let mut r = Reader::new(message, usize::MAX, usize::MAX);
@@ -248,12 +276,13 @@ impl StreamEncoder {
                 }
             }
         }
+        let stream_id = map.get(&id).copied().unwrap_or(id);
         let mut value = Vec::with_capacity(value_end - value_start + 4);
-        put_int(&mut value, map.get(&id).copied().unwrap_or(id));
+        put_int(&mut value, stream_id);
         value.extend_from_slice(message.get(value_start..value_end).unwrap_or(&[]));
         put_message(&mut defs, &value);
         out.extend_from_slice(&defs);
-        Ok(())
+        Ok((stream_id, interface))
     }
 
     fn take_id(&mut self) -> i64 {
@@ -261,6 +290,38 @@ impl StreamEncoder {
         self.next_id += 1;
         id
     }
+}
+
+/// Where the value's message starts in a self-contained `message` (so
+/// `message[..at]` is its definitions section), the value's type id, and
+/// the value's bytes after the id.
+fn split_value(message: &[u8]) -> Result<(usize, i64, &[u8]), GobError> {
+    let mut r = Reader::new(message, usize::MAX, usize::MAX);
+    loop {
+        if r.at_input_end() {
+            return Err(GobError::Truncated("a message before its value"));
+        }
+        let start = r.pos();
+        r.next_message()?;
+        let id = r.read_int("a type id")?;
+        let rest = r.read_raw(r.remaining(), "a message")?;
+        if id >= 0 {
+            if !r.at_input_end() {
+                return Err(GobError::Malformed("bytes after the value message".into()));
+            }
+            return Ok((start, id, rest));
+        }
+    }
+}
+
+/// A value message: `id`, then the value's bytes.
+fn write_renumbered(out: &mut BytesMut, id: i64, body: &[u8]) {
+    let mut value = Vec::with_capacity(body.len() + 10);
+    put_int(&mut value, id);
+    value.extend_from_slice(body);
+    let mut framed = Vec::with_capacity(value.len() + 9);
+    put_message(&mut framed, &value);
+    out.extend_from_slice(&framed);
 }
 
 fn emit(out: &mut Vec<u8>, scratch: &mut Vec<u8>, wire: &WireType) {
