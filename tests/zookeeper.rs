@@ -4,7 +4,7 @@
 //! losing its leader under load, sessions that expire, providers that are
 //! SIGKILLed, and a consumer written with Dubbo's Python implementation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -96,9 +96,18 @@ async fn courier_providers_are_dubbo_providers_and_dubbo_providers_are_called() 
         assert_ne!(stat.ephemeral_owner, 0, "an ephemeral node");
         let directory = raw.check_stat("/dubbo/Calculator").await.expect("stat").expect("the directory");
         assert_eq!(directory.ephemeral_owner, 0, "a persistent directory");
+        // Leases share the handle's session, so the registering handle
+        // names the lease by an id of its own; another process (here, a
+        // handle of its own) sees the session owning the node, all it can
+        // know of the lease.
         let listed = registry.registrations(Some("Calculator")).await.expect("registrations");
         assert_eq!(listed.len(), 1);
-        assert_eq!(listed[0].lease, stat.ephemeral_owner.cast_unsigned(), "the lease is the session");
+        let session = stat.ephemeral_owner.cast_unsigned();
+        assert_ne!(listed[0].lease, session, "a lease id of its own, not the shared session's");
+        let observer = connect(&zookeeper.url()).await;
+        let seen = observer.registrations(Some("Calculator")).await.expect("registrations");
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].lease, session, "elsewhere, the session holding the node");
         // Deregistered at once on a graceful stop.
         provider.shutdown().await.expect("graceful shutdown");
         let left = raw.list_children(providers).await.expect("children");
@@ -204,11 +213,16 @@ async fn an_ensemble_losing_its_leader_under_load_fails_no_call() {
             load(client.clone(), stop.clone(), calls.clone(), failures.clone());
             consumers.push(client);
         }
-        let sessions = |registrations: Vec<courier::registry::Registration>| -> BTreeMap<String, u64> {
+        let leases = |registrations: Vec<courier::registry::Registration>| -> BTreeMap<String, u64> {
             registrations.into_iter().map(|r| (r.instance.id, r.lease)).collect()
         };
-        let before = sessions(registry.registrations(Some("Whoami")).await.expect("registrations"));
+        // The registering handle lists its own lease ids; another handle
+        // lists the sessions holding the nodes.
+        let observer = connect(&ensemble.url()).await;
+        let before = leases(registry.registrations(Some("Whoami")).await.expect("registrations"));
+        let sessions_before = leases(observer.registrations(Some("Whoami")).await.expect("registrations"));
         assert_eq!(before.len(), 2);
+        assert_eq!(sessions_before.len(), 2);
         tokio::time::sleep(Duration::from_millis(500)).await;
 
         let killed = ensemble.kill_leader();
@@ -218,8 +232,10 @@ async fn an_ensemble_losing_its_leader_under_load_fails_no_call() {
         // Longer than the sessions' timeout: had they not moved to the new
         // leader, they would have expired by now.
         tokio::time::sleep((TTL + Duration::from_secs(2)).saturating_sub(killed_at.elapsed())).await;
-        let after = sessions(registry.registrations(Some("Whoami")).await.expect("registrations"));
-        assert_eq!(after, before, "the same sessions hold the same registrations");
+        let after = leases(registry.registrations(Some("Whoami")).await.expect("registrations"));
+        assert_eq!(after, before, "the same leases hold the same registrations");
+        let sessions_after = leases(observer.registrations(Some("Whoami")).await.expect("registrations"));
+        assert_eq!(sessions_after, sessions_before, "in the same session");
 
         // Changes after the failover reach the consumers.
         let c = start_provider(&registry, "c", ttl).await;
@@ -370,6 +386,207 @@ async fn a_dubbo_python_consumer_calls_a_courier_provider_over_triple() {
         assert_eq!(result["errors"], serde_json::json!([]), "{stderr}");
         assert_eq!(result["replies"], serde_json::json!(["hello", "from Dubbo-python ✓"]));
         drop(provider);
+    })
+    .await;
+}
+
+/// `mntr`'s `zk_num_alive_connections` of the server at `addr`: how many
+/// clients are connected.
+fn alive_connections(addr: std::net::SocketAddr) -> usize {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect for mntr");
+    stream.set_read_timeout(Some(Duration::from_secs(2))).expect("a read timeout");
+    stream.write_all(b"mntr").expect("send mntr");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read mntr");
+    answer
+        .lines()
+        .find_map(|line| line.strip_prefix("zk_num_alive_connections"))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no zk_num_alive_connections in mntr's answer: {answer}"))
+}
+
+/// The children of `/dubbo/<service>/providers` and the sessions owning
+/// them (`ephemeralOwner`), read in multi-reads.
+async fn provider_owners(raw: &zookeeper_client::Client, service: &str) -> Vec<(String, i64)> {
+    let providers = format!("/dubbo/{}/providers", dubbo_encode(service));
+    let children = raw.list_children(&providers).await.expect("children");
+    let mut owned = Vec::new();
+    for batch in children.chunks(200) {
+        let mut reader = raw.new_multi_reader();
+        for child in batch {
+            reader.add_get_data(&format!("{providers}/{child}")).expect("a valid path");
+        }
+        for (child, result) in batch.iter().zip(reader.commit().await.expect("multi-read")) {
+            if let zookeeper_client::MultiReadResult::Data { stat, .. } = result {
+                owned.push((child.clone(), stat.ephemeral_owner));
+            }
+        }
+    }
+    owned
+}
+
+/// Keep every lease in `leases` alive every `every` until `stop`; failures
+/// are counted (and printed).
+async fn keep_all_alive(
+    registry: Registry,
+    leases: Vec<courier::registry::Lease>,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+    failures: Arc<AtomicUsize>,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        let sweep = Instant::now();
+        for lease in &leases {
+            if let Err(err) = registry.keep_alive(lease).await {
+                eprintln!("keep-alive of lease {} ({}) failed: {err}", lease.id, lease.instance_id);
+                failures.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        tokio::time::sleep(every.saturating_sub(sweep.elapsed())).await;
+    }
+}
+
+/// Many instances through one handle share its session (one per TTL, as
+/// Dubbo keeps one per process), not one connection each; each lease is
+/// still a lease of its own: kept alive, they all live, and the one let
+/// lapse goes alone within its TTL + 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_instances_share_a_session_and_a_lapsed_lease_goes_alone() {
+    within(LIMIT, "many_instances_share_a_session_and_a_lapsed_lease_goes_alone", async {
+        use courier::registry::{Instance, RegistryError};
+
+        const COUNT: usize = 2_000;
+        // Over services of 100 each: a registration lists its service's
+        // providers (to replace its id's node), which costs per instance.
+        const SERVICES: usize = 20;
+        const WORKERS: usize = 40;
+        const TTL: Duration = Duration::from_secs(4);
+        let zookeeper = ZooKeeper::launch().await;
+        let registry = connect(&zookeeper.url()).await;
+        let raw = zookeeper.client().await;
+        let service = |i: usize| format!("Many{:02}", i % SERVICES);
+
+        // The lease let lapse later, kept alive here meanwhile.
+        let lapsing = registry
+            .register(Instance::new(service(0), "10.99.0.1:7000"), TTL)
+            .await
+            .expect("register the lease to lapse");
+        // Registered concurrently through the one handle, each worker
+        // keeping its own alive from the start (registering all takes
+        // longer than the TTL on two cores).
+        let (stop, failures) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+        let registered = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        let mut workers = Vec::new();
+        for worker in 0..WORKERS {
+            let (registry, stop, failures, registered) =
+                (registry.clone(), stop.clone(), failures.clone(), registered.clone());
+            workers.push(tokio::spawn(async move {
+                let mut leases = Vec::new();
+                let mut swept = Instant::now();
+                for i in (worker..COUNT).step_by(WORKERS) {
+                    let addr = format!("10.1.{}.{}:7000", i / 250, i % 250);
+                    let lease =
+                        registry.register(Instance::new(service(i), addr), TTL).await.expect("register");
+                    leases.push(lease);
+                    registered.fetch_add(1, Ordering::SeqCst);
+                    if swept.elapsed() >= TTL / 4 {
+                        for lease in &leases {
+                            registry.keep_alive(lease).await.expect("keep alive while registering");
+                        }
+                        swept = Instant::now();
+                    }
+                }
+                let count = leases.len();
+                keep_all_alive(registry, leases, TTL / 4, stop, failures).await;
+                count
+            }));
+        }
+        let mut kept = Instant::now();
+        let keep = async |kept: &mut Instant| {
+            if kept.elapsed() >= TTL / 4 {
+                registry.keep_alive(&lapsing).await.expect("keep the lapsing lease alive");
+                *kept = Instant::now();
+            }
+        };
+        while registered.load(Ordering::SeqCst) < COUNT {
+            let so_far = registered.load(Ordering::SeqCst);
+            assert!(started.elapsed() < Duration::from_secs(60), "registered {so_far} of {COUNT}");
+            keep(&mut kept).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("{COUNT} instances registered in {:?}", started.elapsed());
+        let mut owned = Vec::new();
+        for s in 0..SERVICES {
+            owned.extend(provider_owners(&raw, &service(s)).await);
+        }
+        assert_eq!(owned.len(), COUNT + 1, "every instance has its node");
+
+        // One session holds them all: one connection, not 2,001.
+        let sessions: BTreeSet<i64> = owned.iter().map(|(_, owner)| *owner).collect();
+        assert_eq!(sessions.len(), 1, "one session per TTL per handle: {sessions:?}");
+        let connections = tokio::task::spawn_blocking({
+            let addr = zookeeper.addr();
+            move || alive_connections(addr)
+        })
+        .await
+        .expect("mntr");
+        // The raw client, the handle's reader and lease sessions, and mntr.
+        assert!(connections <= 5, "{connections} connections for {} instances", COUNT + 1);
+        eprintln!("{connections} connections to ZooKeeper");
+
+        // Kept alive past twice their TTL, they all live.
+        let alive_since = Instant::now();
+        while alive_since.elapsed() < TTL * 2 {
+            keep(&mut kept).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut now_owned = Vec::new();
+        for s in 0..SERVICES {
+            now_owned.extend(provider_owners(&raw, &service(s)).await);
+        }
+        assert_eq!(now_owned.len(), COUNT + 1, "every lease kept alive lives");
+        assert_eq!(failures.load(Ordering::SeqCst), 0, "no keep-alive failed");
+
+        // One lease let lapse: only its node goes, within TTL + 1 s of its
+        // last keep-alive.
+        registry.keep_alive(&lapsing).await.expect("the last keep-alive");
+        let last = Instant::now();
+        let lapsed = |children: &[(String, i64)]| {
+            !children.iter().any(|(name, _)| name.contains(&dubbo_encode("10.99.0.1:7000/")))
+        };
+        let mut gone = false;
+        while last.elapsed() < TTL + Duration::from_secs(3) && !gone {
+            gone = lapsed(&provider_owners(&raw, &service(0)).await);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let took = last.elapsed();
+        assert!(gone, "the lapsed lease's node is deleted");
+        assert!(
+            took <= TTL + Duration::from_secs(1),
+            "within TTL + 1 s of its last keep-alive, took {took:?}"
+        );
+        assert_eq!(
+            registry.keep_alive(&lapsing).await,
+            Err(RegistryError::LeaseNotFound(lapsing.id)),
+            "a lease that ran out is not found"
+        );
+        let mut left = Vec::new();
+        for s in 0..SERVICES {
+            left.extend(provider_owners(&raw, &service(s)).await);
+        }
+        assert_eq!(left.len(), COUNT, "only the lapsed one went");
+        assert!(left.iter().all(|(_, owner)| sessions.contains(owner)), "in the same session");
+
+        stop.store(true, Ordering::SeqCst);
+        let mut held = 0;
+        for worker in workers {
+            held += worker.await.expect("a worker");
+        }
+        assert_eq!(held, COUNT);
+        assert_eq!(failures.load(Ordering::SeqCst), 0, "no keep-alive failed");
+        eprintln!("lapsed lease deleted {took:?} after its last keep-alive");
     })
     .await;
 }

@@ -17,8 +17,9 @@
 //!   a bounded change log per service, expiry by every client's reaper.
 //! - `zookeeper`: `zookeeper://host:2181,host:2181[/chroot]`, an Apache
 //!   ZooKeeper ensemble (cargo feature `zookeeper`), in Apache Dubbo's
-//!   layout (`/dubbo/<service>/providers/<URL>`, ephemeral nodes whose
-//!   sessions are the leases), read and written by Dubbo's tools too.
+//!   layout (`/dubbo/<service>/providers/<URL>`, ephemeral nodes in one
+//!   session per TTL, each lease with a deadline of its own), read and
+//!   written by Dubbo's tools too.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]

@@ -42,24 +42,49 @@
 //! An id with several nodes (a provider restarted before its old session
 //! expired) is its newest node.
 //!
-//! # Sessions are leases
+//! # Sessions and leases
 //!
-//! Each [`register`](RegistryBackend::register) opens a ZooKeeper session
-//! of its own, with the lease's TTL as its timeout (the server bounds it
-//! by its `minSessionTimeout` and `maxSessionTimeout`, by default 2 and
-//! 20 ticks; the lease's TTL is what was negotiated), and creates the
-//! instance's node as an ephemeral node of that session. The lease id is
-//! the session id (the node's `ephemeralOwner`). The client keeps the
-//! session alive with pings; a provider that dies stops them, and the
-//! server deletes its node when the session times out. A keep-alive checks
-//! that the session is alive and still owns the node; once the session has
-//! expired (a partition longer than the timeout) or the node is gone, it
-//! reports [`RegistryError::LeaseNotFound`] and the server registers
-//! again, in a new session. A lease nobody keeps alive for its TTL is
-//! ended here, as ZooKeeper would end the session of a dead process.
-//! Deregistering deletes the node at once, then closes the session.
-//! Registering an id again replaces its node in one transaction (an
-//! `Update` for watchers), as etcd's key does.
+//! ZooKeeper has no leases, only sessions: a client's session stays alive
+//! while its pings arrive, and its ephemeral nodes go with it. A session
+//! per lease would make that the lease, but each is a TCP connection with
+//! its own pings, and a process with many instances (a gateway's hundreds,
+//! a benchmark's 100,000) would run ZooKeeper and itself out of
+//! connections and file descriptors. So, as Apache Dubbo does (one session
+//! per process for all its providers), leases share sessions: each
+//! registry handle keeps at most one session per distinct TTL, started
+//! when a registration first needs it, with the TTL as its timeout (the
+//! server bounds it by its `minSessionTimeout` and `maxSessionTimeout`, by
+//! default 2 and 20 ticks; the lease's TTL is what was negotiated), and
+//! closed once it holds no lease any more. Registrations racing for a
+//! TTL's first session wait for the one being started.
+//!
+//! A lease is then that session, the instance's ephemeral node in it, and
+//! a lease id of our own: a counter of the process (unique across handles,
+//! so a lease is never taken for another's; [`Registration::lease`] is
+//! that id for the nodes a handle holds, and the owning session's id, all
+//! another process can know, for the others). The session's pings prove
+//! only that the process is alive, not that anyone still keeps this lease,
+//! so each lease has a deadline of its own, its last keep-alive plus its
+//! TTL, in the handle's [lease book](leases), ordered by deadline; one task
+//! per handle sleeps until the earliest and deletes the node of every
+//! lease due (what ZooKeeper would do for a dead process), so a lease not
+//! kept alive goes within its TTL while the others in its session stay.
+//! A process that dies stops the pings of all its sessions, and ZooKeeper
+//! deletes all its nodes when the session times out: within the TTL.
+//!
+//! A keep-alive renews its lease's deadline, then checks that the session
+//! is alive and still owns the node. Once the session has expired (a
+//! partition longer than its timeout: ZooKeeper deleted every node in it)
+//! every lease in it is lost, each reported as
+//! [`RegistryError::LeaseNotFound`] on its next keep-alive, and new
+//! registrations get a new session; a node gone (replaced by another
+//! registration of the id, deleted by hand) or owned by another session is
+//! reported the same way, and the server registers again. Deregistering
+//! deletes the node at once. Registering an id again replaces its node in
+//! one transaction (an `Update` for watchers), as etcd's key does, and
+//! ends the lease of ours that held the old node. A registration that
+//! fails after its node may have been written (ZooKeeper did not answer)
+//! deletes it: the shared session would otherwise keep it for good.
 //!
 //! # Watches and revisions
 //!
@@ -76,16 +101,19 @@
 //! provable.
 
 mod history;
+mod leases;
 pub(crate) mod url;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use zookeeper_client as zk;
 
 use self::history::{Catchup, Child, History, Parent, Read};
+use self::leases::{Book, Entry, Held};
 use self::url::Target;
 use crate::discovery::{
     Instance, Lease, Registration, RegistryBackend, RegistryError, Revision, Snapshot, WatchEvent,
@@ -138,11 +166,6 @@ async fn timed<T>(
     tokio::time::timeout(limit, call).await.unwrap_or(Err(zk::Error::Timeout))
 }
 
-/// A session id as a lease id (its bits: ids are positive in practice).
-fn lease_id(session: zk::SessionId) -> u64 {
-    session.0.cast_unsigned()
-}
-
 fn persistent() -> zk::CreateOptions<'static> {
     zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
 }
@@ -158,20 +181,127 @@ pub(crate) struct ZooKeeperRegistry {
     /// (so connecting works while ZooKeeper is down) and again after it
     /// expires.
     reader: tokio::sync::Mutex<Option<zk::Client>>,
-    /// Leases granted here, by id: each its own session.
-    leases: std::sync::Mutex<HashMap<u64, Arc<LeaseSession>>>,
+    /// The leases granted here and the sessions holding them.
+    book: std::sync::Mutex<Book<Arc<Session>>>,
+    /// Lease sessions being started, by TTL: a registration needing one
+    /// waits for the attempt under way (and shares its failure) instead of
+    /// starting another. Locked before `book` when both are.
+    connecting: std::sync::Mutex<HashMap<Duration, Attempt>>,
+    /// Wakes the expiring task: a lease became the first due, or the
+    /// registry is gone.
+    wake: Arc<Notify>,
+    /// Whether the expiring task was started (on the first registration:
+    /// it needs the `Arc` and a runtime).
+    expiring: AtomicBool,
     /// One watching task per service listed or watched.
     services: std::sync::Mutex<HashMap<String, Arc<Tracker>>>,
 }
 
-/// One lease: a session holding one ephemeral node.
-struct LeaseSession {
+/// An attempt to start a session: `None` while under way, then how it
+/// went.
+type Attempt = watch::Receiver<Option<Result<(), RegistryError>>>;
+
+/// A session holding leases: one per TTL in use per registry handle.
+struct Session {
     client: zk::Client,
-    /// The node's full path.
-    path: String,
-    ttl: Duration,
-    /// The last keep-alive call: the owner is alive.
-    renewed: std::sync::Mutex<Instant>,
+    /// The TTL it was asked for: its slot in the book.
+    asked: Duration,
+}
+
+impl Session {
+    fn id(&self) -> zk::SessionId {
+        self.client.session_id()
+    }
+
+    fn alive(&self) -> bool {
+        !self.client.state().is_terminated()
+    }
+
+    /// Whether a node with `stat` is one of this session's.
+    fn owns(&self, stat: &zk::Stat) -> bool {
+        stat.ephemeral_owner == self.id().0
+    }
+}
+
+/// Lease ids, for every registry handle of the process: unique across
+/// them, so a lease handed to the wrong handle is not found there rather
+/// than renewing another.
+static LEASE_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// How many due leases have their nodes deleted at once (concurrent
+/// requests, pipelined in their sessions).
+const EXPIRE_BATCH: usize = 256;
+
+/// How soon deleting the node of a lease that ran out is tried again when
+/// ZooKeeper could not be asked or did not answer.
+const RETRY_DELETE: Duration = Duration::from_secs(1);
+
+/// How often the expiring task repeats its warning while it cannot delete.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Delete `path` if `session` owns it (another registration of the id may
+/// have replaced it since).
+async fn delete_owned(session: &Session, path: &str) -> Result<(), zk::Error> {
+    let deleted = async {
+        match session.client.check_stat(path).await? {
+            Some(stat) if session.owns(&stat) => {
+                match session.client.delete(path, Some(stat.version)).await {
+                    // Gone, or changed meanwhile: ours never change, so it is
+                    // not the node just checked.
+                    Ok(()) | Err(zk::Error::NoNode | zk::Error::BadVersion) => Ok(()),
+                    Err(err) => Err(err),
+                }
+            }
+            _ => Ok(()),
+        }
+    };
+    timed(CALL_TIMEOUT, deleted).await
+}
+
+/// A registration's use of a session until it is a lease. Dropped before
+/// (the registration failed, or its caller gave up), it releases the
+/// session and deletes the node if it may have been written: in a shared
+/// session nothing else would.
+struct Reservation {
+    registry: Arc<ZooKeeperRegistry>,
+    serial: u64,
+    session: Arc<Session>,
+    /// The node, while a transaction creating it may have been applied.
+    written: Option<String>,
+    granted: bool,
+}
+
+impl Reservation {
+    fn held(&self) -> Held<Arc<Session>> {
+        Held { key: self.session.asked, serial: self.serial, session: self.session.clone() }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.granted {
+            return;
+        }
+        let mut book = self.registry.book();
+        if let Some(session) = book.release(self.session.asked, self.serial) {
+            tracing::debug!(session = %session.id(), "closing a zookeeper session that holds no lease");
+        }
+        let Some(path) = self.written.take() else { return };
+        // Deleted by the expiring task (checking it is this session's), as
+        // a lease that ran out would be: with retries, and no runtime
+        // needed here.
+        tracing::debug!(%path, "a registration failed after its node may have been written; deleting it");
+        let id = LEASE_IDS.fetch_add(1, Ordering::Relaxed);
+        let earliest = book.orphan(id, self.held(), path, Instant::now());
+        drop(book);
+        if earliest {
+            self.registry.wake.notify_one();
+        }
+    }
 }
 
 impl ZooKeeperRegistry {
@@ -180,9 +310,16 @@ impl ZooKeeperRegistry {
         Ok(ZooKeeperRegistry {
             target: Target::parse(rest)?,
             reader: tokio::sync::Mutex::new(None),
-            leases: std::sync::Mutex::new(HashMap::new()),
+            book: std::sync::Mutex::new(Book::new()),
+            connecting: std::sync::Mutex::new(HashMap::new()),
+            wake: Arc::new(Notify::new()),
+            expiring: AtomicBool::new(false),
             services: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Book<Arc<Session>>> {
+        lock(&self.book)
     }
 
     /// A new session of `timeout` (the server may bound it).
@@ -205,21 +342,110 @@ impl ZooKeeperRegistry {
         Ok(client)
     }
 
-    fn lease(&self, id: u64) -> Option<Arc<LeaseSession>> {
-        self.leases.lock().ok()?.get(&id).cloned()
+    /// The session of `ttl`, if one is alive, reserved for a registration.
+    fn try_reserve(self: &Arc<Self>, ttl: Duration) -> Option<Reservation> {
+        let reserved = self.book().reserve(ttl, |session| session.alive());
+        match reserved {
+            Ok(Some((serial, session))) => {
+                Some(Reservation { registry: self.clone(), serial, session, written: None, granted: false })
+            }
+            Ok(None) => None,
+            Err((session, users)) => {
+                session_ended(&session, users);
+                None
+            }
+        }
     }
 
-    /// Forget lease `id` (its session closes when the last use of it ends).
-    fn end_lease(&self, id: u64) -> Option<Arc<LeaseSession>> {
-        self.leases.lock().ok()?.remove(&id)
+    /// The session of `ttl` for a registration: the one there is, or a new
+    /// one (one at a time per TTL: registrations racing for it share it).
+    async fn reserve(self: &Arc<Self>, ttl: Duration) -> Result<Reservation, RegistryError> {
+        loop {
+            let attempt = {
+                let mut connecting = lock(&self.connecting);
+                // Looked up under `connecting`: a new session is in the
+                // book before its attempt leaves `connecting`.
+                if let Some(reservation) = self.try_reserve(ttl) {
+                    return Ok(reservation);
+                }
+                match connecting.get(&ttl) {
+                    // Under way (its starter has not given up).
+                    Some(attempt) if attempt.has_changed().is_ok() => Err(attempt.clone()),
+                    _ => {
+                        let (done, attempt) = watch::channel(None);
+                        connecting.insert(ttl, attempt);
+                        Ok(done)
+                    }
+                }
+            };
+            let done = match attempt {
+                Ok(done) => done,
+                Err(mut attempt) => {
+                    if let Ok(outcome) = attempt.wait_for(Option::is_some).await
+                        && let Some(Err(err)) = &*outcome
+                    {
+                        return Err(err.clone());
+                    }
+                    // Started (or its starter gave up): look again.
+                    continue;
+                }
+            };
+            // If this registration is dropped here, `done` goes with it and
+            // those waiting look again.
+            let connected = self.connect(ttl).await;
+            let reserved = connected.map(|client| {
+                let session = Arc::new(Session { client, asked: ttl });
+                let (serial, sessions) = {
+                    let mut book = self.book();
+                    (book.install(ttl, session.clone()), book.sessions())
+                };
+                tracing::info!(
+                    session = %session.id(),
+                    sessions,
+                    ?ttl,
+                    timeout = ?session.client.session_timeout(),
+                    hosts = %self.target.hosts,
+                    "started a zookeeper session for this registry's leases of this TTL"
+                );
+                Reservation { registry: self.clone(), serial, session, written: None, granted: false }
+            });
+            lock(&self.connecting).remove(&ttl);
+            done.send_replace(Some(reserved.as_ref().map(|_| ()).map_err(Clone::clone)));
+            return reserved;
+        }
+    }
+
+    /// Start the task ending leases nobody keeps alive, if it is not
+    /// running.
+    fn start_expiring(self: &Arc<Self>) {
+        if !self.expiring.swap(true, Ordering::AcqRel) {
+            tokio::spawn(expire_abandoned(Arc::downgrade(self), self.wake.clone()));
+        }
+    }
+
+    /// Lease `id` is lost (its session ended, its node is gone or not
+    /// ours): forget it.
+    fn lose(&self, id: u64, why: &str) {
+        let removed = self.book().remove(id);
+        if let Some((entry, closed)) = removed {
+            tracing::debug!(lease = id, session = %entry.session.id(), path = %entry.path, why, "lease lost");
+            if closed.is_some() {
+                tracing::debug!(session = %entry.session.id(), "closing a zookeeper session that holds no lease");
+            }
+        }
+    }
+
+    /// `session` (serial `serial`) ended: new registrations get a new one.
+    fn forget_session(&self, session: &Session, serial: u64) {
+        let users = self.book().forget(session.asked, serial);
+        if let Some(users) = users {
+            session_ended(session, users);
+        }
     }
 
     /// The watching task of `service`, started if it is not running.
     fn tracker(self: &Arc<Self>, service: &str) -> Arc<Tracker> {
-        let mut services = match self.services.lock() {
-            Ok(services) => services,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut services = lock(&self.services);
         if let Some(tracker) = services.get(service) {
             return tracker.clone();
         }
@@ -249,52 +475,85 @@ impl ZooKeeperRegistry {
                 name.len()
             )));
         }
-        let client = self.connect(ttl).await?;
+        self.start_expiring();
+        let mut reservation = self.reserve(ttl).await?;
+        let session = reservation.session.clone();
+        let client = &session.client;
         let providers = self.target.providers(&instance.service);
         timed(CALL_TIMEOUT, client.mkdir(&providers, &persistent())).await.map_err(registry_error)?;
         let path = format!("{providers}/{name}");
         let mut attempts = 0;
-        loop {
+        let replaced = loop {
             attempts += 1;
             // The id's current nodes (a restart's, or an earlier lease's)
             // are replaced in the same transaction: one change for watchers.
             let children =
                 timed(CALL_TIMEOUT, client.list_children(&providers)).await.map_err(registry_error)?;
             let mut multi = client.new_multi_writer();
+            let mut replaced = Vec::new();
             for child in &children {
                 let same_id = url::decode_node(&instance.service, child)
                     .ok()
                     .flatten()
                     .is_some_and(|provider| provider.instance.id == instance.id);
                 if same_id {
-                    multi.add_delete(&format!("{providers}/{child}"), None).map_err(registry_error)?;
+                    let old = format!("{providers}/{child}");
+                    multi.add_delete(&old, None).map_err(registry_error)?;
+                    replaced.push(old);
                 }
             }
             multi.add_create(&path, instance.addr.as_bytes(), &ephemeral()).map_err(registry_error)?;
+            reservation.written = Some(path.clone());
             match timed(CALL_TIMEOUT, async { multi.commit().await.map_err(zk::Error::from) }).await {
-                Ok(_) => break,
+                Ok(_) => break replaced,
                 // Raced with another writer of this id: look again.
-                Err(zk::Error::NoNode | zk::Error::NodeExists) if attempts < 5 => continue,
-                Err(err) => return Err(registry_error(err)),
+                Err(zk::Error::NoNode | zk::Error::NodeExists) if attempts < 5 => {
+                    reservation.written = None;
+                    continue;
+                }
+                Err(err) => {
+                    // Refused for certain: nothing was written. Otherwise
+                    // (no answer) the node may be there; dropping the
+                    // reservation deletes it.
+                    if !matches!(err, zk::Error::Timeout | zk::Error::ConnectionLoss) {
+                        reservation.written = None;
+                    }
+                    return Err(registry_error(err));
+                }
+            }
+        };
+        let id = LEASE_IDS.fetch_add(1, Ordering::Relaxed);
+        let lease_ttl = client.session_timeout();
+        let (granted, ended) = {
+            let mut book = self.book();
+            // Leases of ours whose nodes the transaction deleted are over.
+            let mut ended: Vec<_> =
+                replaced.iter().filter(|old| **old != path).filter_map(|old| book.take_holder(old)).collect();
+            let granted = book.grant(id, reservation.held(), path.clone(), lease_ttl, Instant::now());
+            reservation.granted = true;
+            ended.extend(granted.replaced);
+            (granted.earliest, ended)
+        };
+        if granted {
+            self.wake.notify_one();
+        }
+        for (old, closed) in ended {
+            tracing::debug!(lease = old.id, path = %old.path, by = id, "lease ended: its id was registered again");
+            if closed.is_some() {
+                tracing::debug!(session = %old.session.id(), "closing a zookeeper session that holds no lease");
             }
         }
-        let id = lease_id(client.session_id());
-        let ttl = client.session_timeout();
-        let session =
-            Arc::new(LeaseSession { client, path, ttl, renewed: std::sync::Mutex::new(Instant::now()) });
-        if let Ok(mut leases) = self.leases.lock() {
-            leases.insert(id, session);
-        }
-        tokio::spawn(expire_when_abandoned(Arc::downgrade(self), id));
-        Ok(Lease { id, ttl, service: instance.service, instance_id: instance.id })
+        tracing::debug!(lease = id, session = %session.id(), %path, ttl = ?lease_ttl, "registered");
+        Ok(Lease { id, ttl: lease_ttl, service: instance.service, instance_id: instance.id })
     }
 
     async fn keep_alive(&self, lease: &Lease) -> Result<(), RegistryError> {
-        let Some(session) = self.lease(lease.id) else { return Err(RegistryError::LeaseNotFound(lease.id)) };
-        if let Ok(mut renewed) = session.renewed.lock() {
-            *renewed = Instant::now();
-        }
-        match session.client.state() {
+        // Renewed first: the call itself shows the owner is alive, even if
+        // ZooKeeper cannot be asked right now.
+        let Some(entry) = self.book().renew(lease.id, Instant::now()) else {
+            return Err(RegistryError::LeaseNotFound(lease.id));
+        };
+        match entry.session.client.state() {
             zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {}
             // The session may well be alive: ZooKeeper keeps it for its
             // timeout, and the client reconnects within it if it can.
@@ -302,16 +561,26 @@ impl ZooKeeperRegistry {
                 return Err(unavailable("disconnected; reconnecting within the session timeout"));
             }
             zk::SessionState::Expired | zk::SessionState::Closed | zk::SessionState::AuthFailed => {
-                self.end_lease(lease.id);
+                self.forget_session(&entry.session, entry.serial);
+                self.lose(lease.id, "its session ended");
                 return Err(RegistryError::LeaseNotFound(lease.id));
             }
         }
-        match timed(CALL_TIMEOUT, session.client.check_stat(&session.path)).await {
-            Ok(Some(stat)) if stat.ephemeral_owner.cast_unsigned() == lease.id => Ok(()),
+        match timed(CALL_TIMEOUT, entry.session.client.check_stat(&entry.path)).await {
+            // Still ours, unless deregistered, replaced or run out meanwhile.
+            Ok(Some(stat)) if entry.session.owns(&stat) => match self.book().get(lease.id) {
+                Some(_) => Ok(()),
+                None => Err(RegistryError::LeaseNotFound(lease.id)),
+            },
             // Gone (replaced by another registration of the id, or deleted
-            // by hand), or expired meanwhile: register again.
-            Ok(_) | Err(zk::Error::SessionExpired | zk::Error::ClientClosed | zk::Error::AuthFailed) => {
-                self.end_lease(lease.id);
+            // by hand), or another session's: register again.
+            Ok(_) => {
+                self.lose(lease.id, "its node is gone or another session's");
+                Err(RegistryError::LeaseNotFound(lease.id))
+            }
+            Err(zk::Error::SessionExpired | zk::Error::ClientClosed | zk::Error::AuthFailed) => {
+                self.forget_session(&entry.session, entry.serial);
+                self.lose(lease.id, "its session ended");
                 Err(RegistryError::LeaseNotFound(lease.id))
             }
             Err(err) => Err(registry_error(err)),
@@ -319,25 +588,76 @@ impl ZooKeeperRegistry {
     }
 
     async fn deregister(&self, lease: &Lease) -> Result<(), RegistryError> {
-        let Some(session) = self.end_lease(lease.id) else {
+        let Some(entry) = self.book().get(lease.id).cloned() else {
             return Err(RegistryError::LeaseNotFound(lease.id));
         };
-        // Deleted now, not when the session's closing is processed: a
-        // listing right after must not show it. Only if it is still this
-        // session's (another registration of the id may have replaced it).
-        let deleted = async {
-            match session.client.check_stat(&session.path).await? {
-                Some(stat) if stat.ephemeral_owner.cast_unsigned() == lease.id => {
-                    match session.client.delete(&session.path, Some(stat.version)).await {
-                        Ok(()) | Err(zk::Error::NoNode) => Ok(()),
-                        Err(err) => Err(err),
+        // Deleted now: a listing right after must not show it. The lease
+        // stays until then, so if ZooKeeper does not answer, it runs out
+        // and the expiring task deletes the node (the session, shared,
+        // would keep it).
+        match delete_owned(&entry.session, &entry.path).await {
+            // Its session ended: ZooKeeper deleted the node with it.
+            Ok(()) | Err(zk::Error::SessionExpired | zk::Error::ClientClosed) => {}
+            Err(err) => return Err(registry_error(err)),
+        }
+        let removed = self.book().remove(lease.id);
+        if let Some((_, Some(session))) = removed {
+            tracing::debug!(session = %session.id(), "closing a zookeeper session that holds no lease");
+        }
+        Ok(())
+    }
+
+    /// Delete the nodes of the leases due now, in batches; a deletion that
+    /// fails is tried again later. How many failed, and the first error.
+    async fn expire_due(&self) -> (usize, Option<zk::Error>) {
+        let mut failed = 0usize;
+        let mut first = None;
+        loop {
+            let (due, closed) = self.book().take_due(Instant::now(), EXPIRE_BATCH);
+            if due.is_empty() {
+                return (failed, first);
+            }
+            let results = futures_util::future::join_all(due.iter().map(|entry| self.expire(entry))).await;
+            for (entry, result) in due.iter().zip(results) {
+                match result {
+                    Ok(()) => self.book().finish(entry.id),
+                    Err(err) => {
+                        failed += 1;
+                        first.get_or_insert(err);
+                        self.book().retry(entry.id, Instant::now() + RETRY_DELETE);
                     }
                 }
-                _ => Ok(()),
             }
-        };
-        // Dropping `session` afterwards closes the session either way.
-        timed(CALL_TIMEOUT, deleted).await.map_err(registry_error)
+            for session in closed {
+                tracing::debug!(session = %session.id(), "closing a zookeeper session that holds no lease");
+            }
+        }
+    }
+
+    /// Delete the node of a lease that ran out (`Err`: try again later).
+    async fn expire(&self, entry: &Entry<Arc<Session>>) -> Result<(), zk::Error> {
+        match entry.session.client.state() {
+            // ZooKeeper deleted the session's nodes with it.
+            state if state.is_terminated() => return Ok(()),
+            // Not asked while it cannot answer: requests would wait out
+            // their timeout, batch after batch.
+            zk::SessionState::Disconnected => return Err(zk::Error::ConnectionLoss),
+            _ => {}
+        }
+        if self.book().holder(&entry.path) != Some(entry.id) {
+            return Ok(()); // a new registration of the id took the node
+        }
+        tracing::debug!(
+            lease = entry.id,
+            session = %entry.session.id(),
+            path = %entry.path,
+            ttl = ?entry.ttl,
+            "lease not kept alive within its TTL (or a registration that failed); deleting its node"
+        );
+        match delete_owned(&entry.session, &entry.path).await {
+            Err(zk::Error::SessionExpired | zk::Error::ClientClosed) => Ok(()),
+            other => other,
+        }
     }
 
     async fn registrations(&self, service: Option<&str>) -> Result<Vec<Registration>, RegistryError> {
@@ -359,15 +679,23 @@ impl ZooKeeperRegistry {
                 Err(err) => return Err(registry_error(err)),
             };
             let stats = read_stats(&client, &providers, &children).await.map_err(registry_error)?;
+            let book = self.book();
             for (name, stat) in children.iter().zip(stats) {
                 let Some(stat) = stat else { continue };
-                if let Some(provider) = decode_logged(&service, name) {
-                    registrations.push(Registration {
-                        instance: provider.instance,
-                        lease: stat.ephemeral_owner.cast_unsigned(),
-                        registered_unix_ms: provider.registered_unix_ms,
-                    });
-                }
+                let Some(provider) = decode_logged(&service, name) else { continue };
+                // Our lease id for the nodes this handle holds; for the
+                // others (other processes', or handles') the session
+                // owning the node, all that can be known of their lease.
+                let lease = book
+                    .holder(&format!("{providers}/{name}"))
+                    .and_then(|id| book.get(id))
+                    .filter(|entry| entry.session.owns(&stat))
+                    .map_or(stat.ephemeral_owner.cast_unsigned(), |entry| entry.id);
+                registrations.push(Registration {
+                    instance: provider.instance,
+                    lease,
+                    registered_unix_ms: provider.registered_unix_ms,
+                });
             }
         }
         registrations.sort_by(|a, b| {
@@ -377,26 +705,58 @@ impl ZooKeeperRegistry {
     }
 }
 
-/// End lease `id` once nobody has kept it alive for its TTL: closing the
-/// session deletes its node, as ZooKeeper does for a process that died.
-async fn expire_when_abandoned(registry: Weak<ZooKeeperRegistry>, id: u64) {
+impl Drop for ZooKeeperRegistry {
+    fn drop(&mut self) {
+        // The expiring task holds only a `Weak` while it sleeps: let it
+        // find the registry gone now rather than at the next deadline.
+        self.wake.notify_one();
+    }
+}
+
+/// Log that a session of leases ended, with `users` leases (and
+/// registrations under way) it held.
+fn session_ended(session: &Session, users: usize) {
+    tracing::warn!(
+        session = %session.id(),
+        state = %session.client.state(),
+        leases = users,
+        "zookeeper session of leases ended (ZooKeeper deleted its nodes); each lease is reported lost \
+         at its next keep-alive, and new registrations get a new session"
+    );
+}
+
+/// End the leases of `registry` nobody keeps alive, each at its deadline:
+/// sleep until the earliest (or a new earlier one), delete what is due.
+/// Ends with the registry.
+async fn expire_abandoned(registry: Weak<ZooKeeperRegistry>, wake: Arc<Notify>) {
+    // Failed deletions are retried every second while ZooKeeper cannot be
+    // asked: warn at most once every 30 s.
+    let mut warned: Option<Instant> = None;
     loop {
-        let Some(deadline) = registry
-            .upgrade()
-            .and_then(|registry| registry.lease(id))
-            .and_then(|session| session.renewed.lock().ok().map(|renewed| *renewed + session.ttl))
-        else {
-            return; // deregistered, lost, or the registry is gone
+        let (next, (failed, err)) = {
+            let Some(registry) = registry.upgrade() else { return };
+            let outcome = registry.expire_due().await;
+            (registry.book().next_deadline(), outcome)
         };
-        if Instant::now() >= deadline {
-            if let Some(registry) = registry.upgrade()
-                && let Some(session) = registry.end_lease(id)
-            {
-                tracing::debug!(lease = id, path = %session.path, "lease not kept alive within its TTL; closing its session");
+        match err {
+            Some(err) if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) => {
+                tracing::warn!(failed, %err, "could not delete the nodes of leases that ran out; trying again");
+                warned = Some(Instant::now());
             }
-            return;
+            Some(err) => {
+                tracing::debug!(failed, %err, "could not delete the nodes of leases that ran out; trying again")
+            }
+            None => {}
         }
-        tokio::time::sleep_until(deadline.into()).await;
+        match next {
+            Some(deadline) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline.into()) => {}
+                    () = wake.notified() => {}
+                }
+            }
+            None => wake.notified().await,
+        }
     }
 }
 
