@@ -954,8 +954,14 @@ async fn registrations_name_the_protocols_the_server_answers() {
     assert_eq!(
         protocols,
         vec![
-            vec!["courier".to_owned(), "grpc".to_owned()],
-            vec!["courier".to_owned(), "grpc".to_owned(), "jsonrpc".to_owned(), "http".to_owned()],
+            vec!["courier".to_owned(), "grpc".to_owned(), "gorpc".to_owned()],
+            vec![
+                "courier".to_owned(),
+                "grpc".to_owned(),
+                "jsonrpc".to_owned(),
+                "http".to_owned(),
+                "gorpc".to_owned()
+            ],
         ],
         "what each server switched on (all four are compiled into the tests)"
     );

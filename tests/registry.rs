@@ -9,7 +9,8 @@ use courier::registry::{Registry, Revision};
 use courier_tests::{
     CalculatorClient, ChildServer, EtcdServer, RedisServer, WhoamiClient, ZooKeeper,
     contract_a_kept_alive_lease_lives_and_an_abandoned_one_expires,
-    contract_a_resumed_watch_gets_exactly_the_changes_since,
+    contract_a_killed_provider_goes_within_its_ttl_and_a_stopped_one_at_once,
+    contract_a_restart_under_load_fails_no_call, contract_a_resumed_watch_gets_exactly_the_changes_since,
     contract_a_watch_resumed_from_before_compaction_gets_a_complete_reset,
     contract_deregistering_removes_at_once, contract_registering_again_is_an_update,
     contract_registrations_are_listed_and_nonsense_is_refused,
@@ -335,170 +336,11 @@ async fn etcd_eventually(etcd: &EtcdServer, args: &[&str], wanted: impl Fn(&str)
 // What only Redis must survive: it is a store of keys, not a registry, so
 // expiry, restarts and other writers are courier's to handle.
 
-/// The names a consumer routes to, by instance count.
-fn known(client: &WhoamiClient) -> usize {
-    client.channel().instances().map_or(0, |instances| instances.len())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_registry_refuses_takeovers_and_oversized_instances() {
     let backend = redis().await;
     within(TEST_LIMIT, "the ownership contract", registry_ownership_contract(&backend.registry, "redis"))
         .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_a_killed_provider_goes_within_its_ttl_and_a_stopped_one_at_once() {
-    within(TEST_LIMIT, "redis_a_killed_provider_goes_within_its_ttl_and_a_stopped_one_at_once", async {
-        const TTL: Duration = Duration::from_secs(2);
-        let redis = RedisServer::launch().await;
-        let url = redis.url();
-        let registry = courier::registry::connect(&url).await.expect("connect");
-        let binary = env!("CARGO_BIN_EXE_courier-test-server");
-        let args = ["--registry", url.as_str(), "--name", "victim", "--ttl-ms", "2000"];
-        let args: Vec<String> = args.iter().map(|&arg| arg.to_owned()).collect();
-        let victim = tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            ChildServer::start_anywhere(binary, &args)
-        })
-        .await
-        .expect("start the test server");
-        let _stays = start_provider(&registry, "stays", |b| b).await;
-        let leaves = start_provider(&registry, "leaves", |b| b).await;
-        let client = WhoamiClient::discover(&registry, "Whoami").no_cache().build().await.expect("discover");
-        assert!(
-            eventually(Duration::from_secs(5), || known(&client) == 3).await,
-            "three providers discovered"
-        );
-
-        // Stopped gracefully: deregistered, gone from the consumer at once.
-        let stopping = std::time::Instant::now();
-        let shutdown = tokio::spawn(leaves.shutdown());
-        let gone = eventually(Duration::from_millis(500), || known(&client) == 2).await;
-        let took = stopping.elapsed();
-        assert!(gone, "a stopped provider is gone within 500 ms: {:?}", client.channel().instances());
-        shutdown.await.expect("shutdown task").expect("graceful shutdown");
-
-        // SIGKILLed: no deregistration; its lease runs out and a reaper
-        // removes it.
-        let killed = std::time::Instant::now();
-        tokio::task::spawn_blocking(move || victim.kill()).await.expect("kill the test server");
-        let gone = eventually(TTL + Duration::from_secs(1), || known(&client) == 1).await;
-        let expired = killed.elapsed();
-        assert!(gone, "a killed provider is gone within TTL + 1 s: {:?}", client.channel().instances());
-        eprintln!("stopped provider gone after {took:?}, killed one after {expired:?} (TTL {TTL:?})");
-        for _ in 0..10 {
-            assert_eq!(client.name().await.expect("call"), "stays");
-        }
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_restarted_under_load_fails_no_call_and_keeps_every_registration() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-    within(TEST_LIMIT, "redis_restarted_under_load_fails_no_call_and_keeps_every_registration", async {
-        let redis = RedisServer::launch().await;
-        let registry = courier::registry::connect(&redis.url()).await.expect("connect");
-        let p1 = start_provider(&registry, "p1", |b| b).await;
-        let p2 = start_provider(&registry, "p2", |b| b).await;
-        let client = WhoamiClient::discover(&registry, "Whoami").no_cache().build().await.expect("discover");
-        assert!(eventually(Duration::from_secs(5), || known(&client) == 2).await);
-        let mut watch = registry.watch("Whoami", None).await.expect("watch");
-        match courier_tests::next_event(&mut watch).await {
-            courier::registry::WatchEvent::Reset { instances, .. } => assert_eq!(instances.len(), 2),
-            other => panic!("expected the full set first, got {other:?}"),
-        }
-
-        // Four callers and a watch on the consumer's view, all along.
-        let stop = Arc::new(AtomicBool::new(false));
-        let (calls, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let callers: Vec<_> = (0..4)
-            .map(|_| {
-                let (client, stop, calls, failures) =
-                    (client.clone(), stop.clone(), calls.clone(), failures.clone());
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::SeqCst) {
-                        match client.name().await {
-                            Ok(_) => calls.fetch_add(1, Ordering::SeqCst),
-                            Err(status) => {
-                                eprintln!("failed call: {status}");
-                                failures.fetch_add(1, Ordering::SeqCst)
-                            }
-                        };
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                })
-            })
-            .collect();
-        let smallest = tokio::spawn({
-            let (client, stop) = (client.clone(), stop.clone());
-            async move {
-                let mut smallest = usize::MAX;
-                while !stop.load(Ordering::SeqCst) {
-                    smallest = smallest.min(known(&client));
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                smallest
-            }
-        });
-        assert!(eventually(Duration::from_secs(10), || calls.load(Ordering::SeqCst) >= 50).await);
-
-        // SIGKILL Redis; a second later, start it again on its data.
-        let mut redis = tokio::task::spawn_blocking(move || {
-            let mut redis = redis;
-            redis.kill();
-            redis
-        })
-        .await
-        .expect("kill Redis");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let redis = tokio::task::spawn_blocking(move || {
-            redis.restart();
-            redis
-        })
-        .await
-        .expect("restart Redis");
-        // Past a TTL after the restart: providers must have renewed (or
-        // registered again).
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let listed = within(Duration::from_secs(10), "list", registry.list("Whoami")).await.expect("list");
-        let mut addrs: Vec<String> = listed.instances.iter().map(|i| i.addr.clone()).collect();
-        addrs.sort_unstable();
-        let mut expected = vec![p1.local_addr().to_string(), p2.local_addr().to_string()];
-        expected.sort_unstable();
-        assert_eq!(addrs, expected, "both providers are registered after the restart");
-
-        // The watch opened before the restart still follows: a provider
-        // arriving now is an Add, and nothing went away meanwhile.
-        let p3 = start_provider(&registry, "p3", |b| b).await;
-        let p3_addr = p3.local_addr().to_string();
-        loop {
-            match courier_tests::next_event(&mut watch).await {
-                courier::registry::WatchEvent::Add { instance, .. } if instance.addr == p3_addr => break,
-                courier::registry::WatchEvent::Remove { id, .. } => panic!("{id} was removed by the restart"),
-                courier::registry::WatchEvent::Reset { instances, .. } => {
-                    assert!(instances.len() >= 2, "a Reset after the restart lost instances: {instances:?}");
-                }
-                _ => {}
-            }
-        }
-        assert!(eventually(Duration::from_secs(5), || known(&client) == 3).await, "the consumer sees p3");
-
-        stop.store(true, Ordering::SeqCst);
-        for caller in callers {
-            within(Duration::from_secs(10), "a caller to stop", caller).await.expect("caller");
-        }
-        let smallest = within(Duration::from_secs(5), "the view watcher", smallest).await.expect("watcher");
-        let (calls, failures) = (calls.load(Ordering::SeqCst), failures.load(Ordering::SeqCst));
-        assert_eq!(failures, 0, "no call failed during or after the restart");
-        assert!(calls > 200, "calls kept flowing: {calls}");
-        assert_eq!(smallest, 2, "the consumer never lost an instance");
-        drop(redis);
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -742,6 +584,140 @@ async fn redis_large_services_are_listed_in_pages_and_reaped_in_batches() {
         );
         // The last lease (registered at `registered`) ends at `registered + 1 s`.
         assert!(gone_after < registered + Duration::from_secs(2), "reaped within TTL + 1 s: {gone_after:?}");
+    })
+    .await;
+}
+
+// The contract's process-level half, for every backend that runs as a
+// server of its own (mem:// lives and dies with its process): providers
+// SIGKILLed or stopped, and the registry's server crashing under load.
+
+/// The test server binary: a provider in a process of its own, or the
+/// bundled registry (`--registry-data`).
+const TEST_SERVER: &str = env!("CARGO_BIN_EXE_courier-test-server");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundled_registry_a_killed_provider_goes_within_its_ttl_and_a_stopped_one_at_once() {
+    let backend = bundled().await;
+    let url = backend.registry.url().to_owned();
+    within(TEST_LIMIT, "killed and stopped providers", async {
+        contract_a_killed_provider_goes_within_its_ttl_and_a_stopped_one_at_once(
+            &backend.registry,
+            &url,
+            TEST_SERVER,
+        )
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_registry_a_killed_provider_goes_within_its_ttl_and_a_stopped_one_at_once() {
+    let backend = etcd().await;
+    let url = backend.registry.url().to_owned();
+    within(TEST_LIMIT, "killed and stopped providers", async {
+        contract_a_killed_provider_goes_within_its_ttl_and_a_stopped_one_at_once(
+            &backend.registry,
+            &url,
+            TEST_SERVER,
+        )
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_registry_a_killed_provider_goes_within_its_ttl_and_a_stopped_one_at_once() {
+    let backend = zookeeper().await;
+    let url = backend.registry.url().to_owned();
+    within(TEST_LIMIT, "killed and stopped providers", async {
+        contract_a_killed_provider_goes_within_its_ttl_and_a_stopped_one_at_once(
+            &backend.registry,
+            &url,
+            TEST_SERVER,
+        )
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_registry_a_killed_provider_goes_within_its_ttl_and_a_stopped_one_at_once() {
+    let redis = RedisServer::launch().await;
+    let url = redis.url();
+    let registry = courier::registry::connect(&url).await.expect("connect");
+    within(TEST_LIMIT, "killed and stopped providers", async {
+        contract_a_killed_provider_goes_within_its_ttl_and_a_stopped_one_at_once(
+            &registry,
+            &url,
+            TEST_SERVER,
+        )
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundled_registry_restarted_under_load_fails_no_call() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().to_str().expect("utf-8 path").to_owned();
+    let process = ChildServer::start_anywhere(TEST_SERVER, &["--registry-data", &data]);
+    // Restarted on the port it bound, so its clients find it again.
+    let addr = process.addr;
+    let registry = courier::registry::connect(&format!("courier://{addr}")).await.expect("connect");
+    let mut restarted = None;
+    within(TEST_LIMIT, "a restart under load", async {
+        contract_a_restart_under_load_fails_no_call(&registry, || async {
+            tokio::task::block_in_place(|| {
+                process.kill();
+                std::thread::sleep(Duration::from_secs(1));
+                restarted = Some(ChildServer::start_with(TEST_SERVER, addr, &["--registry-data", &data]));
+            });
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_registry_restarted_under_load_fails_no_call() {
+    let mut etcd = EtcdServer::launch().await;
+    let registry = courier::registry::connect(&format!("etcd://{}", etcd.endpoint)).await.expect("connect");
+    within(TEST_LIMIT, "a restart under load", async {
+        contract_a_restart_under_load_fails_no_call(&registry, || async {
+            tokio::task::block_in_place(|| etcd.restart());
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_registry_restarted_under_load_fails_no_call() {
+    let mut zookeeper = ZooKeeper::launch().await;
+    let registry = courier::registry::connect(&zookeeper.url()).await.expect("connect");
+    within(TEST_LIMIT, "a restart under load", async {
+        contract_a_restart_under_load_fails_no_call(&registry, || async {
+            tokio::task::block_in_place(|| zookeeper.restart());
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_registry_restarted_under_load_fails_no_call() {
+    let mut redis = RedisServer::launch().await;
+    let registry = courier::registry::connect(&redis.url()).await.expect("connect");
+    within(TEST_LIMIT, "a restart under load", async {
+        contract_a_restart_under_load_fails_no_call(&registry, || async {
+            tokio::task::block_in_place(|| {
+                redis.kill();
+                std::thread::sleep(Duration::from_secs(1));
+                redis.restart();
+            });
+        })
+        .await;
     })
     .await;
 }

@@ -329,3 +329,193 @@ pub async fn next_event(watch: &mut WatchStream) -> WatchEvent {
         .expect("the watch is still open")
         .expect("no watch error")
 }
+
+/// How many instances a consumer of `Whoami` routes to now.
+fn routed(client: &crate::WhoamiClient) -> usize {
+    client.channel().instances().map_or(0, |instances| instances.len())
+}
+
+/// A provider process SIGKILLed (no deregistration: its lease just stops
+/// being renewed) is gone from consumers within its TTL + 1 s; one stopped
+/// gracefully is gone at once, as it deregisters; the one left keeps
+/// serving. `url` reaches the same registry from another process (the
+/// test server `binary`, which registers `Whoami` under a 2 s TTL).
+pub async fn contract_a_killed_provider_goes_within_its_ttl_and_a_stopped_one_at_once(
+    registry: &Registry,
+    url: &str,
+    binary: &'static str,
+) {
+    let ttl = Duration::from_secs(2);
+    let args = [
+        "--registry".to_owned(),
+        url.to_owned(),
+        "--name".into(),
+        "victim".into(),
+        "--ttl-ms".into(),
+        "2000".into(),
+    ];
+    let victim = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::ChildServer::start_anywhere(binary, &args)
+    })
+    .await
+    .expect("start the test server");
+    let _stays = crate::start_provider(registry, "stays", |b| b).await;
+    let leaves = crate::start_provider(registry, "leaves", |b| b).await;
+    let client =
+        crate::WhoamiClient::discover(registry, "Whoami").no_cache().build().await.expect("discover");
+    assert!(
+        crate::eventually(Duration::from_secs(10), || routed(&client) == 3).await,
+        "three providers discovered"
+    );
+
+    // Stopped gracefully: deregistered, gone from the consumer at once.
+    let stopping = Instant::now();
+    let shutdown = tokio::spawn(leaves.shutdown());
+    let gone = crate::eventually(Duration::from_millis(500), || routed(&client) == 2).await;
+    let took = stopping.elapsed();
+    assert!(gone, "a stopped provider is gone within 500 ms: {:?}", client.channel().instances());
+    shutdown.await.expect("shutdown task").expect("graceful shutdown");
+
+    // SIGKILLed: its lease runs out.
+    let killed = Instant::now();
+    tokio::task::spawn_blocking(move || victim.kill()).await.expect("kill the test server");
+    let gone = crate::eventually(ttl + Duration::from_secs(1), || routed(&client) == 1).await;
+    let expired = killed.elapsed();
+    assert!(gone, "a killed provider is gone within TTL + 1 s: {:?}", client.channel().instances());
+    eprintln!("stopped provider gone after {took:?}, killed one after {expired:?} (TTL {ttl:?})");
+    for _ in 0..10 {
+        assert_eq!(within(LIMIT, "a call", client.name()).await.expect("call"), "stays");
+    }
+}
+
+/// The registry's server crashes and comes back (`restart` kills it and
+/// starts it again on its port and data) while a consumer calls a
+/// discovered service from four tasks: no call fails, the consumer never
+/// loses an instance, both providers are registered again (renewed or
+/// re-registered) a TTL after, and a watch opened before the crash follows
+/// what happens after it.
+pub async fn contract_a_restart_under_load_fails_no_call<F, Fut>(registry: &Registry, restart: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let p1 = crate::start_provider(registry, "p1", |b| b).await;
+    let p2 = crate::start_provider(registry, "p2", |b| b).await;
+    let client =
+        crate::WhoamiClient::discover(registry, "Whoami").no_cache().build().await.expect("discover");
+    assert!(crate::eventually(Duration::from_secs(10), || routed(&client) == 2).await);
+    let mut watch = within(LIMIT, "watch", registry.watch("Whoami", None)).await.expect("watch");
+    match next_event(&mut watch).await {
+        WatchEvent::Reset { instances, .. } => assert_eq!(instances.len(), 2),
+        other => panic!("expected the full set first, got {other:?}"),
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (calls, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, stop, calls, failures) =
+                (client.clone(), stop.clone(), calls.clone(), failures.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    match client.name().await {
+                        Ok(_) => calls.fetch_add(1, Ordering::SeqCst),
+                        Err(status) => {
+                            eprintln!("failed call: {status}");
+                            failures.fetch_add(1, Ordering::SeqCst)
+                        }
+                    };
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+        })
+        .collect();
+    let smallest = tokio::spawn({
+        let (client, stop) = (client.clone(), stop.clone());
+        async move {
+            let mut smallest = usize::MAX;
+            while !stop.load(Ordering::SeqCst) {
+                smallest = smallest.min(routed(&client));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            smallest
+        }
+    });
+    assert!(crate::eventually(Duration::from_secs(10), || calls.load(Ordering::SeqCst) >= 50).await);
+
+    restart().await;
+    // Past a TTL after the restart: providers must have renewed (or
+    // registered again).
+    tokio::time::sleep(TTL + Duration::from_secs(1)).await;
+    let mut expected = vec![p1.local_addr().to_string(), p2.local_addr().to_string()];
+    expected.sort_unstable();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = within(LIMIT, "list", registry.list("Whoami")).await;
+        let mut addrs: Vec<String> =
+            listed.iter().flat_map(|snapshot| snapshot.instances.iter().map(|i| i.addr.clone())).collect();
+        addrs.sort_unstable();
+        if addrs == expected {
+            break;
+        }
+        assert!(Instant::now() < deadline, "both providers are registered after the restart: {addrs:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The watch opened before the crash follows, as a consumer follows
+    // one: it may report the break (an error item) or end, and is then
+    // opened again from the last revision it showed. A provider arriving
+    // now is seen, and nothing went away meanwhile.
+    let p3 = crate::start_provider(registry, "p3", |b| b).await;
+    let p3_addr = p3.local_addr().to_string();
+    let seen = within(Duration::from_secs(20), "the watch to see p3", async {
+        let mut last = None;
+        loop {
+            let event = match tokio::time::timeout(Duration::from_secs(5), watch.next()).await {
+                Ok(Some(Ok(event))) => event,
+                Ok(Some(Err(err))) => {
+                    eprintln!("the watch reported the break: {err}");
+                    continue;
+                }
+                Ok(None) | Err(_) => {
+                    watch = within(LIMIT, "watch again", registry.watch("Whoami", last))
+                        .await
+                        .expect("watch again");
+                    continue;
+                }
+            };
+            last = Some(event.revision());
+            match event {
+                WatchEvent::Add { instance, .. } | WatchEvent::Update { instance, .. }
+                    if instance.addr == p3_addr =>
+                {
+                    return;
+                }
+                WatchEvent::Reset { instances, .. } if instances.iter().any(|i| i.addr == p3_addr) => return,
+                WatchEvent::Reset { instances, .. } => {
+                    assert!(instances.len() >= 2, "a Reset after the restart lost instances: {instances:?}");
+                }
+                _ => {}
+            }
+        }
+    });
+    seen.await;
+    assert!(
+        crate::eventually(Duration::from_secs(10), || routed(&client) == 3).await,
+        "the consumer sees p3"
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    for caller in callers {
+        within(Duration::from_secs(10), "a caller to stop", caller).await.expect("caller");
+    }
+    let smallest = within(Duration::from_secs(5), "the view watcher", smallest).await.expect("watcher");
+    let (calls, failures) = (calls.load(Ordering::SeqCst), failures.load(Ordering::SeqCst));
+    assert_eq!(failures, 0, "no call failed during or after the restart");
+    assert!(calls > 200, "calls kept flowing: {calls}");
+    assert_eq!(smallest, 2, "the consumer never lost an instance");
+}

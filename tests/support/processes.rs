@@ -213,12 +213,27 @@ impl EtcdServer {
             .unwrap_or_else(|why| panic!("etcd did not restart: {why}"))
     }
 
+    /// Kill etcd (SIGKILL) and start it again on the same ports and data:
+    /// a crash and a restart, as its clients see them.
+    pub fn restart(&mut self) {
+        self.stop();
+        let port = |endpoint: &str| endpoint.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
+        let client = port(&self.endpoint).expect("the endpoint has a port");
+        let data = std::mem::replace(&mut self._data, tempfile::tempdir().expect("a placeholder dir"));
+        *self = EtcdServer::start_in(client, self.peer_port, data)
+            .unwrap_or_else(|why| panic!("etcd did not restart: {why}"));
+    }
+
     fn start_on(client: u16, peer: u16) -> Result<EtcdServer, String> {
-        let data = tempfile::tempdir().expect("etcd data dir");
+        EtcdServer::start_in(client, peer, tempfile::tempdir().expect("etcd data dir"))
+    }
+
+    fn start_in(client: u16, peer: u16, data: tempfile::TempDir) -> Result<EtcdServer, String> {
         let client_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let log_path = data.path().join("etcd.log");
-        let log = std::fs::File::create(&log_path).expect("etcd log file");
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("etcd log file");
         let mut child = Command::new("sh")
             .args(["-c", ETCD_UNDER_LIFELINE, "etcd"])
             .args(["--name", "courier-test", "--data-dir"])

@@ -203,6 +203,24 @@ impl ZooKeeper {
         self.node.addr()
     }
 
+    /// SIGKILL the server and start it again on its port and data (a
+    /// crash and a restart), blocking until it serves again.
+    pub fn restart(&mut self) {
+        self.node.kill();
+        self.node = Node::spawn(self._dir.path());
+        let node = &self.node;
+        let serving = wait_until(START_TIMEOUT, || {
+            (node.mode().as_deref() == Some("standalone"))
+                .then_some(true)
+                .or((!node.alive()).then_some(false))
+        });
+        assert!(
+            serving,
+            "zookeeper did not serve again within {START_TIMEOUT:?}; its log ends:\n{}",
+            node.log_tail()
+        );
+    }
+
     /// `zookeeper://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("zookeeper://{}", self.addr())

@@ -12,7 +12,7 @@
 //! the server stops accepting.
 //!
 //! An instance registers the protocols the server actually answers on its
-//! port (`courier`, `grpc`, `jsonrpc`, `http`): those switched on in its
+//! port (`courier`, `grpc`, `jsonrpc`, `http`, `gorpc`): those switched on in its
 //! config and compiled in, so other tools and languages can pick one they
 //! speak.
 //!
@@ -470,6 +470,7 @@ mod tests {
         if cfg!(feature = "http-json") {
             expected.push("http");
         }
+        expected.push("gorpc");
         assert_eq!(all, expected);
         let no_json_rpc = advertised_protocols(Protocols::default().without(Protocol::JsonRpc));
         assert!(!no_json_rpc.iter().any(|p| p == "jsonrpc") && no_json_rpc.iter().any(|p| p == "courier"));
