@@ -94,6 +94,12 @@ pub fn sniff(bytes: &[u8]) -> Sniffed {
     if undecided {
         return Sniffed::NeedMore;
     }
+    // A JSON object at once: JSON-RPC, even before the rest arrives (a gob
+    // stream never starts so: a Go client's first message, the definition
+    // of rpc.Request, is 0x2f bytes long).
+    if first == b'{' {
+        return Sniffed::Is(Protocol::JsonRpc);
+    }
     match gob_start(bytes) {
         GobStart::Yes => return Sniffed::Is(Protocol::GoRpc),
         GobStart::NeedMore => return Sniffed::NeedMore,
@@ -120,6 +126,7 @@ mod tests {
         assert_eq!(sniff(b"GET / HTTP/1.1\r\n"), Sniffed::Is(Protocol::HttpJson));
         assert_eq!(sniff(br#"{"method":"Calculator.Add"}"#), Sniffed::Is(Protocol::JsonRpc));
         assert_eq!(sniff(b"\r\n  {"), Sniffed::Is(Protocol::JsonRpc));
+        assert_eq!(sniff(b"{"), Sniffed::Is(Protocol::JsonRpc), "a lone brace is JSON-RPC at once");
         assert_eq!(sniff(b"CONNECT /_goRPC_ HTTP/1.0\n\n"), Sniffed::Is(Protocol::GoRpc));
         assert_eq!(sniff(b"CONNECT example.com:443 HTTP/1.1\r\n"), Sniffed::Is(Protocol::HttpJson));
         // What Go's rpc.Dial client sends first.
