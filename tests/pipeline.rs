@@ -93,8 +93,24 @@ async fn call(protocol: Protocol, addr: SocketAddr, method: &str, args: Value) -
             );
             Answer::Err(Some(code), body["message"].as_str().expect("a message").to_owned())
         }
+        Protocol::GoRpc => {
+            // courier's own client in Go's wire (gob over TCP): what a Go
+            // rpc.Dial client sends and reads.
+            let channel = Channel::builder(addr.to_string()).go_rpc().connect().await.expect("connect");
+            match native_or_grpc(channel, method, args).await {
+                // Go's errors are strings: the code does not travel.
+                Answer::Err(_, message) => Answer::Err(None, message),
+                answer => answer,
+            }
+        }
         other => panic!("no client for {other:?}"),
     }
+}
+
+/// Whether `protocol` carries a status code (JSON-RPC and Go's net/rpc
+/// carry errors as strings).
+fn carries_codes(protocol: Protocol) -> bool {
+    !matches!(protocol, Protocol::JsonRpc | Protocol::GoRpc)
 }
 
 /// The generated clients, for the methods these tests call.
@@ -144,7 +160,7 @@ async fn a_layer_sees_the_same_calls_and_makes_the_same_outcome_on_every_protoco
             assert_eq!(sum, Answer::Ok(json!(5)), "{protocol:?}");
             // The layer's refusal, and the handler never ran.
             let refused = call(protocol, addr, "Calculator.Div", json!({"a": 1.0, "b": 0.0})).await;
-            let expected_code = (protocol != Protocol::JsonRpc).then_some(Code::PermissionDenied);
+            let expected_code = carries_codes(protocol).then_some(Code::PermissionDenied);
             assert_eq!(
                 refused,
                 Answer::Err(expected_code, "division is not allowed here".into()),
@@ -159,7 +175,7 @@ async fn a_layer_sees_the_same_calls_and_makes_the_same_outcome_on_every_protoco
             assert_eq!(seen, ["Probe.Header", "Calculator.Add", "Calculator.Div"], "{protocol:?}");
         }
         // Nothing else went through it, and every call knew its protocol.
-        assert_eq!(recorder.seen().len(), 12, "{:?}", recorder.seen());
+        assert_eq!(recorder.seen().len(), 3 * Protocol::ALL.len(), "{:?}", recorder.seen());
         let _ = server.shutdown().await;
     })
     .await;
@@ -197,7 +213,7 @@ async fn every_protocol_answers_a_handler_error_with_the_same_code_and_message()
         for protocol in Protocol::ALL {
             let args = json!({"code": Code::FailedPrecondition.as_u32(), "message": "the door is shut"});
             let answer = call(protocol, server.local_addr(), "Probe.Fail", args).await;
-            let code = (protocol != Protocol::JsonRpc).then_some(Code::FailedPrecondition);
+            let code = carries_codes(protocol).then_some(Code::FailedPrecondition);
             assert_eq!(answer, Answer::Err(code, "the door is shut".into()), "{protocol:?}");
         }
         let _ = server.shutdown().await;
@@ -216,7 +232,7 @@ async fn every_protocol_answers_a_limit_refusal_with_the_same_code_and_message()
         assert!(state.wait_until(Duration::from_secs(5), |s| s.started() == 1).await, "the holder runs");
         for protocol in Protocol::ALL {
             let answer = call(protocol, addr, "Calculator.Add", json!({"a": 1, "b": 1})).await;
-            let code = (protocol != Protocol::JsonRpc).then_some(Code::ResourceExhausted);
+            let code = carries_codes(protocol).then_some(Code::ResourceExhausted);
             let message = "the server is at its limit of 1 concurrent calls".to_owned();
             assert_eq!(answer, Answer::Err(code, message), "{protocol:?}");
         }
@@ -237,7 +253,7 @@ async fn every_protocol_answers_a_deadline_with_the_same_code_and_message() {
         let (server, state) = start_server(|b| b.call_timeout(Duration::from_millis(200))).await;
         for (n, protocol) in Protocol::ALL.into_iter().enumerate() {
             let answer = call(protocol, server.local_addr(), "Probe.Sleep", json!(10_000)).await;
-            let code = (protocol != Protocol::JsonRpc).then_some(Code::DeadlineExceeded);
+            let code = carries_codes(protocol).then_some(Code::DeadlineExceeded);
             let message = "the call's deadline passed while the server was handling it".to_owned();
             assert_eq!(answer, Answer::Err(code, message), "{protocol:?}");
             // The handler was dropped, not left running.
