@@ -157,9 +157,21 @@ async fn measure_backend(backend: Backend, config: &Config) -> Result<Measured, 
     let (p50, p99, missed) = watch_fan_out(&peer.url, config.watchers, config.changes, &errors).await?;
     (measured.watch_p50_ms, measured.watch_p99_ms, measured.watch_missed) = (p50, p99, missed);
     eprintln!("   watch fan-out: p50 {p50:.2} ms, p99 {p99:.2} ms, {missed} missed");
-    drop(clients);
-    measured.restart_seconds = restart(&mut peer, config.instances).await?;
+    // The clients stay: ZooKeeper's leases are their sessions (dropping
+    // them would delete every node), and the others' are not renewed
+    // meanwhile anyway.
+    // The last service, with as many instances as registered into it.
+    let last = populated_service(config.instances.saturating_sub(1));
+    let expected = leases.iter().filter(|(_, lease)| lease.service == last).count();
+    match restart(&mut peer, &last, expected).await {
+        Ok(seconds) => measured.restart_seconds = seconds,
+        Err(err) => {
+            measured.restart_seconds = f64::NAN;
+            errors.record(format!("restart: {err}"));
+        }
+    }
     eprintln!("   restart: {:.2} s", measured.restart_seconds);
+    drop(clients);
 
     measured.errors = errors.count.load(Ordering::Relaxed);
     measured.first_error = errors.first.lock().ok().and_then(|first| first.clone());
@@ -431,18 +443,16 @@ fn change_of(id: &str) -> Option<usize> {
 /// Marker instances listen (nominally) on this port plus the change number.
 const CHANGE_PORTS: usize = 20000;
 
-/// Crash the server and start it again; seconds until the last populated
-/// service is listed whole.
-async fn restart(peer: &mut Peer, instances: usize) -> Result<f64, BoxError> {
-    let service = populated_service(instances.saturating_sub(1));
-    let expected = instances - (instances.saturating_sub(1) / PER_SERVICE) * PER_SERVICE;
+/// Crash the server and start it again; seconds until `service` is listed
+/// with its `expected` instances.
+async fn restart(peer: &mut Peer, service: &str, expected: usize) -> Result<f64, BoxError> {
     let started = Instant::now();
     peer.crash_and_restart()?;
     let deadline = started + Duration::from_secs(300);
     loop {
         if let Ok(registry) = connect(&peer.url).await
             && let Ok(Ok(snapshot)) =
-                tokio::time::timeout(Duration::from_secs(5), registry.list(&service)).await
+                tokio::time::timeout(Duration::from_secs(5), registry.list(service)).await
             && snapshot.instances.len() >= expected
         {
             return Ok(started.elapsed().as_secs_f64());
