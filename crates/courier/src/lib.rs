@@ -53,21 +53,24 @@
 //! - [`service`](mod@service): the [`Service`] trait generated servers implement, and
 //!   descriptors.
 //! - [`codec`]: arguments and results to bytes ([`Codec::Binary`],
-//!   [`Codec::Json`], [`Codec::Protobuf`] for `.proto` services).
+//!   [`Codec::Json`], [`Codec::Protobuf`] for `.proto` services,
+//!   [`Codec::Gob`] for Go's `net/rpc`).
 //! - [`protocol`]: sans-IO wire formats ([`protocol::native`], gRPC's
-//!   framing, JSON-RPC, protocol sniffing).
+//!   framing, JSON-RPC, Go's `net/rpc`, protocol sniffing).
 //! - `transport`: frames over TCP (coalesced writer, reader, keepalive),
 //!   sniffed bytes replayed, HTTP/2 writes within the flow-control window.
 //! - [`server`]: accept, tell the protocol, route, limit, run, shut down;
-//!   native, gRPC, JSON-RPC and HTTP/JSON on one port.
-//! - [`client`]: channels (native or gRPC, one address or a discovered
-//!   service), client layers, connection pools, call options.
-//! - [`resilience`]: retries, outlier ejection, reconnect backoff.
+//!   native, gRPC, Go's `net/rpc` (gob), JSON-RPC and HTTP/JSON on one port.
+//! - [`client`]: channels (native, gRPC or a Go `net/rpc` server's wire, one
+//!   address or a discovered service), client layers, connection pools,
+//!   call options.
+//! - [`resilience`]: retries, budgets, hedging, circuit breakers,
+//!   fallbacks, reconnect backoff.
 //! - [`blocking`]: synchronous clients.
 //! - [`discovery`]: the model of registration and discovery: instances,
 //!   leases, watches, a consumer's cache, the [`registry::Registry`] handle.
 //! - [`registry`]: registries by URL and their backends (`mem`, `courier`,
-//!   `etcd`).
+//!   `etcd`, `zookeeper`, `redis`).
 //! - [`status`], [`context`], [`metadata`]: what crosses the wire with a call.
 //!
 //! ## Feature flags
@@ -82,9 +85,14 @@
 //! - `etcd` (off by default): the `etcd://` registry backend, through the
 //!   `etcd-client` crate. Building it needs `protoc`
 //!   (`apt-get install protobuf-compiler`).
+//! - `zookeeper` (off by default): the `zookeeper://` registry backend in
+//!   Apache Dubbo's layout, through the `zookeeper-client` crate.
+//! - `redis` (off by default): the `redis://` registry backend, through the
+//!   `redis` crate.
 //!
-//! The native protocol, JSON-RPC, the binary and JSON codecs, the blocking
-//! client and the `mem://` and `courier://` registries are always built.
+//! The native protocol, Go's `net/rpc` (gob), JSON-RPC, the binary, JSON
+//! and gob codecs, the blocking client and the `mem://` and `courier://`
+//! registries are always built.
 
 // Lets `#[courier::service]` (whose output names `::courier::...`) be used
 // inside this crate too, for the registry's own API.

@@ -26,7 +26,7 @@ use super::ticks::Ticks;
 /// window at a time.
 const BUCKETS: usize = 10;
 
-/// When a [`Breaker`] opens and how it recovers.
+/// When a circuit breaker (per instance, or per method) opens and how it recovers.
 ///
 /// ```
 /// use std::time::Duration;
