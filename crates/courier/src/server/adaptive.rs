@@ -183,10 +183,17 @@ impl Limiter {
         // Never 0, which means "no window yet".
         let at =
             u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX).max(1);
-        let _ = self.window_start.compare_exchange(0, at, Ordering::AcqRel, Ordering::Acquire);
+        // Plain loads first: the window has started and the peak is not
+        // beaten on almost every call, and a load costs far less than the
+        // locked read-modify-write it saves.
+        if self.window_start.load(Ordering::Acquire) == 0 {
+            let _ = self.window_start.compare_exchange(0, at, Ordering::AcqRel, Ordering::Acquire);
+        }
         let samples = self.samples.fetch_add(1, Ordering::AcqRel) + 1;
         self.total_nanos.fetch_add(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX), Ordering::AcqRel);
-        self.peak_in_flight.fetch_max(in_flight, Ordering::AcqRel);
+        if in_flight > self.peak_in_flight.load(Ordering::Acquire) {
+            self.peak_in_flight.fetch_max(in_flight, Ordering::AcqRel);
+        }
         let start = self.window_start.load(Ordering::Acquire);
         let lasted = Duration::from_nanos(at.saturating_sub(start));
         let long_enough =
