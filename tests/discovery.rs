@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use courier::Balance;
@@ -16,9 +16,10 @@ use courier::registry::{
 };
 use courier::service::BoxFuture;
 use courier_tests::registry_flood::WatchFlood;
+use courier_tests::routed as known;
 use courier_tests::{
-    ChildServer, ProbeClient, Proxy, WhoamiClient, eventually, free_port, start_observed_provider,
-    start_provider, start_registry, within,
+    ChildServer, Load, ProbeClient, Proxy, WhoamiClient, eventually, free_port, start_observed_provider,
+    start_provider, start_registry, watch_smallest_view, within,
 };
 
 async fn connect(addr: SocketAddr) -> Registry {
@@ -27,11 +28,6 @@ async fn connect(addr: SocketAddr) -> Registry {
 
 async fn discover(registry: &Registry, balance: Balance) -> WhoamiClient {
     WhoamiClient::discover(registry, "Whoami").balance(balance).no_cache().build().await.expect("discover")
-}
-
-/// The names the consumer currently routes to, from its instance set.
-fn known(client: &WhoamiClient) -> usize {
-    client.channel().instances().map_or(0, |instances| instances.len())
 }
 
 async fn shares(client: &WhoamiClient, calls: usize) -> HashMap<String, usize> {
@@ -149,75 +145,6 @@ async fn a_graceful_stop_disappears_at_once_and_fails_no_call() {
     assert!(stopped_in < Duration::from_secs(2), "{stopped_in:?}");
 }
 
-/// Calls in a loop until stopped; counts failures.
-struct Load {
-    stop: Arc<AtomicBool>,
-    failures: Arc<AtomicUsize>,
-    calls: Arc<AtomicUsize>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(client: &WhoamiClient, tasks: usize) -> Load {
-        let (stop, failures, calls) =
-            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let tasks = (0..tasks)
-            .map(|_| {
-                let (client, stop, failures, calls) =
-                    (client.clone(), stop.clone(), failures.clone(), calls.clone());
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::SeqCst) {
-                        match client.name().await {
-                            Ok(_) => calls.fetch_add(1, Ordering::SeqCst),
-                            Err(status) => {
-                                eprintln!("failed call: {status}");
-                                failures.fetch_add(1, Ordering::SeqCst)
-                            }
-                        };
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                })
-            })
-            .collect();
-        Load { stop, failures, calls, tasks }
-    }
-
-    /// Calls that succeeded so far.
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    /// Whether `calls` calls have succeeded within 10 s.
-    async fn wait_for_calls(&self, calls: usize) -> bool {
-        eventually(Duration::from_secs(10), || self.calls() >= calls).await
-    }
-
-    async fn finish(self) -> (usize, usize) {
-        self.stop.store(true, Ordering::SeqCst);
-        for task in self.tasks {
-            within(Duration::from_secs(10), "a load task to stop", task).await.expect("load task");
-        }
-        (self.calls.load(Ordering::SeqCst), self.failures.load(Ordering::SeqCst))
-    }
-}
-
-/// Records the smallest instance count a consumer had, every 5 ms.
-fn watch_smallest_view(client: &WhoamiClient) -> (Arc<AtomicBool>, tokio::task::JoinHandle<usize>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let task = tokio::spawn({
-        let (client, stop) = (client.clone(), stop.clone());
-        async move {
-            let mut smallest = usize::MAX;
-            while !stop.load(Ordering::SeqCst) {
-                smallest = smallest.min(known(&client));
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            smallest
-        }
-    });
-    (stop, task)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_and_restarting_the_registry_under_load_fails_nothing_and_removes_nothing() {
     let binary = env!("CARGO_BIN_EXE_courier-test-server");
@@ -272,7 +199,7 @@ async fn a_consumer_cut_off_from_the_registry_keeps_calling_and_catches_up_after
     first.shutdown().await.expect("graceful shutdown");
     let third = start_provider(&direct, "third", |b| b).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let during = load.calls.load(Ordering::SeqCst);
+    let during = load.calls();
     let stale: BTreeSet<String> =
         client.channel().instances().unwrap_or_default().into_iter().map(|i: Instance| i.addr).collect();
     proxy.unblock();

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use courier::registry::{Instance, Lease, Registry, RegistryError, Revision, WatchEvent, WatchStream};
 
+use crate::load::{Load, routed, watch_smallest_view};
 use crate::wait::within;
 
 const TTL: Duration = Duration::from_secs(2);
@@ -330,11 +331,6 @@ pub async fn next_event(watch: &mut WatchStream) -> WatchEvent {
         .expect("no watch error")
 }
 
-/// How many instances a consumer of `Whoami` routes to now.
-fn routed(client: &crate::WhoamiClient) -> usize {
-    client.channel().instances().map_or(0, |instances| instances.len())
-}
-
 /// A provider process SIGKILLed (no deregistration: its lease just stops
 /// being renewed) is gone from consumers within its TTL + 1 s; one stopped
 /// gracefully is gone at once, as it deregisters; the one left keeps
@@ -400,9 +396,6 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
     let p1 = crate::start_provider(registry, "p1", |b| b).await;
     let p2 = crate::start_provider(registry, "p2", |b| b).await;
     let client =
@@ -414,38 +407,9 @@ where
         other => panic!("expected the full set first, got {other:?}"),
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (calls, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let callers: Vec<_> = (0..4)
-        .map(|_| {
-            let (client, stop, calls, failures) =
-                (client.clone(), stop.clone(), calls.clone(), failures.clone());
-            tokio::spawn(async move {
-                while !stop.load(Ordering::SeqCst) {
-                    match client.name().await {
-                        Ok(_) => calls.fetch_add(1, Ordering::SeqCst),
-                        Err(status) => {
-                            eprintln!("failed call: {status}");
-                            failures.fetch_add(1, Ordering::SeqCst)
-                        }
-                    };
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            })
-        })
-        .collect();
-    let smallest = tokio::spawn({
-        let (client, stop) = (client.clone(), stop.clone());
-        async move {
-            let mut smallest = usize::MAX;
-            while !stop.load(Ordering::SeqCst) {
-                smallest = smallest.min(routed(&client));
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            smallest
-        }
-    });
-    assert!(crate::eventually(Duration::from_secs(10), || calls.load(Ordering::SeqCst) >= 50).await);
+    let load = Load::start(&client, 4);
+    let (stop_watching, smallest) = watch_smallest_view(&client);
+    assert!(load.wait_for_calls(50).await, "calls flow before the crash");
 
     restart().await;
     // Past a TTL after the restart: providers must have renewed (or
@@ -509,12 +473,9 @@ where
         "the consumer sees p3"
     );
 
-    stop.store(true, Ordering::SeqCst);
-    for caller in callers {
-        within(Duration::from_secs(10), "a caller to stop", caller).await.expect("caller");
-    }
+    let (calls, failures) = load.finish().await;
+    stop_watching.store(true, std::sync::atomic::Ordering::SeqCst);
     let smallest = within(Duration::from_secs(5), "the view watcher", smallest).await.expect("watcher");
-    let (calls, failures) = (calls.load(Ordering::SeqCst), failures.load(Ordering::SeqCst));
     assert_eq!(failures, 0, "no call failed during or after the restart");
     assert!(calls > 200, "calls kept flowing: {calls}");
     assert_eq!(smallest, 2, "the consumer never lost an instance");

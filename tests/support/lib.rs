@@ -9,6 +9,7 @@
 //! - `redis`: a real Redis server as a child process.
 //! - `zookeeper`: a real ZooKeeper server, and a 3-node ensemble, as child
 //!   processes.
+//! - `load`: a consumer under load, and the smallest view it had.
 //! - `netns`: test hosts in network namespaces on a bridge; link faults.
 //! - `python`, `go`: peers written in Python (grpcio) and Go (grpc-go).
 //! - `contract`: the registry contract every backend must pass.
@@ -18,6 +19,7 @@
 
 pub mod contract;
 pub mod go;
+pub mod load;
 pub mod netns;
 pub mod processes;
 pub mod python;
@@ -31,6 +33,7 @@ pub mod zookeeper;
 
 pub use self::redis::RedisServer;
 pub use contract::*;
+pub use load::{Load, routed, watch_smallest_view};
 pub use netns::{Host, Impairment, Lab};
 pub use processes::*;
 pub use raw::*;

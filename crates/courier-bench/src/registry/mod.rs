@@ -205,15 +205,7 @@ async fn register_round(
             })
         })
         .collect();
-    let started = Instant::now();
-    tokio::time::sleep(duration).await;
-    stop.store(true, Ordering::Relaxed);
-    let counted = done.load(Ordering::Relaxed);
-    let elapsed = started.elapsed().as_secs_f64();
-    for task in tasks {
-        let _ = task.await;
-    }
-    counted as f64 / elapsed
+    measure_rate(tasks, &stop, &done, duration).await
 }
 
 /// Register-and-deregister pairs per second, each client with one instance.
@@ -242,6 +234,17 @@ async fn flapping(clients: &[Registry], duration: Duration, errors: &Arc<Errors>
             })
         })
         .collect();
+    measure_rate(tasks, &stop, &done, duration).await
+}
+
+/// Let `tasks` run for `duration`, then stop them (`stop`); what they
+/// counted in `done` per second of it.
+async fn measure_rate(
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: &AtomicBool,
+    done: &AtomicU64,
+    duration: Duration,
+) -> f64 {
     let started = Instant::now();
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
@@ -322,15 +325,7 @@ async fn keep_alives(
             })
         })
         .collect();
-    let started = Instant::now();
-    tokio::time::sleep(duration).await;
-    stop.store(true, Ordering::Relaxed);
-    let counted = done.load(Ordering::Relaxed);
-    let elapsed = started.elapsed().as_secs_f64();
-    for task in tasks {
-        let _ = task.await;
-    }
-    counted as f64 / elapsed
+    measure_rate(tasks, &stop, &done, duration).await
 }
 
 /// `watchers` watches of one service (over 16 connections); `changes`
