@@ -4,11 +4,11 @@
 //! counters an operator reads ([`GovernanceReport`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::resilience::breaker::Breaker;
+use crate::resilience::striped::Striped;
 use crate::resilience::latency::Latencies;
 use crate::resilience::{BreakerPolicy, BreakerState, HedgeDelay, HedgingPolicy, RetryBudget, RetryPolicy};
 
@@ -60,21 +60,22 @@ pub(crate) struct MethodState {
     pub(crate) latencies: Option<Latencies>,
 }
 
-/// Counters of what governance did, since the channel was built.
+/// Counters of what governance did, since the channel was built (striped:
+/// `calls` and `attempts` are bumped by every call, from every thread).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) calls: AtomicU64,
-    pub(crate) attempts: AtomicU64,
-    pub(crate) retries: AtomicU64,
-    pub(crate) hedges: AtomicU64,
-    pub(crate) budget_refusals: AtomicU64,
-    pub(crate) breaker_refusals: AtomicU64,
-    pub(crate) pushbacks: AtomicU64,
+    pub(crate) calls: Striped,
+    pub(crate) attempts: Striped,
+    pub(crate) retries: Striped,
+    pub(crate) hedges: Striped,
+    pub(crate) budget_refusals: Striped,
+    pub(crate) breaker_refusals: Striped,
+    pub(crate) pushbacks: Striped,
 }
 
 impl Counters {
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn bump(counter: &Striped) {
+        counter.add(1);
     }
 }
 
@@ -188,7 +189,7 @@ pub struct GovernanceReport {
 
 impl Governance {
     pub(crate) fn report(&self, instances: Vec<(String, String, BreakerState)>) -> GovernanceReport {
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let load = Striped::sum;
         let c = &self.counters;
         GovernanceReport {
             calls: load(&c.calls),

@@ -20,6 +20,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::striped::Striped;
 use super::ticks::Ticks;
 
 /// Buckets the window is divided into: outcomes age out a tenth of the
@@ -237,8 +238,9 @@ pub(crate) struct Breaker {
     epoch: AtomicU64,
     /// Failures in a row; any success resets it.
     consecutive: AtomicU32,
-    /// Successes not yet in a bucket, all of tick `pending_tick`.
-    pending: AtomicU64,
+    /// Successes not yet in a bucket, all of tick `pending_tick`
+    /// (striped: every successful call adds to it).
+    pending: Striped,
     pending_tick: AtomicU64,
     inner: Mutex<Inner>,
 }
@@ -251,7 +253,7 @@ impl Breaker {
             closed: AtomicBool::new(true),
             epoch: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
-            pending: AtomicU64::new(0),
+            pending: Striped::new(),
             pending_tick: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 phase: Phase::Closed,
@@ -346,13 +348,13 @@ impl Breaker {
             }
             let tick = self.tick(now);
             if tick == self.pending_tick.load(Ordering::Acquire) {
-                self.pending.fetch_add(1, Ordering::AcqRel);
+                self.pending.add(1);
                 return;
             }
             // A new bucket: fold the pending ones in under the lock first.
             let mut inner = self.inner();
             self.fold(&mut inner, tick);
-            self.pending.fetch_add(1, Ordering::AcqRel);
+            self.pending.add(1);
             return;
         }
         let mut inner = self.inner();
@@ -424,7 +426,7 @@ impl Breaker {
     /// successes of `tick`.
     fn fold(&self, inner: &mut Inner, tick: u64) {
         let pending_tick = self.pending_tick.swap(tick, Ordering::AcqRel);
-        let pending = self.pending.swap(0, Ordering::AcqRel);
+        let pending = self.pending.take();
         // (A slot already holding a later tick keeps it: the few successes
         // of a clock read out of order are not worth a newer bucket.)
         let slot_tick = inner.buckets[(pending_tick % BUCKETS as u64) as usize].tick;
@@ -466,7 +468,7 @@ impl Breaker {
         self.consecutive.store(0, Ordering::Release);
         inner.epoch += 1;
         inner.buckets = [Bucket::default(); BUCKETS];
-        self.pending.store(0, Ordering::Release);
+        self.pending.take();
         self.epoch.store(inner.epoch, Ordering::Release);
         self.closed.store(true, Ordering::Release);
     }

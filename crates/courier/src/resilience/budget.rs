@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::striped::Striped;
 use super::ticks::Ticks;
 
 /// Slots the window is divided into: the budget forgets old calls in
@@ -42,8 +43,9 @@ pub struct RetryBudget {
     /// The window's slots, in time.
     ticks: Ticks,
     /// Calls not yet in a slot, all of tick `pending_tick`: every call
-    /// deposits, so depositing takes no lock (see `fold`).
-    pending: AtomicU64,
+    /// deposits, so depositing takes no lock (see `fold`) and shares no
+    /// cache line between threads (striped).
+    pending: Striped,
     pending_tick: AtomicU64,
     state: Mutex<Window>,
 }
@@ -79,7 +81,7 @@ impl RetryBudget {
             min_per_second,
             window,
             ticks: Ticks::new(window / SLOTS as u32),
-            pending: AtomicU64::new(0),
+            pending: Striped::new(),
             pending_tick: AtomicU64::new(0),
             state: Mutex::new(Window { slots: [Slot::default(); SLOTS] }),
         }
@@ -99,12 +101,12 @@ impl RetryBudget {
     pub(crate) fn deposit(&self, now: Instant) {
         let tick = self.tick(now);
         if tick == self.pending_tick.load(Ordering::Acquire) {
-            self.pending.fetch_add(1, Ordering::AcqRel);
+            self.pending.add(1);
             return;
         }
         let mut window = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         self.fold(&mut window, tick);
-        self.pending.fetch_add(1, Ordering::AcqRel);
+        self.pending.add(1);
     }
 
     /// Take one retry from the budget, if it has one.
@@ -112,7 +114,7 @@ impl RetryBudget {
         let mut window = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let tick = self.tick(now);
         self.fold(&mut window, tick);
-        let pending = self.pending.load(Ordering::Acquire);
+        let pending = self.pending.sum();
         let (calls, retries) = window
             .slots
             .iter()
@@ -130,7 +132,7 @@ impl RetryBudget {
     /// Move the pending calls into their slot and start counting `tick`'s.
     fn fold(&self, window: &mut Window, tick: u64) {
         let pending_tick = self.pending_tick.swap(tick, Ordering::AcqRel);
-        let pending = self.pending.swap(0, Ordering::AcqRel);
+        let pending = self.pending.take();
         let slot_tick = window.slots[(pending_tick % SLOTS as u64) as usize].tick;
         if pending > 0 && slot_tick <= pending_tick {
             Self::slot(window, pending_tick).calls += pending;

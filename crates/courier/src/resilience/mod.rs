@@ -24,6 +24,7 @@ pub(crate) mod fallback;
 pub(crate) mod latency;
 pub(crate) mod policy;
 pub(crate) mod retry;
+pub(crate) mod striped;
 mod ticks;
 
 pub use backoff::Backoff;
