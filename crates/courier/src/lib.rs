@@ -112,6 +112,7 @@ pub mod resilience;
 pub mod server;
 pub mod service;
 pub mod status;
+pub mod stream;
 mod transport;
 
 pub use balance::Balance;

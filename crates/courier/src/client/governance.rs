@@ -8,8 +8,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::resilience::breaker::Breaker;
-use crate::resilience::striped::Striped;
 use crate::resilience::latency::Latencies;
+use crate::resilience::striped::Striped;
 use crate::resilience::{BreakerPolicy, BreakerState, HedgeDelay, HedgingPolicy, RetryBudget, RetryPolicy};
 
 /// Methods given state of their own at most (configured ones first);
