@@ -179,6 +179,7 @@ fn write_descriptor(spec: &Spec<'_>, buf: &mut String) {
                 full_name: {full:?},
                 idempotent: {idempotent},
                 one_way: false,
+                kind: ::courier::MethodKind::Unary,
                 args: &[::courier::__private::ArgDescriptor {{ name: "request", ty: {input:?} }}],
                 output: {output:?},
                 error: ::core::option::Option::Some("courier::Status"),

@@ -156,6 +156,7 @@ fn descriptor(service: &Service) -> TokenStream {
                 full_name: #full,
                 idempotent: #idempotent,
                 one_way: #one_way,
+                kind: ::courier::MethodKind::Unary,
                 args: &[#(#args),*],
                 output: #output,
                 error: #error,

@@ -43,6 +43,8 @@ pub struct Context {
     shutdown: Option<tokio::sync::watch::Receiver<bool>>,
     response_metadata: Option<ResponseMetadata>,
     protocol: Option<Protocol>,
+    /// A streaming call's halves, until its handler takes them.
+    stream: Option<crate::stream::StreamSlot>,
 }
 
 /// The headers a handler sends back with its reply, shared between the
@@ -72,13 +74,16 @@ pub(crate) struct CallParts {
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
     /// Where the handler's response metadata goes.
     pub(crate) response: ResponseMetadata,
+    /// A streaming call's halves.
+    pub(crate) stream: Option<crate::stream::StreamSlot>,
 }
 
 impl Context {
     /// The context of a call a courier server received, built in one go
     /// (this is on every call's path).
     pub(crate) fn for_call(parts: CallParts) -> Context {
-        let CallParts { method, protocol, codec, deadline, metadata, peer, shutdown, response } = parts;
+        let CallParts { method, protocol, codec, deadline, metadata, peer, shutdown, response, stream } =
+            parts;
         Context {
             method,
             deadline,
@@ -88,6 +93,7 @@ impl Context {
             shutdown: Some(shutdown),
             response_metadata: Some(response),
             protocol: Some(protocol),
+            stream,
         }
     }
 
@@ -102,7 +108,13 @@ impl Context {
             shutdown: None,
             response_metadata: None,
             protocol: None,
+            stream: None,
         }
+    }
+
+    /// A streaming call's halves (once; `None` after, or for a unary call).
+    pub(crate) fn take_stream(&self) -> Option<crate::stream::StreamIo> {
+        self.stream.as_ref().and_then(crate::stream::StreamSlot::take)
     }
 
     /// Match JSON field names as Go does (what the JSON-RPC server sets).

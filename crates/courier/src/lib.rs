@@ -124,8 +124,9 @@ pub use metadata::Metadata;
 pub use server::{
     AdaptiveLimit, MethodLimit, Protocol, ServeError, Server, ServerBuilder, ServerHandle, ServerStats,
 };
-pub use service::{MethodDescriptor, Schema, Service, ServiceDescriptor};
+pub use service::{MethodDescriptor, MethodKind, Schema, Service, ServiceDescriptor};
 pub use status::{Code, Status};
+pub use stream::{ResponseStream, Streaming};
 
 /// Used by generated code; not a stable API.
 #[doc(hidden)]
@@ -135,6 +136,7 @@ pub mod __private {
 
     pub use crate::arguments::{decode_arg, decode_args};
     pub use crate::service::{ArgDescriptor, BoxFuture};
+    pub use crate::stream::{__requests as stream_requests, __single_request as single_request, ReplySink};
 
     use crate::codec::Codec;
     use crate::status::{Code, Status};
@@ -150,6 +152,31 @@ pub mod __private {
             .encode(value, &mut buf)
             .map_err(|err| Status::internal(format!("the result of {method} does not encode: {err}")))?;
         Ok(buf.freeze())
+    }
+
+    /// Encode one message of a stream (serde types).
+    pub fn encode_message<T: serde::Serialize>(
+        codec: Codec,
+        value: &T,
+        buf: &mut BytesMut,
+    ) -> Result<(), Status> {
+        codec
+            .encode(value, buf)
+            .map_err(|err| Status::internal(format!("a stream message does not encode: {err}")))
+    }
+
+    /// Encode one message of a stream into bytes of its own (serde types).
+    pub fn encode_message_bytes<T: serde::Serialize>(codec: Codec, value: &T) -> Result<Bytes, Status> {
+        let mut buf = BytesMut::new();
+        encode_message(codec, value, &mut buf)?;
+        Ok(buf.freeze())
+    }
+
+    /// Decode one message of a stream (serde types).
+    pub fn decode_message<T: serde::de::DeserializeOwned>(codec: Codec, body: &Bytes) -> Result<T, Status> {
+        codec
+            .decode(body)
+            .map_err(|err| Status::invalid_argument(format!("a stream message does not decode: {err}")))
     }
 
     /// Turn a handler's own error into a status carrying it.
@@ -253,6 +280,29 @@ pub mod __private {
             protobuf::encode(codec, request, buf).map_err(|err| {
                 Status::invalid_argument(format!("the request to {method} does not encode: {err}"))
             })
+        }
+
+        /// Encode one message of a stream.
+        pub fn encode_message<M: Message>(
+            codec: Codec,
+            message: &M,
+            buf: &mut BytesMut,
+        ) -> Result<(), Status> {
+            protobuf::encode(codec, message, buf)
+                .map_err(|err| Status::internal(format!("a stream message does not encode: {err}")))
+        }
+
+        /// Encode one message of a stream into bytes of its own.
+        pub fn encode_message_bytes<M: Message>(codec: Codec, message: &M) -> Result<Bytes, Status> {
+            let mut buf = BytesMut::new();
+            encode_message(codec, message, &mut buf)?;
+            Ok(buf.freeze())
+        }
+
+        /// Decode one message of a stream.
+        pub fn decode_message<M: Message>(codec: Codec, body: &Bytes) -> Result<M, Status> {
+            protobuf::decode(codec, body)
+                .map_err(|err| Status::invalid_argument(format!("a stream message does not decode: {err}")))
         }
 
         /// Decode the reply a client got.

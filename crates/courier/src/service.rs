@@ -99,7 +99,10 @@ pub struct MethodDescriptor {
     pub idempotent: bool,
     /// Whether the caller expects no reply.
     pub one_way: bool,
-    /// Arguments, in order.
+    /// Unary, or which way it streams.
+    pub kind: MethodKind,
+    /// Arguments, in order (a client-streaming method's one argument is
+    /// the type of each request message).
     pub args: &'static [ArgDescriptor],
     /// The Rust type of the successful result.
     pub output: &'static str,
@@ -107,6 +110,37 @@ pub struct MethodDescriptor {
     pub error: Option<&'static str>,
     /// Doc comment of the method, if any.
     pub docs: &'static str,
+}
+
+/// Whether a method streams, and which way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MethodKind {
+    /// One request, one reply.
+    Unary,
+    /// One request, a stream of replies.
+    ServerStreaming,
+    /// A stream of requests, one reply.
+    ClientStreaming,
+    /// A stream each way.
+    Bidirectional,
+}
+
+impl MethodKind {
+    /// Whether the caller sends a stream of requests.
+    pub fn client_streams(self) -> bool {
+        matches!(self, MethodKind::ClientStreaming | MethodKind::Bidirectional)
+    }
+
+    /// Whether the server answers with a stream.
+    pub fn server_streams(self) -> bool {
+        matches!(self, MethodKind::ServerStreaming | MethodKind::Bidirectional)
+    }
+
+    /// Whether it streams at all.
+    pub fn is_streaming(self) -> bool {
+        self != MethodKind::Unary
+    }
 }
 
 /// One argument of a method.

@@ -87,7 +87,7 @@ macro_rules! run {
 /// ```
 #[derive(Clone)]
 pub struct Channel {
-    route: Route,
+    pub(super) route: Route,
     layers: Layers,
 }
 
@@ -264,6 +264,23 @@ impl Channel {
         run!(self, call).into_result().map(|_| ())
     }
 
+    /// The deadline of a call made now with `options`, and the timeout
+    /// it comes from (`None` when the deadline is inherited).
+    fn deadline_and_timeout(options: &CallOptions) -> (Option<Instant>, Option<std::time::Duration>) {
+        let own = options.timeout().and_then(|timeout| Instant::now().checked_add(timeout));
+        // Made from a handler: the call being served bounds this one too.
+        match (own, crate::context::current::deadline()) {
+            (Some(own), Some(inherited)) if inherited < own => (Some(inherited), None),
+            (None, Some(inherited)) => (Some(inherited), None),
+            (own, _) => (own, options.timeout()),
+        }
+    }
+
+    /// The deadline of a call made now with `options`.
+    pub(crate) fn deadline_for(options: &CallOptions) -> Option<Instant> {
+        Channel::deadline_and_timeout(options).0
+    }
+
     /// Describe a call once. One deadline covers all of it, layers and
     /// moves between instances included; a timeout too long to represent is
     /// no timeout.
@@ -274,13 +291,7 @@ impl Channel {
         retry: Retry,
         body: EncodeBody<'a>,
     ) -> Call<'a> {
-        let own = options.timeout().and_then(|timeout| Instant::now().checked_add(timeout));
-        // Made from a handler: the call being served bounds this one too.
-        let (deadline, timeout) = match (own, crate::context::current::deadline()) {
-            (Some(own), Some(inherited)) if inherited < own => (Some(inherited), None),
-            (None, Some(inherited)) => (Some(inherited), None),
-            (own, _) => (own, options.timeout()),
-        };
+        let (deadline, timeout) = Channel::deadline_and_timeout(options);
         Call {
             method,
             kind,

@@ -135,6 +135,17 @@ pub(crate) struct GrpcEndpoint {
 }
 
 impl GrpcEndpoint {
+    /// Open a streaming call.
+    pub(crate) async fn open_stream(
+        &self,
+        call: &super::streams::StreamCall<'_>,
+    ) -> Result<super::streams::OpenedStream, AttemptError> {
+        Err(AttemptError::NotSent(crate::status::Status::unimplemented(format!(
+            "{}: streams are not carried by this endpoint yet",
+            call.method
+        ))))
+    }
+
     pub(crate) fn new(addr: String, config: ChannelConfig) -> GrpcEndpoint {
         GrpcEndpoint { pool: Arc::new(Pool::new(addr, config, ())) }
     }

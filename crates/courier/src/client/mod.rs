@@ -52,6 +52,7 @@ mod pool;
 mod protocols;
 mod route;
 mod settings;
+mod streams;
 mod stub;
 
 /// Reconnect backoff (also [`crate::resilience::Backoff`]).

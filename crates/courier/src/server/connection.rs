@@ -650,6 +650,7 @@ fn incoming(
         peer,
         body: frame.body,
         memory,
+        stream: None,
     })
 }
 

@@ -171,6 +171,7 @@ async fn handle(
         peer,
         body,
         memory,
+        stream: None,
     };
     let outcome = match pipeline::start(server, slots, incoming, &shutdown) {
         Ok(call) => call.run().await,

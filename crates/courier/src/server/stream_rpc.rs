@@ -423,6 +423,7 @@ fn start_call<P: StreamProtocol>(
             peer,
             body,
             memory,
+            stream: None,
         };
         Ok::<_, Status>((pipeline::start(server, slots, incoming, shutdown)?, returns_nothing))
     })();

@@ -248,6 +248,7 @@ async fn answer(
         peer,
         body: request,
         memory,
+        stream: None,
     };
     let call = match pipeline::start(server, slots, incoming, &shutdown) {
         Ok(call) => call,

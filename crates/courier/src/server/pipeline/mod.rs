@@ -87,6 +87,8 @@ pub(crate) struct Incoming {
     /// The request's bytes, held against the server's budget until the call
     /// is done.
     pub(crate) memory: Reservation,
+    /// A streaming call's halves, for its handler (`None` for unary calls).
+    pub(crate) stream: Option<crate::stream::StreamSlot>,
 }
 
 /// How a call ended: what goes back to the caller.
@@ -130,7 +132,7 @@ pub(crate) fn start(
     incoming: Incoming,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Call, Status> {
-    let Incoming { route, protocol, codec, deadline, metadata, peer, body, memory } = incoming;
+    let Incoming { route, protocol, codec, deadline, metadata, peer, body, memory, stream } = incoming;
     let deadline = match server.config.call_timeout.and_then(|cap| Instant::now().checked_add(cap)) {
         Some(cap) => Some(deadline.map_or(cap, |asked| asked.min(cap))),
         None => deadline,
@@ -145,6 +147,7 @@ pub(crate) fn start(
         peer,
         shutdown: shutdown.clone(),
         response: response.clone(),
+        stream,
     });
     let mut route = route;
     let (future, permits, inline) = if server.layers.is_empty() {
