@@ -9,7 +9,9 @@ use crate::model::{Method, Output, Service, type_string};
 pub(crate) fn expand(service: &Service) -> TokenStream {
     let wire_checks = wire_checks(service);
     let trait_def = expand_trait(service);
-    let args_structs = service.methods.iter().map(|m| args_struct(service, m));
+    // A client-streaming method's requests are its messages: no args struct.
+    let args_structs =
+        service.methods.iter().filter(|m| m.stream_in.is_none()).map(|m| args_struct(service, m));
     let server = expand_server(service);
     let client = expand_client(service);
     let blocking = expand_blocking_client(service);
@@ -102,8 +104,11 @@ fn wire_checks(service: &Service) -> TokenStream {
     let mut seen = std::collections::HashSet::new();
     let mut checks = Vec::new();
     for method in &service.methods {
-        let mut types: Vec<&syn::Type> = method.args.iter().map(|arg| &arg.ty).collect();
-        types.push(method.output.ok_type());
+        let mut types: Vec<&syn::Type> = match &method.stream_in {
+            Some(inner) => vec![inner],
+            None => method.args.iter().map(|arg| &arg.ty).collect(),
+        };
+        types.push(method.stream_out.as_ref().unwrap_or(method.output.ok_type()));
         if let Output::AppResult(_, err) = &method.output {
             types.push(err);
         }
@@ -135,7 +140,13 @@ fn descriptor(service: &Service) -> TokenStream {
         let idempotent = method.idempotent;
         let one_way = method.one_way;
         let docs = &method.docs;
-        let output = type_string(method.output.ok_type());
+        let output = type_string(method.stream_out.as_ref().unwrap_or(method.output.ok_type()));
+        let kind = match (method.stream_in.is_some(), method.stream_out.is_some()) {
+            (false, false) => quote!(::courier::MethodKind::Unary),
+            (false, true) => quote!(::courier::MethodKind::ServerStreaming),
+            (true, false) => quote!(::courier::MethodKind::ClientStreaming),
+            (true, true) => quote!(::courier::MethodKind::Bidirectional),
+        };
         let error = match &method.output {
             Output::AppResult(_, err) => {
                 let err = type_string(err);
@@ -147,7 +158,7 @@ fn descriptor(service: &Service) -> TokenStream {
         let args = method.args.iter().map(|arg| {
             let name = arg.ident.to_string();
             let name = name.trim_start_matches("r#");
-            let ty = type_string(&arg.ty);
+            let ty = type_string(method.stream_in.as_ref().unwrap_or(&arg.ty));
             quote!(::courier::__private::ArgDescriptor { name: #name, ty: #ty })
         });
         quote! {
@@ -156,7 +167,7 @@ fn descriptor(service: &Service) -> TokenStream {
                 full_name: #full,
                 idempotent: #idempotent,
                 one_way: #one_way,
-                kind: ::courier::MethodKind::Unary,
+                kind: #kind,
                 args: &[#(#args),*],
                 output: #output,
                 error: #error,
@@ -184,6 +195,9 @@ fn expand_server(service: &Service) -> TokenStream {
         "Serves a [`{trait_ident}`] implementation; pass it to `courier::Server::builder().add_service(..)`."
     );
     let arms = service.methods.iter().enumerate().map(|(index, method)| {
+        if method.stream_in.is_some() || method.stream_out.is_some() {
+            return streaming_arm(service, index, method);
+        }
         let args_ty = args_type(service, method);
         let full = format!("{}.{}", service.name, method.wire_name);
         let ident = &method.ident;
@@ -284,6 +298,99 @@ fn expand_server(service: &Service) -> TokenStream {
     }
 }
 
+/// A decoder of the method's arguments from `body`, in `cx`'s codec: a
+/// single argument travels as itself; over JSON it may also come wrapped
+/// in an object naming it, and a wrong shape is explained with its name
+/// and type (`__private::decode_arg`).
+fn decode_args(service: &Service, method: &Method) -> TokenStream {
+    let full = format!("{}.{}", service.name, method.wire_name);
+    match method.args.as_slice() {
+        [arg] => {
+            let name = arg.ident.to_string();
+            let name = name.trim_start_matches("r#");
+            let ty = type_string(&arg.ty);
+            quote! {
+                ::courier::__private::decode_arg(
+                    &cx,
+                    &body,
+                    #full,
+                    &::courier::__private::ArgDescriptor { name: #name, ty: #ty },
+                )?
+            }
+        }
+        _ => quote! { ::courier::__private::decode_args(&cx, &body, #full)? },
+    }
+}
+
+/// The server arm of a streaming method: take the stream's halves from
+/// the context, run the implementation, send what it answers. The future
+/// resolves when the stream is over, with its status.
+fn streaming_arm(service: &Service, index: usize, method: &Method) -> TokenStream {
+    let full = format!("{}.{}", service.name, method.wire_name);
+    let ident = &method.ident;
+    let cx_arg = if method.takes_context { quote!(&cx,) } else { quote!() };
+    let unwrap = match &method.output {
+        Output::StatusResult(_) => quote!(?),
+        _ => quote!(),
+    };
+    let body = match (&method.stream_in, &method.stream_out) {
+        (None, Some(reply)) => {
+            let args_ty = args_type(service, method);
+            let decode = decode_args(service, method);
+            let arg_names = method.args.iter().map(|arg| &arg.ident);
+            quote! {
+                let (body, sink) = ::courier::__private::single_request(&cx, #full).await?;
+                let args: #args_ty = #decode;
+                let replies = service.#ident(#cx_arg #(args.#arg_names),*).await #unwrap;
+                sink.drive(codec, replies, ::courier::__private::encode_message_bytes::<#reply>).await
+            }
+        }
+        (Some(request), Some(reply)) => quote! {
+            let (requests, sink) = ::courier::__private::stream_requests(
+                &cx, #full, ::courier::__private::decode_message::<#request>,
+            )?;
+            let replies = service.#ident(#cx_arg requests).await #unwrap;
+            sink.drive(codec, replies, ::courier::__private::encode_message_bytes::<#reply>).await
+        },
+        (Some(request), None) => {
+            let call = quote! { service.#ident(#cx_arg requests).await };
+            let reply = match &method.output {
+                Output::Plain(_) => quote! {
+                    let output = #call;
+                    ::courier::__private::encode_result(codec, &output, #full)?
+                },
+                Output::StatusResult(_) => quote! {
+                    let output = #call?;
+                    ::courier::__private::encode_result(codec, &output, #full)?
+                },
+                Output::AppResult(..) => quote! {
+                    match #call {
+                        ::core::result::Result::Ok(output) => ::courier::__private::encode_result(codec, &output, #full)?,
+                        ::core::result::Result::Err(error) => return ::core::result::Result::Err(
+                            ::courier::__private::encode_app_error(codec, &error, #full),
+                        ),
+                    }
+                },
+            };
+            quote! {
+                let (requests, sink) = ::courier::__private::stream_requests(
+                    &cx, #full, ::courier::__private::decode_message::<#request>,
+                )?;
+                let reply = { #reply };
+                sink.reply(reply).await
+            }
+        }
+        (None, None) => unreachable!("a unary method has no streaming arm"),
+    };
+    quote! {
+        #index => ::std::boxed::Box::pin(async move {
+            let codec = cx.codec();
+            let _ = &body;
+            #body
+        }),
+    }
+}
+
 /// `(a: i64, b: i64)` parameters and the wire struct built from them.
 fn client_params(method: &Method) -> (Vec<TokenStream>, Vec<&syn::Ident>) {
     let params = method
@@ -315,6 +422,9 @@ fn expand_client(service: &Service) -> TokenStream {
          error comes back inside the status (see `courier::Status::app_error`)."
     );
     let methods = service.methods.iter().map(|method| {
+        if method.stream_in.is_some() || method.stream_out.is_some() {
+            return streaming_client_method(service, method);
+        }
         let ident = &method.ident;
         let spawn_ident = format_ident!("spawn_{}", ident.to_string().trim_start_matches("r#"));
         let full = format!("{}.{}", service.name, method.wire_name);
@@ -367,6 +477,80 @@ fn expand_client(service: &Service) -> TokenStream {
     }
 }
 
+/// A client method of a streaming method: replies come back as a
+/// `courier::Streaming<T>`, requests are given as any `Stream`.
+fn streaming_client_method(service: &Service, method: &Method) -> TokenStream {
+    let ident = &method.ident;
+    let full = format!("{}.{}", service.name, method.wire_name);
+    let docs = method.attrs.iter().filter(|attr| attr.path().is_ident("doc"));
+    let ok = method.output.ok_type();
+    match (&method.stream_in, &method.stream_out) {
+        (None, Some(reply)) => {
+            let args_ty = args_struct_ident(service, method);
+            let (params, names) = client_params(method);
+            let args_full = args_type(service, method);
+            quote! {
+                #(#docs)*
+                pub async fn #ident(&self, #(#params),*)
+                    -> ::core::result::Result<::courier::Streaming<#reply>, ::courier::Status>
+                {
+                    let args = #args_ty { #(#names),* };
+                    self.stub.server_streaming(
+                        #full,
+                        &args,
+                        ::courier::__private::encode_message::<#args_full>,
+                        ::courier::__private::decode_message::<#reply>,
+                    ).await
+                }
+            }
+        }
+        (Some(request), Some(reply)) => {
+            let param = method.args.first().map(|arg| &arg.ident);
+            quote! {
+                #(#docs)*
+                pub async fn #ident(
+                    &self,
+                    #param: impl ::courier::stream::Stream<Item = #request> + ::core::marker::Send + 'static,
+                ) -> ::core::result::Result<::courier::Streaming<#reply>, ::courier::Status> {
+                    self.stub.bidirectional(
+                        #full,
+                        #param,
+                        ::courier::__private::encode_message::<#request>,
+                        ::courier::__private::decode_message::<#reply>,
+                    ).await
+                }
+            }
+        }
+        (Some(request), None) => {
+            let param = method.args.first().map(|arg| &arg.ident);
+            let call = quote! {
+                self.stub.client_streaming(
+                    #full,
+                    #param,
+                    ::courier::__private::encode_message::<#request>,
+                    ::courier::__private::decode_message::<#ok>,
+                ).await
+            };
+            let call = match &method.output {
+                Output::AppResult(_, err) => quote! {
+                    #call.map_err(|status| ::courier::__private::decode_app_error::<#err>(self.stub.codec(), status))
+                },
+                _ => call,
+            };
+            quote! {
+                #(#docs)*
+                pub async fn #ident(
+                    &self,
+                    #param: impl ::courier::stream::Stream<Item = #request> + ::core::marker::Send + 'static,
+                ) -> ::core::result::Result<#ok, ::courier::Status> {
+                    #call
+                }
+            }
+        }
+        (None, None) => quote!(),
+    }
+}
+
 fn expand_blocking_client(service: &Service) -> TokenStream {
     let vis = &service.item.vis;
     let trait_ident = &service.item.ident;
@@ -374,21 +558,23 @@ fn expand_blocking_client(service: &Service) -> TokenStream {
     let blocking = format_ident!("{}BlockingClient", trait_ident);
     let doc = format!(
         "Calls a remote [`{trait_ident}`] from synchronous code: each call blocks until its \
-         reply arrives. Owns a small runtime; needs none from the caller."
+         reply arrives. Owns a small runtime; needs none from the caller. Streaming methods \
+         are on the async client only (`as_async()`)."
     );
-    let methods = service.methods.iter().map(|method| {
-        let ident = &method.ident;
-        let (params, names) = client_params(method);
-        let ret = client_return(method);
-        let docs = method.attrs.iter().filter(|attr| attr.path().is_ident("doc"));
-        quote! {
-            #(#docs)*
-            pub fn #ident(&self, #(#params),*) -> #ret {
-                let client = ::core::clone::Clone::clone(self.as_async());
-                self.block_on(async move { client.#ident(#(#names),*).await })
+    let methods =
+        service.methods.iter().filter(|m| m.stream_in.is_none() && m.stream_out.is_none()).map(|method| {
+            let ident = &method.ident;
+            let (params, names) = client_params(method);
+            let ret = client_return(method);
+            let docs = method.attrs.iter().filter(|attr| attr.path().is_ident("doc"));
+            quote! {
+                #(#docs)*
+                pub fn #ident(&self, #(#params),*) -> #ret {
+                    let client = ::core::clone::Clone::clone(self.as_async());
+                    self.block_on(async move { client.#ident(#(#names),*).await })
+                }
             }
-        }
-    });
+        });
     quote! {
         ::courier::__blocking_client_surface! {
             #[doc = #doc]

@@ -32,6 +32,12 @@ pub(crate) struct Method {
     pub(crate) takes_context: bool,
     pub(crate) args: Vec<Arg>,
     pub(crate) output: Output,
+    /// `Some(T)` when the method takes `courier::Streaming<T>` (its only
+    /// argument): the type of each request message.
+    pub(crate) stream_in: Option<Type>,
+    /// `Some(T)` when it returns `courier::ResponseStream<T>` (plain or in
+    /// a `Result<_, Status>`): the type of each reply message.
+    pub(crate) stream_out: Option<Type>,
     pub(crate) default_body: Option<syn::Block>,
     pub(crate) sig: syn::Signature,
 }
@@ -228,8 +234,15 @@ fn parse_method(method: &mut TraitItemFn) -> Result<Method> {
         ReturnType::Default => Output::Plain(syn::parse_quote!(())),
         ReturnType::Type(_, ty) => classify_output(ty)?,
     };
+    let (stream_in, stream_out) = stream_shape(&args, &output)?;
 
     let (idempotent, one_way, wire_name) = method_attrs(method)?;
+    if one_way && (stream_in.is_some() || stream_out.is_some()) {
+        return Err(Error::new(
+            method.sig.ident.span(),
+            "streaming methods cannot be one-way: a stream ends with the server's status",
+        ));
+    }
     if one_way && !matches!(&output, Output::Plain(Type::Tuple(t)) if t.elems.is_empty()) {
         return Err(Error::new(
             method.sig.output.span(),
@@ -247,9 +260,65 @@ fn parse_method(method: &mut TraitItemFn) -> Result<Method> {
         takes_context,
         args,
         output,
+        stream_in,
+        stream_out,
         default_body: method.default.clone(),
         sig: method.sig.clone(),
     })
+}
+
+/// The element type of `Wrapper<T>` if `ty` is one (by its last path
+/// segment, so `courier::Streaming<T>` and an imported `Streaming<T>` both
+/// count).
+fn wrapped<'t>(ty: &'t Type, wrapper: &str) -> Option<&'t Type> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    if last.ident != wrapper {
+        return None;
+    }
+    let PathArguments::AngleBracketed(generics) = &last.arguments else { return None };
+    match generics.args.iter().collect::<Vec<_>>().as_slice() {
+        [GenericArgument::Type(inner)] => Some(inner),
+        _ => None,
+    }
+}
+
+/// Which way a method streams, from its arguments and result; the shapes
+/// that cannot work are refused here with the shape that would.
+fn stream_shape(args: &[Arg], output: &Output) -> Result<(Option<Type>, Option<Type>)> {
+    let mut stream_in = None;
+    for arg in args {
+        if wrapped(&arg.ty, "ResponseStream").is_some() {
+            return Err(Error::new(
+                arg.ty.span(),
+                "`ResponseStream<T>` is what a method returns to stream its replies; to receive a stream of requests, take `courier::Streaming<T>`",
+            ));
+        }
+        if let Some(inner) = wrapped(&arg.ty, "Streaming") {
+            if args.len() > 1 {
+                return Err(Error::new(
+                    arg.ty.span(),
+                    "a method that takes a `Streaming<T>` of requests takes nothing else (besides `&courier::Context`): put what else it needs in the messages",
+                ));
+            }
+            stream_in = Some(inner.clone());
+        }
+    }
+    let ok = output.ok_type();
+    if wrapped(ok, "Streaming").is_some() {
+        return Err(Error::new(
+            ok.span(),
+            "to stream replies, return `courier::ResponseStream<T>` (or `Result<ResponseStream<T>, courier::Status>`); `Streaming<T>` is what a method receives",
+        ));
+    }
+    let stream_out = wrapped(ok, "ResponseStream").cloned();
+    if let (Some(_), Output::AppResult(_, err)) = (&stream_out, output) {
+        return Err(Error::new(
+            err.span(),
+            "a streaming method fails with `courier::Status`: return `Result<ResponseStream<T>, courier::Status>` (a stream's own errors are its items' `Err`)",
+        ));
+    }
+    Ok((stream_in, stream_out))
 }
 
 fn classify_output(ty: &Type) -> Result<Output> {

@@ -26,9 +26,12 @@ use crate::codec::Codec;
 use crate::metadata::Metadata;
 use crate::protocol::native::{
     Frame, FrameEncoder, FrameError, FrameKind, GoAway, HEADER_LEN, PING_LEN, PREFACE, RequestHead,
-    encode_cancel, encode_ping,
+    ResponseHead, decode_window_update, encode_cancel, encode_half_close, encode_message, encode_ping,
+    encode_window_update,
 };
 use crate::status::{Code, Status};
+use crate::stream::credit::{DEFAULT_STREAM_WINDOW, FlowError};
+use crate::stream::pipe::{Pipe, RawReceiver, RawSender, StreamWire};
 use crate::transport::keepalive::{Keepalive, Verdict};
 use crate::transport::reader::{FrameReader, ReadError};
 use crate::transport::tcp;
@@ -53,6 +56,8 @@ const FLUSH_GRACE: Duration = Duration::from_secs(5);
 #[derive(Default)]
 struct Pending {
     calls: HashMap<u32, oneshot::Sender<Reply>>,
+    /// Open streams, by call id (the same id space as calls).
+    streams: HashMap<u32, Arc<Pipe>>,
     /// Set once the connection is dead; later calls fail with it.
     closed: Option<Status>,
 }
@@ -129,13 +134,17 @@ impl Shared {
 
     /// Fail every pending call and refuse new ones.
     fn close(&self, status: Status) {
-        let calls = {
+        let (calls, streams) = {
             let mut pending = self.pending();
             pending.closed.get_or_insert(status.clone());
-            std::mem::take(&mut pending.calls)
+            (std::mem::take(&mut pending.calls), std::mem::take(&mut pending.streams))
         };
         for (_, caller) in calls {
             let _ = caller.send(Err(CallError::Failed(status.clone())));
+        }
+        // A stream cut by the connection ends in an error, never cleanly.
+        for (_, pipe) in streams {
+            pipe.reset(Status::unavailable(format!("the stream was cut: {}", status.message())));
         }
         self.queue.close();
     }
@@ -151,6 +160,21 @@ impl Shared {
         for caller in unprocessed {
             let _ = caller.send(Err(CallError::Unprocessed));
         }
+        let streams: Vec<_> = {
+            let mut pending = self.pending();
+            let ids: Vec<u32> = pending.streams.keys().copied().filter(|&id| id > last_call_id).collect();
+            ids.into_iter().filter_map(|id| pending.streams.remove(&id)).collect()
+        };
+        for pipe in streams {
+            pipe.reset(Status::unavailable(format!(
+                "the server at {} closed the connection before starting the stream",
+                self.peer
+            )));
+        }
+    }
+
+    fn stream(&self, call_id: u32) -> Option<Arc<Pipe>> {
+        self.pending().streams.get(&call_id).cloned()
     }
 }
 
@@ -325,6 +349,60 @@ impl Connection {
         }
     }
 
+    /// Open a stream for `method` on this connection: the caller's halves,
+    /// failing at `deadline`. The halves keep the connection alive.
+    pub(crate) async fn open_stream(
+        self: &Arc<Self>,
+        method: &str,
+        codec: Codec,
+        deadline: Option<Instant>,
+        metadata: &Metadata,
+    ) -> Result<(RawSender, RawReceiver), CallError> {
+        let shared = &self.shared;
+        let (call_id, pipe, sender, receiver) = {
+            let mut pending = shared.pending();
+            if let Some(status) = &pending.closed {
+                return Err(self.unusable(status.clone()));
+            }
+            let mut call_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+            while pending.calls.contains_key(&call_id) || pending.streams.contains_key(&call_id) {
+                call_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+            }
+            let wire = Arc::new(ClientStreamWire { connection: self.clone(), call_id, codec: codec.id() });
+            let (pipe, sender, receiver) =
+                crate::stream::client_halves(wire, DEFAULT_STREAM_WINDOW, DEFAULT_STREAM_WINDOW, deadline);
+            pending.streams.insert(call_id, pipe.clone());
+            (call_id, pipe, sender, receiver)
+        };
+        let max_frame_size = shared.max_frame_size;
+        let queued = shared
+            .queue
+            .push(|buf| {
+                if shared.draining.load(Ordering::Acquire) {
+                    return Err(CallError::Unprocessed);
+                }
+                let mut frame = FrameEncoder::begin(buf, FrameKind::StreamOpen, codec.id(), call_id);
+                let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                RequestHead::encode(buf, method, remaining, metadata.iter());
+                frame.end_meta(buf);
+                frame.finish(buf, max_frame_size).map_err(|err| {
+                    Status::resource_exhausted(format!("the stream of {method} cannot open: {err}")).into()
+                })
+            })
+            .await;
+        let failed = match queued {
+            Ok(Ok(())) => return Ok((sender, receiver)),
+            Ok(Err(err)) => err,
+            Err(_closed) => self.unusable(self.closed_status()),
+        };
+        // Nothing went out: forget the stream without telling the server.
+        shared.pending().streams.remove(&call_id);
+        pipe.reset(Status::cancelled("the stream did not open"));
+        std::mem::forget(receiver);
+        drop(sender);
+        Err(failed)
+    }
+
     /// The error for a call that could not be queued: a drained connection
     /// sent nothing, so the call may go elsewhere.
     fn unusable(&self, status: Status) -> CallError {
@@ -337,6 +415,55 @@ impl Connection {
             .closed
             .clone()
             .unwrap_or_else(|| Status::unavailable(format!("the connection to {} closed", self.shared.peer)))
+    }
+}
+
+/// How a caller's stream halves reach the connection: frames straight into
+/// the write queue.
+struct ClientStreamWire {
+    /// Held so the connection stays open while the stream does.
+    connection: Arc<Connection>,
+    call_id: u32,
+    codec: u8,
+}
+
+impl ClientStreamWire {
+    fn shared(&self) -> &Shared {
+        &self.connection.shared
+    }
+}
+
+impl StreamWire for ClientStreamWire {
+    fn message(&self, message: bytes::Bytes) -> Result<(), Status> {
+        let shared = self.shared();
+        let max_frame_size = shared.max_frame_size;
+        match shared
+            .queue
+            .push_now(|buf| encode_message(buf, self.call_id, self.codec, &message, false, max_frame_size))
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => {
+                Err(Status::resource_exhausted(format!("a stream message is too large to send: {err}")))
+            }
+            Err(_closed) => {
+                Err(Status::unavailable(format!("the connection to {} closed mid-stream", shared.peer)))
+            }
+        }
+    }
+
+    fn half_close(&self) {
+        let _ = self.shared().queue.push_now(|buf| encode_half_close(buf, self.call_id));
+    }
+
+    fn grant(&self, increment: u32) {
+        let _ = self.shared().queue.push_now(|buf| encode_window_update(buf, self.call_id, increment));
+    }
+
+    fn cancel(&self) {
+        let shared = self.shared();
+        if shared.pending().streams.remove(&self.call_id).is_some() {
+            let _ = shared.queue.push_now(|buf| encode_cancel(buf, self.call_id));
+        }
     }
 }
 
@@ -517,14 +644,78 @@ async fn event_loop(
     }
 }
 
+/// End a stream with the server's response frame: its status (and
+/// trailers, which the status carries as its metadata when it fails).
+fn end_stream(pipe: &Pipe, frame: &Frame, peer: SocketAddr) {
+    let end = match ResponseHead::decode(&frame.meta) {
+        Ok(head) if head.code == 0 => Ok(()),
+        Ok(head) => {
+            let code = Code::from_u32(head.code);
+            let details = bytes::Bytes::copy_from_slice(head.details);
+            let status = if head.application_error {
+                Status::application(code, head.message, details)
+            } else {
+                Status::new(code, head.message).with_details(details)
+            };
+            let codec = Codec::from_id(frame.header.codec).unwrap_or_default();
+            Err(status.with_details_codec(codec))
+        }
+        Err(err) => Err(Status::internal(format!("protocol error from {peer}: the end of a stream: {err}"))),
+    };
+    match end {
+        Ok(()) => {
+            pipe.end_inbound(Ok(()));
+            pipe.close_outbound(Status::failed_precondition("the server ended the stream"));
+        }
+        Err(status) => pipe.reset(status),
+    }
+}
+
+/// The server broke a stream's flow control: fail it alone and tell the
+/// server to stop it.
+fn break_stream(shared: &Shared, call_id: u32, pipe: &Pipe, err: FlowError) {
+    shared.pending().streams.remove(&call_id);
+    pipe.reset(Status::internal(format!("protocol error from {} on a stream: {err}", shared.peer)));
+    let _ = shared.queue.append_local(|buf| encode_cancel(buf, call_id));
+}
+
 /// Act on one frame from the server; an error ends the connection.
 fn handle_frame(shared: &Shared, frame: Frame, goaway_reason: &mut Option<Status>) -> Result<(), Status> {
     let peer = shared.peer;
     match frame.header.kind {
         FrameKind::Response => {
-            let caller = shared.pending().calls.remove(&frame.header.call_id);
+            let (caller, stream) = {
+                let mut pending = shared.pending();
+                match pending.calls.remove(&frame.header.call_id) {
+                    Some(caller) => (Some(caller), None),
+                    None => (None, pending.streams.remove(&frame.header.call_id)),
+                }
+            };
             if let Some(caller) = caller {
                 let _ = caller.send(Ok(Routed { frame, at: Instant::now() }));
+            } else if let Some(pipe) = stream {
+                end_stream(&pipe, &frame, peer);
+            }
+        }
+        FrameKind::Message => {
+            let call_id = frame.header.call_id;
+            // A stream the caller cancelled or that already ended: late.
+            let Some(pipe) = shared.stream(call_id) else { return Ok(()) };
+            match pipe.deliver(frame.body) {
+                Ok(Some(grant)) => {
+                    let _ = shared.queue.append_local(|buf| encode_window_update(buf, call_id, grant));
+                }
+                Ok(None) => {}
+                Err(err) => break_stream(shared, call_id, &pipe, err),
+            }
+        }
+        FrameKind::WindowUpdate => {
+            let increment = decode_window_update(&frame.body)
+                .map_err(|err| Status::internal(format!("protocol error from {peer}: {err}")))?;
+            if let Some(pipe) = shared.stream(frame.header.call_id)
+                && let Err(err) = pipe.grant(increment)
+            {
+                break_stream(shared, frame.header.call_id, &pipe, err);
             }
         }
         FrameKind::Ping => {
@@ -550,7 +741,11 @@ fn handle_frame(shared: &Shared, frame: Frame, goaway_reason: &mut Option<Status
                 shared.release_unprocessed(goaway.last_call_id);
             }
         }
-        FrameKind::Request | FrameKind::OneWay | FrameKind::Cancel => {
+        FrameKind::Request
+        | FrameKind::OneWay
+        | FrameKind::Cancel
+        | FrameKind::StreamOpen
+        | FrameKind::HalfClose => {
             return Err(Status::internal(format!(
                 "protocol error from {peer}: unexpected {:?} frame",
                 frame.header.kind

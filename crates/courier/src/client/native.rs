@@ -51,9 +51,20 @@ impl NativeEndpoint {
         &self,
         call: &super::streams::StreamCall<'_>,
     ) -> Result<super::streams::OpenedStream, AttemptError> {
-        Err(AttemptError::NotSent(crate::status::Status::unimplemented(format!(
-            "{}: streams are not carried by this endpoint yet",
-            call.method
+        for _ in 0..MAX_DRAIN_RETRIES {
+            let connection = self.pool.connection().await.map_err(AttemptError::NotSent)?;
+            match connection.open_stream(call.method, call.codec, call.deadline, call.metadata).await {
+                Ok((sender, receiver)) => {
+                    return Ok(super::streams::OpenedStream { sender, receiver, codec: call.codec });
+                }
+                // The stream-open was never queued: nothing reached the server.
+                Err(CallError::Failed(status)) => return Err(AttemptError::NotSent(status)),
+                Err(CallError::Unprocessed) => continue,
+            }
+        }
+        Err(AttemptError::NotSent(Status::unavailable(format!(
+            "every connection to {} is shutting down",
+            self.pool.addr
         ))))
     }
 

@@ -37,11 +37,14 @@ use super::{ServerConfig, ServerShared};
 use crate::codec::Codec;
 use crate::metadata::Metadata;
 use crate::protocol::native::{
-    Frame, FrameEncoder, FrameError, FrameHeader, FrameKind, GoAway, HEADER_LEN, PING_LEN, PREFACE,
-    RequestHead, encode_ping, encode_response,
+    FLAG_END_STREAM, Frame, FrameEncoder, FrameError, FrameHeader, FrameKind, GoAway, HEADER_LEN, PING_LEN,
+    PREFACE, RequestHead, decode_window_update, encode_message, encode_ping, encode_response,
+    encode_window_update,
 };
 use crate::protocol::sniff::Protocol;
 use crate::status::{Code, Status};
+use crate::stream::credit::{DEFAULT_STREAM_WINDOW, FlowError};
+use crate::stream::pipe::{Pipe, StreamWire};
 use crate::transport::keepalive::{Keepalive, Verdict};
 use crate::transport::progress::Progress;
 use crate::transport::reader::{FrameReader, Partial, ReadError};
@@ -74,6 +77,9 @@ struct CallEntry {
 struct Conn {
     queue: WriteQueue,
     calls: Mutex<HashMap<u32, CallEntry>>,
+    /// The open streams' pipes, by call id: where their messages, grants
+    /// and half-closes are delivered.
+    streams: Mutex<HashMap<u32, Arc<Pipe>>>,
     /// Signalled when the last in-flight call finishes.
     idle: Notify,
     max_frame_size: usize,
@@ -82,6 +88,26 @@ struct Conn {
 impl Conn {
     fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<u32, CallEntry>> {
         self.calls.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<Pipe>>> {
+        self.streams.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn stream(&self, call_id: u32) -> Option<Arc<Pipe>> {
+        self.streams().get(&call_id).cloned()
+    }
+
+    /// End stream `call_id` for a flow-control violation: its handler is
+    /// stopped and the client told why; the connection goes on.
+    fn break_stream(&self, call_id: u32, codec: Codec, err: FlowError) {
+        let Some(pipe) = self.streams().remove(&call_id) else { return };
+        let status = Status::internal(format!("protocol error on stream {call_id}: {err}"));
+        pipe.reset(status.clone());
+        if let Some(entry) = self.calls().remove(&call_id) {
+            entry.handle.abort();
+        }
+        self.reject(call_id, codec, status);
     }
 
     /// Abort running calls: all of them, or only those with a caller waiting.
@@ -101,6 +127,9 @@ impl Conn {
         let mut calls = self.calls();
         if calls.get(&call_id).is_some_and(|entry| entry.handle.id() == task) {
             calls.remove(&call_id);
+            // A stream's end (or its handler's abort): later frames for
+            // its id are stale.
+            self.streams().remove(&call_id);
         }
         if calls.is_empty() {
             self.idle.notify_one();
@@ -189,6 +218,7 @@ pub(crate) async fn serve(
     let conn = Arc::new(Conn {
         queue: WriteQueue::new(config.write_high_water),
         calls: Mutex::new(HashMap::new()),
+        streams: Mutex::new(HashMap::new()),
         idle: Notify::new(),
         max_frame_size: config.max_frame_size,
     });
@@ -482,7 +512,12 @@ fn reserve_partial(
     server: &ServerShared,
     last_call_id: u32,
 ) -> Option<End> {
-    if !matches!(header.kind, FrameKind::Request | FrameKind::OneWay) {
+    if header.kind == FrameKind::Message {
+        // Bounded by the stream's credit (and the frame limit), not the
+        // budget: a stream's messages are held only within its window.
+        return None;
+    }
+    if !matches!(header.kind, FrameKind::Request | FrameKind::OneWay | FrameKind::StreamOpen) {
         if header.payload_len > MAX_CONTROL_PAYLOAD {
             return Some(protocol_error(
                 format!("a {:?} frame of {} bytes", header.kind, header.payload_len),
@@ -498,7 +533,7 @@ fn reserve_partial(
         Ok(reservation) => *reserved = Some((header.call_id, reservation)),
         Err(status) => {
             tracing::debug!(call_id = header.call_id, %status, "refusing a request over the memory budget");
-            if header.kind == FrameKind::Request {
+            if header.kind != FrameKind::OneWay {
                 conn.reject(header.call_id, Codec::from_id(header.codec).unwrap_or_default(), status);
             }
             reader.skip_partial(header);
@@ -522,9 +557,9 @@ async fn handle_frame(
     shutdown: &watch::Receiver<bool>,
 ) -> Option<End> {
     match frame.header.kind {
-        FrameKind::Request | FrameKind::OneWay => {
+        FrameKind::Request | FrameKind::OneWay | FrameKind::StreamOpen => {
             let call_id = frame.header.call_id;
-            if conn.calls().contains_key(&call_id) {
+            if conn.calls().contains_key(&call_id) || conn.streams().contains_key(&call_id) {
                 return Some(protocol_error(
                     format!("call id {call_id} is already in flight"),
                     *last_call_id,
@@ -534,7 +569,7 @@ async fn handle_frame(
             if drain.acked {
                 // Sent after the client saw the goaway and answered the
                 // drain ping: a misbehaving client.
-                if frame.header.kind == FrameKind::Request {
+                if frame.header.kind != FrameKind::OneWay {
                     conn.reject(
                         call_id,
                         Codec::default(),
@@ -545,7 +580,46 @@ async fn handle_frame(
             }
             start_call(frame, reservation, conn, server, slots, peer, budget, shutdown).await;
         }
+        FrameKind::Message => {
+            let call_id = frame.header.call_id;
+            // A stream that already ended (its handler returned, it was
+            // cancelled) is over: late messages are dropped.
+            let Some(pipe) = conn.stream(call_id) else { return None };
+            let end = frame.header.flags & FLAG_END_STREAM != 0;
+            match pipe.deliver(frame.body) {
+                Ok(grant) => {
+                    if let Some(grant) = grant {
+                        let _ = conn.queue.append_local(|buf| encode_window_update(buf, call_id, grant));
+                    }
+                    if end {
+                        pipe.end_inbound(Ok(()));
+                    }
+                }
+                Err(err) => {
+                    conn.break_stream(call_id, Codec::from_id(frame.header.codec).unwrap_or_default(), err)
+                }
+            }
+        }
+        FrameKind::HalfClose => {
+            if let Some(pipe) = conn.stream(frame.header.call_id) {
+                pipe.end_inbound(Ok(()));
+            }
+        }
+        FrameKind::WindowUpdate => {
+            let increment = match decode_window_update(&frame.body) {
+                Ok(increment) => increment,
+                Err(err) => return Some(protocol_error(err.to_string(), *last_call_id)),
+            };
+            if let Some(pipe) = conn.stream(frame.header.call_id)
+                && let Err(err) = pipe.grant(increment)
+            {
+                conn.break_stream(frame.header.call_id, Codec::default(), err);
+            }
+        }
         FrameKind::Cancel => {
+            if let Some(pipe) = conn.streams().remove(&frame.header.call_id) {
+                pipe.reset(Status::cancelled("the caller cancelled the stream"));
+            }
             let entry = conn.calls().remove(&frame.header.call_id);
             if let Some(entry) = entry {
                 entry.handle.abort();
@@ -599,6 +673,7 @@ fn start_drain(conn: &Conn, last_call_id: u32) {
 fn incoming(
     frame: Frame,
     reservation: Option<Reservation>,
+    conn: &Arc<Conn>,
     server: &ServerShared,
     peer: SocketAddr,
 ) -> Result<Incoming, (Codec, Status)> {
@@ -632,6 +707,20 @@ fn incoming(
     }
     let route =
         pipeline::route(server, Target::Name(head.method), codec).map_err(|status| (codec, status))?;
+    let opens_stream = frame.header.kind == FrameKind::StreamOpen;
+    if opens_stream != route.method.kind.is_streaming() {
+        return Err((
+            codec,
+            Status::invalid_argument(if opens_stream {
+                format!("{} is a unary method: call it with a request, not a stream", route.method.full_name)
+            } else {
+                format!("{} is a streaming method: open a stream to call it", route.method.full_name)
+            }),
+        ));
+    }
+    if opens_stream && !frame.body.is_empty() {
+        return Err((codec, Status::invalid_argument("a stream-open frame carries no body: send messages")));
+    }
     // Whole frames that arrived in one read are reserved here; larger ones
     // were reserved when their header arrived.
     let memory = match reservation {
@@ -640,6 +729,13 @@ fn incoming(
             server.budget.reserve(HEADER_LEN + frame.meta.len() + frame.body.len()).map_err(|s| (codec, s))?
         }
     };
+    let stream = opens_stream.then(|| {
+        let call_id = frame.header.call_id;
+        let wire = Arc::new(ServerStreamWire { conn: conn.clone(), call_id, codec: codec.id() });
+        let (pipe, slot) = crate::stream::server_halves(wire, DEFAULT_STREAM_WINDOW, DEFAULT_STREAM_WINDOW);
+        conn.streams().insert(call_id, pipe);
+        slot
+    });
     Ok(Incoming {
         route,
         protocol: Protocol::Native,
@@ -650,8 +746,43 @@ fn incoming(
         peer,
         body: frame.body,
         memory,
-        stream: None,
+        stream,
     })
+}
+
+/// How a handler's stream halves reach this connection: messages and
+/// grants go straight into the write queue, in order with the call's end.
+struct ServerStreamWire {
+    conn: Arc<Conn>,
+    call_id: u32,
+    codec: u8,
+}
+
+impl StreamWire for ServerStreamWire {
+    fn message(&self, message: bytes::Bytes) -> Result<(), Status> {
+        let max_frame_size = self.conn.max_frame_size;
+        match self
+            .conn
+            .queue
+            .push_now(|buf| encode_message(buf, self.call_id, self.codec, &message, false, max_frame_size))
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => {
+                Err(Status::resource_exhausted(format!("a stream message is too large to send: {err}")))
+            }
+            Err(_closed) => Err(Status::unavailable("the connection closed mid-stream")),
+        }
+    }
+
+    /// The end goes out with the call's status.
+    fn half_close(&self) {}
+
+    fn grant(&self, increment: u32) {
+        let _ = self.conn.queue.push_now(|buf| encode_window_update(buf, self.call_id, increment));
+    }
+
+    /// A handler never cancels: it ends the stream by returning.
+    fn cancel(&self) {}
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -667,13 +798,15 @@ async fn start_call(
 ) {
     let call_id = frame.header.call_id;
     let one_way = frame.header.kind == FrameKind::OneWay;
-    let started = incoming(frame, reservation, server, peer).and_then(|incoming| {
+    let streaming = frame.header.kind == FrameKind::StreamOpen;
+    let started = incoming(frame, reservation, conn, server, peer).and_then(|incoming| {
         let codec = incoming.codec;
         pipeline::start(server, slots, incoming, shutdown).map(|call| (codec, call)).map_err(|s| (codec, s))
     });
     let (codec, call) = match started {
         Ok(started) => started,
         Err((codec, status)) => {
+            conn.streams().remove(&call_id);
             if one_way {
                 tracing::debug!(%peer, %status, "dropping one-way call");
             } else {
@@ -686,7 +819,8 @@ async fn start_call(
 
     // Handlers of methods known to be quick to their first `.await` are
     // polled right here; most then finish and are answered at once.
-    let call = if call.may_run_inline() && budget.allows_inline() {
+    // (A stream lives long: never on the connection's own task.)
+    let call = if !streaming && call.may_run_inline() && budget.allows_inline() {
         let mut call = call;
         match std::future::poll_fn(|task| std::task::Poll::Ready(call.poll_inline(task))).await {
             Some(result) => {

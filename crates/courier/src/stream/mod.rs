@@ -24,8 +24,8 @@ mod typed;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 
+pub use futures_util::stream::{Stream, StreamExt, iter};
 pub use typed::{Requests, ResponseStream, StreamSender, Streaming, channel};
 
 use crate::codec::Codec;

@@ -164,6 +164,7 @@ impl Pipe {
 
     /// Bytes received and not yet read, with their frames' share (what the
     /// stream holds of the peer's data).
+    #[cfg(test)]
     pub(crate) fn buffered(&self) -> i64 {
         self.lock().recv.buffered()
     }
@@ -208,7 +209,9 @@ impl RawReceiver {
             Some(Ok(message)) => message,
             Some(Err(status)) => return Err(status),
             None => {
-                return Err(Status::invalid_argument(format!("{what}: the stream ended without its message")));
+                return Err(Status::invalid_argument(format!(
+                    "{what}: the stream ended without its message"
+                )));
             }
         };
         match self.next().await {

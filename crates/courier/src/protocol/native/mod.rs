@@ -24,6 +24,19 @@
 //! matched by call id; responses may arrive in any order. The metadata of each
 //! kind is described in `meta`.
 //!
+//! ## Streams
+//!
+//! A streaming call shares the connection and the call ids with unary
+//! ones. The client opens it with a stream-open frame (a request's
+//! metadata, no body); then each side sends message frames (one message
+//! each; the client's last may carry the end-stream flag, or a half-close
+//! frame follows it), and the server ends the stream with an ordinary
+//! response frame: its status and trailers, no body. Either side grants
+//! the other credit with window-update frames (a `u32` increment in the
+//! body; see `stream::credit`: each side starts with
+//! [`DEFAULT_STREAM_WINDOW`](crate::stream::credit::DEFAULT_STREAM_WINDOW)),
+//! and a cancel frame from the client ends the stream at once.
+//!
 //! The payload length is checked against the receiver's limit *before* any
 //! buffer grows for it, so a peer cannot make us allocate more than
 //! `max_frame_size` by lying in a header.
@@ -58,6 +71,14 @@ const GROW_STEP: usize = 64 * 1024;
 /// Length of a ping or pong body.
 pub const PING_LEN: usize = 8;
 
+/// Length of a window update's body.
+pub const WINDOW_UPDATE_LEN: usize = 4;
+
+/// The flag of a message frame after which its sender sends no more (a
+/// half-close in the same frame). The only flag this version defines, and
+/// only on message frames.
+pub const FLAG_END_STREAM: u8 = 0x01;
+
 /// What a frame is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -76,6 +97,14 @@ pub enum FrameKind {
     Cancel = 6,
     /// The sender will close the connection: no new calls should be sent.
     GoAway = 7,
+    /// The client opens a stream (request metadata, no body).
+    StreamOpen = 8,
+    /// One message of a stream, either way.
+    Message = 9,
+    /// The client sends no more messages on this stream.
+    HalfClose = 10,
+    /// The sender grants its peer more credit on a stream.
+    WindowUpdate = 11,
 }
 
 impl FrameKind {
@@ -89,6 +118,10 @@ impl FrameKind {
             5 => FrameKind::Pong,
             6 => FrameKind::Cancel,
             7 => FrameKind::GoAway,
+            8 => FrameKind::StreamOpen,
+            9 => FrameKind::Message,
+            10 => FrameKind::HalfClose,
+            11 => FrameKind::WindowUpdate,
             _ => return None,
         })
     }
@@ -168,6 +201,8 @@ pub struct FrameHeader {
     pub codec: u8,
     /// The call this frame belongs to (0 for connection-level frames).
     pub call_id: u32,
+    /// [`FLAG_END_STREAM`] on a message frame; 0 on every other.
+    pub flags: u8,
     /// Length of the metadata section.
     pub meta_len: u32,
     /// Length of metadata plus body.
@@ -195,7 +230,8 @@ impl FrameHeader {
             });
         }
         let kind = FrameKind::from_u8(kind_byte).ok_or(FrameError::UnknownKind(kind_byte))?;
-        if flags != 0 {
+        let allowed = if kind == FrameKind::Message { FLAG_END_STREAM } else { 0 };
+        if flags & !allowed != 0 {
             return Err(FrameError::UnknownFlags(flags));
         }
         if reserved != 0 {
@@ -204,7 +240,7 @@ impl FrameHeader {
         if meta_len > payload_len {
             return Err(FrameError::malformed("frame header", "metadata length exceeds payload length"));
         }
-        Ok(FrameHeader { kind, codec, call_id, meta_len, payload_len })
+        Ok(FrameHeader { kind, codec, call_id, flags, meta_len, payload_len })
     }
 }
 
@@ -333,6 +369,57 @@ impl FrameEncoder {
 pub fn encode_ping(buf: &mut BytesMut, kind: FrameKind, payload: [u8; PING_LEN]) {
     put_control_header(buf, kind, 0, PING_LEN as u32);
     buf.extend_from_slice(&payload);
+}
+
+/// Encode one message of stream `call_id`, with [`FLAG_END_STREAM`] if
+/// `end`. Refused (nothing written) past `max_frame_size`.
+pub fn encode_message(
+    buf: &mut BytesMut,
+    call_id: u32,
+    codec: u8,
+    message: &[u8],
+    end: bool,
+    max_frame_size: usize,
+) -> Result<(), FrameError> {
+    if message.len() > max_frame_size || u32::try_from(message.len()).is_err() {
+        return Err(FrameError::TooLarge {
+            call_id,
+            kind: FrameKind::Message as u8,
+            size: message.len() as u64,
+            limit: max_frame_size,
+        });
+    }
+    buf.reserve(HEADER_LEN + message.len());
+    buf.put_u32(message.len() as u32);
+    buf.put_u8(FrameKind::Message as u8);
+    buf.put_u8(if end { FLAG_END_STREAM } else { 0 });
+    buf.put_u8(codec);
+    buf.put_u8(0); // reserved
+    buf.put_u32(call_id);
+    buf.put_u32(0); // no metadata
+    buf.extend_from_slice(message);
+    Ok(())
+}
+
+/// Encode a half-close of stream `call_id`.
+pub fn encode_half_close(buf: &mut BytesMut, call_id: u32) {
+    put_control_header(buf, FrameKind::HalfClose, call_id, 0);
+}
+
+/// Encode a grant of `increment` more credit on stream `call_id`.
+pub fn encode_window_update(buf: &mut BytesMut, call_id: u32, increment: u32) {
+    put_control_header(buf, FrameKind::WindowUpdate, call_id, WINDOW_UPDATE_LEN as u32);
+    buf.put_u32(increment);
+}
+
+/// The increment a window update's body grants (never zero).
+pub fn decode_window_update(body: &[u8]) -> Result<u32, FrameError> {
+    let bytes = <[u8; WINDOW_UPDATE_LEN]>::try_from(body)
+        .map_err(|_| FrameError::malformed("window update", "body is not 4 bytes"))?;
+    match u32::from_be_bytes(bytes) {
+        0 => Err(FrameError::malformed("window update", "increment is zero")),
+        increment => Ok(increment),
+    }
 }
 
 /// Encode a cancel frame for `call_id`.
