@@ -382,3 +382,122 @@ async fn a_streaming_method_refuses_a_unary_call_and_describes_itself() {
     })
     .await;
 }
+
+/// `curl` (as a user would run it) against the server, returning stdout.
+fn curl(args: &[&str]) -> String {
+    let output = std::process::Command::new("curl").args(args).output().expect("run curl");
+    String::from_utf8(output.stdout).expect("utf-8")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_json_streams_replies_as_json_lines_or_server_sent_events() {
+    within(TEST_LIMIT, "http_json_streams_replies_as_json_lines_or_server_sent_events", async {
+        let (server, _) = start().await;
+        let url = format!("http://{}/Feed/Count", server.local_addr());
+        let lines = tokio::task::spawn_blocking({
+            let url = url.clone();
+            move || {
+                curl(&[
+                    "-sN",
+                    "-i",
+                    "-X",
+                    "POST",
+                    &url,
+                    "-H",
+                    "content-type: application/json",
+                    "-d",
+                    r#"{"from":7,"n":3}"#,
+                ])
+            }
+        })
+        .await
+        .expect("curl");
+        assert!(lines.starts_with("HTTP/1.1 200"), "{lines}");
+        assert!(lines.to_ascii_lowercase().contains("content-type: application/x-ndjson"), "{lines}");
+        let body = lines.split("\r\n\r\n").nth(1).expect("a body");
+        assert_eq!(body, "7\n8\n9\n", "one JSON value per line");
+
+        let events = tokio::task::spawn_blocking({
+            let url = url.clone();
+            move || {
+                curl(&[
+                    "-sN",
+                    "-X",
+                    "POST",
+                    &url,
+                    "-H",
+                    "accept: text/event-stream",
+                    "-d",
+                    r#"{"from":1,"n":2}"#,
+                ])
+            }
+        })
+        .await
+        .expect("curl");
+        assert_eq!(events, "data: 1\n\ndata: 2\n\n");
+
+        // An error after replies is the last line; before any, the status.
+        let failing = format!("http://{}/Feed/FailAfter", server.local_addr());
+        let tail = tokio::task::spawn_blocking({
+            let failing = failing.clone();
+            move || curl(&["-sN", "-X", "POST", &failing, "-d", "2"])
+        })
+        .await
+        .expect("curl");
+        let lines: Vec<&str> = tail.lines().collect();
+        assert_eq!(lines[..2], ["0", "1"], "{tail}");
+        let last: serde_json::Value = serde_json::from_str(lines[2]).expect("an error line");
+        assert_eq!(last["error"]["code"], "NOT_FOUND", "{tail}");
+        let refused = tokio::task::spawn_blocking(move || {
+            curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", &failing, "-d", "5000"])
+        })
+        .await
+        .expect("curl");
+        assert_eq!(refused, "400", "an error before any reply answers its HTTP status");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_client_that_leaves_mid_stream_stops_the_handler() {
+    within(TEST_LIMIT, "an_http_client_that_leaves_mid_stream_stops_the_handler", async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (server, feed_state) = start().await;
+        let mut stream = tokio::net::TcpStream::connect(server.local_addr()).await.expect("connect");
+        let body = r#""tag""#;
+        let request = format!(
+            "POST /Feed/Forever HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("\n3\n") {
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "the stream ended early: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&chunk[..n]);
+        }
+        drop(stream);
+        assert!(
+            courier_tests::eventually(Duration::from_secs(5), || feed_state.dropped.lock().expect("lock").is_some()).await,
+            "the handler is dropped when the HTTP client leaves"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn json_rpc_refuses_a_streaming_method_with_a_clear_error() {
+    within(TEST_LIMIT, "json_rpc_refuses_a_streaming_method_with_a_clear_error", async {
+        let (server, _) = start().await;
+        let mut rpc = courier_tests::JsonRpc::connect(server.local_addr()).await;
+        let reply = rpc.call("Feed.Count", serde_json::json!({"from": 1, "n": 2}), 1).await;
+        let error = reply["error"].as_str().expect("an error");
+        assert!(error.contains("Feed.Count is a server-streaming method"), "{error}");
+        assert!(error.contains("JSON-RPC cannot carry"), "{error}");
+        // The connection goes on serving unary calls.
+        let reply = rpc.call("Feed.Ping", serde_json::json!(7), 2).await;
+        assert_eq!(reply["result"], 7, "{reply}");
+    })
+    .await;
+}

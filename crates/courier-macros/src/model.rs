@@ -289,15 +289,15 @@ fn stream_shape(args: &[Arg], output: &Output) -> Result<(Option<Type>, Option<T
     let mut stream_in = None;
     for arg in args {
         if wrapped(&arg.ty, "ResponseStream").is_some() {
-            return Err(Error::new(
-                arg.ty.span(),
+            return Err(Error::new_spanned(
+                &arg.ty,
                 "`ResponseStream<T>` is what a method returns to stream its replies; to receive a stream of requests, take `courier::Streaming<T>`",
             ));
         }
         if let Some(inner) = wrapped(&arg.ty, "Streaming") {
             if args.len() > 1 {
-                return Err(Error::new(
-                    arg.ty.span(),
+                return Err(Error::new_spanned(
+                    &arg.ty,
                     "a method that takes a `Streaming<T>` of requests takes nothing else (besides `&courier::Context`): put what else it needs in the messages",
                 ));
             }
@@ -306,15 +306,15 @@ fn stream_shape(args: &[Arg], output: &Output) -> Result<(Option<Type>, Option<T
     }
     let ok = output.ok_type();
     if wrapped(ok, "Streaming").is_some() {
-        return Err(Error::new(
-            ok.span(),
+        return Err(Error::new_spanned(
+            ok,
             "to stream replies, return `courier::ResponseStream<T>` (or `Result<ResponseStream<T>, courier::Status>`); `Streaming<T>` is what a method receives",
         ));
     }
     let stream_out = wrapped(ok, "ResponseStream").cloned();
     if let (Some(_), Output::AppResult(_, err)) = (&stream_out, output) {
-        return Err(Error::new(
-            err.span(),
+        return Err(Error::new_spanned(
+            err,
             "a streaming method fails with `courier::Status`: return `Result<ResponseStream<T>, courier::Status>` (a stream's own errors are its items' `Err`)",
         ));
     }

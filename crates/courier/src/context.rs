@@ -57,6 +57,12 @@ impl ResponseMetadata {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// What the handler has set so far.
+    #[cfg_attr(not(feature = "http-json"), allow(dead_code))]
+    pub(crate) fn snapshot(&self) -> Metadata {
+        self.lock().clone()
+    }
+
     /// What the handler set, leaving nothing behind.
     pub(crate) fn take(&self) -> Metadata {
         std::mem::take(&mut *self.lock())

@@ -33,6 +33,17 @@ impl Protocol {
     pub const ALL: [Protocol; 5] =
         [Protocol::Native, Protocol::Grpc, Protocol::JsonRpc, Protocol::HttpJson, Protocol::GoRpc];
 
+    /// The name people know it by, for messages.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Protocol::Native => "courier's native protocol",
+            Protocol::Grpc => "gRPC",
+            Protocol::JsonRpc => "JSON-RPC",
+            Protocol::HttpJson => "HTTP/JSON",
+            Protocol::GoRpc => "Go's net/rpc",
+        }
+    }
+
     /// A short name for logs.
     pub fn name(self) -> &'static str {
         match self {

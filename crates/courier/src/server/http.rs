@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming as Body;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
@@ -28,12 +28,14 @@ use tokio::sync::watch;
 use super::ServerShared;
 use super::admission::ConnectionSlots;
 use super::budget::Reservation;
+use super::http_stream::{Framing, HttpStream, JsonLines};
 use super::pipeline::{self, Incoming, Outcome, Target};
 use crate::codec::Codec;
 use crate::metadata::Metadata;
 use crate::protocol::headers::{metadata_of, put_metadata};
 use crate::protocol::http::{self as wire, method_name};
 use crate::protocol::sniff::Protocol;
+use crate::service::MethodKind;
 use crate::status::Status;
 use crate::transport::progress::Progress;
 use crate::transport::watched::{HeadWatch, Watched};
@@ -106,7 +108,8 @@ pub(crate) async fn serve<T>(
     }
 }
 
-type Reply = Response<Full<Bytes>>;
+/// A reply: a whole JSON body, or a server-streaming method's lines.
+type Reply = Response<Either<Full<Bytes>, JsonLines>>;
 
 async fn handle(
     request: Request<Body>,
@@ -151,6 +154,7 @@ async fn handle(
         Some(Err(status)) => return error_reply(StatusCode::BAD_REQUEST, &status),
     };
     let metadata = metadata_of(request.headers());
+    let framing = Framing::for_accept(request.headers().get(http::header::ACCEPT));
     let content_length = request
         .headers()
         .get(http::header::CONTENT_LENGTH)
@@ -162,6 +166,9 @@ async fn handle(
     };
     // No body means no arguments.
     let body = if body.iter().all(u8::is_ascii_whitespace) { Bytes::from_static(b"{}") } else { body };
+    // A server-streaming method's request is its stream's one message.
+    let streamed =
+        (route.method.kind == MethodKind::ServerStreaming).then(|| HttpStream::new(body.clone(), framing));
     let incoming = Incoming {
         route,
         protocol: Protocol::HttpJson,
@@ -171,15 +178,33 @@ async fn handle(
         peer,
         body,
         memory,
-        stream: None,
+        stream: streamed.as_ref().map(|stream| stream.slot.clone()),
     };
+    if let Some(stream) = streamed {
+        return match pipeline::start(server, slots, incoming, &shutdown) {
+            Ok(call) => {
+                stream
+                    .run(
+                        call,
+                        |status, metadata| {
+                            let mut response = error_reply(wire::status_of(status.code()), status);
+                            put_metadata(response.headers_mut(), metadata);
+                            response
+                        },
+                        |lines| lines,
+                    )
+                    .await
+            }
+            Err(status) => error_reply(wire::status_of(status.code()), &status),
+        };
+    }
     let outcome = match pipeline::start(server, slots, incoming, &shutdown) {
         Ok(call) => call.run().await,
         Err(status) => Outcome::error(status),
     };
     match outcome.result {
         Ok(result) => {
-            let mut response = Response::new(Full::new(result));
+            let mut response = Response::new(Either::Left(Full::new(result)));
             put_json_headers(&mut response, &outcome.metadata);
             response
         }
@@ -278,7 +303,7 @@ fn put_json_headers(response: &mut Reply, metadata: &Metadata) {
 }
 
 fn json_reply(status: StatusCode, body: &Value, metadata: &Metadata) -> Reply {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut response = Response::new(Either::Left(Full::new(Bytes::from(body.to_string()))));
     *response.status_mut() = status;
     put_json_headers(&mut response, metadata);
     response
@@ -286,7 +311,7 @@ fn json_reply(status: StatusCode, body: &Value, metadata: &Metadata) -> Reply {
 
 /// An error reply: the HTTP status, and the body of [`wire::error_body`].
 fn error_reply(http_status: StatusCode, status: &Status) -> Reply {
-    let mut response = Response::new(Full::new(wire::error_body(status)));
+    let mut response = Response::new(Either::Left(Full::new(wire::error_body(status))));
     *response.status_mut() = http_status;
     response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response

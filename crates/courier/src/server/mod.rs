@@ -59,6 +59,8 @@ mod gorpc;
 mod grpc;
 #[cfg(feature = "http-json")]
 mod http;
+#[cfg(feature = "http-json")]
+mod http_stream;
 mod inline;
 mod jsonrpc;
 mod limits;

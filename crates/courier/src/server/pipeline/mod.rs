@@ -133,6 +133,26 @@ pub(crate) fn start(
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Call, Status> {
     let Incoming { route, protocol, codec, deadline, metadata, peer, body, memory, stream } = incoming;
+    if route.method.kind.is_streaming() && stream.is_none() {
+        // One place for every protocol that cannot carry this method's
+        // stream (JSON-RPC and Go's net/rpc have none; HTTP/JSON streams
+        // replies only).
+        return Err(Status::unimplemented(format!(
+            "{} is a {} method, which {} cannot carry: call it over courier's protocol or gRPC{}",
+            route.method.full_name,
+            match route.method.kind {
+                crate::service::MethodKind::ServerStreaming => "server-streaming",
+                crate::service::MethodKind::ClientStreaming => "client-streaming",
+                _ => "bidirectional streaming",
+            },
+            protocol.display_name(),
+            if route.method.kind == crate::service::MethodKind::ServerStreaming {
+                " (or HTTP/JSON, which streams the replies as JSON lines)"
+            } else {
+                ""
+            }
+        )));
+    }
     let deadline = match server.config.call_timeout.and_then(|cap| Instant::now().checked_add(cap)) {
         Some(cap) => Some(deadline.map_or(cap, |asked| asked.min(cap))),
         None => deadline,
@@ -195,6 +215,13 @@ pub(crate) fn push_back(cx: &Context, after: std::time::Duration) {
 }
 
 impl Call {
+    /// Where the handler's response metadata goes (read early by a stream
+    /// whose head goes out before the call ends).
+    #[cfg_attr(not(feature = "http-json"), allow(dead_code))]
+    pub(crate) fn response_metadata(&self) -> ResponseMetadata {
+        self.response.clone()
+    }
+
     /// Whether this call may be polled on the connection's own task (its
     /// method has shown itself quick to its first `.await`).
     pub(crate) fn may_run_inline(&self) -> bool {

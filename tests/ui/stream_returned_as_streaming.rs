@@ -1,0 +1,6 @@
+#[courier::service]
+trait Feed {
+    async fn updates(&self, topic: String) -> courier::Streaming<String>;
+}
+
+fn main() {}
