@@ -1277,3 +1277,69 @@ async fn no_watcher_sees_a_registration_that_a_sigkill_loses() {
         assert!(phantom.is_empty(), "crash {round}: a watcher saw these, the disk lost them: {phantom:?}");
     }
 }
+
+/// A registry as it was before the streaming watch: every method but
+/// `Follow`, which it does not know.
+struct OldRegistry {
+    inner: courier::registry::courier::api::RegistryApiServer<courier_registry::RegistryServer>,
+    /// `Follow` calls refused, and `Watch` calls served.
+    follows: Arc<AtomicUsize>,
+    watches: Arc<AtomicUsize>,
+}
+
+impl courier::Service for OldRegistry {
+    fn descriptor(&self) -> &'static courier::ServiceDescriptor {
+        self.inner.descriptor()
+    }
+
+    fn call(
+        &self,
+        method: usize,
+        cx: courier::Context,
+        body: bytes::Bytes,
+    ) -> BoxFuture<'static, Result<bytes::Bytes, courier::Status>> {
+        match self.descriptor().methods[method].name {
+            "Follow" => {
+                self.follows.fetch_add(1, Ordering::SeqCst);
+                return Box::pin(std::future::ready(Err(courier::Status::unimplemented(
+                    "unknown method CourierRegistry.Follow",
+                ))));
+            }
+            "Watch" => {
+                self.watches.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+        self.inner.call(method, cx, body)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_of_a_registry_without_the_streaming_watch_long_poll_instead() {
+    within(
+        Duration::from_secs(60),
+        "consumers_of_a_registry_without_the_streaming_watch_long_poll_instead",
+        async {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let registry_server = courier_registry::open(dir.path()).await.expect("open registry");
+            let (follows, watches) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+            let old = OldRegistry {
+                inner: registry_server.into_service(),
+                follows: follows.clone(),
+                watches: watches.clone(),
+            };
+            let server =
+                courier::Server::builder().add_service(old).bind("127.0.0.1:0").await.expect("bind").start();
+            let registry = connect(server.local_addr()).await;
+            let _first = start_provider(&registry, "first", |b| b).await;
+            let consumer = WhoamiClient::discover(&registry, "Whoami").build().await.expect("discover");
+            assert!(eventually(Duration::from_secs(5), || known(&consumer) == 1).await, "listed");
+            // A change reaches it through long polls.
+            let _second = start_provider(&registry, "second", |b| b).await;
+            assert!(eventually(Duration::from_secs(5), || known(&consumer) == 2).await, "watched");
+            assert_eq!(follows.load(Ordering::SeqCst), 1, "asked to follow once, then long-polled");
+            assert!(watches.load(Ordering::SeqCst) >= 2, "long polls carried the change");
+        },
+    )
+    .await;
+}

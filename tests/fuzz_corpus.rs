@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use bytes::BytesMut;
 use courier::Codec;
 use courier::protocol::native::{
-    FrameEncoder, FrameKind, GoAway, PREFACE, RequestHead, ResponseHead, encode_ping,
+    FrameEncoder, FrameKind, GoAway, PREFACE, RequestHead, ResponseHead, encode_half_close, encode_message,
+    encode_ping, encode_window_update,
 };
 
 #[path = "../fuzz/bodies/native_decoder.rs"]
@@ -173,6 +174,23 @@ fn native_seeds() -> Vec<(&'static str, Vec<u8>)> {
     );
     let mut ping = BytesMut::new();
     encode_ping(&mut ping, FrameKind::Ping, *b"keepaliv");
+    // A stream: opened, two messages (the last ending the client's half),
+    // a grant, a half-close.
+    let stream_open = native_frame(
+        FrameKind::StreamOpen,
+        9,
+        |buf| RequestHead::encode(buf, "Feed.Shout", None, std::iter::empty()),
+        b"",
+    );
+    let mut stream = BytesMut::new();
+    encode_message(&mut stream, 9, Codec::Json.id(), br#""hello""#, false, 1 << 20).expect("small");
+    encode_message(&mut stream, 9, Codec::Json.id(), br#""bye""#, true, 1 << 20).expect("small");
+    encode_window_update(&mut stream, 9, 32 * 1024);
+    encode_half_close(&mut stream, 9);
+    let mut zero_grant = BytesMut::new();
+    encode_window_update(&mut zero_grant, 9, 1);
+    let last = zero_grant.len() - 1;
+    zero_grant[last] = 0; // an increment of zero
 
     let with_preface = |frames: &[&[u8]]| {
         let mut out = PREFACE.to_vec();
@@ -207,6 +225,9 @@ fn native_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("goaway", goaway.clone()),
         ("ping", ping.to_vec()),
         ("several-frames", [request.clone(), one_way, ok, goaway, ping.to_vec()].concat()),
+        ("stream", [stream_open.clone(), stream.to_vec()].concat()),
+        ("stream-open", stream_open),
+        ("window-update-zero", zero_grant.to_vec()),
         ("payload-3gib", huge),
         ("metadata-past-end", meta_past_end),
         ("unknown-kind", unknown_kind),

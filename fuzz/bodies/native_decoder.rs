@@ -12,7 +12,9 @@
 //! `cargo +nightly fuzz run native_decoder`
 
 use bytes::BytesMut;
-use courier::protocol::native::{FrameDecoder, GoAway, RequestHead, ResponseHead, check_preface};
+use courier::protocol::native::{
+    FrameDecoder, GoAway, RequestHead, ResponseHead, check_preface, decode_window_update,
+};
 
 /// Feed `data` to the decoders; any panic is a bug.
 pub fn run(data: &[u8]) {
@@ -32,6 +34,7 @@ pub fn run(data: &[u8]) {
                     let _ = head.headers.count();
                 }
                 let _ = GoAway::decode(&frame.meta);
+                let _ = decode_window_update(&frame.body);
             }
             Ok(None) if !fed_rest => {
                 buf.extend_from_slice(&data[split..]);

@@ -1,7 +1,8 @@
-//! A client that floods a courier registry with long-polling watches, as
-//! issue 9 found one could: many connections, each with many `Watch` calls
-//! waiting at once. Refused calls are tried again after a pause, so the
-//! flood keeps whatever the registry lets it hold for as long as it runs.
+//! A client that floods a courier registry with watches, as issue 9 found
+//! one could: many connections, each with many watches waiting at once.
+//! The watches are what consumers use (`Follow`, the streaming watch, held
+//! open for as long as the flood runs). Refused watches are tried again
+//! after a pause, so the flood keeps whatever the registry lets it hold.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use courier::registry::courier::api::{MAX_WATCH_WAIT_MS, RegistryApiClient};
+use courier::registry::courier::api::RegistryApiClient;
 
 /// How long a refused watch waits before it is tried again: long enough
 /// that the refusals cost the registry little, short enough that the flood
@@ -70,6 +71,7 @@ impl WatchFlood {
             // One channel is one connection (pool size 1).
             let channel = courier::Channel::builder(addr.to_string()).build_lazy();
             let client = RegistryApiClient::new(channel).with_timeout(Duration::from_secs(60));
+            let follower = client.with_options(client.options().clone().without_timeout());
             // Watch from the current revision, so each call waits rather
             // than getting a full set at once.
             let revision =
@@ -79,7 +81,7 @@ impl WatchFlood {
                     .expect("the flood's first call succeeds")
                     .revision;
             for call in 0..per_connection {
-                let (client, counts) = (client.clone(), counts.clone());
+                let (client, counts) = (follower.clone(), counts.clone());
                 let slot = connection * per_connection + call;
                 let service = format!("Flood{connection}x{call}");
                 tasks.push(tokio::spawn(async move {
@@ -87,8 +89,19 @@ impl WatchFlood {
                         let result = {
                             let _waiting = Waiting::start(&counts.waiting);
                             counts.mark(slot, Some(Instant::now()));
-                            let result =
-                                client.watch(service.clone(), Some(revision), MAX_WATCH_WAIT_MS).await;
+                            // Held until the registry ends it (nothing ever
+                            // changes in the flood's services); a refusal
+                            // ends it at its first message.
+                            let result = match client.follow(service.clone(), Some(revision)).await {
+                                Ok(mut pages) => loop {
+                                    match pages.message().await {
+                                        Ok(Some(_)) => {}
+                                        Ok(None) => break Ok(()),
+                                        Err(status) => break Err(status),
+                                    }
+                                },
+                                Err(status) => Err(status),
+                            };
                             counts.mark(slot, None);
                             result
                         };

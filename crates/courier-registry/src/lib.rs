@@ -57,7 +57,7 @@ mod service;
 use std::path::Path;
 use std::sync::Arc;
 
-use courier::registry::courier::api::{KEEP_ALIVE_METHOD, RegistryApiServer, WATCH_METHOD};
+use courier::registry::courier::api::{FOLLOW_METHOD, KEEP_ALIVE_METHOD, RegistryApiServer, WATCH_METHOD};
 use courier::registry::mem::LocalRegistry;
 use courier::{MethodLimit, ServerBuilder};
 
@@ -94,6 +94,8 @@ impl RegistryServer {
     pub fn add_to(self, builder: ServerBuilder) -> ServerBuilder {
         builder
             .method_limit(WATCH_METHOD, self.watch_limit)
+            // The streaming watch, in a pool of the same size of its own.
+            .method_limit(FOLLOW_METHOD, self.watch_limit)
             .method_limit(KEEP_ALIVE_METHOD, self.keep_alive_limit)
             .add_service(self.into_service())
     }

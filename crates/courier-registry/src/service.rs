@@ -12,7 +12,7 @@ use courier::registry::courier::api::{
     RegistryApi, WatchPage, status_of,
 };
 use courier::registry::mem::store::{RemovalCause, StoreError};
-use courier::{Context, Status};
+use courier::{Context, ResponseStream, Status};
 
 use crate::RegistryServer;
 
@@ -122,6 +122,38 @@ impl RegistryApi for RegistryServer {
             _ => None,
         };
         WatchPage { events: page.events, next }
+    }
+
+    async fn follow(
+        &self,
+        cx: &Context,
+        service: String,
+        after: Option<Revision>,
+    ) -> ResponseStream<WatchPage> {
+        let registry = self.clone();
+        let cx = cx.clone();
+        // Each step waits for the next events (a long wait, renewed while
+        // nothing changes), then hands on the page once the disk holds it.
+        ResponseStream::new(courier::stream::unfold(after, move |after| {
+            let (registry, cx, service) = (registry.clone(), cx.clone(), service.clone());
+            async move {
+                let wait = Duration::from_millis(MAX_WATCH_WAIT_MS);
+                loop {
+                    let page = tokio::select! {
+                        page = registry.local.wait_events_page(&service, after, wait, PAGE_BYTES) => page,
+                        // Shutting down: end the stream cleanly, so the
+                        // drain does not wait for it; the follower follows
+                        // again (elsewhere, or after the restart).
+                        () = cx.shutdown() => return None,
+                    };
+                    let Some(last) = page.events.last() else { continue };
+                    let revision = last.revision();
+                    registry.persistence.durable_through(revision).await;
+                    let next = page.more_after.map(|after_id| PageToken { revision, after_id });
+                    return Some((Ok(WatchPage { events: page.events, next }), Some(revision)));
+                }
+            }
+        }))
     }
 
     async fn registrations(

@@ -120,6 +120,38 @@ impl Transport {
     }
 }
 
+impl Channel {
+    /// Call a streaming `method` of `kind` with already-encoded messages
+    /// (in [`Channel::codec_for`] the options), for tools and proxies that
+    /// do not know the types: sends what `requests` yields (one message
+    /// for a server-streaming method), then half-closes; the replies come
+    /// back encoded (one for a client-streaming method).
+    pub async fn stream_bytes<S>(
+        &self,
+        method: &str,
+        kind: MethodKind,
+        requests: S,
+        options: &CallOptions,
+    ) -> Result<Streaming<Bytes>, Status>
+    where
+        S: Stream<Item = Bytes> + Send + 'static,
+    {
+        if kind == MethodKind::Unary {
+            return Err(Status::invalid_argument(format!(
+                "{method}: a unary method has no stream; call it with unary_bytes"
+            )));
+        }
+        let OpenedStream { sender, receiver, codec } = self.open_stream(method, kind, options).await?;
+        tokio::spawn(pump(sender, codec, requests, copy_bytes, method.to_string()));
+        Ok(Streaming::new(receiver, codec, |_, body| Ok(body.clone())))
+    }
+}
+
+fn copy_bytes(_: Codec, message: &Bytes, buf: &mut BytesMut) -> Result<(), Status> {
+    buf.extend_from_slice(message);
+    Ok(())
+}
+
 /// How the request messages of a stream are encoded.
 pub(crate) type EncodeFn<T> = fn(Codec, &T, &mut BytesMut) -> Result<(), Status>;
 

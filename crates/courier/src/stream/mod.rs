@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-pub use futures_util::stream::{Stream, StreamExt, iter};
+pub use futures_util::stream::{Stream, StreamExt, iter, unfold};
 pub use typed::{Requests, ResponseStream, StreamSender, Streaming, channel};
 
 use crate::codec::Codec;

@@ -246,6 +246,30 @@ proptest! {
     }
 
     #[test]
+    fn any_stream_message_round_trips(
+        call_id in any::<u32>(),
+        codec in any::<u8>(),
+        body in prop::collection::vec(any::<u8>(), 0..2048),
+        end in any::<bool>(),
+        increment in 1u32..,
+    ) {
+        let decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+        let mut buf = BytesMut::new();
+        encode_message(&mut buf, call_id, codec, &body, end, DEFAULT_MAX_FRAME_SIZE).expect("fits");
+        encode_window_update(&mut buf, call_id, increment);
+        let message = decoder.decode(&mut buf).expect("valid").expect("whole");
+        prop_assert_eq!(message.header.kind, FrameKind::Message);
+        prop_assert_eq!(message.header.call_id, call_id);
+        prop_assert_eq!(message.header.codec, codec);
+        prop_assert_eq!(message.header.flags & FLAG_END_STREAM != 0, end);
+        prop_assert_eq!(&message.body[..], &body[..]);
+        prop_assert!(message.meta.is_empty());
+        let grant = decoder.decode(&mut buf).expect("valid").expect("whole");
+        prop_assert_eq!(decode_window_update(&grant.body), Ok(increment));
+        prop_assert!(buf.is_empty());
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         let decoder = FrameDecoder::new(1024);
         let mut buf = BytesMut::from(&bytes[..]);
@@ -271,14 +295,61 @@ fn every_frame_kind_round_trips_through_its_header_byte() {
         FrameKind::Pong,
         FrameKind::Cancel,
         FrameKind::GoAway,
+        FrameKind::StreamOpen,
+        FrameKind::Message,
+        FrameKind::HalfClose,
+        FrameKind::WindowUpdate,
     ];
-    // The wire values are fixed by version 1 of the protocol: 1 to 7.
+    // The wire values are fixed by version 1 of the protocol: 1 to 11.
     for (kind, byte) in kinds.into_iter().zip(1u8..) {
         assert_eq!(kind as u8, byte);
         assert_eq!(FrameKind::from_u8(byte), Some(kind), "kind byte {byte}");
     }
     assert_eq!(FrameKind::from_u8(0), None);
-    assert_eq!(FrameKind::from_u8(8), None);
+    assert_eq!(FrameKind::from_u8(12), None);
+}
+
+#[test]
+fn stream_frames_round_trip_and_only_messages_take_the_end_flag() {
+    let decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+    let mut buf = BytesMut::new();
+    encode_message(&mut buf, 5, 2, b"one", false, DEFAULT_MAX_FRAME_SIZE).expect("fits");
+    encode_message(&mut buf, 5, 2, b"", true, DEFAULT_MAX_FRAME_SIZE).expect("fits");
+    encode_window_update(&mut buf, 5, 70_000);
+    encode_half_close(&mut buf, 5);
+    let first = decoder.decode(&mut buf).expect("valid").expect("whole");
+    assert_eq!((first.header.kind, first.header.flags, first.header.codec), (FrameKind::Message, 0, 2));
+    assert_eq!(&first.body[..], b"one");
+    let last = decoder.decode(&mut buf).expect("valid").expect("whole");
+    assert_eq!((last.header.flags, last.body.len()), (FLAG_END_STREAM, 0), "an empty last message");
+    let grant = decoder.decode(&mut buf).expect("valid").expect("whole");
+    assert_eq!(grant.header.kind, FrameKind::WindowUpdate);
+    assert_eq!(decode_window_update(&grant.body), Ok(70_000));
+    let close = decoder.decode(&mut buf).expect("valid").expect("whole");
+    assert_eq!((close.header.kind, close.header.call_id, close.body.len()), (FrameKind::HalfClose, 5, 0));
+    assert!(buf.is_empty());
+
+    // The end flag on any other kind is an unknown flag.
+    let mut half_close = BytesMut::new();
+    encode_half_close(&mut half_close, 5);
+    half_close[5] = FLAG_END_STREAM;
+    assert_eq!(decoder.decode(&mut half_close), Err(FrameError::UnknownFlags(FLAG_END_STREAM)));
+    let mut message = BytesMut::new();
+    encode_message(&mut message, 5, 2, b"x", false, DEFAULT_MAX_FRAME_SIZE).expect("fits");
+    message[5] = 0x02;
+    assert_eq!(decoder.decode(&mut message), Err(FrameError::UnknownFlags(0x02)));
+}
+
+#[test]
+fn window_updates_are_four_nonzero_bytes_and_messages_respect_the_limit() {
+    assert!(decode_window_update(&[0, 0, 0, 0]).is_err(), "a zero increment");
+    assert!(decode_window_update(&[0, 0, 1]).is_err(), "three bytes");
+    assert!(decode_window_update(&[0, 0, 0, 1, 0]).is_err(), "five bytes");
+    assert_eq!(decode_window_update(&u32::MAX.to_be_bytes()), Ok(u32::MAX));
+    let mut buf = BytesMut::from(&b"before"[..]);
+    let refused = encode_message(&mut buf, 3, 1, &[0; 11], false, 10);
+    assert!(matches!(refused, Err(FrameError::TooLarge { call_id: 3, size: 11, limit: 10, .. })));
+    assert_eq!(&buf[..], b"before", "nothing written for a refused message");
 }
 
 #[test]

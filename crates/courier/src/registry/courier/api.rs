@@ -104,7 +104,7 @@ pub struct RegistrationsPage {
 /// instance (too large, say) or TTL the registry refuses, `Unavailable` if
 /// it cannot persist a change, `ResourceExhausted` when a method is at its
 /// concurrency limit.
-#[crate::service(name = "CourierRegistry", version = "1.1.0")]
+#[crate::service(name = "CourierRegistry", version = "1.2.0")]
 pub trait RegistryApi {
     /// Grant a lease of `ttl_ms` and register `instance` under it.
     async fn register(&self, instance: Instance, ttl_ms: u64) -> Result<LeaseGrant, Status>;
@@ -126,6 +126,18 @@ pub trait RegistryApi {
         after: Option<Revision>,
         wait_ms: u64,
     ) -> WatchPage;
+    /// The events of `service` after revision `after` (a `Reset` first if
+    /// `after` is `None` or too old), as a stream: each page as soon as it
+    /// is durable, for as long as the caller follows. Ends cleanly when the
+    /// registry shuts down: follow again from the last revision seen.
+    /// (Since 1.2.0; `Watch` is its long-polling form.)
+    #[courier(idempotent)]
+    async fn follow(
+        &self,
+        cx: &crate::Context,
+        service: String,
+        after: Option<Revision>,
+    ) -> crate::ResponseStream<WatchPage>;
     /// A page of every registration, or of those of one service.
     #[courier(idempotent)]
     async fn registrations(
@@ -138,6 +150,9 @@ pub trait RegistryApi {
 /// The full name of the `Watch` method on the wire, for
 /// [`ServerBuilder::method_limit`](crate::ServerBuilder::method_limit).
 pub const WATCH_METHOD: &str = "CourierRegistry.Watch";
+/// The full name of the `Follow` method on the wire (the streaming watch;
+/// it shares `Watch`'s limits).
+pub const FOLLOW_METHOD: &str = "CourierRegistry.Follow";
 /// The full name of the `KeepAlive` method on the wire.
 pub const KEEP_ALIVE_METHOD: &str = "CourierRegistry.KeepAlive";
 
@@ -163,6 +178,7 @@ mod tests {
     fn the_method_names_are_those_on_the_wire() {
         let methods: Vec<&str> = RegistryApiClient::DESCRIPTOR.methods.iter().map(|m| m.full_name).collect();
         assert!(methods.contains(&WATCH_METHOD), "{methods:?}");
+        assert!(methods.contains(&FOLLOW_METHOD), "{methods:?}");
         assert!(methods.contains(&KEEP_ALIVE_METHOD), "{methods:?}");
     }
 }

@@ -11,6 +11,12 @@
 //! as from every other backend. A watch refused because the registry is at
 //! its limit of watches (`ResourceExhausted`) ends like a lost watch; the
 //! consumer keeps what it knows and watches again after a backoff.
+//!
+//! Watches follow the registry's stream of events (`Follow`, a
+//! server-streaming method): each change arrives as soon as it is durable,
+//! with no call per poll. A registry older than `Follow` answers
+//! `Unimplemented`, and the watch long-polls (`Watch`) instead. Either way
+//! a lost watch resumes from the last revision seen.
 
 use std::time::Duration;
 
@@ -84,6 +90,77 @@ async fn rest_of(
     }
 }
 
+/// Why following a service's events stopped.
+enum Followed {
+    /// The registry predates `Follow` (or refuses it): long-poll instead.
+    Unsupported,
+    /// The watcher dropped its stream.
+    WatcherGone,
+    /// The stream was lost (the registry went away, a bad page): the
+    /// watcher re-watches from the last revision it saw, after a backoff.
+    Lost(RegistryError),
+}
+
+/// Follow `service`'s events from `after` (moved along as events are
+/// handed on) into `tx`, until the stream ends: `Ok(true)` if it ended
+/// cleanly after at least one page.
+async fn follow(
+    client: &RegistryApiClient,
+    list_client: &RegistryApiClient,
+    service: &str,
+    after: &mut Option<Revision>,
+    tx: &mpsc::Sender<Result<WatchEvent, RegistryError>>,
+) -> Result<bool, Followed> {
+    let lost = |status: Status| {
+        if status.code() == Code::Unimplemented {
+            Followed::Unsupported
+        } else {
+            Followed::Lost(error_of(status))
+        }
+    };
+    let mut pages = tokio::select! {
+        pages = client.follow(service.to_owned(), *after) => pages.map_err(lost)?,
+        () = tx.closed() => return Err(Followed::WatcherGone),
+    };
+    let mut delivered = false;
+    loop {
+        let page = tokio::select! {
+            page = pages.message() => page,
+            () = tx.closed() => return Err(Followed::WatcherGone),
+        };
+        let page = match page {
+            Ok(Some(page)) => page,
+            Ok(None) => return Ok(delivered),
+            // An old registry answers an unknown method at its first
+            // message; after pages it is a lost stream like any other.
+            Err(status) if !delivered => return Err(lost(status)),
+            Err(status) => return Err(Followed::Lost(error_of(status))),
+        };
+        delivered = true;
+        let mut events = page.events;
+        // A `Reset` too large for one page: read the rest of its set before
+        // handing it on, so the watcher never takes part of a set for all.
+        if let Some(token) = page.next {
+            match events.last_mut() {
+                Some(WatchEvent::Reset { instances, .. }) => {
+                    rest_of(list_client, service, token, instances).await.map_err(Followed::Lost)?;
+                }
+                _ => {
+                    return Err(Followed::Lost(RegistryError::Unavailable(
+                        "the registry sent a page token without a Reset".to_owned(),
+                    )));
+                }
+            }
+        }
+        for event in events {
+            *after = Some(event.revision());
+            if tx.send(Ok(event)).await.is_err() {
+                return Err(Followed::WatcherGone);
+            }
+        }
+    }
+}
+
 impl RegistryBackend for RemoteRegistry {
     fn register(&self, instance: Instance, ttl: Duration) -> BoxFuture<'_, Result<Lease, RegistryError>> {
         Box::pin(async move {
@@ -142,9 +219,40 @@ impl RegistryBackend for RemoteRegistry {
             let list_client = self.client.clone();
             let service = service.to_owned();
             let wait_ms = u64::try_from(WATCH_WAIT.as_millis()).unwrap_or(u64::MAX);
+            let follow_client = self.client.with_options(self.client.options().clone().without_timeout());
             tokio::spawn(async move {
                 let mut after = after;
+                // The streaming watch first; long polls for a registry too
+                // old to have it.
+                let mut streaming = true;
                 loop {
+                    if streaming {
+                        match follow(&follow_client, &list_client, &service, &mut after, &tx).await {
+                            // The registry ended the stream after pages (it
+                            // is shutting down): follow again, from `after`.
+                            Ok(true) => continue,
+                            Ok(false) => {
+                                // Ended before anything: not a registry to
+                                // follow again at once (a tight loop).
+                                let _ = tx
+                                    .send(Err(RegistryError::Unavailable(
+                                        "the registry ended the watch at once".to_owned(),
+                                    )))
+                                    .await;
+                                return;
+                            }
+                            Err(Followed::Unsupported) => {
+                                tracing::debug!(%service, "the registry has no streaming watch; long-polling");
+                                streaming = false;
+                                continue;
+                            }
+                            Err(Followed::WatcherGone) => return,
+                            Err(Followed::Lost(err)) => {
+                                let _ = tx.send(Err(err)).await;
+                                return;
+                            }
+                        }
+                    }
                     let page = async {
                         let page = client.watch(service.clone(), after, wait_ms).await.map_err(error_of)?;
                         let mut events = page.events;
