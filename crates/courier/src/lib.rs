@@ -64,6 +64,8 @@
 //! - [`client`]: channels (native, gRPC or a Go `net/rpc` server's wire, one
 //!   address or a discovered service), client layers, connection pools,
 //!   call options.
+//! - [`stream`]: streaming calls: [`Streaming`], [`ResponseStream`], the
+//!   pipes between a handler or caller and its protocol, flow control.
 //! - [`resilience`]: retries, budgets, hedging, circuit breakers,
 //!   fallbacks, reconnect backoff.
 //! - [`blocking`]: synchronous clients.
