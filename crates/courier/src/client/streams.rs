@@ -33,7 +33,6 @@ use crate::stream::pipe::{RawReceiver, RawSender};
 pub(crate) struct StreamCall<'a> {
     /// `Service.Method`.
     pub(crate) method: &'a str,
-    pub(crate) kind: MethodKind,
     /// The codec the caller asked for (an endpoint may carry another; the
     /// opened stream says which).
     pub(crate) codec: Codec,
@@ -54,16 +53,15 @@ pub(crate) struct OpenedStream {
 }
 
 impl Channel {
-    /// Open a stream for `method`, of `kind`, with `options`.
+    /// Open a stream for `method` with `options`. (No kind is sent: the
+    /// server knows which way its methods stream.)
     pub(crate) async fn open_stream(
         &self,
         method: &str,
-        kind: MethodKind,
         options: &CallOptions,
     ) -> Result<OpenedStream, Status> {
         let deadline = Channel::deadline_for(options);
-        let call =
-            StreamCall { method, kind, codec: options.codec(), metadata: options.metadata(), deadline };
+        let call = StreamCall { method, codec: options.codec(), metadata: options.metadata(), deadline };
         let open = async {
             match &self.route {
                 Route::One(transport) => {
@@ -141,7 +139,7 @@ impl Channel {
                 "{method}: a unary method has no stream; call it with unary_bytes"
             )));
         }
-        let OpenedStream { sender, receiver, codec } = self.open_stream(method, kind, options).await?;
+        let OpenedStream { sender, receiver, codec } = self.open_stream(method, options).await?;
         tokio::spawn(pump(sender, codec, requests, copy_bytes, method.to_string()));
         Ok(Streaming::new(receiver, codec, |_, body| Ok(body.clone())))
     }
@@ -196,7 +194,7 @@ impl super::Stub {
         decode: fn(Codec, &Bytes) -> Result<Resp, Status>,
     ) -> Result<Streaming<Resp>, Status> {
         let OpenedStream { mut sender, receiver, codec } =
-            self.channel().open_stream(method, MethodKind::ServerStreaming, self.options()).await?;
+            self.channel().open_stream(method, self.options()).await?;
         let mut buf = BytesMut::new();
         encode(codec, request, &mut buf)?;
         sender.send(buf.freeze()).await?;
@@ -217,7 +215,7 @@ impl super::Stub {
         S: Stream<Item = Req> + Send + 'static,
     {
         let OpenedStream { sender, mut receiver, codec } =
-            self.channel().open_stream(method, MethodKind::ClientStreaming, self.options()).await?;
+            self.channel().open_stream(method, self.options()).await?;
         let pump = tokio::spawn(pump(sender, codec, requests, encode, method.to_string()));
         // Dropping this future (the caller gave up) drops the receiver,
         // which cancels the stream, which stops the pump.
@@ -239,7 +237,7 @@ impl super::Stub {
         S: Stream<Item = Req> + Send + 'static,
     {
         let OpenedStream { sender, receiver, codec } =
-            self.channel().open_stream(method, MethodKind::Bidirectional, self.options()).await?;
+            self.channel().open_stream(method, self.options()).await?;
         // The pump ends by itself once the replies' end closes its side.
         tokio::spawn(pump(sender, codec, requests, encode, method.to_string()));
         Ok(Streaming::new(receiver, codec, decode))

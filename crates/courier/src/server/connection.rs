@@ -584,7 +584,7 @@ async fn handle_frame(
             let call_id = frame.header.call_id;
             // A stream that already ended (its handler returned, it was
             // cancelled) is over: late messages are dropped.
-            let Some(pipe) = conn.stream(call_id) else { return None };
+            let pipe = conn.stream(call_id)?;
             let end = frame.header.flags & FLAG_END_STREAM != 0;
             match pipe.deliver(frame.body) {
                 Ok(grant) => {
