@@ -1,4 +1,5 @@
-//! Generates the interop service from `proto/interop.proto`, and the code
+//! Generates the services of `proto/` (interop, grpc's route_guide, the
+//! streams of `grpc_streams.rs`), and the code
 //! that compiles README.md's Rust snippets (the `readme` test; the rules
 //! are in `readme.rs`).
 
@@ -6,7 +7,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    courier_build::compile(&["proto/interop.proto"], &["proto"])?;
+    courier_build::compile(
+        &["proto/interop.proto", "proto/route_guide.proto", "proto/streams.proto"],
+        &["proto"],
+    )?;
     readme_snippets()?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Python peers: the virtualenv `scripts/test.sh` creates under
-//! `target/pyenv` (grpcio and its tools), stubs generated from
-//! `proto/interop.proto`, and a grpcio server of the interop service.
+//! `target/pyenv` (grpcio and its tools), stubs generated from `proto/`,
+//! and grpcio servers (of the interop service, of the streams service).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -29,13 +29,18 @@ pub fn python() -> PathBuf {
 
 /// Python stubs for `proto/interop.proto`, generated now with grpcio-tools.
 pub async fn python_stubs() -> tempfile::TempDir {
+    python_stubs_of("interop.proto").await
+}
+
+/// Python stubs for `proto/<file>`, generated now with grpcio-tools.
+pub async fn python_stubs_of(file: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     let output = Command::new(python())
         .args(["-m", "grpc_tools.protoc", "-I"])
         .arg(tests_dir().join("proto"))
         .arg(format!("--python_out={}", dir.path().display()))
         .arg(format!("--grpc_python_out={}", dir.path().display()))
-        .arg("interop.proto")
+        .arg(file)
         .output()
         .await
         .expect("run grpc_tools.protoc");
@@ -64,9 +69,16 @@ impl PythonServer {
     }
 
     async fn start_with(extra: &[&str]) -> PythonServer {
-        let stubs = python_stubs().await;
+        PythonServer::start_script("interop_server.py", "interop.proto", extra).await
+    }
+
+    /// Start `python/<script>` with stubs of `proto/<proto>` (its first
+    /// argument) and `extra` arguments; it prints its port on its first
+    /// line and serves until its standard input closes.
+    pub async fn start_script(script: &str, proto: &str, extra: &[&str]) -> PythonServer {
+        let stubs = python_stubs_of(proto).await;
         let mut child = Command::new(python())
-            .arg(tests_dir().join("python/interop_server.py"))
+            .arg(tests_dir().join("python").join(script))
             .arg(stubs.path())
             .args(extra)
             .stdin(Stdio::piped())

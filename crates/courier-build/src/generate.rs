@@ -1,8 +1,18 @@
 //! The courier code for one `.proto` service: the trait to implement, the
 //! server stub, the async and blocking clients, and the descriptor. It
-//! mirrors what `#[courier::service]` generates for a Rust trait, with one
-//! request message in and one reply message out per method, and a
-//! `&courier::Context` for every handler.
+//! mirrors what `#[courier::service]` generates for a Rust trait, with a
+//! `&courier::Context` for every handler, and the four kinds of method:
+//!
+//! | `.proto` | handler takes | handler returns | client returns |
+//! |---|---|---|---|
+//! | `rpc M (A) returns (B)` | `A` | `B` | `B` |
+//! | `rpc M (A) returns (stream B)` | `A` | `ResponseStream<B>` | `Streaming<B>` |
+//! | `rpc M (stream A) returns (B)` | `Streaming<A>` | `B` | `B` (given a `Stream` of `A`) |
+//! | `rpc M (stream A) returns (stream B)` | `Streaming<A>` | `ResponseStream<B>` | `Streaming<B>` (given a `Stream` of `A`) |
+//!
+//! Every stream a caller or handler reads yields `Result<T, Status>`: a
+//! stream cut short ends in an error, never in a clean end. The blocking
+//! client has the unary methods only (a stream is read asynchronously).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -23,20 +33,7 @@ impl Courier {
 
 impl ServiceGenerator for Courier {
     fn generate(&mut self, service: Service, buf: &mut String) {
-        let methods: Vec<&Method> = service
-            .methods
-            .iter()
-            .filter(|method| {
-                let streaming = method.client_streaming || method.server_streaming;
-                if streaming {
-                    println!(
-                        "cargo:warning=courier-build: skipping {}.{}.{}: courier calls are unary, streaming methods are not generated",
-                        service.package, service.proto_name, method.proto_name
-                    );
-                }
-                !streaming
-            })
-            .collect();
+        let methods: Vec<&Method> = service.methods.iter().collect();
         let full_service = if service.package.is_empty() {
             service.proto_name.clone()
         } else {
@@ -79,6 +76,44 @@ fn idempotent(method: &Method) -> bool {
     )
 }
 
+/// Which of the four kinds a method is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Unary,
+    ServerStreaming,
+    ClientStreaming,
+    Bidirectional,
+}
+
+fn kind(method: &Method) -> Kind {
+    match (method.client_streaming, method.server_streaming) {
+        (false, false) => Kind::Unary,
+        (false, true) => Kind::ServerStreaming,
+        (true, false) => Kind::ClientStreaming,
+        (true, true) => Kind::Bidirectional,
+    }
+}
+
+impl Kind {
+    /// The `courier::MethodKind` variant.
+    fn variant(self) -> &'static str {
+        match self {
+            Kind::Unary => "Unary",
+            Kind::ServerStreaming => "ServerStreaming",
+            Kind::ClientStreaming => "ClientStreaming",
+            Kind::Bidirectional => "Bidirectional",
+        }
+    }
+
+    fn client_streams(self) -> bool {
+        matches!(self, Kind::ClientStreaming | Kind::Bidirectional)
+    }
+
+    fn server_streams(self) -> bool {
+        matches!(self, Kind::ServerStreaming | Kind::Bidirectional)
+    }
+}
+
 fn spawn_name(method: &Method) -> String {
     format!("spawn_{}", method.name.trim_start_matches("r#"))
 }
@@ -89,12 +124,21 @@ fn write_trait(spec: &Spec<'_>, buf: &mut String) {
         writeln!(buf, "pub trait {}: ::core::marker::Send + ::core::marker::Sync + 'static {{", spec.name());
     for method in &spec.methods {
         method.comments.append_with_indent(1, buf);
+        let kind = kind(method);
+        let argument = if kind.client_streams() {
+            format!("requests: ::courier::Streaming<{}>", method.input_type)
+        } else {
+            format!("request: {}", method.input_type)
+        };
+        let output = if kind.server_streams() {
+            format!("::courier::ResponseStream<{}>", method.output_type)
+        } else {
+            method.output_type.clone()
+        };
         let _ = writeln!(
             buf,
-            "    fn {name}(&self, cx: &::courier::Context, request: {input}) -> impl ::core::future::Future<Output = ::core::result::Result<{output}, ::courier::Status>> + ::core::marker::Send;",
+            "    fn {name}(&self, cx: &::courier::Context, {argument}) -> impl ::core::future::Future<Output = ::core::result::Result<{output}, ::courier::Status>> + ::core::marker::Send;",
             name = method.name,
-            input = method.input_type,
-            output = method.output_type,
         );
     }
     buf.push_str("}\n\n");
@@ -105,16 +149,38 @@ fn write_server(spec: &Spec<'_>, buf: &mut String) {
     let mut arms = String::new();
     for (index, method) in spec.methods.iter().enumerate() {
         let full = spec.full_method(method);
-        let _ = write!(
-            arms,
-            r#"            {index}usize => ::std::boxed::Box::pin(async move {{
+        let (input, output, name) = (&method.input_type, &method.output_type, &method.name);
+        // A streaming handler takes its halves from the call's context; the
+        // future resolves when the stream is over, with its status.
+        let body = match kind(method) {
+            Kind::Unary => format!(
+                r#"                let request: {input} = ::courier::__private::proto::decode_request(&cx, &body, "{full}")?;
+                let reply = service.{name}(&cx, request).await?;
+                ::courier::__private::proto::encode_reply(cx.codec(), &reply, "{full}")"#
+            ),
+            Kind::ServerStreaming => format!(
+                r#"                let _ = body;
+                let (body, sink) = ::courier::__private::single_request(&cx, "{full}").await?;
                 let request: {input} = ::courier::__private::proto::decode_request(&cx, &body, "{full}")?;
-                let reply = service.{method}(&cx, request).await?;
-                ::courier::__private::proto::encode_reply(cx.codec(), &reply, "{full}")
-            }}),
-"#,
-            input = method.input_type,
-            method = method.name,
+                let replies = service.{name}(&cx, request).await?;
+                sink.drive(cx.codec(), replies, ::courier::__private::proto::encode_message_bytes::<{output}>).await"#
+            ),
+            Kind::ClientStreaming => format!(
+                r#"                let _ = body;
+                let (requests, sink) = ::courier::__private::stream_requests(&cx, "{full}", ::courier::__private::proto::decode_message::<{input}>)?;
+                let reply = service.{name}(&cx, requests).await?;
+                sink.reply(::courier::__private::proto::encode_reply(cx.codec(), &reply, "{full}")?).await"#
+            ),
+            Kind::Bidirectional => format!(
+                r#"                let _ = body;
+                let (requests, sink) = ::courier::__private::stream_requests(&cx, "{full}", ::courier::__private::proto::decode_message::<{input}>)?;
+                let replies = service.{name}(&cx, requests).await?;
+                sink.drive(cx.codec(), replies, ::courier::__private::proto::encode_message_bytes::<{output}>).await"#
+            ),
+        };
+        let _ = writeln!(
+            arms,
+            "            {index}usize => ::std::boxed::Box::pin(async move {{\n{body}\n            }}),"
         );
     }
     let _ = write!(
@@ -179,8 +245,8 @@ fn write_descriptor(spec: &Spec<'_>, buf: &mut String) {
                 full_name: {full:?},
                 idempotent: {idempotent},
                 one_way: false,
-                kind: ::courier::MethodKind::Unary,
-                args: &[::courier::__private::ArgDescriptor {{ name: "request", ty: {input:?} }}],
+                kind: ::courier::MethodKind::{kind},
+                args: &[::courier::__private::ArgDescriptor {{ name: {arg:?}, ty: {input:?} }}],
                 output: {output:?},
                 error: ::core::option::Option::Some("courier::Status"),
                 docs: {docs:?},
@@ -189,6 +255,8 @@ fn write_descriptor(spec: &Spec<'_>, buf: &mut String) {
             name = method.proto_name,
             full = spec.full_method(method),
             idempotent = idempotent(method),
+            kind = kind(method).variant(),
+            arg = if kind(method).client_streams() { "requests" } else { "request" },
             input = method.input_proto_type.trim_start_matches('.'),
             output = method.output_proto_type.trim_start_matches('.'),
             docs = docs_of(&method.comments),
@@ -235,6 +303,10 @@ impl {name}Client {{
     for method in &spec.methods {
         let full = spec.full_method(method);
         method.comments.append_with_indent(1, buf);
+        if kind(method) != Kind::Unary {
+            write_streaming_client_method(method, kind(method), &full, buf);
+            continue;
+        }
         let _ = write!(
             buf,
             r#"    pub async fn {method}(&self, request: {input}) -> ::core::result::Result<{output}, ::courier::Status> {{
@@ -259,6 +331,43 @@ impl {name}Client {{
     buf.push_str("}\n\n");
 }
 
+/// A streaming method of the async client: one `Stub` call. Requests a
+/// caller streams are any `Stream` (`courier::stream::channel` gives one fed
+/// from elsewhere); replies come as a `Streaming` of `Result`s.
+fn write_streaming_client_method(method: &Method, kind: Kind, full: &str, buf: &mut String) {
+    let (name, input, output) = (&method.name, &method.input_type, &method.output_type);
+    let codecs = format!(
+        "::courier::__private::proto::encode_message::<{input}>, ::courier::__private::proto::decode_message::<{output}>"
+    );
+    let _ = match kind {
+        Kind::ServerStreaming => write!(
+            buf,
+            r#"    pub async fn {name}(&self, request: {input}) -> ::core::result::Result<::courier::Streaming<{output}>, ::courier::Status> {{
+        self.stub.server_streaming({full:?}, &request, {codecs}).await
+    }}
+
+"#
+        ),
+        Kind::ClientStreaming => write!(
+            buf,
+            r#"    pub async fn {name}(&self, requests: impl ::courier::stream::Stream<Item = {input}> + ::core::marker::Send + 'static) -> ::core::result::Result<{output}, ::courier::Status> {{
+        self.stub.client_streaming({full:?}, requests, {codecs}).await
+    }}
+
+"#
+        ),
+        Kind::Bidirectional => write!(
+            buf,
+            r#"    pub async fn {name}(&self, requests: impl ::courier::stream::Stream<Item = {input}> + ::core::marker::Send + 'static) -> ::core::result::Result<::courier::Streaming<{output}>, ::courier::Status> {{
+        self.stub.bidirectional({full:?}, requests, {codecs}).await
+    }}
+
+"#
+        ),
+        Kind::Unary => Ok(()),
+    };
+}
+
 fn write_blocking_client(spec: &Spec<'_>, buf: &mut String) {
     let name = spec.name();
     let _ = write!(
@@ -272,7 +381,9 @@ fn write_blocking_client(spec: &Spec<'_>, buf: &mut String) {
 impl {name}BlockingClient {{
 "#
     );
-    for method in &spec.methods {
+    // A stream is read asynchronously: streaming methods are on the async
+    // client only.
+    for method in spec.methods.iter().filter(|method| kind(method) == Kind::Unary) {
         method.comments.append_with_indent(1, buf);
         let _ = write!(
             buf,

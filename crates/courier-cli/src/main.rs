@@ -5,13 +5,15 @@
 //! courier registry serve --listen 127.0.0.1:7600 --data-dir ./registry
 //! courier ls [Service] --registry courier://127.0.0.1:7600
 //! courier bench 127.0.0.1:9000 --method Calculator.Add --data '{"a":1,"b":2}' -c 64 -d 10s
+//! courier bench 127.0.0.1:9000 --method Feed.Count --stream server --data '{"from":1,"n":100}'
 //! ```
 //!
 //! ## Layout
 //!
-//! - `bench/`: `courier bench`, a load tester like ghz or wrk: `args` (the
-//!   options), `engine` (workers, pacing, per-call recording), `report`
-//!   (the summary and histogram).
+//! - `bench/`: `courier bench`, a load tester like ghz or wrk: `mod` (the
+//!   options), `engine` (workers, pacing, per-call recording), `stream`
+//!   (streaming methods: server, client and bidirectional streams),
+//!   `grpc` (JSON to protobuf), `report` (the summary and histogram).
 //! - `demo`: `courier demo`.
 //! - `registry_cmd`: `courier registry serve` and `courier ls`.
 //! - `duration`: parsing `10s`, `500ms`, `2m`.

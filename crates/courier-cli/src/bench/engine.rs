@@ -1,4 +1,5 @@
-//! The load: workers that keep calls in flight and record each outcome.
+//! The load: workers that keep calls (or streams) in flight and record
+//! each outcome.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,6 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use courier::{CallOptions, Channel, Code};
 use hdrhistogram::Histogram;
+
+use super::stream::{self, StreamPlan, Tally};
 
 /// When to stop.
 #[derive(Clone, Copy, Debug)]
@@ -23,8 +26,10 @@ pub(crate) struct Plan {
     pub(crate) options: CallOptions,
     pub(crate) concurrency: usize,
     pub(crate) stop: Stop,
-    /// Calls per second in total, if paced.
+    /// Calls (streams) per second in total, if paced.
     pub(crate) rate: Option<u64>,
+    /// Each ticket is a streaming call, not a unary one.
+    pub(crate) stream: Option<StreamPlan>,
 }
 
 /// Live counters, read by the progress bar.
@@ -32,6 +37,8 @@ pub(crate) struct Plan {
 pub(crate) struct Counters {
     pub(crate) completed: AtomicU64,
     pub(crate) failed: AtomicU64,
+    /// Stream messages received (server, bidi) or sent (client).
+    pub(crate) messages: AtomicU64,
     /// Set by Ctrl-C: finish the calls in flight and report.
     pub(crate) interrupted: AtomicBool,
 }
@@ -41,8 +48,16 @@ const MAX_ERROR_KINDS: usize = 20;
 
 /// Everything measured.
 pub(crate) struct Outcome {
-    /// Latencies of every call, successful or not, in nanoseconds.
+    /// Latencies of every call (every stream, open to end), successful or
+    /// not, in nanoseconds.
     pub(crate) histogram: Histogram<u64>,
+    /// Streams: latencies of every message received, in nanoseconds.
+    pub(crate) message_histogram: Histogram<u64>,
+    /// Streams: messages received (server, bidi) or sent (client).
+    pub(crate) messages: u64,
+    /// Streams still open when the run was over (its duration, Ctrl-C):
+    /// cut, their messages counted, their ends not.
+    pub(crate) unfinished: u64,
     pub(crate) statuses: BTreeMap<Code, u64>,
     pub(crate) errors: BTreeMap<String, u64>,
     pub(crate) elapsed: Duration,
@@ -56,6 +71,9 @@ impl Outcome {
     pub(crate) fn new() -> Outcome {
         Outcome {
             histogram: histogram(),
+            message_histogram: histogram(),
+            messages: 0,
+            unfinished: 0,
             statuses: BTreeMap::new(),
             errors: BTreeMap::new(),
             elapsed: Duration::ZERO,
@@ -64,6 +82,9 @@ impl Outcome {
 
     fn merge(&mut self, other: Outcome) {
         let _ = self.histogram.add(&other.histogram);
+        let _ = self.message_histogram.add(&other.message_histogram);
+        self.messages += other.messages;
+        self.unfinished += other.unfinished;
         for (code, count) in other.statuses {
             *self.statuses.entry(code).or_default() += count;
         }
@@ -97,12 +118,23 @@ pub(crate) async fn run(channels: Vec<Channel>, plan: Plan, counters: Arc<Counte
     // Tickets: in count mode, a worker may only start call number `n` if
     // `n < count`; with a rate, ticket `n` is scheduled at start + n/rate.
     let tickets = Arc::new(AtomicU64::new(0));
+    // Set at the end of the duration or on Ctrl-C: unary calls in flight
+    // finish, streams in flight are cut (a stream may never end by itself).
+    let (over, over_rx) = tokio::sync::watch::channel(false);
     let interrupt = tokio::spawn({
         let counters = counters.clone();
         async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                counters.interrupted.store(true, Ordering::SeqCst);
+            let timer = async {
+                match end {
+                    Some(end) => tokio::time::sleep_until(end.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = timer => {}
+                Ok(()) = tokio::signal::ctrl_c() => counters.interrupted.store(true, Ordering::SeqCst),
             }
+            let _ = over.send(true);
         }
     });
 
@@ -110,6 +142,7 @@ pub(crate) async fn run(channels: Vec<Channel>, plan: Plan, counters: Arc<Counte
     for worker in 0..plan.concurrency {
         let channel = channels[worker % channels.len()].clone();
         let (plan, tickets, counters) = (plan.clone(), tickets.clone(), counters.clone());
+        let mut over = over_rx.clone();
         workers.spawn(async move {
             let mut outcome = Outcome::new();
             loop {
@@ -134,7 +167,35 @@ pub(crate) async fn run(channels: Vec<Channel>, plan: Plan, counters: Arc<Counte
                 if end.is_some_and(|end| scheduled >= end) {
                     break;
                 }
-                let result = channel.unary_bytes(&plan.method, plan.body.clone(), &plan.options).await;
+                let result = match plan.stream {
+                    None => {
+                        channel.unary_bytes(&plan.method, plan.body.clone(), &plan.options).await.map(drop)
+                    }
+                    Some(streaming) => {
+                        let mut tally = Tally { outcome: &mut outcome, counters: &counters };
+                        let one = stream::one(
+                            &channel,
+                            &plan.method,
+                            &plan.body,
+                            &plan.options,
+                            streaming,
+                            scheduled,
+                            &mut tally,
+                        );
+                        let ended = tokio::select! {
+                            biased;
+                            _ = over.wait_for(|over| *over) => None,
+                            result = one => Some(result),
+                        };
+                        match ended {
+                            Some(result) => result,
+                            None => {
+                                outcome.unfinished += 1;
+                                break;
+                            }
+                        }
+                    }
+                };
                 let nanos = u64::try_from(scheduled.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1);
                 outcome.histogram.saturating_record(nanos);
                 let code = match result {

@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use courier::protocol::grpc::reflection::{
     Answer, Request, ServerReflectionRequest, ServerReflectionResponse, V1_METHOD, V1ALPHA_METHOD,
 };
-use courier::{CallOptions, Channel, Code, Codec};
+use courier::{CallOptions, Channel, Code, Codec, MethodKind};
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 
@@ -83,6 +83,7 @@ pub(crate) async fn encoding(
     sources: &Sources,
     service: &str,
     method: &str,
+    kind: MethodKind,
     options: &CallOptions,
 ) -> Result<Encoding, BenchError> {
     let pool = if sources.protos.is_empty() {
@@ -110,12 +111,34 @@ pub(crate) async fn encoding(
             offered.join(", ")
         )));
     };
-    if found.is_client_streaming() || found.is_server_streaming() {
+    let declared = match (found.is_client_streaming(), found.is_server_streaming()) {
+        (false, false) => MethodKind::Unary,
+        (false, true) => MethodKind::ServerStreaming,
+        (true, false) => MethodKind::ClientStreaming,
+        (true, true) => MethodKind::Bidirectional,
+    };
+    if declared != kind {
         return Err(BenchError::Proto(format!(
-            "{service}.{method} is a streaming method; courier bench calls unary methods"
+            "{service}.{method} is {}: {}",
+            describe(declared),
+            match declared {
+                MethodKind::Unary => "drop --stream",
+                MethodKind::ServerStreaming => "benchmark it with --stream server",
+                MethodKind::ClientStreaming => "benchmark it with --stream client",
+                _ => "benchmark it with --stream bidi",
+            }
         )));
     }
     Ok(Encoding::Protobuf { input: found.input(), output: found.output() })
+}
+
+fn describe(kind: MethodKind) -> &'static str {
+    match kind {
+        MethodKind::Unary => "a unary method",
+        MethodKind::ServerStreaming => "a server-streaming method",
+        MethodKind::ClientStreaming => "a client-streaming method",
+        _ => "a bidirectional streaming method",
+    }
 }
 
 /// The server's `.proto` files for `service`, by reflection; `None` if it

@@ -14,14 +14,19 @@
 //! deadline, metadata), one length-prefixed message, then the response's
 //! message and `grpc-status` trailers, or a trailers-only error. Dropping
 //! the call resets its stream, which the server sees as a cancel.
+//!
+//! A streaming call is one stream too, whose messages a task of its own
+//! carries both ways within HTTP/2's flow control (`drive_stream`); its
+//! replies end with `None` only after `grpc-status: 0`, and with an error
+//! for anything else, a stream cut short included.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use h2::client::SendRequest;
-use h2::{Ping, Reason, RecvStream};
+use h2::client::{ResponseFuture, SendRequest};
+use h2::{Ping, Reason, RecvStream, SendStream};
 use http::uri::{Authority, Parts, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use tokio::net::TcpStream;
@@ -37,6 +42,9 @@ use crate::protocol::grpc::{self as wire, Encoding, MessageDecoder};
 use crate::resilience::retry::{AttemptError, MAX_DRAIN_RETRIES};
 use crate::service::BoxFuture;
 use crate::status::{Code, Status};
+use crate::stream::credit::DEFAULT_STREAM_WINDOW;
+use crate::stream::pipe::Pipe;
+use crate::transport::h2_send::{self, H2Wire, Next, OpenStream, StreamWindows, WireShared};
 use crate::transport::tcp;
 
 /// Flow-control windows: large enough for multi-megabyte messages.
@@ -51,6 +59,8 @@ pub(crate) struct GrpcConnection {
     active: Arc<AtomicUsize>,
     /// The `:authority` of every request, parsed once.
     authority: Authority,
+    /// Streams open on it, each widening its window (see `StreamWindows`).
+    windows: Arc<StreamWindows>,
 }
 
 impl Connect for GrpcConnection {
@@ -85,22 +95,33 @@ impl Connect for GrpcConnection {
             let pinging = active.clone();
             let driver_closed = closed.clone();
             let keepalive_interval = config.keepalive_interval;
+            let windows = Arc::new(StreamWindows::default());
+            let driver_windows = windows.clone();
             tokio::spawn(async move {
-                tokio::select! {
-                    result = &mut connection => {
-                        if let Err(err) = result {
-                            tracing::debug!(%err, "gRPC connection ended");
+                let keepalive = keepalive(ping_pong, keepalive_interval, pinging);
+                tokio::pin!(keepalive);
+                loop {
+                    tokio::select! {
+                        result = &mut connection => {
+                            if let Err(err) = result {
+                                tracing::debug!(%err, "gRPC connection ended");
+                            }
+                            break;
                         }
-                    }
-                    () = keepalive(ping_pong, keepalive_interval, pinging) => {
-                        tracing::info!("gRPC connection: the server stopped answering pings");
+                        () = &mut keepalive => {
+                            tracing::info!("gRPC connection: the server stopped answering pings");
+                            break;
+                        }
+                        () = driver_windows.changed() => {
+                            connection.set_target_window_size(driver_windows.target(CONNECTION_WINDOW, STREAM_WINDOW));
+                        }
                     }
                 }
                 driver_closed.store(true, Ordering::Release);
             });
             let authority = Authority::try_from(addr.as_str())
                 .map_err(|err| ConnectError::Handshake { addr: addr.clone(), reason: err.to_string() })?;
-            Ok(GrpcConnection { send, closed, active, authority })
+            Ok(GrpcConnection { send, closed, active, authority, windows })
         })
     }
 
@@ -135,15 +156,64 @@ pub(crate) struct GrpcEndpoint {
 }
 
 impl GrpcEndpoint {
-    /// Open a streaming call.
+    /// Open a streaming call: send its request headers and hand the
+    /// caller its halves at once (a server may wait for the first request
+    /// message before it sends its headers, so waiting for them here would
+    /// deadlock a bidirectional call). A small task of the stream's own then
+    /// carries its messages both ways (see `drive_stream`). A connection
+    /// that refuses new streams (GOAWAY) moves the call to a fresh one;
+    /// once the headers went out, nothing is retried.
     pub(crate) async fn open_stream(
         &self,
         call: &super::streams::StreamCall<'_>,
     ) -> Result<super::streams::OpenedStream, AttemptError> {
-        Err(AttemptError::NotSent(crate::status::Status::unimplemented(format!(
-            "{}: streams are not carried by this endpoint yet",
-            call.method
-        ))))
+        let codec = self.wire_codec(call.codec);
+        let method = call.method;
+        let path = grpc_path(method).ok_or_else(|| {
+            AttemptError::Failed(Status::invalid_argument(format!("`{method}` is not `Service.Method`")))
+        })?;
+        let max_message = self.pool.config.max_frame_size;
+        let mut refused = None;
+        for _ in 0..MAX_DRAIN_RETRIES {
+            let connection = self.pool.connection().await.map_err(AttemptError::NotSent)?;
+            let request =
+                build_request(&connection.authority, path.clone(), codec, call.metadata, call.deadline)
+                    .map_err(AttemptError::Failed)?;
+            let active = Active::enter(connection.active.clone());
+            let opened = match connection.send.clone().ready().await {
+                Ok(mut send) => send.send_request(request, false),
+                Err(err) => Err(err),
+            };
+            let (response, stream) = match opened {
+                Ok(opened) => opened,
+                Err(err) => match not_sent(&err) {
+                    Attempt::Refused { status, retire } => {
+                        if retire {
+                            connection.closed.store(true, Ordering::Release);
+                        }
+                        refused = Some(status);
+                        continue;
+                    }
+                    Attempt::Failed(err) => return Err(err),
+                },
+            };
+            let shared = WireShared::new(DEFAULT_STREAM_WINDOW);
+            // Requests go uncompressed: the server's encodings are not known
+            // before its headers.
+            let wire = Arc::new(H2Wire::new(shared.clone(), Encoding::Identity, max_message));
+            let (pipe, sender, receiver) = crate::stream::client_halves(
+                wire,
+                DEFAULT_STREAM_WINDOW,
+                DEFAULT_STREAM_WINDOW,
+                call.deadline,
+            );
+            let window = connection.windows.open();
+            tokio::spawn(drive_stream(response, stream, pipe, shared, max_message, codec, (active, window)));
+            return Ok(super::streams::OpenedStream { sender, receiver, codec });
+        }
+        Err(AttemptError::NotSent(refused.unwrap_or_else(|| {
+            Status::unavailable(format!("every connection to {} is shutting down", self.pool.addr))
+        })))
     }
 
     pub(crate) fn new(addr: String, config: ChannelConfig) -> GrpcEndpoint {
@@ -266,6 +336,123 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts a stream in flight on a connection for as long as its task runs.
+struct Active(Arc<AtomicUsize>);
+
+impl Active {
+    fn enter(count: Arc<AtomicUsize>) -> Active {
+        count.fetch_add(1, Ordering::Relaxed);
+        Active(count)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Carry one stream's messages: the caller's requests out as HTTP/2
+/// capacity allows (then END_STREAM at its half-close), the replies into
+/// the pipe as the caller reads them, and the end: `grpc-status: 0` ends
+/// the replies cleanly; any other status, a reset, a lost connection or
+/// missing trailers end them with an error. The caller dropping its
+/// receiver (or its deadline passing) resets the stream with `CANCEL`,
+/// which the server sees as a cancel.
+async fn drive_stream(
+    response: ResponseFuture,
+    mut stream: SendStream<Bytes>,
+    pipe: Arc<Pipe>,
+    shared: Arc<WireShared>,
+    max_message: usize,
+    codec: Codec,
+    _held: (Active, OpenStream),
+) {
+    let writer = async {
+        let mut broken = false;
+        loop {
+            match std::future::poll_fn(|task| shared.poll_next(task)).await {
+                // After a failed send the stream takes nothing more; what the
+                // caller had queued is dropped (its sends fail already).
+                Next::Message(..) if broken => {}
+                // No stall timeout: the call's deadline bounds the wait, and
+                // what waits is bounded by the pipe's window.
+                Next::Message(framed, len) => {
+                    if let Err(err) = h2_send::send_message(&mut stream, &pipe, framed, len, None).await {
+                        // The reader reports why the stream ended; the
+                        // caller's sends fail from now on.
+                        broken = true;
+                        pipe.close_outbound(h2_send::status_of_h2_error(&err, "the request stream"));
+                    }
+                }
+                Next::HalfClose => {
+                    if !broken {
+                        let _ = stream.send_data(Bytes::new(), true);
+                    }
+                }
+                Next::Cancel => {
+                    stream.send_reset(Reason::CANCEL);
+                    return;
+                }
+                // Only a server's wire finishes; a client's waits for a cancel.
+                Next::Finished => std::future::pending::<()>().await,
+            }
+        }
+    };
+    let reader = async {
+        let end = read_stream_reply(response, &pipe, &shared, max_message).await;
+        match end {
+            Ok(()) => pipe.end_inbound(Ok(())),
+            Err(status) => pipe.reset(status.with_details_codec(codec)),
+        }
+        // The server has answered: nothing more goes out (the caller's
+        // pump stops).
+        pipe.close_outbound(Status::failed_precondition("the server has ended the call"));
+    };
+    // Whichever ends first ends the stream: the replies' end (dropping the
+    // send side then resets a stream the caller had not finished), or a
+    // cancel.
+    tokio::select! {
+        () = reader => {}
+        () = writer => {}
+    }
+}
+
+/// The replies of a stream, into `pipe`; `Ok` only for `grpc-status: 0`.
+async fn read_stream_reply(
+    response: ResponseFuture,
+    pipe: &Pipe,
+    shared: &WireShared,
+    max_message: usize,
+) -> Result<(), Status> {
+    let response = response.await.map_err(|err| h2_send::status_of_h2_error(&err, "the stream"))?;
+    let (parts, mut body) = response.into_parts();
+    if parts.status != http::StatusCode::OK && parts.headers.get(wire::names::STATUS).is_none() {
+        return Err(Status::new(
+            wire::code_of_http_status(parts.status.as_u16()),
+            format!("the server answered HTTP {}", parts.status),
+        ));
+    }
+    // Trailers-only: the status, and no message.
+    if let Some(status) = status_of(&parts.headers) {
+        return status;
+    }
+    let encoding =
+        match parts.headers.get(wire::names::ENCODING).map(|v| v.to_str().ok().and_then(Encoding::parse)) {
+            None => Encoding::Identity,
+            Some(Some(encoding)) => encoding,
+            Some(None) => return Err(Status::internal("the response uses an unsupported grpc-encoding")),
+        };
+    h2_send::read_messages(&mut body, pipe, shared, encoding, max_message, "the response stream").await?;
+    match body.trailers().await {
+        Ok(Some(trailers)) => status_of(&trailers)
+            .unwrap_or_else(|| Err(Status::internal("the response stream ended without a grpc-status"))),
+        // END_STREAM on a DATA frame: the server never said how it ended.
+        Ok(None) => Err(Status::internal("the response stream ended without trailers")),
+        Err(err) => Err(h2_send::status_of_h2_error(&err, "the response stream")),
     }
 }
 

@@ -13,7 +13,12 @@
 //! - [`rewind`]: hand the bytes read while sniffing back to the protocol
 //!   that gets the connection.
 //! - `h2_send` (feature `grpc`): write to an HTTP/2 stream within the
-//!   peer's flow-control window instead of buffering without bound.
+//!   peer's flow-control window instead of buffering without bound; the
+//!   `StreamWire` of gRPC streams (messages framed on the application's
+//!   task, sent as h2 capacity allows, credit given back only then; reads
+//!   released to h2 only as the application consumes), and the widening
+//!   of a connection's receive window by one stream window per open
+//!   stream, so stalled streams cannot starve the rest of the connection.
 
 #[cfg(feature = "grpc")]
 pub(crate) mod h2_send;

@@ -17,17 +17,22 @@
 //! if the client resets the stream; answer with headers, the message and
 //! `grpc-status` trailers, or a trailers-only error.
 //!
+//! A streaming method's call is `stream`'s: the same pipeline, with its
+//! messages carried both ways while the handler runs.
+//!
+//! - `stream`: server-streaming, client-streaming and bidirectional calls.
 //! - `health`: `grpc.health.v1.Health`.
 //! - `reflection`: `grpc.reflection.v1` and `v1alpha`.
 
 pub(crate) mod health;
 pub(crate) mod reflection;
+mod stream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use h2::server::SendResponse;
@@ -45,6 +50,7 @@ use crate::metadata::Metadata;
 use crate::protocol::grpc::{self as wire, Encoding, MessageDecoder, metadata_of, put_metadata, put_status};
 use crate::protocol::sniff::Protocol;
 use crate::status::Status;
+use crate::transport::h2_send::StreamWindows;
 pub(crate) use crate::transport::h2_send::send_data;
 use crate::transport::progress::Progress;
 
@@ -88,6 +94,8 @@ pub(crate) async fn serve<T>(
     tokio::pin!(keepalive);
     let mut calls = FuturesUnordered::new();
     let slots = Arc::new(server.admission.connection());
+    // Streaming calls widen the connection's window (see `StreamWindows`).
+    let windows = Arc::new(StreamWindows::default());
     let mut draining: Option<tokio::time::Instant> = None;
     let drain_timer = tokio::time::sleep(Duration::from_secs(u64::from(u32::MAX)));
     tokio::pin!(drain_timer);
@@ -95,7 +103,7 @@ pub(crate) async fn serve<T>(
         tokio::select! {
             accepted = conn.accept() => match accepted {
                 Some(Ok((request, respond))) => {
-                    calls.push(call(request, respond, server.clone(), slots.clone(), peer, shutdown.clone()));
+                    calls.push(call(request, respond, server.clone(), slots.clone(), peer, shutdown.clone(), windows.clone()));
                 }
                 Some(Err(err)) => {
                     if !err.is_io() && !err.is_go_away() {
@@ -108,6 +116,7 @@ pub(crate) async fn serve<T>(
                 None => break,
             },
             Some(()) = calls.next(), if !calls.is_empty() => {}
+            () = windows.changed() => conn.set_target_window_size(windows.target(CONNECTION_WINDOW, STREAM_WINDOW)),
             () = &mut keepalive => {
                 tracing::info!(%peer, "closing gRPC connection: peer stopped answering pings");
                 break;
@@ -172,6 +181,7 @@ async fn call(
     slots: Arc<ConnectionSlots>,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
+    windows: Arc<StreamWindows>,
 ) {
     let (parts, body) = request.into_parts();
     if parts.method != Method::POST {
@@ -192,11 +202,15 @@ async fn call(
         return reflection::serve(codec, body, respond, &server, shutdown).await;
     }
     let reply =
-        answer(&parts.headers, path, codec, body, &mut respond, &server, &slots, peer, shutdown).await;
-    send_reply(&mut respond, reply, &server.config).await;
+        answer(&parts.headers, path, codec, body, &mut respond, &server, &slots, peer, shutdown, &windows)
+            .await;
+    if let Some(reply) = reply {
+        send_reply(&mut respond, reply, &server.config).await;
+    }
 }
 
-/// Route, read, and run through the pipeline.
+/// Route, read, and run through the pipeline: the reply to write, or
+/// `None` for a streaming call, which wrote its own.
 #[allow(clippy::too_many_arguments)]
 async fn answer(
     headers: &HeaderMap,
@@ -208,23 +222,36 @@ async fn answer(
     slots: &Arc<ConnectionSlots>,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
-) -> Reply {
+    windows: &Arc<StreamWindows>,
+) -> Option<Reply> {
     let route = match pipeline::route(server, Target::Path(path), codec) {
         Ok(route) => route,
-        Err(status) => return Reply::error(codec, status),
+        Err(status) => return Some(Reply::error(codec, status)),
     };
     let encoding = match request_encoding(headers) {
         Ok(encoding) => encoding,
-        Err(status) => return Reply::error(codec, status),
+        Err(status) => return Some(Reply::error(codec, status)),
     };
     let deadline = match headers.get(wire::names::TIMEOUT) {
         None => None,
         Some(value) => match value.to_str().ok().and_then(wire::parse_timeout) {
             // A deadline too far away to represent is no deadline.
             Some(timeout) => Instant::now().checked_add(timeout),
-            None => return Reply::error(codec, Status::invalid_argument("malformed grpc-timeout header")),
+            None => {
+                return Some(Reply::error(codec, Status::invalid_argument("malformed grpc-timeout header")));
+            }
         },
     };
+    // Replies are compressed as the request was, if the client takes it.
+    let reply_encoding =
+        if encoding == Encoding::Gzip && accepts_gzip(headers) { Encoding::Gzip } else { Encoding::Identity };
+    if route.method.kind.is_streaming() {
+        let request =
+            stream::StreamRequest { route, codec, headers, encoding, reply_encoding, deadline, peer };
+        let _window = windows.open();
+        stream::serve(request, body, respond, server, slots, &shutdown).await;
+        return None;
+    }
     let read = read_unary(&mut body, encoding, server);
     let request = match deadline {
         None => read.await,
@@ -235,7 +262,7 @@ async fn answer(
     };
     let (request, memory) = match request {
         Ok(request) => request,
-        Err(status) => return Reply::error(codec, status),
+        Err(status) => return Some(Reply::error(codec, status)),
     };
     // Admission happens once the request is here: a client that sends its
     // request slowly holds only its own stream's flow-control window.
@@ -252,7 +279,7 @@ async fn answer(
     };
     let call = match pipeline::start(server, slots, incoming, &shutdown) {
         Ok(call) => call,
-        Err(status) => return Reply::error(codec, status),
+        Err(status) => return Some(Reply::error(codec, status)),
     };
     // A client that resets the stream has given up: drop the handler.
     let reset = std::future::poll_fn(|task| respond.poll_reset(task));
@@ -260,9 +287,7 @@ async fn answer(
         outcome = run_call(call) => outcome,
         _ = reset => Outcome::error(Status::cancelled("the client cancelled the call")),
     };
-    let encoding =
-        if encoding == Encoding::Gzip && accepts_gzip(headers) { Encoding::Gzip } else { Encoding::Identity };
-    Reply { codec, encoding, metadata: outcome.metadata, outcome: outcome.result }
+    Some(Reply { codec, encoding: reply_encoding, metadata: outcome.metadata, outcome: outcome.result })
 }
 
 /// Run a call: polled here if its method is known to be quick and it
@@ -437,19 +462,7 @@ pub(crate) fn send_ok_trailers(stream: &mut SendStream<Bytes>) {
 
 /// A result as one length-prefixed message, compressed if asked.
 pub(crate) fn frame_message(body: &[u8], encoding: Encoding, max_message: usize) -> Result<Bytes, Status> {
-    if body.len() > max_message {
-        return Err(Status::resource_exhausted(format!(
-            "the response of {} bytes exceeds the limit of {max_message} bytes",
-            body.len()
-        )));
-    }
-    let mut buf = BytesMut::new();
-    let framed = match encoding {
-        Encoding::Gzip => wire::encode_message(&mut buf, true, &wire::gzip(body)),
-        Encoding::Identity => wire::encode_message(&mut buf, false, body),
-    };
-    framed.map_err(|err| Status::resource_exhausted(err.to_string()))?;
-    Ok(buf.freeze())
+    crate::transport::h2_send::frame(body, encoding, max_message)
 }
 
 /// An error as a trailers-only response.
