@@ -170,8 +170,9 @@ struct WireState {
 
 /// What the writer should do next.
 pub(crate) enum Next {
-    /// Send this framed message; the pipe counted it at `len`.
-    Message(Bytes, usize),
+    /// Send these framed messages (one or several, in one DATA frame);
+    /// then give the pipe back this much credit.
+    Message(Bytes, u32),
     /// End the stream (client).
     HalfClose,
     /// Reset the stream (`CANCEL`).
@@ -210,7 +211,24 @@ impl WireShared {
             return Poll::Ready(Next::Cancel);
         }
         if let Some(Outgoing { framed, len }) = state.outbound.pop_front() {
-            return Poll::Ready(Next::Message(framed, len));
+            let mut credit = cost(len);
+            if state.outbound.front().is_none_or(|next| framed.len() + next.framed.len() > COALESCE_UP_TO) {
+                return Poll::Ready(Next::Message(framed, u32::try_from(credit).unwrap_or(u32::MAX)));
+            }
+            // Small messages queued together go out in one DATA frame:
+            // fewer frames to write, and to a peer's h2 fewer small frames
+            // to count against its budget for them (h2 ends a connection
+            // that sends too many with ENHANCE_YOUR_CALM, and also counts
+            // those that arrive for a stream whose reader is gone).
+            let mut batch = bytes::BytesMut::from(&framed[..]);
+            while let Some(next) = state.outbound.front()
+                && batch.len() + next.framed.len() <= COALESCE_UP_TO
+            {
+                let Some(Outgoing { framed, len }) = state.outbound.pop_front() else { break };
+                batch.extend_from_slice(&framed);
+                credit = credit.saturating_add(cost(len));
+            }
+            return Poll::Ready(Next::Message(batch.freeze(), u32::try_from(credit).unwrap_or(u32::MAX)));
         }
         if state.half_closed {
             state.half_closed = false;
@@ -331,6 +349,9 @@ pub(crate) fn frame(body: &[u8], encoding: Encoding, max_message: usize) -> Resu
     Ok(buf.freeze())
 }
 
+/// Small queued messages are sent together in DATA frames up to this size.
+const COALESCE_UP_TO: usize = 16 * 1024;
+
 /// Send one message the writer took, then give the pipe its credit back:
 /// the application may queue another only once h2 has this one, so what
 /// waits between them stays within the pipe's window.
@@ -338,22 +359,28 @@ pub(crate) async fn send_message(
     stream: &mut SendStream<Bytes>,
     pipe: &Pipe,
     framed: Bytes,
-    len: usize,
+    credit: u32,
     stall: Option<Duration>,
 ) -> Result<(), h2::Error> {
     send_data(stream, framed, stall).await?;
     // Within the pipe's window by construction (what is granted back was
     // spent): an overflow cannot happen, and would only stall this stream.
-    let _ = pipe.grant(u32::try_from(cost(len)).unwrap_or(u32::MAX));
+    let _ = pipe.grant(credit);
     Ok(())
 }
 
 /// Read `body`'s messages into `pipe`, decompressed by `encoding`, as fast
 /// as the application reads them: a message is delivered only while the
-/// application has credit left, and the body is read (and its HTTP/2
-/// capacity released, which is what lets the peer send more) only then.
-/// So a slow reader stops its peer at the HTTP/2 window, and holds at most
-/// the pipe's window plus one message, decompressed.
+/// application has credit left.
+///
+/// HTTP/2 frames are always taken from h2 at once, whatever the credit:
+/// h2 counts the frames it buffers against a budget (a flood of small DATA
+/// frames is an attack it ends with `ENHANCE_YOUR_CALM`), and a peer that
+/// sends a message per frame, as grpc-go and courier do, would exhaust it
+/// against a slow reader. The flow control is in the capacity released
+/// instead: while a whole message waits for credit, what arrives is kept
+/// here with its capacity held back, so the peer stops at its window. What
+/// this holds is then at most two HTTP/2 windows and one message.
 ///
 /// `Ok` once the body ended with every message delivered (not yet the
 /// stream's end: the caller decides that, from END_STREAM or trailers).
@@ -366,39 +393,67 @@ pub(crate) async fn read_messages(
     what: &str,
 ) -> Result<(), Status> {
     let mut decoder = MessageDecoder::new(max_message);
+    // A whole message waiting for credit, and the bytes read meanwhile
+    // whose capacity is held back until it goes.
+    let mut waiting: Option<Bytes> = None;
+    let mut held = 0usize;
     let mut ended = false;
     loop {
-        if !poll_fn(|task| shared.poll_credit(task)).await {
-            return Err(Status::cancelled(format!("{what}: the stream was cancelled")));
-        }
-        if let Some(message) = decoder.next_message().map_err(|err| malformed(&err, what))? {
+        if waiting.is_none()
+            && let Some(message) = decoder.next_message().map_err(|err| malformed(&err, what))?
+        {
             let message =
                 wire::decompress(message, encoding, max_message).map_err(|err| malformed(&err, what))?;
-            let len = message.len();
-            shared.spend(len);
-            match pipe.deliver(message) {
-                Ok(None) => {}
-                // The reader left: what arrives is discarded, its credit
-                // given back at once.
-                Ok(Some(grant)) => shared.refund(grant),
-                Err(err) => return Err(Status::internal(format!("{what}: {err}"))),
-            }
-            continue;
+            waiting = Some(message);
         }
-        if ended {
+        if let Some(message) = waiting.take() {
+            match poll_fn(|task| Poll::Ready(shared.poll_credit(task))).await {
+                Poll::Ready(false) => {
+                    return Err(Status::cancelled(format!("{what}: the stream was cancelled")));
+                }
+                Poll::Ready(true) => {
+                    shared.spend(message.len());
+                    match pipe.deliver(message) {
+                        Ok(None) => {}
+                        // The reader left: what arrives is discarded, its
+                        // credit given back at once.
+                        Ok(Some(grant)) => shared.refund(grant),
+                        Err(err) => return Err(Status::internal(format!("{what}: {err}"))),
+                    }
+                    if held > 0 {
+                        let _ = body.flow_control().release_capacity(held);
+                        held = 0;
+                    }
+                    continue;
+                }
+                Poll::Pending => waiting = Some(message),
+            }
+        }
+        if ended && waiting.is_none() {
             decoder.finish().map_err(|err| malformed(&err, what))?;
             return Ok(());
         }
-        match body.data().await {
-            None => ended = true,
-            Some(Ok(chunk)) => {
-                // Taken in: the peer may send this much more. What is held
-                // here is bounded by the credit check above (one chunk and
-                // one partial message past it).
-                let _ = body.flow_control().release_capacity(chunk.len());
-                decoder.push(&chunk);
+        tokio::select! {
+            biased;
+            credit = poll_fn(|task| shared.poll_credit(task)), if waiting.is_some() => {
+                if !credit {
+                    return Err(Status::cancelled(format!("{what}: the stream was cancelled")));
+                }
             }
-            Some(Err(err)) => return Err(status_of_h2_error(&err, what)),
+            data = body.data(), if !ended => match data {
+                None => ended = true,
+                Some(Ok(chunk)) => {
+                    if waiting.is_some() {
+                        held += chunk.len();
+                    } else {
+                        // The message being assembled needs these bytes
+                        // whatever its size: the peer may send more.
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                    }
+                    decoder.push(&chunk);
+                }
+                Some(Err(err)) => return Err(status_of_h2_error(&err, what)),
+            },
         }
     }
 }
@@ -452,8 +507,9 @@ mod tests {
         assert!(wire.message(Bytes::from(vec![0; 101])).is_err(), "over the limit");
         let mut task = TaskContext::from_waker(Waker::noop());
         match shared.poll_next(&mut task) {
-            Poll::Ready(Next::Message(framed, len)) => {
-                assert_eq!((&framed[..], len), (&[0, 0, 0, 0, 2, b'a', b'b'][..], 2));
+            Poll::Ready(Next::Message(framed, credit)) => {
+                // The credit given back is the pipe's cost of the message.
+                assert_eq!((&framed[..], credit), (&[0, 0, 0, 0, 2, b'a', b'b'][..], 18));
             }
             _ => panic!("the message first"),
         }
@@ -462,6 +518,31 @@ mod tests {
         wire.cancel();
         assert!(matches!(shared.poll_next(&mut task), Poll::Ready(Next::Cancel)));
         assert!(wire.message(Bytes::new()).is_err(), "nothing is queued after a cancel");
+    }
+
+    #[test]
+    fn small_queued_messages_go_out_together_and_large_ones_alone() {
+        let shared = WireShared::new(1 << 20);
+        let wire = H2Wire::new(shared.clone(), Encoding::Identity, 1 << 20);
+        for _ in 0..100 {
+            wire.message(Bytes::from_static(b"abc")).expect("queued");
+        }
+        wire.message(Bytes::from(vec![7; COALESCE_UP_TO])).expect("queued");
+        wire.message(Bytes::from_static(b"z")).expect("queued");
+        let mut task = TaskContext::from_waker(Waker::noop());
+        let Poll::Ready(Next::Message(batch, credit)) = shared.poll_next(&mut task) else {
+            panic!("a batch first")
+        };
+        assert_eq!(batch.len(), 100 * 8, "the hundred small messages in one frame, each with its prefix");
+        assert_eq!(u64::from(credit), 100 * 19, "and the credit of all of them");
+        let Poll::Ready(Next::Message(large, _)) = shared.poll_next(&mut task) else {
+            panic!("the large one")
+        };
+        assert_eq!(large.len(), COALESCE_UP_TO + 5, "alone: it would not fit with the next");
+        let Poll::Ready(Next::Message(last, credit)) = shared.poll_next(&mut task) else {
+            panic!("the last")
+        };
+        assert_eq!((last.len(), credit), (6, 17));
     }
 
     #[test]
