@@ -721,6 +721,78 @@ async fn a_truncated_request_stream_fails_the_call() {
     assert_eq!(status, "13", "Internal for a truncated request stream");
 }
 
+/// A client (as grpc-go and grpcio do, one message per DATA frame) whose
+/// requests outlive one client-streaming call after another on the same
+/// connection: the calls fail at once, the client keeps sending a while.
+/// The connection must go on serving (h2 counts small DATA frames against a
+/// budget and closes a connection that spends it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_outlive_their_calls_do_not_cost_the_connection() {
+    // A chunk failing with NotFound (field 3, `fail_code`, = 5).
+    const FAIL: [u8; 7] = [0, 0, 0, 0, 2, 0x18, 0x05];
+    let (server, _) = start_streams_server().await;
+    let socket = tokio::net::TcpStream::connect(server.local_addr()).await.expect("connect");
+    let (send, conn) = h2::client::handshake(socket).await.expect("h2 handshake");
+    let connection = tokio::spawn(conn);
+    let request = || {
+        http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{}/streams.Streams/Consume", server.local_addr()))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("a request")
+    };
+    let status_of = |response: http::Response<h2::RecvStream>| async move {
+        let (parts, mut body) = response.into_parts();
+        if let Some(status) = parts.headers.get("grpc-status") {
+            return status.to_str().expect("ascii").to_owned();
+        }
+        while let Some(chunk) = body.data().await {
+            let _ = chunk;
+        }
+        let trailers = body.trailers().await.expect("trailers").expect("some trailers");
+        trailers.get("grpc-status").expect("a status").to_str().expect("ascii").to_owned()
+    };
+    for round in 0..40 {
+        let mut send = send.clone().ready().await.unwrap_or_else(|err| panic!("round {round}: {err}"));
+        let (response, mut stream) = send.send_request(request(), false).expect("send");
+        stream.send_data(bytes::Bytes::from_static(&FAIL), false).expect("the failing chunk");
+        for _ in 0..300 {
+            let _ = stream.send_data(bytes::Bytes::from_static(&SEQ_7), false);
+        }
+        let response = tokio::time::timeout(Duration::from_secs(5), response)
+            .await
+            .expect("answered")
+            .unwrap_or_else(|err| panic!("round {round}: the connection failed: {err}"));
+        assert_eq!(status_of(response).await, "5", "round {round}: the call's own failure");
+        drop(stream);
+    }
+    // A burst of 5,000 one-message frames into one call: taken from h2 as
+    // they come (h2's budget is spent while frames wait in it), their
+    // window held back while the handler catches up. (Bursts of many more,
+    // faster than the connection's task hands them on, exceed h2's budget
+    // of about 8,000 small frames and end the connection: h2's defence
+    // against floods of tiny frames, on every h2 server.)
+    let mut send = send.clone().ready().await.expect("the connection is still open");
+    let (response, mut stream) = send.send_request(request(), false).expect("send");
+    for _ in 0..5_000 {
+        let _ = stream.send_data(bytes::Bytes::from_static(&SEQ_7), false);
+    }
+    let _ = stream.send_data(bytes::Bytes::new(), true);
+    let response =
+        tokio::time::timeout(Duration::from_secs(20), response).await.expect("answered").expect("response");
+    assert_eq!(status_of(response).await, "0", "every frame of the burst was taken");
+    // And the connection still takes calls.
+    let mut send = send.ready().await.expect("the connection is still open");
+    let (response, mut stream) = send.send_request(request(), false).expect("send");
+    stream.send_data(bytes::Bytes::from_static(&SEQ_7), true).expect("one chunk");
+    let response =
+        tokio::time::timeout(Duration::from_secs(5), response).await.expect("answered").expect("response");
+    assert_eq!(status_of(response).await, "0");
+    assert!(!connection.is_finished(), "the connection was not closed");
+}
+
 // ---------------------------------------------------------------------------
 // A `#[courier::service]` (serde types: JSON over gRPC) streams the same way.
 
