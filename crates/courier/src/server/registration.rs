@@ -8,7 +8,8 @@
 //! if the registry cannot be reached, it retries with jittered backoff
 //! (dubbo#5125: a lost session must re-register, and not all at the same
 //! moment). On graceful shutdown the instance is deregistered first, even
-//! mid-renewal, before the server drains, so consumers stop sending before
+//! mid-renewal or mid-registration (a registration in flight is seen
+//! through, then taken back), before the server drains, so consumers stop sending before
 //! the server stops accepting.
 //!
 //! An instance registers the protocols the server actually answers on its
@@ -243,9 +244,22 @@ impl Registration {
         let mut lost: Option<u64> = None;
         loop {
             let asked = Instant::now();
-            let registered = tokio::select! {
-                registered = self.registry.register(self.instance.clone(), self.ttl) => registered,
-                () = until_stopped(&mut self.stopped) => return,
+            let registered = {
+                let register = self.registry.register(self.instance.clone(), self.ttl);
+                tokio::pin!(register);
+                tokio::select! {
+                    registered = &mut register => registered,
+                    () = until_stopped(&mut self.stopped) => {
+                        // A registration in flight may already hold the
+                        // instance (consumers may even be calling it): see it
+                        // through, then take it back, rather than leave it to
+                        // expire with its lease.
+                        if let Ok(Ok(lease)) = tokio::time::timeout(DEREGISTER_TIMEOUT, register).await {
+                            self.deregister(&lease).await;
+                        }
+                        return;
+                    }
+                }
             };
             let ended = match registered {
                 Ok(lease) => {
