@@ -24,6 +24,23 @@ async fn connect(url: &str) -> Registry {
     courier::registry::connect(url).await.expect("connect")
 }
 
+/// The registrations of `service`, read again while the read itself times
+/// out (it may, while the client's session moves to a new leader), for up
+/// to 15 s: what is checked is what they say, not how fast the first read is.
+async fn registrations_of(registry: &Registry, service: &str) -> Vec<courier::registry::Registration> {
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        match registry.registrations(Some(service)).await {
+            Ok(registrations) => return registrations,
+            Err(err) if Instant::now() < until => {
+                eprintln!("reading the registrations of {service} again: {err}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(err) => panic!("the registrations of {service}: {err}"),
+        }
+    }
+}
+
 /// The parameters of a provider URL (Dubbo writes them raw; courier
 /// escapes only what would break the URL, which these values never have).
 fn params(url: &str) -> BTreeMap<String, String> {
@@ -232,9 +249,9 @@ async fn an_ensemble_losing_its_leader_under_load_fails_no_call() {
         // Longer than the sessions' timeout: had they not moved to the new
         // leader, they would have expired by now.
         tokio::time::sleep((TTL + Duration::from_secs(2)).saturating_sub(killed_at.elapsed())).await;
-        let after = leases(registry.registrations(Some("Whoami")).await.expect("registrations"));
+        let after = leases(registrations_of(&registry, "Whoami").await);
         assert_eq!(after, before, "the same leases hold the same registrations");
-        let sessions_after = leases(observer.registrations(Some("Whoami")).await.expect("registrations"));
+        let sessions_after = leases(registrations_of(&observer, "Whoami").await);
         assert_eq!(sessions_after, sessions_before, "in the same session");
 
         // Changes after the failover reach the consumers.
