@@ -548,26 +548,26 @@ async fn exercise_route_guide(client: &RouteGuideClient) {
     assert_eq!(replies, ["first", "first", "third"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn route_guide_works_over_grpc() {
-    let server = courier::Server::builder()
+/// A server of the route guide on 127.0.0.1:0.
+async fn route_guide_server() -> courier::ServerHandle {
+    courier::Server::builder()
         .add_service(routeguide::RouteGuideServer::new(route_guide()))
         .bind("127.0.0.1:0")
         .await
         .expect("bind")
-        .start();
+        .start()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_guide_works_over_grpc() {
+    let server = route_guide_server().await;
     let client = RouteGuideClient::new(grpc_channel(server.local_addr()).await);
     exercise_route_guide(&client).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_guide_works_natively() {
-    let server = courier::Server::builder()
-        .add_service(routeguide::RouteGuideServer::new(route_guide()))
-        .bind("127.0.0.1:0")
-        .await
-        .expect("bind")
-        .start();
+    let server = route_guide_server().await;
     let client = RouteGuideClient::connect(server.local_addr().to_string()).await.expect("connect");
     exercise_route_guide(&client).await;
 }
@@ -576,12 +576,7 @@ async fn route_guide_works_natively() {
 /// reflection client reads the flags from the served descriptors).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_describes_route_guides_streams() {
-    let server = courier::Server::builder()
-        .add_service(routeguide::RouteGuideServer::new(route_guide()))
-        .bind("127.0.0.1:0")
-        .await
-        .expect("bind")
-        .start();
+    let server = route_guide_server().await;
     let output = Command::new(python())
         .arg(tests_dir().join("python/reflect_methods.py"))
         .arg(server.local_addr().to_string())

@@ -96,6 +96,11 @@ impl Feed for FeedImpl {
     }
 }
 
+/// Whether a `forever` handler is dropped within 5 s.
+async fn handler_dropped(feed: &FeedImpl) -> bool {
+    courier_tests::eventually(Duration::from_secs(5), || feed.dropped.lock().expect("lock").is_some()).await
+}
+
 async fn start() -> (courier::ServerHandle, FeedImpl) {
     let feed = FeedImpl::default();
     let server = courier::Server::builder()
@@ -201,15 +206,7 @@ async fn a_deadline_expiring_mid_stream_fails_it_and_stops_the_handler() {
         assert!(got > 10, "messages flowed before the deadline: {got}");
         assert_eq!(end.code(), Code::DeadlineExceeded, "{end}");
         // The server had the same deadline: its handler is gone too.
-        assert!(
-            courier_tests::eventually(Duration::from_secs(5), || feed_state
-                .dropped
-                .lock()
-                .expect("lock")
-                .is_some())
-            .await,
-            "the handler is dropped"
-        );
+        assert!(handler_dropped(&feed_state).await, "the handler is dropped");
     })
     .await;
 }
@@ -225,15 +222,7 @@ async fn a_caller_that_cancels_reaches_the_handler_at_once() {
         }
         let cancelled = Instant::now();
         drop(numbers);
-        assert!(
-            courier_tests::eventually(Duration::from_secs(5), || feed_state
-                .dropped
-                .lock()
-                .expect("lock")
-                .is_some())
-            .await,
-            "the handler is dropped"
-        );
+        assert!(handler_dropped(&feed_state).await, "the handler is dropped");
         let dropped = feed_state.dropped.lock().expect("lock").expect("dropped");
         let after = dropped.saturating_duration_since(cancelled);
         assert!(after < Duration::from_millis(10), "the handler saw the cancel {after:?} later");
@@ -297,15 +286,7 @@ async fn a_connection_killed_mid_stream_is_an_error_at_both_ends() {
             }
         };
         assert_eq!(end.code(), Code::Unavailable, "{end}");
-        assert!(
-            courier_tests::eventually(Duration::from_secs(5), || feed_state
-                .dropped
-                .lock()
-                .expect("lock")
-                .is_some())
-            .await,
-            "the server drops the handler"
-        );
+        assert!(handler_dropped(&feed_state).await, "the server drops the handler");
 
         // The sending side of a client stream sees it too.
         let (sender, numbers) = channel::<u64>(4);
@@ -479,7 +460,7 @@ async fn an_http_client_that_leaves_mid_stream_stops_the_handler() {
         }
         drop(stream);
         assert!(
-            courier_tests::eventually(Duration::from_secs(5), || feed_state.dropped.lock().expect("lock").is_some()).await,
+            handler_dropped(&feed_state).await,
             "the handler is dropped when the HTTP client leaves"
         );
     })

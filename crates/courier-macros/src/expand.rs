@@ -222,25 +222,7 @@ fn expand_server(service: &Service) -> TokenStream {
                 }
             },
         };
-        // A single argument travels as itself; over JSON it may also come
-        // wrapped in an object naming it, and a wrong shape is explained
-        // with its name and type (`__private::decode_arg`).
-        let decode = match method.args.as_slice() {
-            [arg] => {
-                let name = arg.ident.to_string();
-                let name = name.trim_start_matches("r#");
-                let ty = type_string(&arg.ty);
-                quote! {
-                    ::courier::__private::decode_arg(
-                        &cx,
-                        &body,
-                        #full,
-                        &::courier::__private::ArgDescriptor { name: #name, ty: #ty },
-                    )?
-                }
-            }
-            _ => quote! { ::courier::__private::decode_args(&cx, &body, #full)? },
-        };
+        let decode = decode_args(service, method);
         quote! {
             #index => ::std::boxed::Box::pin(async move {
                 let codec = cx.codec();

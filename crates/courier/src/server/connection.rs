@@ -559,7 +559,9 @@ async fn handle_frame(
     match frame.header.kind {
         FrameKind::Request | FrameKind::OneWay | FrameKind::StreamOpen => {
             let call_id = frame.header.call_id;
-            if conn.calls().contains_key(&call_id) || conn.streams().contains_key(&call_id) {
+            // (An open stream's id is in `calls` too: streams always run
+            // in a task of their own, entered there as they start.)
+            if conn.calls().contains_key(&call_id) {
                 return Some(protocol_error(
                     format!("call id {call_id} is already in flight"),
                     *last_call_id,
